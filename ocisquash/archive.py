@@ -1,0 +1,307 @@
+"""Read-only file trees an image source is read from: a directory, or an outer tar indexed once.
+
+``TarTree`` indexes a tarball's members in one pass (names normalised and checked: no absolute names,
+no ``..``, no NUL or backslash, no duplicates; symlinked and hardlinked members resolved inside the
+archive only, with a hop cap), then serves members as byte ranges of the file: nothing is extracted.
+A compressed tarball or standard input is first spooled, decompressed, to a temporary file, since
+``manifest.json`` may be its last member. ``DirTree`` opens files with ``O_NOFOLLOW`` and requires
+regular files, so a layout cannot point a reader outside itself.
+"""
+
+from __future__ import annotations
+
+import os
+import posixpath
+import shutil
+import stat
+import tarfile
+import tempfile
+from dataclasses import dataclass
+from typing import IO, BinaryIO, Protocol
+
+from ocisquash import limits
+from ocisquash.compression import Codec, decompressing_reader, sniff_bytes
+from ocisquash.errors import FormatError, MissingBlob, OcisquashError, UnsafePath
+
+MAX_LINK_HOPS = 16
+
+
+class Tree(Protocol):
+    """What readers need of an input: named files, read whole (JSON) or streamed (blobs)."""
+
+    label: str
+
+    def exists(self, name: str) -> bool: ...
+
+    def size(self, name: str) -> int: ...
+
+    def open(self, name: str) -> IO[bytes]: ...
+
+    def read(self, name: str, max_size: int) -> bytes: ...
+
+    def is_seekable_file(self, name: str) -> bool: ...
+
+    def names(self) -> list[str]: ...
+
+
+def clean_member_name(name: str, where: str) -> str:
+    """Normalise an outer-tar member name; reject what could escape or mean two things."""
+    if "\x00" in name or "\\" in name:
+        raise UnsafePath(f"{where}: member name {name!r} contains a NUL or a backslash")
+    if name.startswith("/"):
+        raise UnsafePath(f"{where}: member name {name!r} is absolute")
+    parts = [p for p in name.split("/") if p not in ("", ".")]
+    if any(p == ".." for p in parts):
+        raise UnsafePath(f"{where}: member name {name!r} contains '..'")
+    return "/".join(parts)
+
+
+class RangeReader:
+    """Reads ``size`` bytes at ``offset`` of a file, through its own file handle."""
+
+    def __init__(self, path: str, offset: int, size: int) -> None:
+        self._f = open(path, "rb")  # noqa: SIM115 - closed by close()
+        self._f.seek(offset)
+        self._start = offset
+        self._left = size
+        self._size = size
+
+    def read(self, n: int = -1) -> bytes:
+        if self._left <= 0:
+            return b""
+        if n is None or n < 0 or n > self._left:
+            n = self._left
+        data = self._f.read(n)
+        if len(data) < n and not data:
+            raise FormatError(f"{self._f.name}: unexpected end of file (truncated tar?)")
+        self._left -= len(data)
+        return data
+
+    def readinto(self, buf: memoryview | bytearray) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._size - self._left
+
+    def seek(self, pos: int, whence: int = 0) -> int:
+        cur = self._size - self._left
+        new = pos if whence == 0 else cur + pos if whence == 1 else self._size + pos
+        new = max(0, min(new, self._size))
+        self._f.seek(self._start + new)
+        self._left = self._size - new
+        return new
+
+    def close(self) -> None:
+        self._f.close()
+
+    def __enter__(self) -> RangeReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@dataclass(frozen=True)
+class _Member:
+    offset: int
+    size: int
+    kind: str  # "file", "dir", "symlink", "hardlink"
+    link: str = ""
+
+
+class TarTree:
+    """An uncompressed tar file on disk, indexed once; members are served as byte ranges."""
+
+    def __init__(self, path: str, label: str, *, temp: bool = False) -> None:
+        self.path = path
+        self.label = label
+        self._temp = temp
+        self._members: dict[str, _Member] = {}
+        self._index()
+
+    def _index(self) -> None:
+        cap = limits.current().max_outer_members
+        try:
+            with tarfile.open(self.path, "r:") as tf:
+                for ti in tf:
+                    if len(self._members) >= cap:
+                        raise limits.exceeded("max_outer_members", f"{self.label}: more than {cap} members")
+                    name = clean_member_name(ti.name, self.label)
+                    if not name:
+                        continue
+                    if name in self._members:
+                        raise UnsafePath(f"{self.label}: member {name!r} appears twice (readers disagree on which "
+                                         "copy wins)")
+                    if ti.isdir():
+                        m = _Member(0, 0, "dir")
+                    elif ti.issym():
+                        m = _Member(0, 0, "symlink", ti.linkname)
+                    elif ti.islnk():
+                        m = _Member(0, 0, "hardlink", clean_member_name(ti.linkname, self.label))
+                    elif ti.isreg():
+                        if ti.issparse():
+                            raise FormatError(f"{self.label}: member {name!r} is a sparse file")
+                        m = _Member(ti.offset_data, ti.size, "file")
+                    else:
+                        continue
+                    self._members[name] = m
+        except OcisquashError:
+            raise
+        except (tarfile.TarError, EOFError, OSError, UnicodeError) as e:
+            raise FormatError(f"{self.label}: not a readable tar archive ({e or type(e).__name__})") from None
+        end = os.path.getsize(self.path)
+        for name, m in self._members.items():
+            if m.kind == "file" and m.offset + m.size > end:
+                raise FormatError(f"{self.label}: member {name!r} is truncated")
+
+    def _resolve(self, name: str) -> _Member:
+        name = clean_member_name(name, self.label)
+        for _ in range(MAX_LINK_HOPS):
+            m = self._members.get(name)
+            if m is None:
+                raise MissingBlob(f"{self.label}: no member {name!r}")
+            if m.kind == "file":
+                return m
+            if m.kind == "hardlink":
+                name = m.link
+                continue
+            if m.kind == "symlink":
+                if m.link.startswith("/"):
+                    raise UnsafePath(f"{self.label}: member {name!r} is a symlink to an absolute path")
+                target = posixpath.normpath(posixpath.join(posixpath.dirname(name), m.link))
+                if target == ".." or target.startswith("../") or target.startswith("/"):
+                    raise UnsafePath(f"{self.label}: member {name!r} is a symlink leaving the archive")
+                name = target
+                continue
+            raise FormatError(f"{self.label}: member {name!r} is a directory, not a file")
+        raise UnsafePath(f"{self.label}: member {name!r}: too many links (a cycle?)")
+
+    def exists(self, name: str) -> bool:
+        try:
+            self._resolve(name)
+            return True
+        except MissingBlob:
+            return False
+
+    def size(self, name: str) -> int:
+        return self._resolve(name).size
+
+    def open(self, name: str) -> IO[bytes]:
+        m = self._resolve(name)
+        return RangeReader(self.path, m.offset, m.size)  # type: ignore[return-value]
+
+    def read(self, name: str, max_size: int) -> bytes:
+        m = self._resolve(name)
+        if m.size > max_size:
+            raise limits.exceeded("max_json", f"{self.label}: {name} is {m.size} bytes, over the cap of {max_size}")
+        with self.open(name) as f:
+            return f.read()
+
+    def is_seekable_file(self, name: str) -> bool:
+        return True
+
+    def names(self) -> list[str]:
+        return list(self._members)
+
+    def close(self) -> None:
+        if self._temp:
+            try:
+                os.unlink(self.path)
+            except OSError:
+                pass
+
+
+class DirTree:
+    """A directory read with O_NOFOLLOW on every component we open; only regular files are served."""
+
+    def __init__(self, root: str) -> None:
+        self.root = root
+        self.label = root
+
+    def _path(self, name: str) -> str:
+        return os.path.join(self.root, clean_member_name(name, self.label))
+
+    def _open_fd(self, name: str) -> int:
+        path = self._path(name)
+        try:
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+        except FileNotFoundError:
+            raise MissingBlob(f"{self.label}: {name} is missing") from None
+        except OSError as e:
+            if e.errno == 40:  # ELOOP: the last component is a symlink
+                raise UnsafePath(f"{self.label}: {name} is a symlink; layouts must hold regular files") from None
+            raise FormatError(f"{self.label}: cannot open {name}: {e.strerror}") from None
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise FormatError(f"{self.label}: {name} is not a regular file")
+        # O_NOFOLLOW guards only the last component: the directories above must not be links either.
+        rel = clean_member_name(name, self.label).split("/")[:-1]
+        for i in range(len(rel)):
+            if os.path.islink(os.path.join(self.root, *rel[: i + 1])):
+                os.close(fd)
+                raise UnsafePath(f"{self.label}: {name} lies behind a symlinked directory")
+        return fd
+
+    def exists(self, name: str) -> bool:
+        return os.path.lexists(self._path(name))
+
+    def size(self, name: str) -> int:
+        return os.lstat(self._path(name)).st_size
+
+    def open(self, name: str) -> IO[bytes]:
+        return os.fdopen(self._open_fd(name), "rb")
+
+    def read(self, name: str, max_size: int) -> bytes:
+        with self.open(name) as f:
+            data = f.read(max_size + 1)
+        if len(data) > max_size:
+            raise limits.exceeded("max_json", f"{self.label}: {name} is over the cap of {max_size} bytes")
+        return data
+
+    def is_seekable_file(self, name: str) -> bool:
+        return True
+
+    def names(self) -> list[str]:
+        out: list[str] = []
+        for dirpath, _dirs, files in os.walk(self.root):
+            rel = os.path.relpath(dirpath, self.root)
+            out.extend(f if rel == "." else f"{rel}/{f}" for f in files)
+        return out
+
+    def close(self) -> None:
+        pass
+
+
+def open_tar_input(path: str, stream: BinaryIO | None = None) -> TarTree:
+    """Index a tarball given by path (or ``-``/a stream): plain files in place, others spooled first."""
+    label = "<stdin>" if path == "-" else path
+    if stream is None and path != "-":
+        try:
+            with open(path, "rb") as f:
+                head = f.read(512)
+        except OSError as e:
+            raise FormatError(f"{label}: cannot read: {e.strerror}") from None
+        if sniff_bytes(head) is Codec.NONE:
+            return TarTree(path, label)
+        src: IO[bytes] | BinaryIO = open(path, "rb")  # noqa: SIM115 - closed below
+    else:
+        src = stream if stream is not None else os.fdopen(os.dup(0), "rb")
+    fd, tmp = tempfile.mkstemp(prefix="ocisquash-input-", suffix=".tar")
+    try:
+        with os.fdopen(fd, "wb") as out:
+            reader = decompressing_reader(src, label)
+            shutil.copyfileobj(reader, out, 1 << 20)
+        src.close()
+        return TarTree(tmp, label, temp=True)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -1,0 +1,56 @@
+"""``ocisquash convert IN OUT``: copy an image between formats, optionally recompressing its layers."""
+
+from __future__ import annotations
+
+import time
+
+import typer
+
+from ocisquash import convert as convert_lib
+from ocisquash.cli import common
+
+
+def _register() -> None:
+    from ocisquash.cli import app
+
+    @app.command(
+        "convert",
+        help=(
+            "Copy an image between docker save tarballs and OCI layouts, verifying every blob.\n\n"
+            "The output format follows OUT: a directory is an OCI layout, a .tar is a docker save tarball "
+            "(which is also a valid OCI layout tar); --format overrides. IN and OUT may be '-'.\n\n"
+            "Examples:\n\n"
+            "  ocisquash convert app.tar app-oci/            # docker save tar -> OCI layout dir\n\n"
+            "  ocisquash convert app-oci/ app.tar --tag app:1.0 --compression zstd"
+        ),
+    )
+    def convert(
+        source: str = typer.Argument(..., metavar="IN", help="Input: OCI layout dir, OCI tar, docker save tar, or -."),
+        dest: str = typer.Argument(..., metavar="OUT", help="Output path, or - for standard output."),
+        image: str | None = common.IMAGE_OPTION,
+        platform: str | None = common.PLATFORM_OPTION,
+        tag: list[str] | None = typer.Option(None, "--tag", "-t", help="Name the output (repeatable)."),
+        fmt: str | None = typer.Option(None, "--format", "-f", help="Output format: docker, oci or oci-dir."),
+        compression: str | None = typer.Option(None, "--compression", "-c",
+                                               help="Recompress layers: gzip, zstd or none (default: keep)."),
+        level: int | None = typer.Option(None, "--level", help="Compression level (gzip 0-3, zstd 1-19)."),
+        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
+        json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+        limit: list[str] | None = common.LIMIT_OPTION,
+    ) -> None:
+        common.apply_limits(limit)
+        t0 = time.monotonic()
+        with common.progress(quiet) as prog:
+            result = convert_lib.convert(source, dest, image=image, platform=platform, tags=tag or [], fmt=fmt,
+                                         compression=compression, level=level, on_step=prog.describe,
+                                         on_start=prog.phase)
+        result["seconds"] = round(time.monotonic() - t0, 3)
+        if json_out:
+            common.print_json(result)
+        elif not quiet:
+            common.err_console().print(
+                f"[green]converted[/] {result['image']} -> {result['output']} ({result['format']}, "
+                f"{len(result['layers'])} layers, manifest {result['manifest'][:19]}…)")
+
+
+_register()

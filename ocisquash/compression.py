@@ -1,0 +1,240 @@
+"""Compression: sniff a stream's codec, open decompressing readers and compressing writers.
+
+Sniffing looks at magic bytes first (cheap and exact) and asks python-magic only when none match.
+Readers read every gzip member and every zstd frame to the end; writers are deterministic (gzip header
+mtime 0, no file name) so the same input gives the same bytes. gzip goes through ISA-L (``isal``), the
+fastest well-kept gzip codec on PyPI, with its compression on a background thread.
+"""
+
+from __future__ import annotations
+
+import bz2
+import enum
+import lzma
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import IO, Any, BinaryIO, cast
+
+import isal.igzip as igzip
+import isal.igzip_threaded as igzip_threaded
+import magic
+import zstandard
+
+from ocisquash import model
+from ocisquash.errors import FormatError, UsageError
+
+SNIFF_BYTES = 512
+
+
+class Codec(enum.Enum):
+    NONE = "none"
+    GZIP = "gzip"
+    ZSTD = "zstd"
+    BZIP2 = "bzip2"
+    XZ = "xz"
+
+
+# ISA-L has levels 0-3; 2 is its default and, measured here, compresses 200 MB at ~240 MB/s on one
+# thread (zlib -6: ~24 MB/s) for an output ~7% larger than zlib -6.
+DEFAULT_LEVEL = {Codec.GZIP: 2, Codec.ZSTD: 3, Codec.NONE: 0}
+LEVEL_RANGE = {Codec.GZIP: (0, 3), Codec.ZSTD: (1, 19), Codec.NONE: (0, 0)}
+
+
+def sniff_bytes(head: bytes) -> Codec:
+    """The codec of a stream from its first bytes (up to SNIFF_BYTES)."""
+    if head.startswith(b"\x1f\x8b"):
+        return Codec.GZIP
+    if head.startswith(b"\x28\xb5\x2f\xfd") or (
+        len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == b"\x2a\x4d\x18"
+    ):
+        return Codec.ZSTD
+    if head.startswith(b"BZh"):
+        return Codec.BZIP2
+    if head.startswith(b"\xfd7zXZ\x00"):
+        return Codec.XZ
+    if len(head) >= 262 and head[257:262] == b"ustar":
+        return Codec.NONE
+    if not head or not any(head):
+        return Codec.NONE  # an empty tar (all zero blocks) or nothing at all
+    mime = magic.from_buffer(head, mime=True)
+    known = {"application/gzip": Codec.GZIP, "application/x-gzip": Codec.GZIP, "application/zstd": Codec.ZSTD,
+             "application/x-bzip2": Codec.BZIP2, "application/x-xz": Codec.XZ, "application/x-tar": Codec.NONE}
+    if mime in known:
+        return known[mime]
+    if mime in ("application/x-lzip", "application/x-lz4", "application/x-lzma", "application/x-compress"):
+        raise FormatError(f"unsupported compression ({mime})")
+    return Codec.NONE  # old-style tars without the ustar magic; the tar reader judges the rest
+
+
+def codec_of_media_type(media_type: str) -> Codec | None:
+    """The codec a layer media type declares, or None for a type that does not say (Docker tarballs)."""
+    if media_type.endswith(("+gzip", ".gzip")):
+        return Codec.GZIP
+    if media_type.endswith(("+zstd", ".zstd")):
+        return Codec.ZSTD
+    if media_type in (model.OCI_LAYER, model.DOCKER_LAYER, model.OCI_LAYER_ND):
+        return Codec.NONE
+    return None
+
+
+def layer_media_type(codec: Codec, docker: bool) -> str:
+    if docker:
+        return {Codec.NONE: model.DOCKER_LAYER, Codec.GZIP: model.DOCKER_LAYER_GZIP,
+                Codec.ZSTD: model.DOCKER_LAYER_ZSTD}[codec]
+    return {Codec.NONE: model.OCI_LAYER, Codec.GZIP: model.OCI_LAYER_GZIP, Codec.ZSTD: model.OCI_LAYER_ZSTD}[codec]
+
+
+def parse_codec(text: str) -> Codec:
+    try:
+        c = Codec(text)
+    except ValueError:
+        raise UsageError(f"unknown compression {text!r}: use gzip, zstd or none") from None
+    if c not in (Codec.GZIP, Codec.ZSTD, Codec.NONE):
+        raise UsageError(f"ocisquash writes gzip, zstd or none, not {text}")
+    return c
+
+
+def check_level(codec: Codec, level: int | None) -> int:
+    if level is None:
+        return DEFAULT_LEVEL[codec]
+    lo, hi = LEVEL_RANGE[codec]
+    if not lo <= level <= hi:
+        raise UsageError(f"--level {level} is out of range for {codec.value}: {lo} to {hi}")
+    return level
+
+
+class PrefixedReader:
+    """A reader that yields ``prefix`` and then the rest of ``raw`` (used after sniffing a stream)."""
+
+    def __init__(self, prefix: bytes, raw: IO[bytes] | BinaryIO) -> None:
+        self._prefix = prefix
+        self._raw = raw
+
+    def read(self, n: int = -1) -> bytes:
+        if self._prefix:
+            if n is None or n < 0:
+                data = self._prefix + self._raw.read()
+                self._prefix = b""
+                return data
+            data, self._prefix = self._prefix[:n], self._prefix[n:]
+            return data
+        return self._raw.read(n)
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def _read_head(raw: IO[bytes] | BinaryIO) -> bytes:
+    head = b""
+    while len(head) < SNIFF_BYTES:
+        chunk = raw.read(SNIFF_BYTES - len(head))
+        if not chunk:
+            break
+        head += chunk
+    return head
+
+
+class _ErrorMapping:
+    """Turns codec exceptions (EOFError, zlib/zstd/lzma errors) into one FormatError naming the stream."""
+
+    def __init__(self, inner: Any, what: str, codec: Codec) -> None:
+        self._inner = inner
+        self._what = what
+        self._codec = codec
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return cast(bytes, self._inner.read(n))
+        except FormatError:
+            raise
+        except (EOFError, OSError, ValueError, lzma.LZMAError, zstandard.ZstdError) as e:
+            msg = str(e) or type(e).__name__
+            if isinstance(e, EOFError):
+                msg = "truncated stream (ended before the end marker)"
+            raise FormatError(f"{self._what}: corrupt {self._codec.value} data: {msg}") from None
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        try:
+            self._inner.close()
+        except Exception:
+            pass
+
+
+def decompressing_reader(raw: IO[bytes] | BinaryIO, what: str, codec: Codec | None = None) -> BinaryIO:
+    """A reader of the decompressed bytes of ``raw``, sniffing the codec when ``codec`` is None."""
+    head = _read_head(raw)
+    sniffed = sniff_bytes(head)
+    if codec is not None and codec is not sniffed and head:
+        raise FormatError(f"{what}: its media type says {codec.value} but its bytes are {sniffed.value}")
+    src = PrefixedReader(head, raw)
+    if sniffed is Codec.NONE:
+        return cast(BinaryIO, src)
+    inner: Any
+    if sniffed is Codec.GZIP:
+        inner = igzip.GzipFile(fileobj=src, mode="rb")
+    elif sniffed is Codec.ZSTD:
+        inner = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
+    elif sniffed is Codec.BZIP2:
+        inner = bz2.BZ2File(src, "rb")
+    else:
+        inner = lzma.LZMAFile(src, "rb")
+    return cast(BinaryIO, _ErrorMapping(inner, what, sniffed))
+
+
+class _NoClose:
+    def __init__(self, raw: IO[bytes] | BinaryIO) -> None:
+        self._raw = raw
+
+    def write(self, data: Any) -> int:
+        return self._raw.write(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def close(self) -> None:
+        self._raw.flush()
+
+
+@contextmanager
+def compressing_writer(raw: IO[bytes] | BinaryIO | Any, codec: Codec, level: int | None = None,
+                       threads: int = 2) -> Iterator[BinaryIO]:
+    """A writer that compresses into ``raw`` (left open); deterministic for the same input and level."""
+    lvl = check_level(codec, level)
+    if codec is Codec.NONE:
+        yield cast(BinaryIO, raw)
+        return
+    if codec is Codec.GZIP:
+        # igzip_threaded compresses 1 MiB blocks on worker threads and writes one gzip member whose
+        # bytes do not depend on the thread count (checked in tests).
+        gz = igzip_threaded.open(_NoClose(raw), "wb", compresslevel=lvl, threads=threads)
+        try:
+            yield cast(BinaryIO, gz)
+        finally:
+            gz.close()
+        return
+    # zstd output is the same for any worker count >= 1, but differs with 0 workers: keep >= 1.
+    cctx = zstandard.ZstdCompressor(level=lvl, threads=max(1, threads), write_checksum=False)
+    zw = cctx.stream_writer(raw, closefd=False)
+    try:
+        yield cast(BinaryIO, zw)
+    finally:
+        zw.close()

@@ -1,0 +1,192 @@
+"""Content digests: the validated ``Digest`` value, hashing readers and writers, and chain IDs.
+
+A ``VerifyingReader`` counts and hashes bytes as they stream past and fails the moment a blob is longer
+than its descriptor says, or at EOF when the size or digest is wrong, so no caller acts on bytes that
+do not match. ``HashingWriter`` does the same for outputs, so digests are known without a second pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from typing import IO, Any, BinaryIO
+
+from ocisquash.errors import DigestMismatch, FormatError
+
+_DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+\Z")
+_KNOWN = {"sha256": 64, "sha512": 128}
+EMPTY_TAR_DIFF_ID = "sha256:5f70bf18a086007016e948b04aed3b82103a36bea41755b6cddfaf10ace3c6ef"
+
+
+@dataclass(frozen=True, order=True)
+class Digest:
+    """An ``algorithm:encoded`` content digest, checked against the OCI grammar on creation."""
+
+    algorithm: str
+    encoded: str
+
+    @classmethod
+    def parse(cls, text: object, *, where: str = "digest") -> Digest:
+        if not isinstance(text, str) or not _DIGEST_RE.match(text):
+            raise FormatError(f"{where}: {text!r} is not a valid digest")
+        alg, enc = text.split(":", 1)
+        want = _KNOWN.get(alg)
+        if want is not None and (len(enc) != want or not re.fullmatch(r"[a-f0-9]+", enc)):
+            raise FormatError(f"{where}: {text!r} is not a valid {alg} digest")
+        return cls(alg, enc)
+
+    @classmethod
+    def of(cls, data: bytes) -> Digest:
+        return cls("sha256", hashlib.sha256(data).hexdigest())
+
+    @property
+    def verifiable(self) -> bool:
+        return self.algorithm in _KNOWN
+
+    @property
+    def hex(self) -> str:
+        return self.encoded
+
+    def short(self, n: int = 12) -> str:
+        return self.encoded[:n]
+
+    def hasher(self) -> Any:
+        if not self.verifiable:
+            raise FormatError(f"cannot verify {self}: unsupported digest algorithm {self.algorithm!r}")
+        return hashlib.new(self.algorithm)
+
+    def __str__(self) -> str:
+        return f"{self.algorithm}:{self.encoded}"
+
+
+class VerifyingReader:
+    """Reads a blob, counting and hashing every byte; raises on a size or digest mismatch.
+
+    The check happens as soon as more than ``size`` bytes arrive, and when EOF is reached. ``verify()``
+    drains what is left and checks, for callers that stop reading early.
+    """
+
+    def __init__(self, raw: IO[bytes], digest: Digest, size: int | None, what: str) -> None:
+        self._raw = raw
+        self.digest = digest
+        self.size = size
+        self.what = what
+        self._hash = digest.hasher()
+        self.count = 0
+        self.done = False
+
+    def read(self, n: int = -1) -> bytes:
+        if self.done:
+            return b""
+        if n is None or n < 0:
+            n = 1 << 62
+        limit = n if self.size is None else min(n, self.size - self.count + 1)
+        data = self._raw.read(limit) if limit > 0 else b""
+        if data:
+            self.count += len(data)
+            if self.size is not None and self.count > self.size:
+                raise DigestMismatch(f"{self.what}: blob is larger than its descriptor's size {self.size}")
+            self._hash.update(data)
+        if not data or (self.size is not None and self.count == self.size and len(data) < n):
+            self._finish()
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def _finish(self) -> None:
+        if self.done:
+            return
+        if self.size is not None and self.count != self.size:
+            raise DigestMismatch(
+                f"{self.what}: blob is {self.count} bytes, its descriptor says {self.size} (truncated?)"
+            )
+        got = self._hash.hexdigest()
+        if got != self.digest.encoded:
+            raise DigestMismatch(f"{self.what}: content hashes to {self.digest.algorithm}:{got}, not {self.digest}")
+        self.done = True
+
+    def verify(self) -> None:
+        while not self.done:
+            self.read(1 << 20)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+class HashingReader:
+    """Passes bytes through while computing their sha256 and count (for diff IDs of decompressed streams)."""
+
+    def __init__(self, raw: IO[bytes] | BinaryIO) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        if data:
+            self.count += len(data)
+            self._hash.update(data)
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+    def digest(self) -> Digest:
+        return Digest("sha256", self._hash.hexdigest())
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+class HashingWriter:
+    """Passes bytes through to ``raw`` while computing their sha256 and count."""
+
+    def __init__(self, raw: IO[bytes] | BinaryIO | None) -> None:
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.count = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        self._hash.update(data)
+        n = len(data)
+        self.count += n
+        if self._raw is not None:
+            self._raw.write(data)
+        return n
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        if self._raw is not None:
+            self._raw.flush()
+
+    def digest(self) -> Digest:
+        return Digest("sha256", self._hash.hexdigest())
+
+
+def chain_ids(diff_ids: list[Digest]) -> list[Digest]:
+    """ChainID(L0) = DiffID(L0); ChainID(L0..Ln) = sha256(ChainID(L0..Ln-1) + " " + DiffID(Ln))."""
+    out: list[Digest] = []
+    for d in diff_ids:
+        if not out:
+            out.append(d)
+        else:
+            out.append(Digest("sha256", hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest()))
+    return out

@@ -1,0 +1,137 @@
+"""``Image`` and ``Layer``: what a squash, a conversion or a listing needs of one image.
+
+Sources (``layout``, ``dockerarchive``) build these; sinks consume them. A layer opens as a raw blob
+stream (size and digest verified while streaming) or as its decompressed tar stream, which also checks
+the diff ID the config promises when its end is reached. Nothing here knows a file format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any, BinaryIO, Protocol
+
+from ocisquash.compression import Codec, decompressing_reader
+from ocisquash.digest import Digest, HashingReader, VerifyingReader
+from ocisquash.errors import DigestMismatch, FormatError
+from ocisquash.model import Descriptor, ImageConfig, Manifest
+
+
+class BlobOpener(Protocol):
+    def __call__(self) -> IO[bytes]: ...
+
+
+@dataclass
+class Layer:
+    """One layer: its blob (digest may be unknown for a docker tarball member) and its diff ID."""
+
+    index: int
+    diff_id: Digest
+    size: int
+    media_type: str | None  # None where the source does not say (docker tarballs): sniffed when read
+    digest: Digest | None
+    opener: BlobOpener
+    what: str
+    seekable_plain: bool = False  # the raw blob is an uncompressed tar in a seekable file
+    urls: tuple[str, ...] = ()
+    annotations: dict[str, str] = field(default_factory=dict)
+    codec: Codec | None = None
+
+    def open_blob(self) -> IO[bytes]:
+        """The raw blob, verified against its digest (or, for an unknown digest, just its size)."""
+        raw = self.opener()
+        if self.digest is None:
+            return raw
+        return VerifyingReader(raw, self.digest, self.size, self.what)  # type: ignore[return-value]
+
+    def open(self) -> BinaryIO:
+        """The decompressed tar stream; at EOF the blob digest and the diff ID are both checked."""
+        return DiffIdCheckingReader(self.open_blob(), self.diff_id, self.what, self.codec)  # type: ignore[return-value]
+
+    def open_scan(self) -> BinaryIO:
+        """A stream for a headers-only pass: the seekable raw file when it is a plain tar, else ``open()``."""
+        if self.seekable_plain:
+            return self.opener()  # type: ignore[return-value]
+        return self.open()
+
+
+class DiffIdCheckingReader:
+    """Decompresses a blob and checks, at EOF, that the decompressed bytes hash to the diff ID."""
+
+    def __init__(self, blob: IO[bytes], diff_id: Digest, what: str, codec: Codec | None) -> None:
+        self._blob = blob
+        self._hashing = HashingReader(decompressing_reader(blob, what, codec))
+        self._diff_id = diff_id
+        self._what = what
+        self._done = False
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._hashing.read(n)
+        if not data and n != 0 and not self._done:
+            self._finish()
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def _finish(self) -> None:
+        self._done = True
+        verify = getattr(self._blob, "verify", None)
+        if verify is not None:
+            verify()  # drains anything after the last compressed member, then checks the blob digest
+        got = self._hashing.digest()
+        if got != self._diff_id:
+            raise DigestMismatch(f"{self._what}: uncompressed content hashes to {got}, but the config's diff ID is "
+                                 f"{self._diff_id}")
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
+
+    def close(self) -> None:
+        self._blob.close()
+
+
+@dataclass
+class Image:
+    """One image of a source: names, manifest (when the source has one), config, and layers."""
+
+    names: list[str]
+    config: ImageConfig
+    layers: list[Layer]
+    manifest: Manifest | None = None
+    manifest_digest: Digest | None = None
+    manifest_descriptor: Descriptor | None = None
+    source: str = ""
+    index_annotations: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def id(self) -> Digest:
+        """The image ID as the classic Docker store shows it: the digest of the config bytes."""
+        return self.config.digest
+
+    @property
+    def label(self) -> str:
+        return self.names[0] if self.names else f"{self.id.short()}"
+
+    def check_consistent(self) -> None:
+        n = len(self.config.diff_ids)
+        if len(self.layers) != n:
+            raise FormatError(f"{self.source}: image {self.label} lists {len(self.layers)} layers but its config has "
+                              f"{n} diff IDs")
+
+
+@dataclass
+class Candidate:
+    """An image a source can load, before its config and layers are read (for choosing and listing)."""
+
+    names: list[str]
+    image_id: Digest | None
+    manifest_digest: Digest | None
+    load: Callable[[], Image]
+    platform: str | None = None

@@ -1,0 +1,173 @@
+"""OCI image layouts (a directory or a tar of one): find the images they hold and load them.
+
+``index.json`` is walked through nested indexes (with a depth cap and cycle guard); attestation
+manifests and unknown media types are skipped; a platform whose manifest blob is missing (a
+containerd export of one platform) is skipped too, since only a blob we need is an error. Every blob
+read is checked against its descriptor's size and digest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from ocisquash import limits, model
+from ocisquash.archive import Tree
+from ocisquash.compression import Codec, codec_of_media_type
+from ocisquash.digest import Digest
+from ocisquash.errors import DigestMismatch, FormatError, MissingBlob
+from ocisquash.image import Image, Layer
+from ocisquash.model import Descriptor, ImageConfig, Index, Manifest
+
+ATTESTATION_KEY = "vnd.docker.reference.type"
+
+
+def blob_path(d: Digest) -> str:
+    # Digest.parse already checked the grammar and, for sha256/sha512, the exact hex form.
+    if not d.verifiable:
+        raise FormatError(f"blob {d}: unsupported digest algorithm; cannot build a verified path")
+    return f"blobs/{d.algorithm}/{d.encoded}"
+
+
+def read_blob(tree: Tree, desc: Descriptor, what: str, max_size: int | None = None) -> bytes:
+    """A small blob (JSON), checked against its descriptor before anyone parses it."""
+    cap = max_size if max_size is not None else limits.current().max_json
+    if desc.size > cap:
+        raise limits.exceeded("max_json", f"{tree.label}: {what} {desc.digest} is {desc.size} bytes, over the cap")
+    path = blob_path(desc.digest)
+    if not tree.exists(path):
+        raise MissingBlob(f"{tree.label}: {what} {desc.digest} is missing")
+    data = tree.read(path, cap)
+    if len(data) != desc.size:
+        raise DigestMismatch(f"{tree.label}: {what} {desc.digest} is {len(data)} bytes, its descriptor says {desc.size}")
+    got = Digest("sha256", __import__("hashlib").new(desc.digest.algorithm, data).hexdigest())
+    if got.encoded != desc.digest.encoded:
+        raise DigestMismatch(f"{tree.label}: {what} {desc.digest} does not match its content "
+                             f"({desc.digest.algorithm}:{got.encoded})")
+    return data
+
+
+@dataclass
+class Entry:
+    """One image manifest reachable from index.json, with the names of the top-level entry it is under."""
+
+    names: list[str]
+    descriptor: Descriptor
+    manifest: Manifest
+    platform: model.Platform | None
+    top: Descriptor
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+def names_of(desc: Descriptor) -> list[str]:
+    out = []
+    full = desc.annotations.get(model.CONTAINERD_NAME)
+    if full:
+        out.append(full)
+    ref = desc.annotations.get(model.REF_NAME)
+    if ref and ref not in out:
+        out.append(ref)
+    return out
+
+
+def read_index_json(tree: Tree) -> Index:
+    if tree.exists("oci-layout"):
+        f = model.Fields(model.load_json(tree.read("oci-layout", 1 << 16), f"{tree.label}: oci-layout"),
+                         f"{tree.label}: oci-layout")
+        version = f.req_str("imageLayoutVersion")
+        if version != "1.0.0":
+            raise FormatError(f"{tree.label}: oci-layout version {version!r} is not supported (1.0.0 is)")
+    if not tree.exists("index.json"):
+        raise FormatError(f"{tree.label}: not an OCI image layout (no index.json)")
+    cap = limits.current().max_json
+    return Index.parse(tree.read("index.json", cap), f"{tree.label}: index.json")
+
+
+def entries(tree: Tree) -> list[Entry]:
+    """Every image manifest index.json leads to, in index order."""
+    index = read_index_json(tree)
+    out: list[Entry] = []
+    for desc in index.manifests:
+        _walk(tree, desc, desc, out, depth=0, seen=set())
+    cap = limits.current().max_images
+    if len(out) > cap:
+        raise limits.exceeded("max_images", f"{tree.label}: holds {len(out)} images, over the cap of {cap}")
+    return out
+
+
+def _is_attestation(desc: Descriptor) -> bool:
+    if desc.annotations.get(ATTESTATION_KEY) == "attestation-manifest":
+        return True
+    if "io.containerd.manifest.subject" in desc.annotations:
+        return True
+    p = desc.platform
+    return p is not None and p.os == "unknown" and p.architecture == "unknown"
+
+
+def _walk(tree: Tree, desc: Descriptor, top: Descriptor, out: list[Entry], depth: int, seen: set[Digest]) -> None:
+    if _is_attestation(desc):
+        return
+    kind_hint = desc.media_type
+    if kind_hint not in model.INDEX_TYPES and kind_hint not in model.MANIFEST_TYPES:
+        if kind_hint in model.SCHEMA1:
+            raise FormatError(f"{tree.label}: {desc.digest} is a Docker schema 1 manifest, which is obsolete and "
+                              "not supported")
+        return  # unknown media types MUST NOT be an error: skip them
+    if desc.digest in seen:
+        raise FormatError(f"{tree.label}: index {desc.digest} refers back to itself (a cycle)")
+    if not tree.exists(blob_path(desc.digest)):
+        if desc is not top:
+            return  # a platform nobody pulled: fine until someone asks for it
+        raise MissingBlob(f"{tree.label}: manifest {desc.digest} named in index.json is missing")
+    data = read_blob(tree, desc, "manifest")
+    where = f"{tree.label}: {desc.digest}"
+    obj = model.load_json(data, where)
+    kind = model.document_kind(obj, desc.media_type)
+    if kind == "index":
+        max_depth = limits.current().max_index_depth
+        if depth + 1 > max_depth:
+            raise limits.exceeded("max_index_depth", f"{tree.label}: image indexes nested deeper than {max_depth}")
+        idx = Index.parse(data, where, media_type=desc.media_type)
+        for child in idx.manifests:
+            _walk(tree, child, top, out, depth + 1, seen | {desc.digest})
+    elif kind == "manifest":
+        man = Manifest.parse(data, where, media_type=desc.media_type)
+        if man.config.media_type not in model.CONFIG_TYPES:
+            return  # an artifact, not an image
+        out.append(Entry(names_of(top), desc, man, desc.platform, top, dict(top.annotations)))
+
+
+def load(tree: Tree, entry: Entry, *, source: str = "") -> Image:
+    """The image behind one entry: its config (verified) and its layers (verified when read)."""
+    man = entry.manifest
+    cfg_bytes = read_blob(tree, man.config, "config")
+    config = ImageConfig.parse(cfg_bytes, f"{tree.label}: config {man.config.digest}")
+    if len(man.layers) != len(config.diff_ids):
+        raise FormatError(f"{tree.label}: manifest {entry.descriptor.digest} has {len(man.layers)} layers but its "
+                          f"config has {len(config.diff_ids)} diff IDs")
+    cap = limits.current().max_layers
+    if len(man.layers) > cap:
+        raise limits.exceeded("max_layers", f"{tree.label}: image has {len(man.layers)} layers, over the cap")
+    layers = []
+    for i, (ld, diff_id) in enumerate(zip(man.layers, config.diff_ids, strict=True)):
+        path = blob_path(ld.digest)
+        codec = codec_of_media_type(ld.media_type)
+        what = f"{tree.label}: layer {i + 1}/{len(man.layers)} {ld.digest}"
+        layers.append(Layer(
+            index=i, diff_id=diff_id, size=ld.size, media_type=ld.media_type, digest=ld.digest,
+            opener=_opener(tree, path, what), what=what,
+            seekable_plain=codec is Codec.NONE and tree.exists(path) and tree.is_seekable_file(path),
+            urls=ld.urls, annotations=dict(ld.annotations), codec=codec,
+        ))
+    img = Image(names=list(entry.names), config=config, layers=layers, manifest=man,
+                manifest_digest=entry.descriptor.digest, manifest_descriptor=entry.descriptor,
+                source=source or tree.label, index_annotations=entry.annotations)
+    return img
+
+
+def _opener(tree: Tree, path: str, what: str):  # type: ignore[no-untyped-def]
+    def open_blob():  # type: ignore[no-untyped-def]
+        if not tree.exists(path):
+            raise MissingBlob(f"{what}: blob is missing")
+        return tree.open(path)
+
+    return open_blob

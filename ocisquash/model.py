@@ -1,0 +1,392 @@
+"""Typed records for image documents, parsed strictly, and canonical JSON out.
+
+Every document keeps the exact bytes it was parsed from (``raw``): what passes through unchanged is
+written back byte for byte, so digests and image IDs do not move. New documents are serialised once,
+deterministically, by ``canonical_json``. Parse errors name the file and the field.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from ocisquash.digest import Digest
+from ocisquash.errors import FormatError
+
+# Media types (FORMATS.md §1).
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
+OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
+OCI_LAYER_GZIP = OCI_LAYER + "+gzip"
+OCI_LAYER_ZSTD = OCI_LAYER + "+zstd"
+OCI_LAYER_ND = "application/vnd.oci.image.layer.nondistributable.v1.tar"
+DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
+DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
+DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
+DOCKER_LAYER_GZIP = DOCKER_LAYER + ".gzip"
+DOCKER_LAYER_ZSTD = DOCKER_LAYER + ".zstd"
+DOCKER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
+SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json", "application/vnd.docker.distribution.manifest.v1+prettyjws")
+
+INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
+MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
+CONFIG_TYPES = (OCI_CONFIG, DOCKER_CONFIG)
+LAYER_TYPES = (
+    OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_LAYER_ND, OCI_LAYER_ND + "+gzip", OCI_LAYER_ND + "+zstd",
+    DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_LAYER_ZSTD, DOCKER_FOREIGN,
+)
+REF_NAME = "org.opencontainers.image.ref.name"
+CONTAINERD_NAME = "io.containerd.image.name"
+
+DEFAULT_MAX_JSON = 16 << 20
+
+
+def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            raise _DuplicateKey(k)
+        out[k] = v
+    return out
+
+
+class _DuplicateKey(ValueError):
+    def __init__(self, key: str) -> None:
+        super().__init__(key)
+        self.key = key
+
+
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not valid JSON")
+
+
+def load_json(data: bytes, where: str, *, max_size: int = DEFAULT_MAX_JSON) -> Any:
+    """Parse I-JSON strictly: UTF-8, no duplicate keys, no NaN, capped in size."""
+    if len(data) > max_size:
+        from ocisquash.limits import exceeded
+
+        raise exceeded("max_json", f"{where}: JSON document is {len(data)} bytes, over the cap of {max_size}")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise FormatError(f"{where}: not UTF-8 JSON ({e.reason} at byte {e.start})") from None
+    try:
+        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_no_constants)
+    except _DuplicateKey as e:
+        raise FormatError(f"{where}: duplicate JSON key {e.key!r}") from None
+    except RecursionError:
+        raise FormatError(f"{where}: JSON nested too deeply") from None
+    except ValueError as e:
+        raise FormatError(f"{where}: malformed JSON ({e})") from None
+
+
+def canonical_json(obj: Any) -> bytes:
+    """Serialise a new document once, deterministically (no whitespace, insertion key order)."""
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+# ---------------------------------------------------------------- field access
+
+
+class Fields:
+    """Typed access to one JSON object, with errors that name the file and the field path."""
+
+    def __init__(self, obj: Any, where: str, path: str = "") -> None:
+        if not isinstance(obj, dict):
+            raise FormatError(f"{where}: {path or 'document'} must be a JSON object, not {_kind(obj)}")
+        self.obj: dict[str, Any] = obj
+        self.where = where
+        self.path = path
+
+    def _name(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def _get(self, key: str, types: type | tuple[type, ...], required: bool) -> Any:
+        v = self.obj.get(key)
+        if v is None:
+            if required:
+                raise FormatError(f"{self.where}: missing required field {self._name(key)!r}")
+            return None
+        if isinstance(v, bool) and bool not in (types if isinstance(types, tuple) else (types,)):
+            raise FormatError(f"{self.where}: field {self._name(key)!r} must be {_tname(types)}, not a boolean")
+        if not isinstance(v, types):
+            raise FormatError(f"{self.where}: field {self._name(key)!r} must be {_tname(types)}, not {_kind(v)}")
+        return v
+
+    def str(self, key: str, required: bool = False) -> str | None:
+        return self._get(key, str, required)  # type: ignore[no-any-return]
+
+    def req_str(self, key: str) -> str:
+        return self._get(key, str, True)  # type: ignore[no-any-return]
+
+    def int(self, key: str, required: bool = False) -> int | None:
+        return self._get(key, int, required)  # type: ignore[no-any-return]
+
+    def bool(self, key: str) -> bool:
+        return bool(self._get(key, bool, False))
+
+    def dict(self, key: str, required: bool = False) -> dict[str, Any] | None:
+        return self._get(key, dict, required)  # type: ignore[no-any-return]
+
+    def sub(self, key: str) -> Fields:
+        return Fields(self._get(key, dict, True), self.where, self._name(key))
+
+    def list(self, key: str, required: bool = False) -> list[Any]:
+        v = self._get(key, list, required)
+        return v if v is not None else []
+
+    def str_map(self, key: str) -> dict[str, str]:
+        v = self._get(key, dict, False) or {}
+        for k, val in v.items():
+            if not isinstance(val, str):
+                raise FormatError(f"{self.where}: {self._name(key)}[{k!r}] must be a string, not {_kind(val)}")
+        return v  # type: ignore[no-any-return]
+
+    def str_list(self, key: str) -> list[str]:
+        v = self.list(key)
+        for i, item in enumerate(v):
+            if not isinstance(item, str):
+                raise FormatError(f"{self.where}: {self._name(key)}[{i}] must be a string, not {_kind(item)}")
+        return v
+
+    def digest(self, key: str) -> Digest:
+        return Digest.parse(self.req_str(key), where=f"{self.where}: field {self._name(key)!r}")
+
+
+def _kind(v: Any) -> str:
+    if v is None:
+        return "null"
+    return {dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "a number",
+            float: "a number"}.get(type(v), type(v).__name__)
+
+
+def _tname(t: type | tuple[type, ...]) -> str:
+    ts = t if isinstance(t, tuple) else (t,)
+    return " or ".join({dict: "an object", list: "a list", str: "a string", bool: "a boolean", int: "an integer"}
+                       .get(x, x.__name__) for x in ts)
+
+
+# ---------------------------------------------------------------- records
+
+
+@dataclass(frozen=True)
+class Platform:
+    os: str
+    architecture: str
+    variant: str | None = None
+    os_version: str | None = None
+
+    @classmethod
+    def parse(cls, f: Fields) -> Platform:
+        return cls(os=f.req_str("os"), architecture=f.req_str("architecture"), variant=f.str("variant"),
+                   os_version=f.str("os.version"))
+
+    @classmethod
+    def from_text(cls, text: str) -> Platform:
+        parts = text.split("/")
+        if len(parts) not in (2, 3) or not all(parts):
+            from ocisquash.errors import UsageError
+
+            raise UsageError(f"--platform {text!r}: expected os/arch or os/arch/variant, e.g. linux/arm64/v8")
+        return cls(os=parts[0], architecture=parts[1], variant=parts[2] if len(parts) == 3 else None)
+
+    def matches(self, want: Platform) -> bool:
+        if (self.os, self.architecture) != (want.os, want.architecture):
+            return False
+        return want.variant is None or self.variant == want.variant
+
+    def __str__(self) -> str:
+        return "/".join(p for p in (self.os, self.architecture, self.variant) if p)
+
+    def to_json(self) -> dict[str, str]:
+        out = {"architecture": self.architecture, "os": self.os}
+        if self.os_version:
+            out["os.version"] = self.os_version
+        if self.variant:
+            out["variant"] = self.variant
+        return out
+
+
+@dataclass(frozen=True)
+class Descriptor:
+    media_type: str
+    digest: Digest
+    size: int
+    annotations: dict[str, str] = field(default_factory=dict)
+    platform: Platform | None = None
+    urls: tuple[str, ...] = ()
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def parse(cls, f: Fields, *, media_type_default: str | None = None) -> Descriptor:
+        mt = f.str("mediaType") or media_type_default
+        if mt is None:
+            raise FormatError(f"{f.where}: missing required field {f._name('mediaType')!r}")
+        size = f.int("size", required=True)
+        assert size is not None
+        if size < 0:
+            raise FormatError(f"{f.where}: field {f._name('size')!r} must not be negative")
+        plat = f.obj.get("platform")
+        return cls(
+            media_type=mt,
+            digest=f.digest("digest"),
+            size=size,
+            annotations=f.str_map("annotations"),
+            platform=Platform.parse(Fields(plat, f.where, f._name("platform"))) if plat is not None else None,
+            urls=tuple(f.str_list("urls")),
+            raw=f.obj,
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
+        if self.urls:
+            out["urls"] = list(self.urls)
+        if self.annotations:
+            out["annotations"] = dict(self.annotations)
+        if self.platform is not None:
+            out["platform"] = self.platform.to_json()
+        return out
+
+    def with_annotations(self, annotations: dict[str, str]) -> Descriptor:
+        return Descriptor(self.media_type, self.digest, self.size, annotations, self.platform, self.urls)
+
+
+def _check_schema(f: Fields) -> None:
+    mt = f.str("mediaType")
+    if mt in SCHEMA1 or f.obj.get("schemaVersion") == 1:
+        raise FormatError(f"{f.where}: Docker schema 1 manifests are obsolete and not supported",
+                          hint="convert it with a current registry client first")
+    sv = f.int("schemaVersion", required=True)
+    if sv != 2:
+        raise FormatError(f"{f.where}: schemaVersion is {sv}, expected 2")
+
+
+def document_kind(obj: Any, descriptor_type: str | None) -> str:
+    """'index' or 'manifest' (or the unknown media type): by mediaType, else descriptor, else shape."""
+    mt = obj.get("mediaType") if isinstance(obj, dict) else None
+    mt = mt or descriptor_type
+    if mt in INDEX_TYPES:
+        return "index"
+    if mt in MANIFEST_TYPES:
+        return "manifest"
+    if mt in SCHEMA1:
+        return "manifest"
+    if isinstance(obj, dict) and not mt:
+        if "manifests" in obj:
+            return "index"
+        if "config" in obj and "layers" in obj:
+            return "manifest"
+    return str(mt)
+
+
+@dataclass(frozen=True)
+class Index:
+    media_type: str
+    manifests: tuple[Descriptor, ...]
+    annotations: dict[str, str]
+    raw: bytes
+
+    @classmethod
+    def parse(cls, data: bytes, where: str, *, media_type: str | None = None) -> Index:
+        f = Fields(load_json(data, where), where)
+        _check_schema(f)
+        items = f.list("manifests", required=True)
+        mans = tuple(
+            Descriptor.parse(Fields(m, where, f"manifests[{i}]")) for i, m in enumerate(items)
+        )
+        return cls(f.str("mediaType") or media_type or OCI_INDEX, mans, f.str_map("annotations"), data)
+
+
+@dataclass(frozen=True)
+class Manifest:
+    media_type: str
+    config: Descriptor
+    layers: tuple[Descriptor, ...]
+    annotations: dict[str, str]
+    raw: bytes
+    obj: dict[str, Any] = field(compare=False, default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: bytes, where: str, *, media_type: str | None = None) -> Manifest:
+        f = Fields(load_json(data, where), where)
+        _check_schema(f)
+        mt = f.str("mediaType") or media_type or OCI_MANIFEST
+        if mt in SCHEMA1:
+            raise FormatError(f"{where}: Docker schema 1 manifests are obsolete and not supported")
+        layers = tuple(
+            Descriptor.parse(Fields(x, where, f"layers[{i}]")) for i, x in enumerate(f.list("layers", required=True))
+        )
+        return cls(mt, Descriptor.parse(f.sub("config")), layers, f.str_map("annotations"), data, f.obj)
+
+    @property
+    def is_docker(self) -> bool:
+        return self.media_type == DOCKER_MANIFEST
+
+
+@dataclass(frozen=True)
+class History:
+    created: str | None
+    created_by: str | None
+    author: str | None
+    comment: str | None
+    empty_layer: bool
+    raw: dict[str, Any]
+
+    @classmethod
+    def parse(cls, f: Fields) -> History:
+        return cls(f.str("created"), f.str("created_by"), f.str("author"), f.str("comment"),
+                   f.bool("empty_layer"), f.obj)
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """An image config: the fields ocisquash reads, typed, and the whole object kept for pass-through."""
+
+    architecture: str
+    os: str
+    variant: str | None
+    created: str | None
+    diff_ids: tuple[Digest, ...]
+    history: tuple[History, ...]
+    labels: dict[str, str]
+    raw: bytes
+    obj: dict[str, Any] = field(compare=False, default_factory=dict)
+
+    @classmethod
+    def parse(cls, data: bytes, where: str) -> ImageConfig:
+        f = Fields(load_json(data, where), where)
+        rootfs = f.sub("rootfs")
+        rtype = rootfs.req_str("type")
+        if rtype != "layers":
+            raise FormatError(f"{where}: rootfs.type is {rtype!r}; only 'layers' is defined")
+        ids = tuple(
+            Digest.parse(d, where=f"{where}: rootfs.diff_ids[{i}]")
+            for i, d in enumerate(rootfs.list("diff_ids", required=True))
+        )
+        hist = tuple(History.parse(Fields(h, where, f"history[{i}]")) for i, h in enumerate(f.list("history")))
+        run = f.obj.get("config")
+        labels = Fields(run, where, "config").str_map("Labels") if run is not None else {}
+        if run is not None:
+            Fields(run, where, "config")  # type check only
+        return cls(
+            architecture=f.req_str("architecture"),
+            os=f.req_str("os"),
+            variant=f.str("variant"),
+            created=f.str("created"),
+            diff_ids=ids,
+            history=hist,
+            labels=labels,
+            raw=data,
+            obj=f.obj,
+        )
+
+    @property
+    def platform(self) -> Platform:
+        return Platform(self.os, self.architecture, self.variant)
+
+    @property
+    def digest(self) -> Digest:
+        return Digest.of(self.raw)

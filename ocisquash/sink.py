@@ -1,0 +1,366 @@
+"""Where images are written: an OCI layout directory, an OCI layout tar, or a ``docker save`` tar.
+
+Every sink writes under a temporary name beside its destination and renames into place only in
+``commit()``: a failed or interrupted run leaves the old state, and ``abort()`` removes what was
+written. Blobs are content-addressed and written once (deduplicated by digest); their digests are
+computed while they stream, so nothing is hashed twice. A tar sink writes each streamed blob behind a
+placeholder header that is patched with the real name and size once the blob is complete.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import os
+import shutil
+import stat
+import sys
+import tarfile
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any, BinaryIO
+
+from ocisquash import model, reference
+from ocisquash.digest import Digest, HashingWriter
+from ocisquash.errors import FormatError, OutputError
+from ocisquash.model import Descriptor
+
+OCI_LAYOUT_BYTES = b'{"imageLayoutVersion":"1.0.0"}'
+
+
+@dataclass
+class WrittenImage:
+    """What a sink records of one image, to write the index (and manifest.json) at commit."""
+
+    manifest: Descriptor
+    config_digest: Digest
+    layer_digests: list[Digest]
+    tags: list[str]  # full references (``docker.io/acme/app:1.2``) or bare layout tags
+    platform: model.Platform | None = None
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+class Sink:
+    """Base: blob writing and image bookkeeping shared by the directory and tar sinks."""
+
+    docker: bool = False
+    label: str = ""
+
+    def __init__(self) -> None:
+        self.images: list[WrittenImage] = []
+
+    # blob primitives, provided by subclasses
+    def has(self, digest: Digest) -> bool:
+        raise NotImplementedError
+
+    def put_stream(self, produce: Callable[[BinaryIO], None]) -> tuple[Digest, int]:
+        raise NotImplementedError
+
+    def put_bytes(self, data: bytes) -> tuple[Digest, int]:
+        return self.put_stream(lambda w: w.write(data) and None)
+
+    def add_image(self, image: WrittenImage) -> None:
+        self.images.append(image)
+
+    def commit(self) -> None:
+        raise NotImplementedError
+
+    def abort(self) -> None:
+        raise NotImplementedError
+
+
+def refuse_symlink(path: str) -> None:
+    if os.path.islink(path):
+        raise OutputError(f"{path}: is a symlink; refusing to write through it", hint="give the real path")
+
+
+def _index_entries(images: list[WrittenImage], existing: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """index.json ``manifests``: existing entries whose tags we do not take, then one per new tag."""
+    new_refs: set[str] = set()
+    for img in images:
+        for t in img.tags:
+            new_refs.add(_ref_name(t))
+    kept = [e for e in existing
+            if ((e.get("annotations") or {}).get(model.REF_NAME)) not in new_refs]
+    out = list(kept)
+    for img in images:
+        base = img.manifest.to_json()
+        base.pop("annotations", None)
+        if img.platform is not None:
+            base["platform"] = img.platform.to_json()
+        if not img.tags:
+            ann = dict(img.annotations)
+            if ann:
+                base["annotations"] = ann
+            out.append(base)
+        for t in img.tags:
+            d = dict(base)
+            ann = dict(img.annotations)
+            if "/" in t or ":" in t:
+                ann[model.CONTAINERD_NAME] = t
+            ann[model.REF_NAME] = _ref_name(t)
+            d["annotations"] = ann
+            out.append(d)
+    return out
+
+
+def _ref_name(tag: str) -> str:
+    """What goes in ``org.opencontainers.image.ref.name``: the tag, as Docker and containerd write it."""
+    if "/" in tag or ":" in tag:
+        _, t, _ = reference.split(tag)
+        return t or "latest"
+    return tag
+
+
+def index_bytes(entries: list[dict[str, Any]]) -> bytes:
+    return model.canonical_json({"schemaVersion": 2, "mediaType": model.OCI_INDEX, "manifests": entries})
+
+
+def docker_manifest_json(images: list[WrittenImage]) -> bytes:
+    items = []
+    for img in images:
+        tags = [reference.familiar(t) for t in img.tags if "/" in t or ":" in t]
+        items.append({
+            "Config": f"blobs/sha256/{img.config_digest.encoded}",
+            "RepoTags": tags,
+            "Layers": [f"blobs/sha256/{d.encoded}" for d in img.layer_digests],
+        })
+    return model.canonical_json(items) + b"\n"
+
+
+class OciDirSink(Sink):
+    """An OCI layout directory: a new one (built beside, renamed in at commit) or an existing one."""
+
+    def __init__(self, path: str) -> None:
+        super().__init__()
+        self.label = path
+        self.dest = os.path.abspath(path)
+        refuse_symlink(self.dest)
+        self.existing = os.path.isdir(self.dest) and os.path.exists(os.path.join(self.dest, "index.json"))
+        if os.path.exists(self.dest) and not self.existing:
+            if not os.path.isdir(self.dest):
+                raise OutputError(f"{path}: exists and is not a directory")
+            if os.listdir(self.dest):
+                raise OutputError(f"{path}: exists, is not empty and is not an OCI layout",
+                                  hint="give a new directory name, or an existing layout to add the image to")
+        parent = os.path.dirname(self.dest) or "."
+        if not os.path.isdir(parent):
+            raise OutputError(f"{path}: its directory {parent} does not exist")
+        if self.existing:
+            self.root = self.dest
+            self._tmpdir: str | None = None
+        else:
+            self._tmpdir = tempfile.mkdtemp(prefix=f".{os.path.basename(self.dest)}.ocisquash-", dir=parent)
+            self.root = self._tmpdir
+            with open(os.path.join(self.root, "oci-layout"), "wb") as f:
+                f.write(OCI_LAYOUT_BYTES)
+        self._blobs = os.path.join(self.root, "blobs", "sha256")
+        os.makedirs(self._blobs, exist_ok=True)
+        self._temps: list[str] = []
+
+    def has(self, digest: Digest) -> bool:
+        p = os.path.join(self._blobs, digest.encoded)
+        return os.path.isfile(p) and not os.path.islink(p)
+
+    def put_stream(self, produce: Callable[[BinaryIO], None]) -> tuple[Digest, int]:
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self._blobs)
+        self._temps.append(tmp)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                hw = HashingWriter(f)
+                produce(hw)  # type: ignore[arg-type]
+            d = hw.digest()
+            final = os.path.join(self._blobs, d.encoded)
+            if self.has(d):
+                os.unlink(tmp)
+            else:
+                os.chmod(tmp, 0o644)
+                os.replace(tmp, final)
+            self._temps.remove(tmp)
+            return d, hw.count
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+    def commit(self) -> None:
+        index_path = os.path.join(self.root, "index.json")
+        existing: list[dict[str, Any]] = []
+        if self.existing:
+            with open(index_path, "rb") as f:
+                idx = model.load_json(f.read(), f"{self.label}: index.json")
+            if not isinstance(idx, dict) or not isinstance(idx.get("manifests"), list):
+                raise FormatError(f"{self.label}: index.json has no manifests list")
+            existing = idx["manifests"]
+        data = index_bytes(_index_entries(self.images, existing))
+        fd, tmp = tempfile.mkstemp(prefix=".index.json.", dir=self.root)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.chmod(tmp, 0o644)
+            os.replace(tmp, index_path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+        if self._tmpdir is not None:
+            os.chmod(self._tmpdir, 0o755)
+            if os.path.isdir(self.dest):
+                os.rmdir(self.dest)  # an empty directory given as the destination
+            os.rename(self._tmpdir, self.dest)
+            self._tmpdir = None
+
+    def abort(self) -> None:
+        for t in self._temps:
+            with contextlib.suppress(OSError):
+                os.unlink(t)
+        if self._tmpdir is not None:
+            shutil.rmtree(self._tmpdir, ignore_errors=True)
+            self._tmpdir = None
+
+
+def _header(name: str, size: int, mode: int = 0o644) -> bytes:
+    ti = tarfile.TarInfo(name)
+    ti.size, ti.mode, ti.mtime, ti.type = size, mode, 0, tarfile.REGTYPE
+    ti.uname = ti.gname = ""
+    return ti.tobuf(tarfile.GNU_FORMAT, "utf-8", "strict")
+
+
+class TarSink(Sink):
+    """An OCI layout tar, or with ``docker=True`` a ``docker save`` tar in the Docker 25+ shape.
+
+    Written to a temporary file beside the destination (or in $TMPDIR for standard output) and renamed
+    or copied out at commit; all members are regular files.
+    """
+
+    def __init__(self, path: str, *, docker: bool) -> None:
+        super().__init__()
+        self.docker = docker
+        self.label = "<stdout>" if path == "-" else path
+        self.dest = path
+        if path == "-":
+            if sys.stdout.isatty():
+                raise OutputError("refusing to write a tarball to a terminal", hint="redirect stdout or give a file")
+            fd, self._tmp = tempfile.mkstemp(prefix="ocisquash-out-", suffix=".tar")
+        else:
+            refuse_symlink(path)
+            parent = os.path.dirname(os.path.abspath(path))
+            if not os.path.isdir(parent):
+                raise OutputError(f"{path}: its directory {parent} does not exist")
+            if os.path.isdir(path):
+                raise OutputError(f"{path}: is a directory", hint="use --format oci-dir to write a layout directory")
+            fd, self._tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.ocisquash-", dir=parent)
+        self._f: IO[bytes] | None = os.fdopen(fd, "w+b")
+        self._digests: set[Digest] = set()
+        self._add_member("oci-layout", OCI_LAYOUT_BYTES)
+
+    def _add_member(self, name: str, data: bytes) -> None:
+        assert self._f is not None
+        self._f.write(_header(name, len(data)))
+        self._f.write(data)
+        self._f.write(b"\0" * (-len(data) % 512))
+
+    def has(self, digest: Digest) -> bool:
+        return digest in self._digests
+
+    def put_stream(self, produce: Callable[[BinaryIO], None]) -> tuple[Digest, int]:
+        f = self._f
+        assert f is not None
+        start = f.tell()
+        f.write(b"\0" * 512)  # placeholder header: the name is the digest, known only at the end
+        hw = HashingWriter(_BufferedOut(f))
+        produce(hw)  # type: ignore[arg-type]
+        hw.flush()
+        d, n = hw.digest(), hw.count
+        if d in self._digests:
+            f.seek(start)
+            f.truncate()
+            return d, n
+        f.write(b"\0" * (-n % 512))
+        end = f.tell()
+        f.seek(start)
+        f.write(_header(f"blobs/sha256/{d.encoded}", n))
+        f.seek(end)
+        self._digests.add(d)
+        return d, n
+
+    def commit(self) -> None:
+        f = self._f
+        assert f is not None
+        self._add_member("index.json", index_bytes(_index_entries(self.images, [])))
+        if self.docker:
+            self._add_member("manifest.json", docker_manifest_json(self.images))
+        f.write(b"\0" * 1024)
+        f.flush()
+        if self.dest == "-":
+            f.seek(0)
+            out = sys.stdout.buffer
+            shutil.copyfileobj(f, out, 1 << 20)
+            out.flush()
+            f.close()
+            self._f = None
+            os.unlink(self._tmp)
+            return
+        os.fsync(f.fileno())
+        f.close()
+        self._f = None
+        os.chmod(self._tmp, 0o644 & ~_umask())
+        os.replace(self._tmp, self.dest)
+
+    def abort(self) -> None:
+        if self._f is not None:
+            with contextlib.suppress(OSError):
+                self._f.close()
+            self._f = None
+        with contextlib.suppress(OSError):
+            os.unlink(self._tmp)
+
+
+def _umask() -> int:
+    m = os.umask(0)
+    os.umask(m)
+    return m
+
+
+class _BufferedOut(io.RawIOBase):
+    """Passes writes straight to the file (the HashingWriter above already sees every byte once)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self._f = f
+
+    def write(self, data: Any) -> int:
+        return self._f.write(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        self._f.flush()
+
+
+def open_sink(path: str, fmt: str) -> Sink:
+    """``fmt``: ``docker`` (docker save tar), ``oci`` (OCI layout tar) or ``oci-dir``."""
+    if fmt == "oci-dir":
+        if path == "-":
+            raise OutputError("an OCI layout directory cannot go to standard output", hint="use --format oci or docker")
+        return OciDirSink(path)
+    return TarSink(path, docker=fmt == "docker")
+
+
+def guess_format(path: str, input_format: str | None) -> str:
+    """The output format from the output path: a directory (or a name without .tar) is a layout dir."""
+    if path == "-":
+        return input_format if input_format in ("docker", "oci") else "docker"
+    if os.path.isdir(path) and not os.path.islink(path):
+        return "oci-dir"
+    lower = path.lower()
+    if lower.endswith((".tar", ".tar.gz", ".tgz")):
+        if input_format in ("docker", "oci"):
+            return input_format
+        return "docker"
+    if os.path.exists(path) and stat.S_ISREG(os.stat(path).st_mode):
+        return input_format if input_format in ("docker", "oci") else "docker"
+    return "oci-dir"

@@ -1,0 +1,166 @@
+"""Open whatever the user names (a layout directory, a tarball of any kind, or ``-``) and choose an image.
+
+``open_source`` decides what a path is and lists the images it holds as candidates (reading only JSON);
+``Source.choose`` picks one by ``name:tag``, by digest, by image ID prefix, or as the only one, and by
+``--platform`` inside a multi-platform index, with errors that list the choices.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+from ocisquash import dockerarchive, layout, reference
+from ocisquash.archive import DirTree, TarTree, Tree, open_tar_input
+from ocisquash.errors import Ambiguous, FormatError, NotFound, OcisquashError
+from ocisquash.image import Candidate, Image
+from ocisquash.model import Platform
+
+_HEX = re.compile(r"(?:sha256:)?([a-f0-9]{4,64})\Z")
+
+
+@dataclass
+class Source:
+    """An opened input: its kind (``docker``, ``oci`` or ``oci-dir``) and the images it holds."""
+
+    path: str
+    kind: str
+    tree: Tree
+    candidates: list[Candidate] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return self.tree.label
+
+    def close(self) -> None:
+        close = getattr(self.tree, "close", None)
+        if close is not None:
+            close()
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def choose(self, ref: str | None = None, platform: str | None = None) -> Image:
+        return self.choose_candidate(ref, platform).load()
+
+    def choose_candidate(self, ref: str | None = None, platform: str | None = None) -> Candidate:
+        cands = self.candidates
+        if not cands:
+            raise NotFound(f"{self.label}: holds no images")
+        if ref is not None:
+            cands = [c for c in cands if _matches(ref, c)]
+            if not cands:
+                raise NotFound(f"{self.label}: no image matches {ref!r}",
+                               hint="images here: " + _describe(self.candidates))
+        if platform is not None:
+            want = Platform.from_text(platform)
+            plat = [c for c in cands if c.platform is None or Platform.from_text(c.platform).matches(want)]
+            if not plat:
+                raise NotFound(f"{self.label}: no image for platform {platform}",
+                               hint="platforms here: " + ", ".join(sorted({c.platform or '?' for c in cands})))
+            cands = plat[:1] if len({c.platform for c in plat}) >= 1 and _same_image_set(plat) else plat
+        distinct = _dedupe(cands)
+        if len(distinct) == 1:
+            return distinct[0]
+        if len({c.platform for c in distinct}) > 1 and _same_top(distinct):
+            raise Ambiguous(f"{self.label}: {ref or 'the image'} is multi-platform; choose one with --platform",
+                            hint="platforms: " + ", ".join(c.platform or "?" for c in distinct))
+        what = f"{ref!r} matches {len(distinct)} images" if ref else f"holds {len(distinct)} images; say which"
+        raise Ambiguous(f"{self.label}: {what}", hint="use --image with one of: " + _describe(distinct))
+
+
+def _same_image_set(cands: list[Candidate]) -> bool:
+    return True
+
+
+def _same_top(cands: list[Candidate]) -> bool:
+    return len({tuple(c.names) for c in cands}) == 1
+
+
+def _dedupe(cands: list[Candidate]) -> list[Candidate]:
+    seen: dict[object, Candidate] = {}
+    for c in cands:
+        key = c.manifest_digest or c.image_id or id(c)
+        if key in seen:
+            seen[key].names.extend(n for n in c.names if n not in seen[key].names)
+        else:
+            seen[key] = Candidate(list(c.names), c.image_id, c.manifest_digest, c.load, c.platform)
+    return list(seen.values())
+
+
+def _describe(cands: list[Candidate]) -> str:
+    parts = []
+    for c in cands[:12]:
+        label = ", ".join(c.names) if c.names else "<untagged>"
+        ident = c.image_id.short() if c.image_id else (c.manifest_digest.short() if c.manifest_digest else "")
+        plat = f" [{c.platform}]" if c.platform else ""
+        parts.append(f"{label} ({ident}){plat}")
+    more = f" and {len(cands) - 12} more" if len(cands) > 12 else ""
+    return "; ".join(parts) + more
+
+
+def _matches(ref: str, c: Candidate) -> bool:
+    if reference.matches(ref, c.names):
+        return True
+    m = _HEX.match(ref)
+    if m:
+        hexpart = m.group(1)
+        full = len(hexpart) == 64
+        for d in (c.manifest_digest, c.image_id):
+            if d is None:
+                continue
+            if (full and d.encoded == hexpart) or (not full and d.encoded.startswith(hexpart)):
+                return True
+    return False
+
+
+def open_source(path: str) -> Source:
+    """Open an input; raises a clear error when it is none of the formats ocisquash reads."""
+    if path != "-" and not os.path.lexists(path):
+        raise FormatError(f"{path}: no such file or directory")
+    if path != "-" and os.path.isdir(path):
+        if not (os.path.exists(os.path.join(path, "index.json")) or os.path.exists(os.path.join(path, "oci-layout"))):
+            raise FormatError(f"{path}: a directory, but not an OCI image layout (no index.json)")
+        tree = DirTree(path)
+        src = Source(path, "oci-dir", tree)
+        src.candidates = _layout_candidates(tree)
+        return src
+    ttree = open_tar_input(path)
+    try:
+        if dockerarchive.is_docker_archive(ttree):
+            src = Source(path, "docker", ttree)
+            src.candidates = dockerarchive.candidates(ttree)
+        elif ttree.exists("index.json"):
+            src = Source(path, "oci", ttree)
+            src.candidates = _layout_candidates(ttree)
+        elif ttree.exists("repositories"):
+            raise FormatError(f"{ttree.label}: a pre-1.10 docker save tarball (no manifest.json); not supported",
+                              hint="re-save it with a current Docker")
+        else:
+            raise FormatError(f"{ttree.label}: neither a docker save tarball (no manifest.json) nor an OCI layout "
+                              "(no index.json)")
+        return src
+    except OcisquashError:
+        ttree.close()
+        raise
+    except BaseException:
+        ttree.close()
+        raise
+
+
+def _layout_candidates(tree: DirTree | TarTree) -> list[Candidate]:
+    out = []
+    for e in layout.entries(tree):
+        out.append(Candidate(
+            names=list(e.names), image_id=e.manifest.config.digest, manifest_digest=e.descriptor.digest,
+            load=_loader(tree, e), platform=str(e.platform) if e.platform else None,
+        ))
+    return out
+
+
+def _loader(tree: DirTree | TarTree, e: layout.Entry):  # type: ignore[no-untyped-def]
+    return lambda: layout.load(tree, e)

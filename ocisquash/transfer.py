@@ -1,0 +1,217 @@
+"""Writing an image into a sink: layers copied, recompressed or generated, then config and manifest.
+
+This is the one place that turns an ``Image`` (or a squashed one) into blobs and a manifest, so
+``convert`` and ``squash`` write identically. Every layer is verified as it passes: a copied blob
+is checked against its digest and, decompressed on the fly, against its diff ID.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import IO, Any, BinaryIO
+
+from ocisquash import compression, model
+from ocisquash.compression import Codec
+from ocisquash.digest import Digest, HashingWriter
+from ocisquash.errors import FormatError
+from ocisquash.image import DiffIdCheckingReader, Image, Layer
+from ocisquash.model import Descriptor
+from ocisquash.sink import Sink, WrittenImage
+
+BLOCK = 1 << 20
+
+
+@dataclass
+class OutLayer:
+    """How one output layer is produced: ``copy`` a source layer, ``recompress`` it, or ``generate`` one."""
+
+    kind: str
+    layer: Layer | None = None
+    codec: Codec = Codec.GZIP
+    level: int | None = None
+    produce: Callable[[BinaryIO], None] | None = None  # generate: writes the uncompressed tar
+    annotations: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class LayerResult:
+    descriptor: Descriptor
+    diff_id: Digest
+    uncompressed_size: int | None
+
+
+class _TeeReader:
+    """Reads from ``raw`` and copies every byte read into ``out``: one read of a blob serves two uses."""
+
+    def __init__(self, raw: IO[bytes], out: BinaryIO) -> None:
+        self._raw = raw
+        self._out = out
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        if data:
+            self._out.write(data)
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def verify(self) -> None:
+        while self.read(BLOCK):
+            pass
+        v = getattr(self._raw, "verify", None)
+        if v is not None:
+            v()
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+def _copy_layer(sink: Sink, layer: Layer, docker: bool) -> LayerResult:
+    codec = layer.codec
+    counted: list[int] = [0]
+
+    def produce(out: BinaryIO) -> None:
+        tee = _TeeReader(layer.open_blob(), out)
+        reader = DiffIdCheckingReader(tee, layer.diff_id, layer.what, codec)  # type: ignore[arg-type]
+        try:
+            while True:
+                data = reader.read(BLOCK)
+                if not data:
+                    break
+                counted[0] += len(data)
+        finally:
+            reader.close()
+
+    digest, size = sink.put_stream(produce)
+    if layer.digest is not None and digest != layer.digest:
+        raise FormatError(f"{layer.what}: copied blob hashes to {digest}, expected {layer.digest}")
+    mt = _media_type(layer, codec, docker)
+    desc = Descriptor(mt, digest, size, dict(layer.annotations), None, layer.urls)
+    return LayerResult(desc, layer.diff_id, counted[0])
+
+
+def _media_type(layer: Layer, codec: Codec | None, docker: bool) -> str:
+    if layer.media_type and (docker or not layer.media_type.startswith("application/vnd.docker.")):
+        return layer.media_type
+    if codec is None or codec not in (Codec.NONE, Codec.GZIP, Codec.ZSTD):
+        raise FormatError(f"{layer.what}: {codec.value if codec else 'unknown'} compression has no OCI media type; "
+                          "recompress it with --compression gzip|zstd|none")
+    if layer.media_type and not docker:
+        # Docker media types are refused by umoci in OCI layouts: use the OCI equivalent.
+        return compression.layer_media_type(codec, docker=False)
+    return compression.layer_media_type(codec, docker=False)
+
+
+def _encode(sink: Sink, write_tar: Callable[[BinaryIO], None], codec: Codec, level: int | None,
+            docker_family: bool) -> LayerResult:
+    diff: list[HashingWriter] = []
+
+    def produce(out: BinaryIO) -> None:
+        with compression.compressing_writer(out, codec, level) as cw:
+            hw = HashingWriter(cw)
+            write_tar(hw)  # type: ignore[arg-type]
+            diff.append(hw)
+
+    digest, size = sink.put_stream(produce)
+    hw = diff[0]
+    mt = compression.layer_media_type(codec, docker=docker_family)
+    return LayerResult(Descriptor(mt, digest, size), hw.digest(), hw.count)
+
+
+def write_layer(sink: Sink, out: OutLayer, docker_family: bool) -> LayerResult:
+    if out.kind == "copy":
+        assert out.layer is not None
+        return _copy_layer(sink, out.layer, docker_family)
+    if out.kind == "recompress":
+        layer = out.layer
+        assert layer is not None
+
+        def write_tar(w: BinaryIO) -> None:
+            r = layer.open()
+            try:
+                shutil.copyfileobj(r, w, BLOCK)
+            finally:
+                r.close()
+
+        res = _encode(sink, write_tar, out.codec, out.level, docker_family)
+        if res.diff_id != layer.diff_id:
+            raise FormatError(f"{layer.what}: recompressed content changed its diff ID")
+        return res
+    assert out.produce is not None
+    return _encode(sink, out.produce, out.codec, out.level, docker_family)
+
+
+def write_image(sink: Sink, image: Image, layers: list[OutLayer], *, config_bytes: bytes | None = None,
+                tags: list[str], progress: Callable[[str], None] | None = None) -> WrittenImage:
+    """Write ``layers`` and the config (``config_bytes`` or the image's own), then a manifest.
+
+    The source manifest's bytes are kept when nothing it describes changed; otherwise a new one is
+    written in the source's media-type family (Docker or OCI) for a docker tarball, and with OCI types
+    in an OCI layout, where umoci refuses Docker types.
+    """
+    src_man = image.manifest
+    docker_family = bool(src_man and src_man.is_docker and sink.docker)
+    results = []
+    for i, out in enumerate(layers):
+        if progress:
+            progress(f"layer {i + 1}/{len(layers)}")
+        results.append(write_layer(sink, out, docker_family))
+    cfg = config_bytes if config_bytes is not None else image.config.raw
+    cfg_digest, cfg_size = sink.put_bytes(cfg)
+    cfg_type = model.DOCKER_CONFIG if docker_family else model.OCI_CONFIG
+    layer_descs = [r.descriptor for r in results]
+    keep = (
+        src_man is not None
+        and config_bytes is None
+        and (docker_family or not src_man.is_docker)
+        and [d.digest for d in layer_descs] == [d.digest for d in src_man.layers]
+        and [d.media_type for d in layer_descs] == [d.media_type for d in src_man.layers]
+    )
+    if keep:
+        assert src_man is not None
+        man_bytes = src_man.raw
+        man_type = src_man.media_type
+    else:
+        obj: dict[str, Any] = {
+            "schemaVersion": 2,
+            "mediaType": model.DOCKER_MANIFEST if docker_family else model.OCI_MANIFEST,
+            "config": Descriptor(cfg_type, cfg_digest, cfg_size).to_json(),
+            "layers": [d.to_json() for d in layer_descs],
+        }
+        if src_man is not None and src_man.annotations:
+            obj["annotations"] = dict(src_man.annotations)
+        man_bytes = model.canonical_json(obj)
+        man_type = obj["mediaType"]
+    man_digest, man_size = sink.put_bytes(man_bytes)
+    platform = model.Platform(image.config.os, image.config.architecture, image.config.variant)
+    written = WrittenImage(
+        manifest=Descriptor(man_type, man_digest, man_size),
+        config_digest=cfg_digest,
+        layer_digests=[d.digest for d in layer_descs],
+        tags=tags,
+        platform=platform,
+    )
+    sink.add_image(written)
+    return written
+
+
+def plan_convert(image: Image, codec: Codec | None, level: int | None) -> list[OutLayer]:
+    """Each layer copied as it is, or recompressed when ``codec`` is given and differs."""
+    out = []
+    for layer in image.layers:
+        if codec is None and layer.codec not in (Codec.NONE, Codec.GZIP, Codec.ZSTD):
+            # bzip2/xz members of a docker tarball have no OCI media type: store them as gzip.
+            out.append(OutLayer("recompress", layer, Codec.GZIP, level))
+        elif codec is None or (layer.codec is codec and level is None):
+            out.append(OutLayer("copy", layer))
+        else:
+            out.append(OutLayer("recompress", layer, codec, level))
+    return out
