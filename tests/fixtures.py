@@ -844,3 +844,45 @@ def trap_umoci_image(tmp_path: str | os.PathLike[str], tag: str = "latest") -> B
           *umoci_config_args(TRAP_CONFIG))
     umoci("gc", "--layout", layout)
     return BuiltImage(layout, tag)
+
+
+# ------------------------------------------------------------------------------------------ sample image
+
+SAMPLE_REPO_TAG = "ocisquash/sample:latest"
+SAMPLE_CONFIG = {"Env": ["PATH=/usr/local/bin:/usr/bin:/bin", "GREETING=hello"], "Cmd": ["/app/hello.sh"],
+                 "WorkingDir": "/app", "Labels": {"org.opencontainers.image.title": "ocisquash sample"}}
+
+
+def sample_layers() -> list[Layer]:
+    """Three small layers: a base, an app (with a secret it later deletes), and an edit + cleanup."""
+    base = LayerBuilder()
+    for d in ("bin", "etc", "tmp", "usr", "usr/share", "usr/share/doc", "app"):
+        base.dir(d, 0o1777 if d == "tmp" else 0o755)
+    base.file("etc/os-release", 'NAME="ocisquash sample"\nID=sample\nVERSION_ID=1\n')
+    base.file("etc/passwd", "root:x:0:0:root:/root:/bin/sh\napp:x:1000:1000::/app:/bin/sh\n")
+    base.file("etc/group", "root:x:0:\napp:x:1000:\n")
+    base.file("usr/share/doc/README", "Documentation that a later layer deletes.\n" * 40)
+    base.file("usr/share/doc/LICENSE", "Apache-2.0\n")
+    app = LayerBuilder(mtime=MTIME + 60)
+    app.dir("app", uid=1000, gid=1000)
+    app.file("app/hello.sh", '#!/bin/sh\necho "$GREETING from the ocisquash sample"\n', 0o755, 1000, 1000)
+    app.file("app/config.ini", "[app]\nmode = debug\n", 0o640, 1000, 1000)
+    app.file("app/build-secret.txt", "token=not-a-real-secret\n", 0o600, 1000, 1000)
+    app.file("app/data.bin", bytes(range(256)) * 64, 0o644, 1000, 1000)
+    app.hardlink("app/data-link.bin", "app/data.bin", 0o644, 1000, 1000)
+    app.symlink("bin/hello", "/app/hello.sh")
+    fix = LayerBuilder(mtime=MTIME + 120)
+    fix.dir("app", uid=1000, gid=1000)
+    fix.file("app/config.ini", "[app]\nmode = production\n", 0o640, 1000, 1000)
+    fix.whiteout("app/build-secret.txt")
+    fix.whiteout("usr/share/doc")
+    return [base, app, fix]
+
+
+def sample_image(out_tar: str | os.PathLike[str], repo_tag: str = SAMPLE_REPO_TAG) -> BuiltImage:
+    """The README demo image as skopeo's docker-archive at ``out_tar`` (3 layers, a few KB, reproducible)."""
+    out = Path(out_tar)
+    with tempfile.TemporaryDirectory(prefix="sample.", dir=out.parent) as tmp:
+        oci = build_oci(Path(tmp) / "sample.oci", "latest", sample_layers(), SAMPLE_CONFIG,
+                        history=["base files", "COPY app /app", "RUN edit config && rm secret docs"])
+        return build_docker(oci.path, oci.name or "latest", out, repo_tag)
