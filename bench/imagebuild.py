@@ -1,0 +1,430 @@
+"""Build the benchmark images with independent tools (umoci, skopeo), cached under bench/.cache/.
+
+The "large" image is made of real files from this machine (/usr/share, the Python stdlib, toolchain
+libraries, site-packages), topped up with deterministic synthetic files where the machine has too few,
+in six layers: installs, deletions of big trees, edits of many files, chmod-only changes, hardlinks,
+symlinks, a directory replaced by a file and a big file overwritten. The "tiny" image has the same
+shape with a handful of files and is the reference for "``images`` does not grow with layer size".
+
+Each image is cached as ``image.oci`` (OCI layout, gzip layers, one manifest tagged ``latest``),
+``image.docker.tar`` (``skopeo copy`` to docker-archive, uncompressed layers) and ``image.oci.tar`` (a
+plain tar of the layout: the input form oci-squash takes).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tarfile
+import time
+from collections.abc import Callable, Iterable
+from pathlib import Path
+
+# Bump when the recipe changes: the cache is keyed by it.
+IMAGE_VERSION = "v1"
+TAG = "latest"
+DOCKER_NAME = "ocisquash-bench/{kind}:latest"
+MAX_FILE = 16 << 20  # skip single source files bigger than this (keeps the mix file-heavy)
+
+WORDS = ("alpha", "beta", "gamma", "delta", "epsilon", "zeta", "theta", "kappa", "lambda", "sigma",
+         "omega", "layer", "image", "squash", "container", "manifest", "config", "digest", "blob",
+         "whiteout", "opaque", "hardlink", "symlink", "tar", "gzip", "zstd", "python", "import", "def",
+         "return", "class", "self", "none", "true", "false", "if", "else", "for", "while", "with",
+         "yield")
+
+
+def log(msg: str) -> None:
+    print(f"[build] {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd: list[str]) -> None:
+    res = subprocess.run(cmd, capture_output=True, text=True)
+    if res.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({res.returncode}): {res.stderr.strip()[-2000:]}")
+
+
+# --------------------------------------------------------------------------------------------- content
+
+
+def copy_budget(sources: Iterable[Path], dest: Path, budget: int, *,
+                skip: Callable[[Path], bool] = lambda p: False) -> tuple[int, int]:
+    """Copy files from ``sources`` (sorted walk) into ``dest`` until ``budget`` bytes; (bytes, files)."""
+    used = files = 0
+    for src in sources:
+        if not src.is_dir():
+            continue
+        for root, dirs, names in os.walk(src):
+            rootp = Path(root)
+            dirs[:] = sorted(d for d in dirs if not skip(rootp / d))
+            out = dest / src.name / rootp.relative_to(src)
+            out.mkdir(parents=True, exist_ok=True)
+            for name in sorted(names):
+                if used >= budget:
+                    return used, files
+                sp = rootp / name
+                if skip(sp):
+                    continue
+                dp = out / name
+                try:
+                    if sp.is_symlink():
+                        os.symlink(os.readlink(sp), dp)
+                    elif sp.is_file():
+                        size = sp.stat().st_size
+                        if size > MAX_FILE:
+                            continue
+                        shutil.copyfile(sp, dp)
+                        os.chmod(dp, sp.stat().st_mode & 0o7777 | 0o600)
+                        used += size
+                    else:
+                        continue
+                    files += 1
+                except OSError:
+                    continue
+    return used, files
+
+
+def synth_text(rng: random.Random, size: int) -> bytes:
+    """Deterministic text-like content (compresses like source code)."""
+    out: list[str] = []
+    n = 0
+    while n < size:
+        line = " ".join(rng.choice(WORDS) for _ in range(rng.randint(3, 12))) + "\n"
+        out.append(line)
+        n += len(line)
+    return "".join(out).encode()[:size]
+
+
+def synth_binary(rng: random.Random, size: int) -> bytes:
+    """Half random, half repetitive bytes (compresses ~2:1 like shared libraries)."""
+    chunk = rng.randbytes(4096)
+    parts = []
+    for i in range(0, size, 8192):
+        parts.append(rng.randbytes(4096) if i % 16384 == 0 else chunk)
+    return b"".join(parts)[:size]
+
+
+def fill_synthetic(dest: Path, budget: int, seed: int, *, binary: bool = False,
+                   mean_size: int = 12_000) -> tuple[int, int]:
+    """Write deterministic files into ``dest`` until ``budget`` bytes; (bytes, files)."""
+    rng = random.Random(seed)
+    used = files = 0
+    while used < budget:
+        d = dest / f"d{files // 200:04d}"
+        d.mkdir(parents=True, exist_ok=True)
+        size = min(budget - used, max(64, int(rng.expovariate(1 / mean_size))))
+        data = synth_binary(rng, size) if binary else synth_text(rng, size)
+        (d / f"f{files:06d}.{'bin' if binary else 'txt'}").write_bytes(data)
+        used += size
+        files += 1
+    return used, files
+
+
+def fill(sources: Iterable[Path], dest: Path, budget: int, seed: int, *, binary: bool = False,
+         skip: Callable[[Path], bool] = lambda p: False, synth: Path | None = None) -> tuple[int, int]:
+    """Real files up to ``budget``, topped up with synthetic ones (in ``synth``) if there are too few."""
+    used, files = copy_budget(sources, dest, budget, skip=skip)
+    if used < budget * 0.95:
+        u2, f2 = fill_synthetic(synth or dest / "synthetic", budget - used, seed, binary=binary)
+        used, files = used + u2, files + f2
+    return used, files
+
+
+def walk_files(root: Path, suffix: str) -> list[Path]:
+    out = []
+    for r, dirs, names in os.walk(root):
+        dirs.sort()
+        out += [Path(r) / n for n in sorted(names) if n.endswith(suffix)
+                and not (Path(r) / n).is_symlink()]
+    return out
+
+
+# ------------------------------------------------------------------------------------------- recipes
+
+MB = 1 << 20
+
+
+def stdlib_dir() -> Path:
+    return Path(sysconfig.get_paths()["stdlib"])
+
+
+def site_dir() -> Path:
+    return Path(sysconfig.get_paths()["purelib"])
+
+
+def large_layers(scale: float) -> list[tuple[str, Callable[[Path], None]]]:
+    """(created_by, mutate-rootfs) per layer of the large image; ``scale`` multiplies byte budgets."""
+
+    def b(n: int) -> int:
+        return int(n * scale)
+
+    std = stdlib_dir()
+    site = site_dir()
+
+    def base(rootfs: Path) -> None:
+        share = rootfs / "usr/share"
+        share.mkdir(parents=True)
+        # Real /usr/share trees, lots of small files; doc and locale get deleted later.
+        for name, budget in (("doc", 40 * MB), ("locale", 30 * MB), ("man", 25 * MB),
+                             ("perl", 20 * MB), ("i18n", 15 * MB), ("zoneinfo", 5 * MB),
+                             ("mime", 5 * MB), ("misc", 5 * MB), ("vim", 20 * MB), ("icons", 15 * MB)):
+            src = Path("/usr/share") / name
+            fill([src], share, b(budget), seed=hash_seed(name), synth=share / name / "synthetic")
+        etc = rootfs / "etc"
+        etc.mkdir()
+        rng = random.Random(1)
+        for i in range(300):
+            (etc / f"conf{i:03d}.conf").write_bytes(synth_text(rng, 800))
+        (rootfs / "tmp").mkdir(mode=0o1777)
+
+    def python(rootfs: Path) -> None:
+        dest = rootfs / "usr/local/lib"
+        dest.mkdir(parents=True)
+        py = dest / "python3.11"
+        fill([std], dest, b(110 * MB), seed=2, skip=lambda p: p.name == "site-packages",
+             synth=py / "synthetic")
+        if std.name != py.name and (dest / std.name).exists():
+            (dest / std.name).rename(py)
+        bindir = rootfs / "usr/local/bin"
+        bindir.mkdir(parents=True)
+        shutil.copyfile(sys.executable, bindir / "python3.11")
+        os.chmod(bindir / "python3.11", 0o755)
+        os.link(bindir / "python3.11", bindir / "python3")  # hardlink, as in Debian's python packages
+        os.symlink("python3", bindir / "python")
+        # A hardlink farm: 300 stdlib files linked under a second name in the same layer.
+        farm = py / "hardlinks"
+        farm.mkdir()
+        for i, f in enumerate(walk_files(py, ".py")[:300]):
+            os.link(f, farm / f"{i:04d}_{f.name}")
+
+    def toolchain(rootfs: Path) -> None:
+        opt = rootfs / "opt/toolchain"
+        opt.mkdir(parents=True)
+        fill([Path("/usr/lib/gcc"), Path("/usr/lib/llvm-14"), Path("/usr/lib/jvm")], opt,
+             b(150 * MB), seed=3, binary=True)
+        py = rootfs / "usr/local/lib/python3.11"
+        fill([site], py, b(50 * MB), seed=4, skip=lambda p: p.name == "__pycache__",
+             synth=py / site.name / "synthetic")
+
+    def cleanup(rootfs: Path) -> None:
+        # Deletions of big trees: squashing drops all of this data.
+        shutil.rmtree(rootfs / "opt/toolchain")
+        shutil.rmtree(rootfs / "usr/share/doc")
+        shutil.rmtree(rootfs / "usr/share/locale")
+        test = rootfs / "usr/local/lib/python3.11/test"
+        if test.exists():
+            shutil.rmtree(test)
+        # Edits of many files (each edited file is re-emitted whole in this layer).
+        py = rootfs / "usr/local/lib/python3.11"
+        for f in walk_files(py, ".py")[:3000:2]:
+            with open(f, "ab") as fh:
+                fh.write(b"\n# patched by the bench image recipe\n")
+        # chmod-only changes: same bytes, new mode.
+        man = walk_files(rootfs / "usr/share/man", "")
+        for f in man[:800]:
+            os.chmod(f, 0o600)
+        if (rootfs / "usr/share/vim").is_dir():
+            os.chmod(rootfs / "usr/share/vim", 0o700)
+
+    def app(rootfs: Path) -> None:
+        appd = rootfs / "srv/app"
+        appd.mkdir(parents=True)
+        fill_synthetic(appd / "src", b(12 * MB), seed=5, mean_size=3000)
+        rng = random.Random(6)
+        (appd / "data.bin").write_bytes(synth_binary(rng, b(24 * MB)))
+        os.link(appd / "data.bin", appd / "data-link.bin")
+        for i in range(50):
+            os.symlink(f"src/d0000/f{i:06d}.txt", appd / f"link{i:02d}")
+        # A directory replaced by a file, a file replaced by a directory.
+        shutil.rmtree(rootfs / "usr/share/zoneinfo", ignore_errors=True)
+        (rootfs / "usr/share/zoneinfo").write_text("UTC\n")
+        (rootfs / "etc/conf000.conf").unlink()
+        (rootfs / "etc/conf000.conf").mkdir()
+        (rootfs / "etc/conf000.conf/inner").write_text("now a directory\n")
+        for p in [appd, *appd.rglob("*")]:
+            os.lchown(p, 1000, 1000)
+
+    def final(rootfs: Path) -> None:
+        appd = rootfs / "srv/app"
+        rng = random.Random(7)
+        (appd / "data.bin").unlink()  # the old 24 MB blob lives on only through its hardlink twin
+        (appd / "data.bin").write_bytes(synth_binary(rng, b(24 * MB)))
+        for f in sorted((appd / "src").rglob("*.txt"))[::5]:
+            f.unlink()
+        for i in range(1, 300, 7):
+            with open(rootfs / f"etc/conf{i:03d}.conf", "a") as fh:
+                fh.write("edited = true\n")
+
+    return [("base: /usr/share and /etc", base),
+            ("install python stdlib, hardlinks", python),
+            ("install toolchain and site-packages", toolchain),
+            ("cleanup: rm toolchain, doc, locale, tests; edit .py files; chmod man pages", cleanup),
+            ("add app: small files, 24 MB blob, symlinks, dir<->file swaps", app),
+            ("update app: new blob, delete a fifth of the sources, edit configs", final)]
+
+
+def tiny_layers() -> list[tuple[str, Callable[[Path], None]]]:
+    def step(i: int) -> Callable[[Path], None]:
+        def mutate(rootfs: Path) -> None:
+            d = rootfs / "data"
+            d.mkdir(exist_ok=True)
+            (d / f"f{i}.txt").write_text(f"layer {i}\n")
+            if i == 3:
+                (d / "f1.txt").unlink()
+            if i == 4:
+                os.chmod(d / "f2.txt", 0o600)
+        return mutate
+    return [(f"tiny layer {i}", step(i)) for i in range(5)]
+
+
+def hash_seed(text: str) -> int:
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:4], "big")
+
+
+# ---------------------------------------------------------------------------------------------- build
+
+
+def build_oci(layout: Path, work: Path, layers: list[tuple[str, Callable[[Path], None]]]) -> None:
+    """umoci init/new, then per layer: mutate the bundle's rootfs and umoci repack."""
+    image = f"{layout}:{TAG}"
+    run(["umoci", "init", "--layout", str(layout)])
+    run(["umoci", "new", "--image", image])
+    bundle = work / "bundle"
+    run(["umoci", "unpack", "--image", image, str(bundle)])
+    created = "2024-01-01T00:00:00Z"
+    for i, (created_by, mutate) in enumerate(layers):
+        t0 = time.monotonic()
+        mutate(bundle / "rootfs")
+        run(["umoci", "repack", "--refresh-bundle", "--history.created_by", created_by,
+             "--history.created", created, "--image", image, str(bundle)])
+        log(f"layer {i + 1}/{len(layers)} ({created_by}) in {time.monotonic() - t0:.1f}s")
+    run(["umoci", "config", "--image", image, "--config.cmd", "/usr/local/bin/python3",
+         "--config.workingdir", "/srv/app", "--config.env", "PATH=/usr/local/bin:/usr/bin:/bin",
+         "--history.created_by", "CMD python3", "--history.created", created])
+    run(["umoci", "gc", "--layout", str(layout)])
+    shutil.rmtree(bundle)
+
+
+def tar_dir(src: Path, out: Path) -> None:
+    with tarfile.open(out, "w", format=tarfile.PAX_FORMAT) as tf:
+        for p in sorted(src.rglob("*")):
+            tf.add(p, arcname=str(p.relative_to(src)), recursive=False)
+
+
+def finish_forms(oci: Path, dest: Path, kind: str, docker_tar: Path | None = None) -> dict[str, str]:
+    """Make the docker-archive and the tarred-layout forms of ``oci`` inside ``dest``."""
+    forms = {"oci": str(oci)}
+    dt = dest / "image.docker.tar"
+    if docker_tar is not None:
+        forms["docker"] = str(docker_tar)
+    else:
+        run(["skopeo", "copy", "-q", f"oci:{oci}:{TAG}",
+             f"docker-archive:{dt}:{DOCKER_NAME.format(kind=kind)}"])
+        forms["docker"] = str(dt)
+    ot = dest / "image.oci.tar"
+    tar_dir(oci, ot)
+    forms["oci_tar"] = str(ot)
+    return forms
+
+
+def stats(oci: Path) -> dict[str, object]:
+    """Layer count, blob sizes and the uncompressed size / entry count of the layers."""
+    index = json.loads((oci / "index.json").read_text())
+    man = json.loads(blob(oci, index["manifests"][0]["digest"]).read_text())
+    layers = man["layers"]
+    unc = entries = 0
+    for layer in layers:
+        with tarfile.open(blob(oci, layer["digest"]), "r|*") as tf:
+            entries += sum(1 for _ in tf)
+            unc += tf.offset
+    return {"layers": len(layers), "compressed_bytes": sum(x["size"] for x in layers),
+            "uncompressed_bytes": unc, "tar_entries": entries,
+            "media_types": sorted({x["mediaType"] for x in layers})}
+
+
+def blob(oci: Path, digest: str) -> Path:
+    algo, hexd = digest.split(":", 1)
+    return oci / "blobs" / algo / hexd
+
+
+def ensure_built(cache: Path, kind: str, scale: float = 1.0) -> dict[str, object]:
+    """The cached image ``kind`` ("large" or "tiny"), built on first use; returns its info dict."""
+    key = f"{IMAGE_VERSION}-{kind}" + (f"-x{scale:g}" if scale != 1.0 else "")
+    dest = cache / key
+    info_file = dest / "info.json"
+    if info_file.exists():
+        return dict(json.loads(info_file.read_text()))
+    for tool in ("umoci", "skopeo"):
+        if shutil.which(tool) is None:
+            raise RuntimeError(f"{tool} is needed to build the benchmark image (or pass --image-dir)")
+    tmp = cache / f"{key}.building"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    t0 = time.monotonic()
+    log(f"building the {kind} image into {dest} (once; cached by version {IMAGE_VERSION})")
+    layers = large_layers(scale) if kind == "large" else tiny_layers()
+    build_oci(tmp / "image.oci", tmp, layers)
+    finish_forms(tmp / "image.oci", tmp, kind)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    info = {"kind": kind, "version": key, "source": "built by bench/imagebuild.py",
+            "oci": str(dest / "image.oci"), "docker": str(dest / "image.docker.tar"),
+            "oci_tar": str(dest / "image.oci.tar"), **stats(dest / "image.oci"),
+            "build_seconds": round(time.monotonic() - t0, 1)}
+    info_file.write_text(json.dumps(info, indent=2))
+    log(f"built {kind} image in {info['build_seconds']}s: {info}")
+    return info
+
+
+def ensure_external(cache: Path, path: Path) -> dict[str, object]:
+    """Use an existing OCI layout or docker-archive tar; derive (and cache) the other forms.
+
+    A layout with several manifests is narrowed (skopeo copy, blobs unchanged) to the one tagged
+    ``latest`` (else the first), so that every tool sees the same single image. A sibling
+    ``<stem>.docker.tar`` of a ``<stem>.oci`` layout is used as the docker form when it exists.
+    """
+    path = path.resolve()
+    st = path.stat()
+    key = "ext-" + hashlib.sha256(f"{path}:{st.st_mtime_ns}:{IMAGE_VERSION}".encode()).hexdigest()[:12]
+    dest = cache / key
+    info_file = dest / "info.json"
+    if info_file.exists():
+        return dict(json.loads(info_file.read_text()))
+    tmp = cache / f"{key}.building"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    docker: Path | None = None
+    if path.is_dir():
+        index = json.loads((path / "index.json").read_text())
+        mans = index.get("manifests", [])
+        tags = [m.get("annotations", {}).get("org.opencontainers.image.ref.name") for m in mans]
+        if len(mans) == 1:
+            shutil.copytree(path, tmp / "image.oci")
+        else:
+            tag = TAG if TAG in tags else tags[0]
+            run(["skopeo", "copy", "-q", f"oci:{path}:{tag}", f"oci:{tmp / 'image.oci'}:{TAG}"])
+        sibling = path.with_name(path.name.removesuffix(".oci") + ".docker.tar")
+        if sibling.is_file():
+            docker = sibling
+    else:
+        docker = path
+        run(["skopeo", "copy", "-q", f"docker-archive:{path}", f"oci:{tmp / 'image.oci'}:{TAG}"])
+    forms = finish_forms(tmp / "image.oci", tmp, "external", docker_tar=docker)
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    forms = {k: v.replace(str(tmp), str(dest)) for k, v in forms.items()}
+    info = {"kind": "external", "version": key, "source": str(path), **forms, **stats(dest / "image.oci")}
+    info_file.write_text(json.dumps(info, indent=2))
+    return info
+
+
+def sniff_plain_tar(path: Path) -> bool:
+    """True if ``path`` starts like an uncompressed (ustar/pax/gnu) tar."""
+    with open(path, "rb") as fh:
+        head = fh.read(512)
+    return len(head) == 512 and head[257:262] == b"ustar"
