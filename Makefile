@@ -1,6 +1,51 @@
-BENCH_PYTHON ?= python3
+# ocisquash: `make demo` squashes the sample image; `make test` runs every check CI runs.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+DEBS := umoci skopeo libmagic1 jq
+
+.PHONY: setup debs venv demo test lint pytest fuzz clean bench
+
+setup: debs venv
+
+debs:  ## Debian packages the tests use (umoci, skopeo: the independent oracle); needs root or sudo
+	@missing=""; for t in umoci skopeo jq; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+	[ -e /usr/lib/x86_64-linux-gnu/libmagic.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libmagic.so.1 ] || missing="$$missing libmagic1"; \
+	if [ -n "$$missing" ]; then \
+	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
+	  $$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q --no-install-recommends $(DEBS); \
+	fi
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $@
+
+demo: setup  ## squash the sample image shipped in testdata/ and show the report
+	$(VENV)/bin/ocisquash images testdata/sample.docker.tar
+	$(VENV)/bin/ocisquash testdata/sample.docker.tar /tmp/ocisquash-demo.tar --tag sample:squashed
+	$(VENV)/bin/ocisquash images /tmp/ocisquash-demo.tar
+
+test: setup lint pytest  ## everything CI runs
+
+lint:
+	$(VENV)/bin/ruff check ocisquash tests bench
+	$(VENV)/bin/mypy
+
+pytest:
+	$(PY) -m pytest -q -p no:cacheprovider
+
+fuzz: setup  ## coverage-guided fuzzing of every reader (atheris), FUZZ_SECONDS each
+	$(PY) -m pip install -q -e '.[fuzz]'
+	$(PY) tests/fuzz/run.py --seconds $${FUZZ_SECONDS:-60}
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+BENCH_PYTHON ?= $(PY)
 BENCH_ARGS ?=
 
-.PHONY: bench
 bench:  ## benchmark ocisquash against oci-squash, cp and raw codec work (bench/README.md)
 	$(BENCH_PYTHON) bench/run.py $(BENCH_ARGS)

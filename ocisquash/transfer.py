@@ -151,19 +151,25 @@ def write_layer(sink: Sink, out: OutLayer, docker_family: bool) -> LayerResult:
 
 def write_image(sink: Sink, image: Image, layers: list[OutLayer], *, config_bytes: bytes | None = None,
                 tags: list[str], progress: Callable[[str], None] | None = None) -> WrittenImage:
-    """Write ``layers`` and the config (``config_bytes`` or the image's own), then a manifest.
+    """Write ``layers``, then the config (``config_bytes`` or the image's own) and a manifest."""
+    docker_family = bool(image.manifest and image.manifest.is_docker and sink.docker)
+    results = []
+    for i, out in enumerate(layers):
+        if progress:
+            progress(f"layer {i + 1}/{len(layers)}")
+        results.append(write_layer(sink, out, docker_family))
+    return finish_image(sink, image, results, config_bytes, tags, docker_family)
+
+
+def finish_image(sink: Sink, image: Image, results: list[LayerResult], config_bytes: bytes | None,
+                 tags: list[str], docker_family: bool) -> WrittenImage:
+    """Write the config and the manifest for layers already written, and record the image in the sink.
 
     The source manifest's bytes are kept when nothing it describes changed; otherwise a new one is
     written in the source's media-type family (Docker or OCI) for a docker tarball, and with OCI types
     in an OCI layout, where umoci refuses Docker types.
     """
     src_man = image.manifest
-    docker_family = bool(src_man and src_man.is_docker and sink.docker)
-    results = []
-    for i, out in enumerate(layers):
-        if progress:
-            progress(f"layer {i + 1}/{len(layers)}")
-        results.append(write_layer(sink, out, docker_family))
     cfg = config_bytes if config_bytes is not None else image.config.raw
     cfg_digest, cfg_size = sink.put_bytes(cfg)
     cfg_type = model.DOCKER_CONFIG if docker_family else model.OCI_CONFIG

@@ -1,0 +1,105 @@
+"""``ocisquash squash IN OUT`` (also plain ``ocisquash IN OUT``): squash an image's layers into one."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import typer
+from rich.table import Table
+
+from ocisquash import squash as squash_lib
+from ocisquash.cli import app, common
+
+
+def human(n: int | None) -> str:
+    if n is None:
+        return "-"
+    f = float(n)
+    for unit in ("B", "kB", "MB", "GB", "TB"):
+        if abs(f) < 1000 or unit == "TB":
+            return f"{f:.0f} {unit}" if unit == "B" else f"{f:.1f} {unit}"
+        f /= 1000
+    return f"{n} B"
+
+
+def print_report(r: squash_lib.Report) -> None:
+    c = common.err_console()
+    title = "dry run: nothing written" if r.dry_run else f"squashed {r.image} -> {r.output}"
+    if not r.squashed:
+        title = f"{r.image}: {r.note}"
+    t = Table(title=title, show_header=True, header_style="bold", title_justify="left")
+    t.add_column("")
+    t.add_column("before", justify="right")
+    t.add_column("after", justify="right")
+    t.add_row("layers", str(r.layers_before), str(r.layers_after))
+    t.add_row("size (uncompressed)", human(r.bytes_before_uncompressed), human(r.bytes_after_uncompressed))
+    t.add_row("size (compressed)", human(r.bytes_before_compressed), human(r.bytes_after_compressed))
+    c.print(t)
+    if r.squashed:
+        c.print(f"dropped {r.files_dropped} hidden files ({human(r.bytes_dropped)}) that later layers overwrote or "
+                f"deleted; kept {r.kept_layers} parent layers; {r.seconds:.2f}s")
+    if r.tags and not r.dry_run:
+        c.print("tags: " + ", ".join(r.tags))
+
+
+@app.command(
+    "squash",
+    help=(
+        "Squash an image's layers into one merged layer (the default command).\n\n"
+        "The result unpacks to exactly the same filesystem. By default every layer is squashed onto "
+        "scratch; --parent keeps a base image's layers, --from-layer keeps the layers below a position. "
+        "IN and OUT may be '-' (stdin/stdout). OUT's format follows its path (directory: OCI layout, "
+        ".tar: docker save tarball) unless --format says otherwise; OUT may be the input layout itself, "
+        "to add the squashed image beside the original.\n\n"
+        "Examples:\n\n"
+        "  docker save app:1.0 | ocisquash - - | docker load\n\n"
+        "  ocisquash app.tar app-squashed.tar --tag app:squashed\n\n"
+        "  ocisquash squash app.tar out.tar --parent debian:bookworm     # keep the base layers\n\n"
+        "  ocisquash squash layout/ layout/ --image app:1.0 --from-layer -3 --tag app:1.0-flat\n\n"
+        "  ocisquash squash app.tar --dry-run                           # how much would it save?"
+    ),
+)
+def squash(
+    source: str = typer.Argument(..., metavar="IN", help="Input: OCI layout dir, OCI tar, docker save tar, or -."),
+    dest: str | None = typer.Argument(None, metavar="OUT", help="Output path, or - for stdout (not needed with "
+                                                               "--dry-run)."),
+    image: str | None = common.IMAGE_OPTION,
+    platform: str | None = common.PLATFORM_OPTION,
+    parent: str | None = typer.Option(None, "--parent", "-p", metavar="REF",
+                                      help="Keep this parent image's layers (REF in IN, or FILE[:REF])."),
+    from_layer: str | None = typer.Option(None, "--from-layer", metavar="N|DIGEST",
+                                          help="Squash from this layer up: 1 is the bottom, -3 the last three; "
+                                               "or a layer digest or diff ID."),
+    tag: list[str] | None = typer.Option(None, "--tag", "-t", help="Name the result, name:tag (repeatable)."),
+    fmt: str | None = typer.Option(None, "--format", "-f", help="Output format: docker, oci or oci-dir."),
+    compression: str = typer.Option("gzip", "--compression", "-c", help="New layer's compression: gzip, zstd, none."),
+    level: int | None = typer.Option(None, "--level", help="Compression level (gzip 0-3, default 2; zstd 1-19, "
+                                                          "default 3)."),
+    message: str | None = typer.Option(None, "--message", "-m", help="Comment for the new history entry."),
+    timestamp: str | None = typer.Option(None, "--timestamp", help="Creation time (RFC 3339 or epoch seconds); "
+                                                                  "default SOURCE_DATE_EPOCH or now."),
+    dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Compute and print the report; write nothing."),
+    json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no report."),
+    limit: list[str] | None = common.LIMIT_OPTION,
+) -> None:
+    common.apply_limits(limit)
+    if dest is None and not dry_run:
+        from ocisquash.errors import UsageError
+
+        raise UsageError("missing OUT: where to write the squashed image", hint="give a path, '-', or --dry-run")
+    opts = squash_lib.SquashOptions(
+        image=image, platform=platform, parent=parent, from_layer=from_layer, tags=tag or [], fmt=fmt,
+        compression=compression, level=level, message=message, timestamp=timestamp, dry_run=dry_run,
+    )
+    with common.progress(quiet) as prog:
+        report = squash_lib.squash(source, None if dry_run else dest, opts, on_phase=prog.phase,
+                                   on_progress=prog.advance)
+    if json_out:
+        stream = sys.stderr if dest == "-" and not dry_run else sys.stdout
+        stream.write(json.dumps(report.to_json(), indent=2) + "\n")
+    elif not quiet:
+        if report.note and report.squashed:
+            common.note(report.note)
+        print_report(report)

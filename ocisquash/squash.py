@@ -1,0 +1,283 @@
+"""Building the squashed image: where to cut, the new config and history, and the report.
+
+The merge of layer contents lives in ``merge``; this module decides which layers are kept (a parent
+image's, or those below ``--from-layer``), writes the kept layers byte for byte and the merged one,
+and rewrites the config the way ``docker build --squash`` did: ``rootfs.diff_ids`` = kept + new, the
+squashed range's history entries marked ``empty_layer``, one entry added saying what happened.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from typing import Any, BinaryIO
+
+from ocisquash import compression, merge, model, sink, transfer
+from ocisquash.convert import check_format, output_tags
+from ocisquash.digest import Digest
+from ocisquash.errors import FormatError, UsageError
+from ocisquash.image import Image
+from ocisquash.sources import open_source
+
+
+@dataclass
+class SquashOptions:
+    image: str | None = None
+    platform: str | None = None
+    parent: str | None = None  # REF, or FILE:REF / FILE for a parent in another file
+    from_layer: str | None = None
+    tags: list[str] = field(default_factory=list)
+    fmt: str | None = None
+    compression: str = "gzip"
+    level: int | None = None
+    message: str | None = None
+    timestamp: str | None = None
+    dry_run: bool = False
+
+
+@dataclass
+class Report:
+    image: str
+    output: str | None
+    squashed: bool
+    layers_before: int
+    layers_after: int
+    kept_layers: int
+    bytes_before_uncompressed: int
+    bytes_after_uncompressed: int | None
+    bytes_before_compressed: int
+    bytes_after_compressed: int | None
+    files_dropped: int
+    bytes_dropped: int
+    seconds: float
+    tags: list[str] = field(default_factory=list)
+    manifest: str | None = None
+    config: str | None = None
+    diff_id: str | None = None
+    note: str | None = None
+    dry_run: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def parse_timestamp(text: str | None) -> dt.datetime:
+    """``--timestamp`` (RFC 3339 or seconds since the epoch), else ``SOURCE_DATE_EPOCH``, else now."""
+    raw = text if text is not None else os.environ.get("SOURCE_DATE_EPOCH")
+    if raw is None or raw == "":
+        return dt.datetime.now(dt.UTC)
+    try:
+        if raw.lstrip("-").isdigit():
+            return dt.datetime.fromtimestamp(int(raw), dt.UTC)
+        t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
+        return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+    except (ValueError, OverflowError, OSError):
+        src = "--timestamp" if text is not None else "SOURCE_DATE_EPOCH"
+        raise UsageError(f"{src}={raw!r}: expected seconds since the epoch or an RFC 3339 time") from None
+
+
+def rfc3339(t: dt.datetime) -> str:
+    t = t.astimezone(dt.UTC)
+    if t.microsecond:
+        return t.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    return t.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def resolve_cut(image: Image, from_layer: str | None, parent_ids: list[Digest] | None) -> int:
+    """How many bottom layers to keep."""
+    n = len(image.layers)
+    if parent_ids is not None:
+        if from_layer is not None:
+            raise UsageError("give --parent or --from-layer, not both")
+        if list(image.config.diff_ids[: len(parent_ids)]) != parent_ids:
+            raise FormatError(f"the parent's {len(parent_ids)} layers are not the bottom layers of {image.label}: "
+                              "its diff IDs are not a prefix of the image's",
+                              hint="pick the image this one was built FROM, or use --from-layer")
+        return len(parent_ids)
+    if from_layer is None:
+        return 0
+    text = from_layer.strip()
+    if text.lstrip("-").isdigit():
+        pos = int(text)
+        if pos == 0 or pos > n or pos < -n:
+            raise UsageError(f"--from-layer {pos}: the image has {n} layers (use 1..{n}, or -1..-{n} from the top)")
+        return pos - 1 if pos > 0 else n + pos
+    for i, layer in enumerate(image.layers):
+        for d in (layer.digest, layer.diff_id):
+            if d is not None and (str(d) == text or (len(text) >= 12 and d.encoded.startswith(text.split(":")[-1]))):
+                return i
+    raise UsageError(f"--from-layer {text!r}: no layer of {image.label} has that digest or diff ID",
+                     hint="use a position: 1 is the bottom layer, -3 squashes the last 3 layers")
+
+
+def squashed_config(image: Image, keep: int, new_diff_id: Digest, created: dt.datetime, comment: str) -> bytes:
+    """The config of the squashed image: everything kept, but diff IDs, history and creation time."""
+    obj: dict[str, Any] = copy.deepcopy(image.config.obj)
+    when = rfc3339(created)
+    rootfs = dict(obj["rootfs"])
+    rootfs["diff_ids"] = [str(d) for d in image.config.diff_ids[:keep]] + [str(new_diff_id)]
+    obj["rootfs"] = rootfs
+    obj["created"] = when
+    history = obj.get("history")
+    if isinstance(history, list) and history:
+        out = []
+        seen = 0
+        for h in history:
+            h = dict(h) if isinstance(h, dict) else h
+            if isinstance(h, dict):
+                empty = h.get("empty_layer") is True
+                if not empty:
+                    seen += 1
+                if seen > keep or (empty and seen >= keep and keep < len(image.layers)):
+                    if not empty:
+                        h["empty_layer"] = True
+            out.append(h)
+        out.append({"created": when, "created_by": "ocisquash squash", "comment": comment})
+        obj["history"] = out
+    return model.canonical_json(obj)
+
+
+def layer_inputs(image: Image) -> list[merge.LayerInput]:
+    return [merge.LayerInput(label=ly.what, open=ly.open, open_scan=ly.open_scan) for ly in image.layers]
+
+
+def _parent_diff_ids(opts: SquashOptions, src_path: str) -> list[Digest] | None:
+    if opts.parent is None:
+        return None
+    ref = opts.parent
+    path, name = src_path, ref
+    # FILE or FILE:REF names a parent in another input (a path that exists wins over a reference).
+    if os.path.exists(ref):
+        path, name = ref, None  # type: ignore[assignment]
+    else:
+        head, sep, tail = ref.rpartition(":")
+        while sep:
+            if os.path.exists(head):
+                path, name = head, tail
+                break
+            head, sep, tail2 = head.rpartition(":")
+            tail = tail2 + ":" + tail
+    with open_source(path) as ps:
+        parent = ps.choose(name, opts.platform)
+    return list(parent.config.diff_ids)
+
+
+def squash(src_path: str, dest: str | None, opts: SquashOptions,
+           on_phase: Callable[[str, int | None], None] | None = None,
+           on_progress: Callable[[int], None] | None = None) -> Report:
+    t0 = time.monotonic()
+    check_format(opts.fmt)
+    codec = compression.parse_codec(opts.compression)
+    level = compression.check_level(codec, opts.level)
+    created = parse_timestamp(opts.timestamp)
+    parent_ids = _parent_diff_ids(opts, src_path)
+    with open_source(src_path) as src:
+        image = src.choose(opts.image, opts.platform)
+        image.check_consistent()
+        keep = resolve_cut(image, opts.from_layer, parent_ids)
+        n = len(image.layers)
+        before_c = sum(ly.size for ly in image.layers)
+        inputs = layer_inputs(image)
+        nothing = n - keep <= 1
+        if on_phase:
+            on_phase("reading layers", None)
+        plan = merge.plan(inputs, keep)
+        stats = plan_totals(plan)
+        same_layout = dest is not None and os.path.isdir(dest) and os.path.isdir(src_path) and \
+            os.path.samefile(dest, src_path)
+        tags = output_tags(image.names, opts.tags)
+        if same_layout and not opts.tags:
+            tags = [_default_layout_tag(image)]
+        report = Report(
+            image=image.label, output=dest, squashed=not nothing, layers_before=n,
+            layers_after=n if nothing else keep + 1, kept_layers=keep,
+            bytes_before_uncompressed=stats["bytes_before"], bytes_after_uncompressed=None,
+            bytes_before_compressed=before_c, bytes_after_compressed=None,
+            files_dropped=stats["files_dropped"], bytes_dropped=stats["bytes_dropped"],
+            seconds=0.0, tags=tags, dry_run=opts.dry_run,
+        )
+        if nothing:
+            report.note = ("nothing to squash: " + (f"only {n - keep} layer above the cut" if n - keep == 1
+                                                    else "no layers above the cut") + "; written unchanged")
+            report.bytes_after_uncompressed = report.bytes_before_uncompressed
+            report.bytes_after_compressed = before_c
+            report.files_dropped = report.bytes_dropped = 0
+        if opts.dry_run or dest is None:
+            if not nothing:
+                report.bytes_after_uncompressed = stats["bytes_after"]
+            report.seconds = round(time.monotonic() - t0, 3)
+            return report
+        out_fmt = opts.fmt or sink.guess_format(dest, src.kind)
+        out = sink.open_sink(dest, out_fmt)
+        try:
+            if nothing:
+                written = transfer.write_image(out, image, transfer.plan_convert(image, None, None), tags=tags)
+            else:
+                if on_phase:
+                    on_phase("squashing", stats["bytes_squashed"] or None)
+
+                def produce(w: BinaryIO) -> None:
+                    merge.write(plan, inputs, w, progress=on_progress)
+
+                new_layers = [transfer.OutLayer("copy", ly) for ly in image.layers[:keep]]
+                new_layers.append(transfer.OutLayer("generate", codec=codec, level=level, produce=produce))
+                results: list[transfer.LayerResult] = []
+                written = _write_squashed(out, image, keep, new_layers, tags, created, opts, parent_ids, results)
+                report.bytes_after_compressed = sum(r.descriptor.size for r in results)
+                kept_unc = sum(r.uncompressed_size or 0 for r in results[:-1])
+                report.bytes_after_uncompressed = kept_unc + (results[-1].uncompressed_size or 0)
+                report.diff_id = str(results[-1].diff_id)
+            out.commit()
+        except BaseException:
+            out.abort()
+            raise
+    report.manifest = str(written.manifest.digest)
+    report.config = str(written.config_digest)
+    report.seconds = round(time.monotonic() - t0, 3)
+    return report
+
+
+def _default_layout_tag(image: Image) -> str:
+    # The original keeps its tag in the same layout; the squashed image sits beside it.
+    return (image.names[0] if image.names else "image") + "-squashed"
+
+
+def _write_squashed(out: sink.Sink, image: Image, keep: int, layers: list[transfer.OutLayer], tags: list[str],
+                    created: dt.datetime, opts: SquashOptions, parent_ids: list[Digest] | None,
+                    results: list[transfer.LayerResult]) -> sink.WrittenImage:
+    docker_family = bool(image.manifest and image.manifest.is_docker and out.docker)
+    for ol in layers:
+        results.append(transfer.write_layer(out, ol, docker_family))
+    new_diff = results[-1].diff_id
+    if opts.message:
+        comment = opts.message
+    elif keep == 0:
+        comment = f"create new from {image.id}"
+    elif parent_ids is not None:
+        comment = f"merge {image.id} to {_chain_top(parent_ids)}"
+    else:
+        comment = f"merge {image.id} to layer {keep} ({image.config.diff_ids[keep - 1]})"
+    cfg = squashed_config(image, keep, new_diff, created, comment)
+    return transfer.finish_image(out, image, results, cfg, tags, docker_family)
+
+
+def _chain_top(ids: list[Digest]) -> Digest:
+    from ocisquash.digest import chain_ids
+
+    return chain_ids(ids)[-1]
+
+
+def plan_totals(plan: Any) -> dict[str, int]:
+    """The report's figures from a merge plan (see ``merge.MergePlan``)."""
+    totals = plan.totals() if callable(getattr(plan, "totals", None)) else {}
+    return {
+        "bytes_before": int(totals.get("bytes_before", 0)),
+        "bytes_after": int(totals.get("bytes_after", 0)),
+        "bytes_squashed": int(totals.get("bytes_squashed", 0)),
+        "files_dropped": int(totals.get("files_dropped", 0)),
+        "bytes_dropped": int(totals.get("bytes_dropped", 0)),
+    }
