@@ -1,0 +1,986 @@
+"""The layer merge: many layer tar streams in, one tar stream out.
+
+Two passes. ``plan()`` reads the headers of every layer (kept parent layers too) and applies them to an
+in-memory metadata tree the way ``umoci unpack`` (the oracle, FORMATS.md §3) does, so it knows the
+final tree and, when squashing onto kept layers, the tree those layers give. The merged layer is the
+structural difference of the two trees: every path whose state differs, plus an explicit ``.wh.NAME``
+for the topmost path of each parent subtree that is gone. ``write()`` then streams each squashed layer
+once, in order, and writes the merged layer: file contents are copied in large blocks, never held in
+memory.
+
+Tar parsing is our own (not ``tarfile``'s reader): PAX global headers must be ignored the Go way,
+contents must be skipped by seeking, and per-member ``TarInfo`` objects would cost too much memory.
+Headers are written with ``tarfile.TarInfo.tobuf``.
+"""
+
+from __future__ import annotations
+
+import heapq
+import io
+import tarfile
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import BinaryIO
+
+from ocisquash.errors import FormatError, LimitExceeded, OcisquashError, OutputError, UnsafePath
+
+
+@dataclass(frozen=True)
+class LayerInput:
+    """One layer as the merge sees it: a label for messages and two ways to open its tar stream.
+
+    ``open()`` returns a fresh, sequential, decompressed tar stream that verifies the blob's digest and
+    the layer's diff ID and raises ``DigestMismatch`` when its end is reached with the wrong bytes; read
+    it to EOF. ``open_scan()`` returns a stream for a headers-only pass: it may be seekable (a plain tar
+    on disk), so contents can be skipped with ``seek``, and need not verify.
+    """
+
+    label: str
+    open: Callable[[], BinaryIO]
+    open_scan: Callable[[], BinaryIO]
+
+
+@dataclass(frozen=True)
+class MergeLimits:
+    """Safety caps for untrusted layers; each one, when reached, raises ``LimitExceeded`` naming it."""
+
+    max_entries: int = 20_000_000
+    """Tar entries over all layers."""
+    max_header_bytes: int = 1 << 20
+    """Size of one PAX or GNU long-name/link record (Go's archive/tar refuses more than 1 MiB too)."""
+    max_path_chars: int = 65536
+    """Length of one member name or link target."""
+    max_symlink_hops: int = 255
+    """Symlinks followed while resolving one path (the limit of umoci's securejoin)."""
+    largest_hidden: int = 20
+    """How many of the largest hidden files the plan remembers (not a safety cap)."""
+
+
+@dataclass
+class LayerStats:
+    """What one layer holds and how much of it the layers above hide."""
+
+    index: int
+    label: str
+    kept: bool
+    entries: int = 0
+    """Tar entries (PAX and GNU extension headers not counted)."""
+    files_added: int = 0
+    """Regular-file entries (hardlinks not counted)."""
+    bytes_added: int = 0
+    """Content bytes of those regular files."""
+    hidden_files: int = 0
+    """Regular files of this layer no name of the final tree still shows (overwritten or deleted)."""
+    hidden_bytes: int = 0
+
+
+@dataclass(frozen=True, order=True)
+class HiddenFile:
+    """A regular file hidden by a later layer (or by a later entry of its own layer)."""
+
+    size: int
+    path: str
+    layer: int
+
+
+@dataclass
+class MergePlan:
+    """The result of pass 1: statistics for ``analyze``/``--dry-run`` and the recipe ``write`` follows."""
+
+    keep: int
+    layers: list[LayerStats]
+    largest_hidden: list[HiddenFile]
+    """Largest hidden regular files of all layers, biggest first (``path`` is the name it was added as)."""
+    dropped_files: int
+    """Hidden regular files of the squashed layers: they do not reach the merged layer."""
+    dropped_bytes: int
+    out_entries: int
+    """Entries the merged layer will hold (whiteouts included)."""
+    out_whiteouts: int
+    out_content_bytes: int
+    final_paths: int
+    """Paths in the final tree (root excluded)."""
+    _head: list[tuple[str, str, _Meta | None]] = field(repr=False, default_factory=list)
+    _specials: list[tuple[str, _Ino, list[str]]] = field(repr=False, default_factory=list)
+    _plinks: list[tuple[str, str]] = field(repr=False, default_factory=list)
+    _bodies: dict[int, dict[int, tuple[str, list[str]]]] = field(repr=False, default_factory=dict)
+    _limits: MergeLimits = field(repr=False, default_factory=MergeLimits)
+    _plink_meta: dict[str, _Meta] = field(repr=False, default_factory=dict)
+
+
+@dataclass
+class WriteStats:
+    """What ``write`` produced: entries, bytes written to ``out`` (uncompressed) and content bytes."""
+
+    entries: int = 0
+    bytes_written: int = 0
+    content_bytes: int = 0
+
+
+# --------------------------------------------------------------------------------------------------
+# In-memory tree. Compact slotted records: memory grows with paths, not bytes.
+
+# (mode & 0o7777, uid, gid, uname, gname, mtime, extra PAX records). mtime is an int, or the PAX
+# string when it has a fraction, so sub-second times survive unchanged.
+_Meta = tuple[int, int, int, str, str, int | str, tuple[tuple[str, str], ...] | None]
+_IMPLICIT: _Meta = (0o755, 0, 0, "", "", 0, None)  # what umoci's MkdirAll(0777) gives under umask 022
+
+
+class _Dir:
+    __slots__ = ("children", "meta")
+
+    def __init__(self, meta: _Meta | None) -> None:
+        self.children: dict[str, _Dir | _Ino] = {}
+        self.meta = meta  # None: created implicitly as a missing parent
+
+
+class _Ino:
+    """A non-directory inode; several names may share it (hardlinks)."""
+
+    __slots__ = ("dev", "kind", "layer", "meta", "nlink", "ordinal", "origin", "size", "target")
+
+    def __init__(
+        self, kind: str, layer: int, ordinal: int, origin: str, size: int,
+        meta: _Meta | None, target: str, dev: tuple[int, int] | None,
+    ) -> None:
+        self.kind = kind  # "0" regular, "2" symlink, "3" char, "4" block, "6" fifo
+        self.layer = layer
+        self.ordinal = ordinal  # index of the creating entry in its layer: where pass 2 finds the content
+        self.origin = origin  # real path it was created at
+        self.size = size
+        self.meta = meta  # link headers to this inode carry it
+        self.target = target  # symlink target
+        self.dev = dev
+        self.nlink = 0
+
+
+_Node = _Dir | _Ino
+_AUFS = frozenset((".wh..wh.plnk", ".wh..wh.aufs", ".wh..wh.orph"))
+_OPAQUE = ".wh..wh..opq"
+
+
+# --------------------------------------------------------------------------------------------------
+# Tar reading.
+
+_ZERO = bytes(512)
+_COPY = 1 << 20
+_REFILL = 1 << 16
+_SEEK_MIN = 1 << 18
+_EXT_TYPES = frozenset(b"xXgLKS")
+_HEADER_ONLY = frozenset("123456")
+_REGULAR = frozenset(("0", "7"))
+
+
+class _Hdr:
+    __slots__ = ("dev", "linkname", "meta", "name", "size", "type")
+
+    def __init__(
+        self, name: str, type_: str, size: int, linkname: str, meta: _Meta, dev: tuple[int, int]
+    ) -> None:
+        self.name = name
+        self.type = type_
+        self.size = size  # bytes of data that follow the header (0 for header-only types)
+        self.linkname = linkname
+        self.meta = meta
+        self.dev = dev
+
+
+def _octal(field: bytes) -> int:
+    if field and field[0] & 0x80:  # GNU base-256
+        value = int.from_bytes(field[1:], "big")
+        if field[0] & 0x40:
+            value -= 1 << (8 * len(field) - 1)
+        return value
+    text = field.strip(b" \x00")
+    return int(text, 8) if text else 0
+
+
+def _cstr(field: bytes) -> bytes:
+    i = field.find(0)
+    return field if i < 0 else field[:i]
+
+
+def _decode(raw: bytes) -> str:
+    return raw.decode("utf-8", "surrogateescape")
+
+
+class _Source:
+    """A buffered reader over one layer stream that can skip contents (by seeking when it can)."""
+
+    def __init__(self, f: BinaryIO, seek_ok: bool, label: str) -> None:
+        self.f = f
+        self.label = label
+        self.buf = b""
+        self.pos = 0
+        self.end: int | None = None
+        if seek_ok:
+            try:
+                if f.seekable():
+                    here = f.tell()
+                    self.end = f.seek(0, io.SEEK_END)
+                    f.seek(here)
+            except (OSError, ValueError):
+                self.end = None
+
+    def read(self, n: int) -> bytes:
+        """Up to ``n`` bytes; fewer only at EOF."""
+        avail = len(self.buf) - self.pos
+        if avail >= n:
+            out = self.buf[self.pos : self.pos + n]
+            self.pos += n
+            return out
+        parts = [self.buf[self.pos :]]
+        need = n - avail
+        self.buf, self.pos = b"", 0
+        while need > 0:
+            chunk = self.f.read(max(need, _REFILL))
+            if not chunk:
+                break
+            if len(chunk) > need:
+                parts.append(chunk[:need])
+                self.buf, self.pos = chunk, need
+                need = 0
+            else:
+                parts.append(chunk)
+                need -= len(chunk)
+        return b"".join(parts)
+
+    def skip(self, n: int) -> bool:
+        """Skip ``n`` bytes; False if the stream ended first."""
+        avail = len(self.buf) - self.pos
+        if avail >= n:
+            self.pos += n
+            return True
+        n -= avail
+        self.buf, self.pos = b"", 0
+        if self.end is not None and n >= _SEEK_MIN:
+            here = self.f.seek(n, io.SEEK_CUR)
+            return here <= self.end
+        while n > 0:
+            chunk = self.f.read(min(n, _COPY))
+            if not chunk:
+                return False
+            n -= len(chunk)
+        return True
+
+    def chunks(self, n: int) -> Iterator[bytes]:
+        """Yield exactly ``n`` bytes in large blocks; FormatError if the stream ends first."""
+        avail = len(self.buf) - self.pos
+        if avail:
+            take = min(avail, n)
+            yield self.buf[self.pos : self.pos + take]
+            self.pos += take
+            n -= take
+        while n > 0:
+            chunk = self.f.read(min(n, _COPY))
+            if not chunk:
+                raise FormatError(f"layer {self.label}: truncated tar (file contents cut short)")
+            n -= len(chunk)
+            yield chunk
+
+    def drain(self) -> None:
+        self.buf, self.pos = b"", 0
+        while self.f.read(_COPY):
+            pass
+
+
+def _parse_pax(data: bytes, label: str) -> dict[str, str]:
+    out: dict[str, str] = {}
+    pos, n = 0, len(data)
+    while pos < n:
+        if data[pos] == 0:  # NUL padding after the last record
+            break
+        sp = data.find(b" ", pos, pos + 24)
+        try:
+            length = int(data[pos:sp]) if sp > pos else -1
+        except ValueError:
+            length = -1
+        if length <= sp - pos or pos + length > n or data[pos + length - 1] != 0x0A:
+            raise FormatError(f"layer {label}: malformed PAX extended header")
+        rec = data[sp + 1 : pos + length - 1]
+        eq = rec.find(b"=")
+        if eq <= 0:
+            raise FormatError(f"layer {label}: malformed PAX record")
+        out[_decode(rec[:eq])] = _decode(rec[eq + 1 :])
+        pos += length
+    return out
+
+
+class _Reader:
+    """Go-style tar reader: yields real members; PAX globals are skipped, never applied."""
+
+    def __init__(self, src: _Source, limits: MergeLimits) -> None:
+        self.src = src
+        self.limits = limits
+        self.label = src.label
+        self.names: dict[str, str] = {}  # interned uname/gname strings
+
+    def _bad(self, what: str) -> FormatError:
+        return FormatError(f"layer {self.label}: {what}")
+
+    def _block(self) -> bytes | None:
+        block = self.src.read(512)
+        if len(block) == 512:
+            return block
+        if not block:
+            return None
+        raise self._bad("truncated tar (a header is cut short)")
+
+    def _ext_data(self, size: int, kind: str) -> bytes:
+        if size > self.limits.max_header_bytes:
+            raise LimitExceeded(
+                f"layer {self.label}: a {kind} header of {size} bytes exceeds the cap of "
+                f"{self.limits.max_header_bytes} bytes (MergeLimits.max_header_bytes)"
+            )
+        padded = (size + 511) & ~511
+        data = self.src.read(padded)
+        if len(data) != padded:
+            raise self._bad(f"truncated tar (a {kind} header is cut short)")
+        return data[:size]
+
+    def __iter__(self) -> Iterator[_Hdr]:
+        pax: dict[str, str] | None = None
+        longname: bytes | None = None
+        longlink: bytes | None = None
+        while True:
+            block = self._block()
+            if block is None:
+                if pax is not None or longname is not None or longlink is not None:
+                    raise self._bad("truncated tar (extension header without its member)")
+                return
+            if block == _ZERO:
+                nxt = self._block()
+                if nxt is None or nxt == _ZERO:
+                    return
+                raise self._bad("invalid tar (a single zero block followed by data)")
+            try:
+                chk = _octal(block[148:156])
+                size = _octal(block[124:136])
+            except ValueError:
+                raise self._bad("invalid tar header (bad number field)") from None
+            unsigned = sum(block) - sum(block[148:156]) + 256
+            if chk != unsigned and chk != unsigned - 2 * sum(b for b in block if b > 127) + 2 * sum(
+                b for b in block[148:156] if b > 127
+            ):
+                raise self._bad("invalid tar header (checksum mismatch)")
+            if size < 0:
+                raise self._bad("invalid tar header (negative size)")
+            t = block[156]
+            if t in _EXT_TYPES:
+                if t == 0x53:  # "S"
+                    raise self._bad("GNU sparse files are not supported (write the layer without --sparse)")
+                data = self._ext_data(size, "PAX" if t in b"xXg" else "GNU long name")
+                if t == 0x67:  # "g": global records; Go readers hand them out as entries, appliers ignore
+                    continue
+                if t in b"xX":
+                    pax = _parse_pax(data, self.label)
+                elif t == 0x4C:
+                    longname = _cstr(data)
+                else:
+                    longlink = _cstr(data)
+                continue
+            yield self._member(block, size, pax, longname, longlink)
+            pax = longname = longlink = None
+
+    def _member(
+        self, block: bytes, size: int, pax: dict[str, str] | None,
+        longname: bytes | None, longlink: bytes | None,
+    ) -> _Hdr:
+        try:
+            mode = _octal(block[100:108]) & 0o7777
+            uid = _octal(block[108:116])
+            gid = _octal(block[116:124])
+            mtime: int | str = _octal(block[136:148])
+            dev = (_octal(block[329:337]), _octal(block[337:345]))
+        except ValueError:
+            raise self._bad("invalid tar header (bad number field)") from None
+        raw = _cstr(block[0:100])
+        if block[257:263] == b"ustar\x00":  # POSIX ustar/PAX: name prefix field
+            prefix = _cstr(block[345:500])
+            if prefix:
+                raw = prefix + b"/" + raw
+        name = _decode(longname if longname is not None else raw)
+        linkname = _decode(longlink if longlink is not None else _cstr(block[157:257]))
+        uname = _decode(_cstr(block[265:297]))
+        gname = _decode(_cstr(block[297:329]))
+        type_ = chr(block[156])
+        extra: tuple[tuple[str, str], ...] | None = None
+        if pax:
+            rest: list[tuple[str, str]] = []
+            try:
+                for k, v in pax.items():
+                    if k == "path":
+                        if longname is None:
+                            name = v
+                    elif k == "linkpath":
+                        if longlink is None:
+                            linkname = v
+                    elif k == "size":
+                        size = int(v)
+                    elif k == "uid":
+                        uid = int(v)
+                    elif k == "gid":
+                        gid = int(v)
+                    elif k == "uname":
+                        uname = v
+                    elif k == "gname":
+                        gname = v
+                    elif k == "mtime":
+                        mtime = v if "." in v else int(v)
+                        float(v)
+                    elif k.startswith("GNU.sparse."):
+                        raise self._bad(f"{name}: PAX sparse files are not supported")
+                    elif k not in ("hdrcharset", "comment"):
+                        rest.append((k, v))
+            except ValueError:
+                raise self._bad(f"{name}: bad numeric PAX record") from None
+            if size < 0:
+                raise self._bad("invalid tar header (negative size)")
+            if rest:
+                rest.sort()
+                extra = tuple(rest)
+        if type_ == "\x00":
+            type_ = "5" if name.endswith("/") else "0"
+        if "\x00" in name or "\x00" in linkname:
+            raise self._bad(f"{name!r}: NUL in a member name")
+        if len(name) > self.limits.max_path_chars or len(linkname) > self.limits.max_path_chars:
+            raise LimitExceeded(
+                f"layer {self.label}: a member name longer than {self.limits.max_path_chars} "
+                "characters (MergeLimits.max_path_chars)"
+            )
+        names = self.names
+        uname = names.setdefault(uname, uname)
+        gname = names.setdefault(gname, gname)
+        if type_ in _HEADER_ONLY:
+            size = 0  # Go: no data follows these types, whatever the size field says
+        elif type_ not in _REGULAR:
+            raise self._bad(f"{name}: unsupported tar entry type {type_!r}")
+        return _Hdr(name, type_, size, linkname, (mode, uid, gid, uname, gname, mtime, extra), dev)
+
+
+def _components(name: str) -> list[str] | None:
+    """Clean a member name like umoci/containerd: strip ``/`` and ``./``, resolve ``..`` lexically.
+
+    Returns the components (empty for the root), or None when the name escapes the root.
+    """
+    if "." not in name and "//" not in name and not name.startswith("/") and not name.endswith("/"):
+        return name.split("/")
+    out: list[str] = []
+    for c in name.split("/"):
+        if c == "" or c == ".":
+            continue
+        if c == "..":
+            if not out:
+                return None
+            out.pop()
+        else:
+            out.append(c)
+    return out
+
+
+# --------------------------------------------------------------------------------------------------
+# Pass 1: apply headers to the tree.
+
+
+class _Applier:
+    def __init__(self, limits: MergeLimits, stats: list[LayerStats]) -> None:
+        self.root = _Dir(_IMPLICIT)
+        self.limits = limits
+        self.stats = stats
+        self.heap: list[HiddenFile] = []
+        self.label = ""
+        self.layer = 0
+        self.upper: set[str] = set()
+
+    # ---- helpers
+    def _resolve(self, comps: list[str]) -> tuple[list[str], _Node | None]:
+        """Resolve a parent path through symlinks in the tree as it is now (securejoin semantics).
+
+        Returns the real components and the node there (None when it does not exist, or lies below
+        something that is not a directory).
+        """
+        root = self.root
+        names: list[str] = []
+        nodes: list[_Node | None] = []
+        todo = comps[::-1]
+        hops = 0
+        while todo:
+            c = todo.pop()
+            if c == "" or c == ".":
+                continue
+            if c == "..":
+                if names:
+                    names.pop()
+                    nodes.pop()
+                continue
+            cur = nodes[-1] if nodes else root
+            node = cur.children.get(c) if type(cur) is _Dir else None
+            if type(node) is _Ino and node.kind == "2":
+                hops += 1
+                if hops > self.limits.max_symlink_hops:
+                    raise FormatError(
+                        f"layer {self.label}: too many levels of symlinks resolving {'/'.join(comps)!r}"
+                    )
+                target = node.target
+                if target.startswith("/"):
+                    names.clear()
+                    nodes.clear()
+                todo.extend(reversed(target.split("/")))
+                continue
+            names.append(c)
+            nodes.append(node)
+        return names, (nodes[-1] if nodes else root)
+
+    def _mkdirs(self, names: list[str], shown: str) -> _Dir:
+        cur = self.root
+        for n in names:
+            child = cur.children.get(n)
+            if child is None:
+                child = _Dir(None)
+                cur.children[n] = child
+            elif type(child) is not _Dir:
+                raise FormatError(
+                    f"layer {self.label}: {shown!r}: a parent ({'/'.join(names)!r}) is not a directory"
+                )
+            cur = child
+        return cur
+
+    def _drop(self, node: _Node) -> None:
+        stack = [node]
+        while stack:
+            n = stack.pop()
+            if type(n) is _Dir:
+                stack.extend(n.children.values())
+            else:
+                assert type(n) is _Ino
+                n.nlink -= 1
+                if n.nlink == 0 and n.kind == "0":
+                    st = self.stats[n.layer]
+                    st.hidden_files += 1
+                    st.hidden_bytes += n.size
+                    item = HiddenFile(n.size, n.origin, n.layer)
+                    if len(self.heap) < self.limits.largest_hidden:
+                        heapq.heappush(self.heap, item)
+                    elif self.heap and item > self.heap[0]:
+                        heapq.heapreplace(self.heap, item)
+
+    def _whiteout(self, parent: _Dir, ppath: str, name: str | None) -> None:
+        # umoci walks the target and removes every path this layer has not written (upper paths are
+        # the layer's own entries and their ancestors): a whiteout never hides its own layer's entries.
+        upper = self.upper
+        todo = [(parent, ppath, c) for c in parent.children] if name is None else [(parent, ppath, name)]
+        while todo:
+            d, dpath, c = todo.pop()
+            path = f"{dpath}/{c}" if dpath else c
+            node = d.children[c]
+            if path not in upper:
+                del d.children[c]
+                self._drop(node)
+            elif type(node) is _Dir:
+                todo.extend((node, path, cc) for cc in node.children)
+
+    def _mark_upper(self, path: str) -> None:
+        upper = self.upper
+        p = path
+        while p not in upper:
+            upper.add(p)
+            i = p.rfind("/")
+            if i < 0:
+                break
+            p = p[:i]
+
+    # ---- one layer
+    def apply_layer(self, index: int, label: str, reader: Iterator[_Hdr], src: _Source, max_left: int) -> int:
+        self.layer = index
+        self.label = label
+        self.upper = set()
+        st = self.stats[index]
+        ordinal = -1
+        for h in reader:
+            ordinal += 1
+            if ordinal >= max_left:
+                raise LimitExceeded(
+                    f"layer {label}: more than {self.limits.max_entries} tar entries in all "
+                    "(MergeLimits.max_entries)"
+                )
+            if h.size and not src.skip((h.size + 511) & ~511):
+                raise FormatError(f"layer {label}: truncated tar (file contents cut short)")
+            self._entry(h, ordinal, st)
+        st.entries = ordinal + 1
+        self.upper = set()
+        return ordinal + 1
+
+    def _entry(self, h: _Hdr, ordinal: int, st: LayerStats) -> None:
+        comps = _components(h.name)
+        if comps is None:
+            raise UnsafePath(f"layer {self.label}: member {h.name!r} escapes the root")
+        if h.type in _REGULAR:
+            st.files_added += 1
+            st.bytes_added += h.size
+        if not comps:
+            return  # the root itself: containerd and moby skip it
+        if comps[0] in _AUFS:
+            return  # AUFS metadata, not content
+        base = comps[-1]
+        if base.startswith(".wh."):
+            names, pnode = self._resolve(comps[:-1])
+            if base == _OPAQUE:
+                if type(pnode) is _Dir:
+                                self._whiteout(pnode, "/".join(names), None)
+                return
+            target = base[4:]
+            if target in ("", ".", ".."):
+                raise UnsafePath(f"layer {self.label}: whiteout {h.name!r} names no file in its directory")
+            if type(pnode) is _Dir and target in pnode.children:
+                        self._whiteout(pnode, "/".join(names), target)
+            return
+        names, pnode = self._resolve(comps[:-1])
+        if type(pnode) is not _Dir:
+            pnode = self._mkdirs(names, h.name)
+        names.append(base)
+        path = "/".join(names)
+        children = pnode.children
+        existing = children.get(base)
+        t = h.type
+        if t == "5":
+            if type(existing) is _Dir:
+                existing.meta = h.meta  # dir over dir: new attributes, children kept
+            else:
+                if existing is not None:
+                    self._drop(existing)
+                children[base] = _Dir(h.meta)
+        else:
+            if existing is not None:
+                del children[base]
+                self._drop(existing)
+            if t == "1":
+                # umoci 0.4.7 ignores a link header's mode, owner, mtime and xattrs: the new name
+                # shares the target inode's metadata (checked with `umoci raw add-layer`). The target
+                # is looked up after the old name is gone, as umoci does.
+                ino = self._link_target(h)
+            elif t in _REGULAR:
+                ino = _Ino("0", self.layer, ordinal, path, h.size, h.meta, "", None)
+            elif t == "2":
+                ino = _Ino("2", self.layer, ordinal, path, 0, h.meta, h.linkname, None)
+            else:
+                ino = _Ino(t, self.layer, ordinal, path, 0, h.meta, "", h.dev if t != "6" else None)
+            ino.nlink += 1
+            children[base] = ino
+        self._mark_upper(path)
+
+    def _link_target(self, h: _Hdr) -> _Ino:
+        comps = _components(h.linkname)
+        if comps is None:
+            raise UnsafePath(f"layer {self.label}: hardlink {h.name!r} -> {h.linkname!r} escapes the root")
+        node: _Node | None = None
+        if comps:
+            _, pnode = self._resolve(comps[:-1])
+            if type(pnode) is _Dir:
+                node = pnode.children.get(comps[-1])
+        if node is None:
+            raise FormatError(
+                f"layer {self.label}: hardlink {h.name!r} points to {h.linkname!r}, which is in no layer "
+                "at that point"
+            )
+        if type(node) is _Dir:
+            raise FormatError(f"layer {self.label}: hardlink {h.name!r} points to a directory ({h.linkname!r})")
+        assert type(node) is _Ino
+        return node
+
+
+def _copy_tree(root: _Dir) -> _Dir:
+    """Copy the directory structure (inodes are shared: they never change once created)."""
+    new = _Dir(root.meta)
+    stack = [(root, new)]
+    while stack:
+        src, dst = stack.pop()
+        ch = dst.children
+        for k, v in src.children.items():
+            if type(v) is _Dir:
+                d = _Dir(v.meta)
+                ch[k] = d
+                stack.append((v, d))
+            else:
+                ch[k] = v
+    return new
+
+
+def _scan(layer: LayerInput, seek_ok: bool) -> tuple[BinaryIO, _Source]:
+    try:
+        f = layer.open_scan() if seek_ok else layer.open()
+    except OcisquashError:
+        raise
+    except OSError as e:
+        raise FormatError(f"layer {layer.label}: cannot open: {e}") from e
+    return f, _Source(f, seek_ok, layer.label)
+
+
+def plan(layers: Sequence[LayerInput], keep: int = 0, *, limits: MergeLimits | None = None) -> MergePlan:
+    """Pass 1: read every layer's headers, apply them in memory and decide what the merged layer holds.
+
+    ``keep`` layers at the bottom stay as they are (0: squash to scratch); ``keep == len(layers)``
+    gives an empty merged layer.
+    """
+    lim = limits or MergeLimits()
+    if not 0 <= keep <= len(layers):
+        raise ValueError(f"keep={keep} outside 0..{len(layers)}")
+    stats = [LayerStats(i, layer.label, i < keep) for i, layer in enumerate(layers)]
+    ap = _Applier(lim, stats)
+    parent: _Dir | None = _Dir(_IMPLICIT) if keep == 0 else None
+    left = lim.max_entries
+    for i, layer in enumerate(layers):
+        if i == keep and parent is None:
+            parent = _copy_tree(ap.root)
+        f, src = _scan(layer, True)
+        try:
+            left -= ap.apply_layer(i, layer.label, iter(_Reader(src, lim)), src, left)
+            src.drain()
+        except OSError as e:
+            raise FormatError(f"layer {layer.label}: read error: {e}") from e
+        finally:
+            f.close()
+    if parent is None:
+        parent = _copy_tree(ap.root)
+    out = _diff(ap.root, parent)
+    out.keep = keep
+    out._limits = lim
+    out.layers = stats
+    out.largest_hidden = sorted(ap.heap, reverse=True)
+    out.dropped_files = sum(s.hidden_files for s in stats[keep:])
+    out.dropped_bytes = sum(s.hidden_bytes for s in stats[keep:])
+    return out
+
+
+def _diff(final: _Dir, parent: _Dir) -> MergePlan:
+    """Compare the final tree with the parent tree and lay out the merged layer.
+
+    Deleted parent paths get explicit ``.wh.NAME`` entries (topmost path only), never opaque markers,
+    even for a directory deleted and then recreated: the diff is structural, so every parent child
+    that survives unchanged needs no entry at all, while an opaque marker would force re-writing each
+    of them (FORMATS.md also says writers SHOULD prefer explicit whiteouts).
+    """
+    p = MergePlan(0, [], [], 0, 0, 0, 0, 0, 0)
+    head = p._head
+    names_new: dict[_Ino, list[str]] = {}  # names to write, per inode
+    names_same: dict[_Ino, list[str]] = {}  # names the parent tree holds for the same inode
+    final_paths = 0
+    whiteouts = 0
+    # Depth-first pre-order with sorted children: each directory right before its subtree, so
+    # parents come before children; its whiteouts follow it.
+    stack: list[tuple[str, _Dir, _Dir | None, bool]] = [("", final, parent, False)]
+    while stack:
+        path, fd, pd, emit = stack.pop()
+        if emit:
+            head.append(("5", path, fd.meta))
+        children = fd.children
+        if pd is not None:
+            gone = sorted(n for n in pd.children if n not in children)
+            whiteouts += len(gone)
+            head.extend(("w", f"{path}/.wh.{n}" if path else f".wh.{n}", None) for n in gone)
+        pch = pd.children if pd is not None else None
+        subdirs: list[tuple[str, _Dir, _Dir | None, bool]] = []
+        for name in sorted(children):
+            node = children[name]
+            full = f"{path}/{name}" if path else name
+            final_paths += 1
+            pn = pch.get(name) if pch is not None else None
+            if type(node) is _Dir:
+                pdir = pn if type(pn) is _Dir else None
+                subdirs.append((full, node, pdir, pdir is None or pdir.meta != node.meta))
+            else:
+                assert type(node) is _Ino
+                if pn is node:
+                    names_same.setdefault(node, []).append(full)
+                else:
+                    names_new.setdefault(node, []).append(full)
+        stack.extend(reversed(subdirs))
+    p.final_paths = final_paths
+    p.out_whiteouts = whiteouts
+    entries = len(head)
+    content = 0
+    for ino, new in names_new.items():
+        new.sort()
+        same = names_same.get(ino)
+        if same:
+            # The parent tree still holds this inode under an unchanged name: link to it.
+            target = min(same)
+            p._plinks.extend((n, target) for n in new)
+            assert ino.meta is not None
+            p._plink_meta[target] = ino.meta
+            entries += len(new)
+            continue
+        body = ino.origin if ino.origin in new else new[0]
+        links = [n for n in new if n != body]
+        entries += 1 + len(links)
+        if ino.kind == "0":
+            p._bodies.setdefault(ino.layer, {})[ino.ordinal] = (body, links)
+            content += ino.size
+        else:
+            p._specials.append((body, ino, links))
+    p._specials.sort(key=lambda s: s[0])
+    p._plinks.sort()
+    p.out_entries = entries
+    p.out_content_bytes = content
+    return p
+
+
+# --------------------------------------------------------------------------------------------------
+# Pass 2: write the merged layer.
+
+_WHITEOUT_META: _Meta = (0o644, 0, 0, "", "", 0, None)
+
+
+class _Writer:
+    def __init__(self, out: BinaryIO, stats: WriteStats) -> None:
+        self.out = out
+        self.stats = stats
+        self.buf = bytearray()
+
+    def _emit(self, data: bytes | bytearray | memoryview) -> None:
+        try:
+            self.out.write(data)
+        except OSError as e:
+            raise OutputError(f"cannot write the merged layer: {e}") from e
+        self.stats.bytes_written += len(data)
+
+    def flush(self) -> None:
+        if self.buf:
+            self._emit(self.buf)
+            self.buf = bytearray()
+
+    def header(
+        self, name: str, type_: str, meta: _Meta, *, size: int = 0, linkname: str = "",
+        dev: tuple[int, int] | None = None,
+    ) -> None:
+        ti = tarfile.TarInfo(name)
+        ti.type = type_.encode()
+        mode, ti.uid, ti.gid, ti.uname, ti.gname, mtime, extra = meta
+        ti.mode = mode
+        pax = dict(extra) if extra else {}
+        if isinstance(mtime, str):
+            # keep the exact PAX text (nanoseconds would not survive a float); the ustar field gets
+            # the whole seconds
+            pax["mtime"] = mtime
+            ti.mtime = int(mtime.split(".", 1)[0] or "0")
+        else:
+            ti.mtime = mtime
+        ti.pax_headers = pax
+        ti.size = size
+        ti.linkname = linkname
+        if dev is not None:
+            ti.devmajor, ti.devminor = dev
+        self.buf += ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        self.stats.entries += 1
+        if len(self.buf) >= _COPY:
+            self.flush()
+
+    def data(self, chunk: bytes) -> None:
+        if len(chunk) < _REFILL:
+            self.buf += chunk
+            if len(self.buf) >= _COPY:
+                self.flush()
+        else:
+            self.flush()
+            self._emit(chunk)
+        self.stats.content_bytes += len(chunk)
+
+    def pad(self, size: int) -> None:
+        if size % 512:
+            self.buf += bytes(512 - size % 512)
+
+    def finish(self) -> None:
+        self.buf += bytes(1024)  # the end marker only: no 10240-byte record padding, like Go
+        self.flush()
+
+
+def write(
+    plan: MergePlan,
+    layers: Sequence[LayerInput],
+    out: BinaryIO,
+    *,
+    progress: Callable[[int], None] | None = None,
+) -> WriteStats:
+    """Pass 2: stream the squashed layers once, in order, and write the merged layer tar to ``out``.
+
+    ``progress`` is called with the number of input bytes consumed since its last call. Every
+    squashed layer's ``open()`` stream is read to its end (where it verifies itself). A kept layer is
+    opened too only in one rare case: a hardlink the squashed layers add to a kept file whose kept
+    names are all gone, so the content must be copied from that kept layer.
+    """
+    stats = WriteStats()
+    w = _Writer(out, stats)
+    for tag, path, meta in plan._head:
+        if tag == "5":
+            w.header(path, "5", meta if meta is not None else _IMPLICIT)
+        else:
+            w.header(path, "0", _WHITEOUT_META)
+    for body, ino, links in plan._specials:
+        assert ino.meta is not None
+        w.header(body, ino.kind, ino.meta, linkname=ino.target, dev=ino.dev)
+        for link in links:
+            w.header(link, "1", ino.meta, linkname=body)
+    if plan._plinks:
+        metas = _plink_metas(plan)
+        for name, target in plan._plinks:
+            w.header(name, "1", metas[target], linkname=target)
+    order = sorted(i for i in plan._bodies if i < plan.keep) + list(range(plan.keep, len(layers)))
+    for li in order:
+        _copy_layer(li, layers[li], plan._bodies.get(li, {}), plan._limits, w, progress)
+    w.finish()
+    return stats
+
+
+def _plink_metas(plan: MergePlan) -> dict[str, _Meta]:
+    # Only parent inodes can be link targets here; their metadata was kept in pass 1.
+    found: dict[str, _Meta] = {}
+    want = {t for _, t in plan._plinks}
+    for path in want:
+        meta = plan._plink_meta.get(path)
+        if meta is None:
+            raise OcisquashError(f"internal error: no metadata for hardlink target {path!r}")
+        found[path] = meta
+    return found
+
+
+def _copy_layer(
+    index: int,
+    layer: LayerInput,
+    bodies: dict[int, tuple[str, list[str]]],
+    limits: MergeLimits,
+    w: _Writer,
+    progress: Callable[[int], None] | None,
+) -> None:
+    label = layer.label
+    f, src = _scan(layer, False)
+    try:
+        ordinal = -1
+        done = 0
+        for h in _Reader(src, limits):
+            ordinal += 1
+            if progress is not None:
+                progress(512 + h.size)
+            job = bodies.get(ordinal)
+            padded = (h.size + 511) & ~511
+            if job is None:
+                if padded and not src.skip(padded):
+                    raise FormatError(f"layer {label}: truncated tar (file contents cut short)")
+                continue
+            if h.type not in _REGULAR:
+                raise FormatError(f"layer {label}: the layer changed between the two passes")
+            body, links = job
+            w.header(body, "0", h.meta, size=h.size)
+            for chunk in src.chunks(h.size):
+                w.data(chunk)
+            if padded != h.size and not src.skip(padded - h.size):
+                raise FormatError(f"layer {label}: truncated tar (file contents cut short)")
+            w.pad(h.size)
+            for link in links:
+                w.header(link, "1", h.meta, linkname=body)
+            done += 1
+        if done != len(bodies):
+            raise FormatError(f"layer {label}: the layer changed between the two passes")
+        src.drain()
+    except OSError as e:
+        raise FormatError(f"layer {label}: read error: {e}") from e
+    finally:
+        f.close()
