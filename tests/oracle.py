@@ -16,6 +16,7 @@ Reference forms accepted by ``unpack``/``skopeo_ref``:
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 import shutil
@@ -289,13 +290,11 @@ def compare(a: Snapshot, b: Snapshot, *, mtime: bool = False) -> list[str]:
 
 # ------------------------------------------------------------------------------------------ for tests
 
-_counter = 0
+_counter = itertools.count(1)  # next() on it is atomic under the GIL: safe from snapshots()' threads
 
 
 def _fresh(tmp_path: Path, stem: str) -> Path:
-    global _counter
-    _counter += 1
-    return Path(tmp_path) / f"{stem}-{os.getpid()}-{_counter}"
+    return Path(tmp_path) / f"{stem}-{os.getpid()}-{next(_counter)}"
 
 
 def unpack_snapshot(ref: str | os.PathLike[str] | Ref, tmp_path: Path, name: str | None = None) -> Snapshot:
