@@ -12,7 +12,7 @@ import bz2
 import enum
 import lzma
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import IO, Any, BinaryIO, cast
 
 import isal.igzip as igzip
@@ -170,10 +170,8 @@ class _ErrorMapping:
         return True
 
     def close(self) -> None:
-        try:
+        with suppress(Exception):
             self._inner.close()
-        except Exception:
-            pass
 
 
 def decompressing_reader(raw: IO[bytes] | BinaryIO, what: str, codec: Codec | None = None) -> BinaryIO:
@@ -187,13 +185,13 @@ def decompressing_reader(raw: IO[bytes] | BinaryIO, what: str, codec: Codec | No
         return cast(BinaryIO, src)
     inner: Any
     if sniffed is Codec.GZIP:
-        inner = igzip.GzipFile(fileobj=src, mode="rb")
+        inner = igzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[no-untyped-call]
     elif sniffed is Codec.ZSTD:
-        inner = zstandard.ZstdDecompressor().stream_reader(src, read_across_frames=True, closefd=False)
+        inner = zstandard.ZstdDecompressor().stream_reader(cast(BinaryIO, src), read_across_frames=True, closefd=False)
     elif sniffed is Codec.BZIP2:
-        inner = bz2.BZ2File(src, "rb")
+        inner = bz2.BZ2File(cast(BinaryIO, src), "rb")
     else:
-        inner = lzma.LZMAFile(src, "rb")
+        inner = lzma.LZMAFile(cast(BinaryIO, src), "rb")  # noqa: SIM115 - closed by _ErrorMapping.close
     return cast(BinaryIO, _ErrorMapping(inner, what, sniffed))
 
 
@@ -225,7 +223,8 @@ def compressing_writer(raw: IO[bytes] | BinaryIO | Any, codec: Codec, level: int
     if codec is Codec.GZIP:
         # igzip_threaded compresses 1 MiB blocks on worker threads and writes one gzip member whose
         # bytes do not depend on the thread count (checked in tests).
-        gz = igzip_threaded.open(_NoClose(raw), "wb", compresslevel=lvl, threads=threads)
+        opener: Any = igzip_threaded.open
+        gz: Any = opener(_NoClose(raw), "wb", compresslevel=lvl, threads=threads)
         try:
             yield cast(BinaryIO, gz)
         finally:
@@ -233,7 +232,7 @@ def compressing_writer(raw: IO[bytes] | BinaryIO | Any, codec: Codec, level: int
         return
     # zstd output is the same for any worker count >= 1, but differs with 0 workers: keep >= 1.
     cctx = zstandard.ZstdCompressor(level=lvl, threads=max(1, threads), write_checksum=False)
-    zw = cctx.stream_writer(raw, closefd=False)
+    zw: Any = cctx.stream_writer(raw, closefd=False)
     try:
         yield cast(BinaryIO, zw)
     finally:

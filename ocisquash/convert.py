@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from ocisquash import compression, reference, sink, transfer
+from ocisquash import compression as codecs
+from ocisquash import reference, sink, transfer
 from ocisquash.errors import UsageError
 from ocisquash.sources import open_source
 
@@ -36,10 +37,7 @@ def convert(src_path: str, dest: str, *, image: str | None = None, platform: str
             on_start: Callable[[str, int | None], None] | None = None) -> dict[str, Any]:
     check_format(fmt)
     codec = compression_codec(compression)
-    if codec is not None:
-        compression_level = compression_module().check_level(codec, level)
-    else:
-        compression_level = level
+    compression_level = codecs.check_level(codec, level) if codec is not None else level
     with open_source(src_path) as src:
         img = src.choose(image, platform)
         img.check_consistent()
@@ -62,9 +60,5 @@ def convert(src_path: str, dest: str, *, image: str | None = None, platform: str
     }
 
 
-def compression_module():  # type: ignore[no-untyped-def]
-    return compression
-
-
-def compression_codec(text: str | None) -> compression.Codec | None:
-    return None if text is None else compression.parse_codec(text)
+def compression_codec(text: str | None) -> codecs.Codec | None:
+    return None if text is None else codecs.parse_codec(text)

@@ -106,6 +106,9 @@ def _loader(tree: TarTree, i: int, config_path: str, layer_paths: list[str], tag
                 seekable_plain=codec is Codec.NONE, codec=codec,
             ))
         names = list(tags)
+        man: model.Manifest | None
+        mdigest: Digest | None
+        mdesc: model.Descriptor | None
         if entry is not None:
             man, mdigest, mdesc = entry.manifest, entry.descriptor.digest, entry.descriptor
             if [ld.digest for ld in man.layers] != [ly.digest for ly in layers] and any(

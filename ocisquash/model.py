@@ -29,7 +29,10 @@ DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 DOCKER_LAYER_GZIP = DOCKER_LAYER + ".gzip"
 DOCKER_LAYER_ZSTD = DOCKER_LAYER + ".zstd"
 DOCKER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
-SCHEMA1 = ("application/vnd.docker.distribution.manifest.v1+json", "application/vnd.docker.distribution.manifest.v1+prettyjws")
+SCHEMA1 = (
+    "application/vnd.docker.distribution.manifest.v1+json",
+    "application/vnd.docker.distribution.manifest.v1+prettyjws",
+)
 
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
@@ -116,25 +119,25 @@ class Fields:
             raise FormatError(f"{self.where}: field {self._name(key)!r} must be {_tname(types)}, not {_kind(v)}")
         return v
 
-    def str(self, key: str, required: bool = False) -> str | None:
+    def opt_str(self, key: str, required: bool = False) -> str | None:
         return self._get(key, str, required)  # type: ignore[no-any-return]
 
     def req_str(self, key: str) -> str:
         return self._get(key, str, True)  # type: ignore[no-any-return]
 
-    def int(self, key: str, required: bool = False) -> int | None:
+    def opt_int(self, key: str, required: bool = False) -> int | None:
         return self._get(key, int, required)  # type: ignore[no-any-return]
 
-    def bool(self, key: str) -> bool:
+    def flag(self, key: str) -> bool:
         return bool(self._get(key, bool, False))
 
-    def dict(self, key: str, required: bool = False) -> dict[str, Any] | None:
+    def opt_dict(self, key: str, required: bool = False) -> dict[str, Any] | None:
         return self._get(key, dict, required)  # type: ignore[no-any-return]
 
     def sub(self, key: str) -> Fields:
         return Fields(self._get(key, dict, True), self.where, self._name(key))
 
-    def list(self, key: str, required: bool = False) -> list[Any]:
+    def items(self, key: str, required: bool = False) -> list[Any]:
         v = self._get(key, list, required)
         return v if v is not None else []
 
@@ -143,10 +146,10 @@ class Fields:
         for k, val in v.items():
             if not isinstance(val, str):
                 raise FormatError(f"{self.where}: {self._name(key)}[{k!r}] must be a string, not {_kind(val)}")
-        return v  # type: ignore[no-any-return]
+        return v
 
     def str_list(self, key: str) -> list[str]:
-        v = self.list(key)
+        v = self.items(key)
         for i, item in enumerate(v):
             if not isinstance(item, str):
                 raise FormatError(f"{self.where}: {self._name(key)}[{i}] must be a string, not {_kind(item)}")
@@ -181,8 +184,8 @@ class Platform:
 
     @classmethod
     def parse(cls, f: Fields) -> Platform:
-        return cls(os=f.req_str("os"), architecture=f.req_str("architecture"), variant=f.str("variant"),
-                   os_version=f.str("os.version"))
+        return cls(os=f.req_str("os"), architecture=f.req_str("architecture"), variant=f.opt_str("variant"),
+                   os_version=f.opt_str("os.version"))
 
     @classmethod
     def from_text(cls, text: str) -> Platform:
@@ -222,10 +225,10 @@ class Descriptor:
 
     @classmethod
     def parse(cls, f: Fields, *, media_type_default: str | None = None) -> Descriptor:
-        mt = f.str("mediaType") or media_type_default
+        mt = f.opt_str("mediaType") or media_type_default
         if mt is None:
             raise FormatError(f"{f.where}: missing required field {f._name('mediaType')!r}")
-        size = f.int("size", required=True)
+        size = f.opt_int("size", required=True)
         assert size is not None
         if size < 0:
             raise FormatError(f"{f.where}: field {f._name('size')!r} must not be negative")
@@ -255,11 +258,11 @@ class Descriptor:
 
 
 def _check_schema(f: Fields) -> None:
-    mt = f.str("mediaType")
+    mt = f.opt_str("mediaType")
     if mt in SCHEMA1 or f.obj.get("schemaVersion") == 1:
         raise FormatError(f"{f.where}: Docker schema 1 manifests are obsolete and not supported",
                           hint="convert it with a current registry client first")
-    sv = f.int("schemaVersion", required=True)
+    sv = f.opt_int("schemaVersion", required=True)
     if sv != 2:
         raise FormatError(f"{f.where}: schemaVersion is {sv}, expected 2")
 
@@ -293,11 +296,11 @@ class Index:
     def parse(cls, data: bytes, where: str, *, media_type: str | None = None) -> Index:
         f = Fields(load_json(data, where), where)
         _check_schema(f)
-        items = f.list("manifests", required=True)
+        items = f.items("manifests", required=True)
         mans = tuple(
             Descriptor.parse(Fields(m, where, f"manifests[{i}]")) for i, m in enumerate(items)
         )
-        return cls(f.str("mediaType") or media_type or OCI_INDEX, mans, f.str_map("annotations"), data)
+        return cls(f.opt_str("mediaType") or media_type or OCI_INDEX, mans, f.str_map("annotations"), data)
 
 
 @dataclass(frozen=True)
@@ -313,11 +316,11 @@ class Manifest:
     def parse(cls, data: bytes, where: str, *, media_type: str | None = None) -> Manifest:
         f = Fields(load_json(data, where), where)
         _check_schema(f)
-        mt = f.str("mediaType") or media_type or OCI_MANIFEST
+        mt = f.opt_str("mediaType") or media_type or OCI_MANIFEST
         if mt in SCHEMA1:
             raise FormatError(f"{where}: Docker schema 1 manifests are obsolete and not supported")
         layers = tuple(
-            Descriptor.parse(Fields(x, where, f"layers[{i}]")) for i, x in enumerate(f.list("layers", required=True))
+            Descriptor.parse(Fields(x, where, f"layers[{i}]")) for i, x in enumerate(f.items("layers", required=True))
         )
         return cls(mt, Descriptor.parse(f.sub("config")), layers, f.str_map("annotations"), data, f.obj)
 
@@ -337,8 +340,8 @@ class History:
 
     @classmethod
     def parse(cls, f: Fields) -> History:
-        return cls(f.str("created"), f.str("created_by"), f.str("author"), f.str("comment"),
-                   f.bool("empty_layer"), f.obj)
+        return cls(f.opt_str("created"), f.opt_str("created_by"), f.opt_str("author"), f.opt_str("comment"),
+                   f.flag("empty_layer"), f.obj)
 
 
 @dataclass(frozen=True)
@@ -364,9 +367,9 @@ class ImageConfig:
             raise FormatError(f"{where}: rootfs.type is {rtype!r}; only 'layers' is defined")
         ids = tuple(
             Digest.parse(d, where=f"{where}: rootfs.diff_ids[{i}]")
-            for i, d in enumerate(rootfs.list("diff_ids", required=True))
+            for i, d in enumerate(rootfs.items("diff_ids", required=True))
         )
-        hist = tuple(History.parse(Fields(h, where, f"history[{i}]")) for i, h in enumerate(f.list("history")))
+        hist = tuple(History.parse(Fields(h, where, f"history[{i}]")) for i, h in enumerate(f.items("history")))
         run = f.obj.get("config")
         labels = Fields(run, where, "config").str_map("Labels") if run is not None else {}
         if run is not None:
@@ -374,8 +377,8 @@ class ImageConfig:
         return cls(
             architecture=f.req_str("architecture"),
             os=f.req_str("os"),
-            variant=f.str("variant"),
-            created=f.str("created"),
+            variant=f.opt_str("variant"),
+            created=f.opt_str("created"),
             diff_ids=ids,
             history=hist,
             labels=labels,

@@ -10,7 +10,6 @@ placeholder header that is patched with the real name and size once the blob is 
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import shutil
 import stat
@@ -58,7 +57,10 @@ class Sink:
         raise NotImplementedError
 
     def put_bytes(self, data: bytes) -> tuple[Digest, int]:
-        return self.put_stream(lambda w: w.write(data) and None)
+        def produce(w: BinaryIO) -> None:
+            w.write(data)
+
+        return self.put_stream(produce)
 
     def add_image(self, image: WrittenImage) -> None:
         self.images.append(image)
@@ -271,7 +273,7 @@ class TarSink(Sink):
         assert f is not None
         start = f.tell()
         f.write(b"\0" * 512)  # placeholder header: the name is the digest, known only at the end
-        hw = HashingWriter(_BufferedOut(f))
+        hw = HashingWriter(f)
         produce(hw)  # type: ignore[arg-type]
         hw.flush()
         d, n = hw.digest(), hw.count
@@ -323,22 +325,6 @@ def _umask() -> int:
     m = os.umask(0)
     os.umask(m)
     return m
-
-
-class _BufferedOut(io.RawIOBase):
-    """Passes writes straight to the file (the HashingWriter above already sees every byte once)."""
-
-    def __init__(self, f: IO[bytes]) -> None:
-        self._f = f
-
-    def write(self, data: Any) -> int:
-        return self._f.write(data)
-
-    def writable(self) -> bool:
-        return True
-
-    def flush(self) -> None:
-        self._f.flush()
 
 
 def open_sink(path: str, fmt: str) -> Sink:
