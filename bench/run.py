@@ -21,7 +21,6 @@ import statistics
 import subprocess
 import sys
 import tarfile
-import threading
 import time
 from dataclasses import asdict, dataclass, field
 from importlib import metadata
@@ -95,25 +94,85 @@ def tree_bytes(path: Path) -> int | None:
     return None
 
 
+# A small launcher process spawns every measured command. ru_maxrss of a child starts from the
+# high-water RSS of the process that spawned it (vfork/posix_spawn share its memory until exec), so
+# spawning from this ~30 MB bench process would put a 30 MB floor under every row; the launcher
+# (python -S, os/json/signal/time only) keeps that floor at ~10 MB.
+LAUNCHER = r"""
+import json, os, signal, sys, time
+pid = 0
+def _kill(signum, frame):
+    if pid:
+        os.kill(pid, signal.SIGKILL)
+signal.signal(signal.SIGALRM, _kill)
+for line in sys.stdin:
+    req = json.loads(line)
+    os.chdir(req["cwd"])
+    fa = [(os.POSIX_SPAWN_OPEN, 0, "/dev/null", os.O_RDONLY, 0),
+          (os.POSIX_SPAWN_OPEN, 1, req["stdout"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644),
+          (os.POSIX_SPAWN_OPEN, 2, req["stderr"], os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)]
+    t0 = time.perf_counter()
+    try:
+        pid = os.posix_spawnp(req["cmd"][0], req["cmd"], req["env"], file_actions=fa)
+    except OSError as e:
+        print(json.dumps({"rc": 127, "err": f"cannot start: {e}"}), flush=True)
+        continue
+    signal.setitimer(signal.ITIMER_REAL, req["timeout"])
+    _, status, ru = os.wait4(pid, 0)
+    wall = time.perf_counter() - t0
+    signal.setitimer(signal.ITIMER_REAL, 0)
+    pid = 0
+    print(json.dumps({"rc": os.waitstatus_to_exitcode(status), "wall": wall,
+                      "cpu": ru.ru_utime + ru.ru_stime, "maxrss_kb": ru.ru_maxrss}), flush=True)
+"""
+
+
+class Launcher:
+    """The long-lived launcher process; ``run`` measures one command (see LAUNCHER)."""
+
+    def __init__(self) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-S", "-c", LAUNCHER], stdin=subprocess.PIPE,
+                                     stdout=subprocess.PIPE, text=True)
+
+    def run(self, cmd: list[str], cwd: Path, env: dict[str, str], stdout: Path, stderr: Path,
+            timeout: float) -> dict[str, Any]:
+        assert self.proc.stdin is not None and self.proc.stdout is not None
+        req = {"cmd": cmd, "cwd": str(cwd), "env": env, "stdout": str(stdout), "stderr": str(stderr),
+               "timeout": timeout}
+        self.proc.stdin.write(json.dumps(req) + "\n")
+        self.proc.stdin.flush()
+        line = self.proc.stdout.readline()
+        if not line:
+            raise RuntimeError("the launcher process died")
+        return dict(json.loads(line))
+
+    def floor_mb(self) -> float:
+        """Peak RSS reported for a trivial command: the floor under every row's RSS."""
+        r = self.run(["true"], REPO, dict(os.environ), Path(os.devnull), Path(os.devnull), 10)
+        return float(r.get("maxrss_kb", 0)) / 1024
+
+    def close(self) -> None:
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+        self.proc.wait()
+
+
+LAUNCH: Launcher | None = None
+
+
 def measure(cmd: list[str], log: Path, env: dict[str, str], timeout: float, out: Path | None) -> Sample:
-    """Run ``cmd`` once as a child; wall time, CPU (user+sys) and peak RSS from wait4."""
-    with open(log.with_suffix(".out"), "wb") as so, open(log, "wb") as se:
-        t0 = time.perf_counter()
-        try:
-            proc = subprocess.Popen(cmd, stdout=so, stderr=se, stdin=subprocess.DEVNULL, env=env, cwd=REPO)
-        except OSError as e:
-            return Sample(0.0, 0.0, 0.0, 127, f"cannot start: {e}")
-        timer = threading.Timer(timeout, lambda: proc.kill())
-        timer.start()
-        _, status, ru = os.wait4(proc.pid, 0)
-        wall = time.perf_counter() - t0
-        timer.cancel()
-    rc = os.waitstatus_to_exitcode(status)
-    proc.returncode = rc  # reaped by wait4; keep Popen from waiting again
+    """Run ``cmd`` once as a child of the launcher: wall time, CPU (user+sys) and peak RSS from wait4."""
+    global LAUNCH
+    if LAUNCH is None:
+        LAUNCH = Launcher()
+    r = LAUNCH.run(cmd, REPO, env, log.with_suffix(".out"), log, timeout)
+    rc = int(r["rc"])
+    if "wall" not in r:
+        return Sample(0.0, 0.0, 0.0, rc, str(r.get("err", "")))
     err = "" if rc == 0 else (last_line(log) or last_line(log.with_suffix(".out")))
     if rc == -9 and not err:
         err = f"killed after {timeout:.0f}s"
-    return Sample(wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024, rc, err,
+    return Sample(float(r["wall"]), float(r["cpu"]), float(r["maxrss_kb"]) / 1024, rc, err,
                   tree_bytes(out) if out is not None and rc == 0 else None)
 
 
@@ -484,6 +543,12 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         run_row(r, args.repeat, work, env, args.timeout)
     elapsed = time.monotonic() - t0
+    global LAUNCH
+    if LAUNCH is None:
+        LAUNCH = Launcher()
+    floor = LAUNCH.floor_mb()
+    LAUNCH.close()
+    LAUNCH = None
 
     res = checks(by)
     title = (f"ocisquash bench: {big['source']} — {big['layers']} layers, "
@@ -493,12 +558,14 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         if r.note:
             print(f"note: {r.name}: {r.note}")
+    print(f"note: RSS includes a floor of {floor:.1f} MB (the launcher's; `true` shows that much)")
     print("note: peer = oci-squash reads a plain tar of the same OCI layout and writes an uncompressed "
           "docker tar (no recompression)")
 
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv, "repeat": args.repeat,
-        "elapsed_seconds": round(elapsed, 1), "machine": machine_info(), "image": big, "tiny_image": tiny,
+        "elapsed_seconds": round(elapsed, 1), "rss_floor_mb": round(floor, 1),
+        "machine": machine_info(), "image": big, "tiny_image": tiny,
         "codec": {"gzip_level": level, "level_source": level_src, "reference_layer": ref_src},
         "rows": [{**{k: v for k, v in asdict(r).items() if k not in ("out", "warm")},
                   "cmd": r.cmd, "median_wall": r.med("wall"), "median_cpu": r.med("cpu"),
