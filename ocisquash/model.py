@@ -66,12 +66,14 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
-def load_json(data: bytes, where: str, *, max_size: int = DEFAULT_MAX_JSON) -> Any:
-    """Parse I-JSON strictly: UTF-8, no duplicate keys, no NaN, capped in size."""
-    if len(data) > max_size:
-        from ocisquash.limits import exceeded
+def load_json(data: bytes, where: str, *, max_size: int | None = None) -> Any:
+    """Parse I-JSON strictly: UTF-8, no duplicate keys, no NaN, capped in size (``max_json`` by default)."""
+    from ocisquash import limits
 
-        raise exceeded("max_json", f"{where}: JSON document is {len(data)} bytes, over the cap of {max_size}")
+    if max_size is None:
+        max_size = limits.current().max_json
+    if len(data) > max_size:
+        raise limits.exceeded("max_json", f"{where}: JSON document is {len(data)} bytes, over the cap of {max_size}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
