@@ -22,7 +22,8 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from ocisquash.errors import FormatError, LimitExceeded, OcisquashError, OutputError, UnsafePath
+from ocisquash import limits as limits_mod
+from ocisquash.errors import FormatError, OcisquashError, OutputError, UnsafePath
 
 
 @dataclass(frozen=True)
@@ -42,18 +43,25 @@ class LayerInput:
 
 @dataclass(frozen=True)
 class MergeLimits:
-    """Safety caps for untrusted layers; each one, when reached, raises ``LimitExceeded`` naming it."""
+    """Safety caps for untrusted layers (names as in ``ocisquash.limits``); ``LimitExceeded`` names them."""
 
-    max_entries: int = 20_000_000
-    """Tar entries over all layers."""
-    max_header_bytes: int = 1 << 20
-    """Size of one PAX or GNU long-name/link record (Go's archive/tar refuses more than 1 MiB too)."""
-    max_path_chars: int = 65536
-    """Length of one member name or link target."""
+    max_entries_per_layer: int = 10_000_000
+    max_path: int = 65_536
+    """Characters of one member name or link target."""
+    max_pax_header: int = 1 << 20
+    """Bytes of one PAX or GNU long-name/link record (Go's archive/tar refuses more than 1 MiB too)."""
     max_symlink_hops: int = 255
     """Symlinks followed while resolving one path (the limit of umoci's securejoin)."""
-    largest_hidden: int = 20
-    """How many of the largest hidden files the plan remembers (not a safety cap)."""
+
+    @classmethod
+    def current(cls) -> MergeLimits:
+        """The caps in force in ``ocisquash.limits`` (defaults, environment, ``--limit``)."""
+        lim = limits_mod.current()
+        return cls(lim.max_entries_per_layer, lim.max_path, lim.max_pax_header)
+
+
+LARGEST_HIDDEN = 20
+"""How many of the largest hidden files a plan remembers."""
 
 
 @dataclass
@@ -72,6 +80,8 @@ class LayerStats:
     hidden_files: int = 0
     """Regular files of this layer no name of the final tree still shows (overwritten or deleted)."""
     hidden_bytes: int = 0
+    tar_bytes: int = 0
+    """Length of the uncompressed tar stream."""
 
 
 @dataclass(frozen=True, order=True)
@@ -106,6 +116,28 @@ class MergePlan:
     _bodies: dict[int, dict[int, tuple[str, list[str]]]] = field(repr=False, default_factory=dict)
     _limits: MergeLimits = field(repr=False, default_factory=MergeLimits)
     _plink_meta: dict[str, _Meta] = field(repr=False, default_factory=dict)
+    _padded: int = field(repr=False, default=0)
+
+
+    def out_tar_bytes(self) -> int:
+        """Size of the merged tar: exact for contents and padding, headers estimated at one block
+        each plus one more for names over 100 bytes or extended records."""
+        blocks = self.out_entries + 2
+        for _, path, meta in self._head:
+            if len(path) > 99 or (meta is not None and meta[6]):
+                blocks += 2
+        return blocks * 512 + self._padded
+
+    def totals(self) -> dict[str, int]:
+        """Figures for reports: tar bytes before/after (after estimated), squashed input bytes, drops."""
+        kept = sum(s.tar_bytes for s in self.layers[: self.keep])
+        return {
+            "bytes_before": sum(s.tar_bytes for s in self.layers),
+            "bytes_after": kept + self.out_tar_bytes(),
+            "bytes_squashed": sum(s.tar_bytes for s in self.layers[self.keep :]),
+            "files_dropped": self.dropped_files,
+            "bytes_dropped": self.dropped_bytes,
+        }
 
 
 @dataclass
@@ -213,6 +245,7 @@ class _Source:
         self.buf = b""
         self.pos = 0
         self.end: int | None = None
+        self.consumed = 0
         if seek_ok:
             try:
                 if f.seekable():
@@ -228,6 +261,7 @@ class _Source:
         if avail >= n:
             out = self.buf[self.pos : self.pos + n]
             self.pos += n
+            self.consumed += n
             return out
         parts = [self.buf[self.pos :]]
         need = n - avail
@@ -243,10 +277,13 @@ class _Source:
             else:
                 parts.append(chunk)
                 need -= len(chunk)
-        return b"".join(parts)
+        out = b"".join(parts)
+        self.consumed += len(out)
+        return out
 
     def skip(self, n: int) -> bool:
         """Skip ``n`` bytes; False if the stream ended first."""
+        self.consumed += n
         avail = len(self.buf) - self.pos
         if avail >= n:
             self.pos += n
@@ -270,18 +307,24 @@ class _Source:
             take = min(avail, n)
             yield self.buf[self.pos : self.pos + take]
             self.pos += take
+            self.consumed += take
             n -= take
         while n > 0:
             chunk = self.f.read(min(n, _COPY))
             if not chunk:
                 raise FormatError(f"layer {self.label}: truncated tar (file contents cut short)")
             n -= len(chunk)
+            self.consumed += len(chunk)
             yield chunk
 
     def drain(self) -> None:
+        self.consumed += len(self.buf) - self.pos
         self.buf, self.pos = b"", 0
-        while self.f.read(_COPY):
-            pass
+        while True:
+            chunk = self.f.read(_COPY)
+            if not chunk:
+                return
+            self.consumed += len(chunk)
 
 
 def _parse_pax(data: bytes, label: str) -> dict[str, str]:
@@ -327,10 +370,9 @@ class _Reader:
         raise self._bad("truncated tar (a header is cut short)")
 
     def _ext_data(self, size: int, kind: str) -> bytes:
-        if size > self.limits.max_header_bytes:
-            raise LimitExceeded(
-                f"layer {self.label}: a {kind} header of {size} bytes exceeds the cap of "
-                f"{self.limits.max_header_bytes} bytes (MergeLimits.max_header_bytes)"
+        if size > self.limits.max_pax_header:
+            raise limits_mod.exceeded(
+                "max_pax_header", f"layer {self.label}: a {kind} header of {size} bytes is too large"
             )
         padded = (size + 511) & ~511
         data = self.src.read(padded)
@@ -371,6 +413,7 @@ class _Reader:
                     raise self._bad("GNU sparse files are not supported (write the layer without --sparse)")
                 data = self._ext_data(size, "PAX" if t in b"xXg" else "GNU long name")
                 if t == 0x67:  # "g": global records; Go readers hand them out as entries, appliers ignore
+                    pax = longname = longlink = None  # they belonged to the global header
                     continue
                 if t in b"xX":
                     pax = _parse_pax(data, self.label)
@@ -443,11 +486,8 @@ class _Reader:
             type_ = "5" if name.endswith("/") else "0"
         if "\x00" in name or "\x00" in linkname:
             raise self._bad(f"{name!r}: NUL in a member name")
-        if len(name) > self.limits.max_path_chars or len(linkname) > self.limits.max_path_chars:
-            raise LimitExceeded(
-                f"layer {self.label}: a member name longer than {self.limits.max_path_chars} "
-                "characters (MergeLimits.max_path_chars)"
-            )
+        if len(name) > self.limits.max_path or len(linkname) > self.limits.max_path:
+            raise limits_mod.exceeded("max_path", f"layer {self.label}: a member name or link target is too long")
         names = self.names
         uname = names.setdefault(uname, uname)
         gname = names.setdefault(gname, gname)
@@ -559,7 +599,7 @@ class _Applier:
                     st.hidden_files += 1
                     st.hidden_bytes += n.size
                     item = HiddenFile(n.size, n.origin, n.layer)
-                    if len(self.heap) < self.limits.largest_hidden:
+                    if len(self.heap) < LARGEST_HIDDEN:
                         heapq.heappush(self.heap, item)
                     elif self.heap and item > self.heap[0]:
                         heapq.heapreplace(self.heap, item)
@@ -590,7 +630,7 @@ class _Applier:
             p = p[:i]
 
     # ---- one layer
-    def apply_layer(self, index: int, label: str, reader: Iterator[_Hdr], src: _Source, max_left: int) -> int:
+    def apply_layer(self, index: int, label: str, reader: Iterator[_Hdr], src: _Source) -> None:
         self.layer = index
         self.label = label
         self.upper = set()
@@ -598,17 +638,14 @@ class _Applier:
         ordinal = -1
         for h in reader:
             ordinal += 1
-            if ordinal >= max_left:
-                raise LimitExceeded(
-                    f"layer {label}: more than {self.limits.max_entries} tar entries in all "
-                    "(MergeLimits.max_entries)"
-                )
+            if ordinal >= self.limits.max_entries_per_layer:
+                raise limits_mod.exceeded("max_entries_per_layer", f"layer {label}: too many tar entries")
             if h.size and not src.skip((h.size + 511) & ~511):
                 raise FormatError(f"layer {label}: truncated tar (file contents cut short)")
             self._entry(h, ordinal, st)
         st.entries = ordinal + 1
+        st.tar_bytes = src.consumed
         self.upper = set()
-        return ordinal + 1
 
     def _entry(self, h: _Hdr, ordinal: int, st: LayerStats) -> None:
         comps = _components(h.name)
@@ -721,20 +758,20 @@ def plan(layers: Sequence[LayerInput], keep: int = 0, *, limits: MergeLimits | N
     ``keep`` layers at the bottom stay as they are (0: squash to scratch); ``keep == len(layers)``
     gives an empty merged layer.
     """
-    lim = limits or MergeLimits()
+    lim = limits or MergeLimits.current()
     if not 0 <= keep <= len(layers):
         raise ValueError(f"keep={keep} outside 0..{len(layers)}")
     stats = [LayerStats(i, layer.label, i < keep) for i, layer in enumerate(layers)]
     ap = _Applier(lim, stats)
     parent: _Dir | None = _Dir(_IMPLICIT) if keep == 0 else None
-    left = lim.max_entries
     for i, layer in enumerate(layers):
         if i == keep and parent is None:
             parent = _copy_tree(ap.root)
         f, src = _scan(layer, True)
         try:
-            left -= ap.apply_layer(i, layer.label, iter(_Reader(src, lim)), src, left)
+            ap.apply_layer(i, layer.label, iter(_Reader(src, lim)), src)
             src.drain()
+            stats[i].tar_bytes = src.consumed
         except OSError as e:
             raise FormatError(f"layer {layer.label}: read error: {e}") from e
         finally:
@@ -815,6 +852,7 @@ def _diff(final: _Dir, parent: _Dir) -> MergePlan:
         if ino.kind == "0":
             p._bodies.setdefault(ino.layer, {})[ino.ordinal] = (body, links)
             content += ino.size
+            p._padded += (ino.size + 511) & ~511
         else:
             p._specials.append((body, ino, links))
     p._specials.sort(key=lambda s: s[0])
@@ -955,10 +993,12 @@ def _copy_layer(
     try:
         ordinal = -1
         done = 0
+        reported = 0
         for h in _Reader(src, limits):
             ordinal += 1
-            if progress is not None:
-                progress(512 + h.size)
+            if progress is not None and src.consumed - reported >= _COPY:
+                progress(src.consumed - reported)
+                reported = src.consumed
             job = bodies.get(ordinal)
             padded = (h.size + 511) & ~511
             if job is None:
@@ -980,6 +1020,8 @@ def _copy_layer(
         if done != len(bodies):
             raise FormatError(f"layer {label}: the layer changed between the two passes")
         src.drain()
+        if progress is not None and src.consumed > reported:
+            progress(src.consumed - reported)
     except OSError as e:
         raise FormatError(f"layer {label}: read error: {e}") from e
     finally:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 import tarfile
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
@@ -97,6 +97,7 @@ def raw_layer(blocks: Iterable[bytes]) -> bytes:
 def inputs(tars: Iterable[bytes]) -> list[LayerInput]:
     out = []
     for i, data in enumerate(tars):
-        opener: Callable[[], BinaryIO] = (lambda b=data: io.BytesIO(b))  # type: ignore[misc]
+        def opener(b: bytes = data) -> BinaryIO:
+            return io.BytesIO(b)
         out.append(LayerInput(f"L{i}", opener, opener))
     return out

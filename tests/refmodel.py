@@ -215,7 +215,9 @@ class Model:
     def apply_tar(self, data: bytes) -> None:
         self.begin_layer()
         try:
-            tf = tarfile.open(fileobj=io.BytesIO(data), mode="r:", encoding="utf-8", errors="surrogateescape")
+            tf = tarfile.open(  # noqa: SIM115 (closed below; errors on open are ours to map)
+                fileobj=io.BytesIO(data), mode="r:", encoding="utf-8", errors="surrogateescape"
+            )
         except tarfile.TarError as e:
             raise RefError(str(e)) from e
         with tf:
