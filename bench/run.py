@@ -44,6 +44,7 @@ class Sample:
     rc: int
     err: str = ""
     out_bytes: int | None = None
+    others_cpu: float = 0.0  # CPU seconds used machine-wide by other processes during the run
 
 
 @dataclass
@@ -165,7 +166,9 @@ def measure(cmd: list[str], log: Path, env: dict[str, str], timeout: float, out:
     global LAUNCH
     if LAUNCH is None:
         LAUNCH = Launcher()
+    busy0 = busy_seconds()
     r = LAUNCH.run(cmd, REPO, env, log.with_suffix(".out"), log, timeout)
+    others = max(0.0, busy_seconds() - busy0 - float(r.get("cpu", 0.0)))
     rc = int(r["rc"])
     if "wall" not in r:
         return Sample(0.0, 0.0, 0.0, rc, str(r.get("err", "")))
@@ -173,7 +176,18 @@ def measure(cmd: list[str], log: Path, env: dict[str, str], timeout: float, out:
     if rc == -9 and not err:
         err = f"killed after {timeout:.0f}s"
     return Sample(float(r["wall"]), float(r["cpu"]), float(r["maxrss_kb"]) / 1024, rc, err,
-                  tree_bytes(out) if out is not None and rc == 0 else None)
+                  tree_bytes(out) if out is not None and rc == 0 else None, round(others, 2))
+
+
+def busy_seconds() -> float:
+    """Machine-wide non-idle CPU seconds so far (from /proc/stat), to spot competing load."""
+    try:
+        with open("/proc/stat") as fh:
+            f = [int(x) for x in fh.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0.0
+    idle = f[3] + (f[4] if len(f) > 4 else 0)  # idle + iowait
+    return (sum(f[:8]) - idle) / os.sysconf("SC_CLK_TCK")
 
 
 def rm(path: Path | None) -> None:
@@ -206,7 +220,7 @@ def run_row(row: Row, repeat: int, work: Path, env: dict[str, str], timeout: flo
         row.samples.append(s)
         status = "ok" if s.rc == 0 else f"FAILED: {s.err}"
         print(f"  {row.name:<20} run {i + 1}/{repeat}: {s.wall:7.2f}s wall {s.cpu:7.2f}s cpu "
-              f"{s.rss_mb:7.1f} MB  {status}", file=sys.stderr, flush=True)
+              f"{s.rss_mb:7.1f} MB  (others {s.others_cpu:.1f}s cpu)  {status}", file=sys.stderr, flush=True)
 
 
 # ------------------------------------------------------------------------------------ the reference
@@ -411,11 +425,12 @@ def table_rows(rows: list[Row], by: dict[str, Row]) -> list[list[str]]:
         outb = r.med("out_bytes") if any(s.out_bytes is not None for s in r.samples) else None
         status = f"skipped: {r.skip}" if r.skip else (r.failure or "ok")
         out.append([r.name, fmt(r.med("wall"), ".2f"), fmt(r.med("cpu"), ".2f"), fmt(r.med("rss_mb"), ".1f"),
-                    fmt(outb / 1e6 if outb is not None else None, ".0f"), ratios(r, by), status])
+                    fmt(outb / 1e6 if outb is not None else None, ".0f"), fmt(r.med("others_cpu"), ".1f"),
+                    ratios(r, by), status])
     return out
 
 
-HEAD = ["row", "wall s", "cpu s", "RSS MB", "out MB", "vs reference (wall)", "status"]
+HEAD = ["row", "wall s", "cpu s", "RSS MB", "out MB", "others cpu s", "vs reference (wall)", "status"]
 
 
 def print_table(rows: list[Row], by: dict[str, Row], res: list[dict[str, Any]], title: str) -> None:
@@ -429,7 +444,7 @@ def print_table(rows: list[Row], by: dict[str, Row], res: list[dict[str, Any]], 
         con = Console(width=max(150, shutil.get_terminal_size().columns))
         t = Table(title=title, title_justify="left")
         for i, h in enumerate(HEAD):
-            t.add_column(h, justify="right" if 0 < i < 5 else "left", overflow="fold")
+            t.add_column(h, justify="right" if 0 < i < 6 else "left", overflow="fold")
         for b in body:
             t.add_row(*b)
         con.print(t)
@@ -440,7 +455,7 @@ def print_table(rows: list[Row], by: dict[str, Row], res: list[dict[str, Any]], 
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(HEAD)]
     print(title)
     for line in [HEAD, *body]:
-        print("  ".join(c.rjust(w) if 0 < i < 5 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths,
+        print("  ".join(c.rjust(w) if 0 < i < 6 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths,
                                                                                                strict=True))))
     for c in res:
         print(f"{c['status']:<4} {c['check']}  ({c['detail']})")
@@ -539,6 +554,10 @@ def main(argv: list[str] | None = None) -> int:
             codec.note = f"gzip level {level} ({level_src}); squashed layer from {ref_src}"
             print(f"codec reference: {codec.note}", file=sys.stderr)
 
+    load0 = os.getloadavg()
+    if load0[0] > 0.5:
+        print(f"warning: load average {load0[0]:.1f} before the runs: other processes compete for the CPU; "
+              "see the 'others cpu s' column", file=sys.stderr)
     t0 = time.monotonic()
     for r in rows:
         run_row(r, args.repeat, work, env, args.timeout)
@@ -565,6 +584,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv, "repeat": args.repeat,
         "elapsed_seconds": round(elapsed, 1), "rss_floor_mb": round(floor, 1),
+        "loadavg_before": load0, "loadavg_after": os.getloadavg(),
         "machine": machine_info(), "image": big, "tiny_image": tiny,
         "codec": {"gzip_level": level, "level_source": level_src, "reference_layer": ref_src},
         "rows": [{**{k: v for k, v in asdict(r).items() if k not in ("out", "warm")},
