@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import posixpath
-import shutil
 import stat
 import tarfile
 import tempfile
@@ -281,6 +280,23 @@ class DirTree:
         pass
 
 
+class _CountingReader:
+    def __init__(self, raw: IO[bytes] | BinaryIO) -> None:
+        self._raw = raw
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.count += len(data)
+        return data
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+
+
 def open_tar_input(path: str, stream: BinaryIO | None = None) -> TarTree:
     """Index a tarball given by path (or ``-``/a stream): plain files in place, others spooled first."""
     label = "<stdin>" if path == "-" else path
@@ -298,8 +314,14 @@ def open_tar_input(path: str, stream: BinaryIO | None = None) -> TarTree:
     fd, tmp = tempfile.mkstemp(prefix="ocisquash-input-", suffix=".tar")
     try:
         with os.fdopen(fd, "wb") as out:
-            reader = decompressing_reader(src, label)
-            shutil.copyfileobj(reader, out, 1 << 20)
+            counted = _CountingReader(src)
+            reader = decompressing_reader(counted, label)  # type: ignore[arg-type]
+            written = 0
+            while data := reader.read(1 << 20):
+                out.write(data)
+                written += len(data)
+                # a whole tarball has no per-layer byte cap, but a bomb is still a bomb
+                limits.check_expansion(label, written, counted.count, total_cap=False)
         src.close()
         return TarTree(tmp, label, temp=True)
     except BaseException:

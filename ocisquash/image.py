@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO, Protocol
 
+from ocisquash import limits
 from ocisquash.compression import Codec, decompressing_reader
 from ocisquash.digest import Digest, HashingReader, VerifyingReader
 from ocisquash.errors import DigestMismatch, FormatError
@@ -55,18 +56,50 @@ class Layer:
         return self.open()
 
 
+class _CountingReader:
+    """Counts the compressed bytes the decompressor pulls (for the bomb ratio)."""
+
+    def __init__(self, raw: IO[bytes]) -> None:
+        self._raw = raw
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._raw.read(n)
+        self.count += len(data)
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def close(self) -> None:
+        self._raw.close()
+
+
 class DiffIdCheckingReader:
-    """Decompresses a blob and checks, at EOF, that the decompressed bytes hash to the diff ID."""
+    """Decompresses a blob and checks, at EOF, that the decompressed bytes hash to the diff ID.
+
+    The decompressed size is capped (``max_layer_bytes``), and so is its ratio to the compressed bytes
+    read (``max_ratio``, once past ``limits.RATIO_FLOOR`` bytes, so small layers of zeros pass).
+    """
 
     def __init__(self, blob: IO[bytes], diff_id: Digest, what: str, codec: Codec | None) -> None:
         self._blob = blob
-        self._hashing = HashingReader(decompressing_reader(blob, what, codec))
+        self._compressed = _CountingReader(blob)
+        self._hashing = HashingReader(decompressing_reader(self._compressed, what, codec))  # type: ignore[arg-type]
         self._diff_id = diff_id
         self._what = what
         self._done = False
+        self._check_from = min(limits.current().max_layer_bytes, limits.RATIO_FLOOR)
 
     def read(self, n: int = -1) -> bytes:
         data = self._hashing.read(n)
+        if data and self._hashing.count > self._check_from:
+            limits.check_expansion(self._what, self._hashing.count, self._compressed.count)
         if not data and n != 0 and not self._done:
             self._finish()
         return data

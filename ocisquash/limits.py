@@ -25,7 +25,9 @@ class Limits:
     max_path: int = 65_536  # bytes of one path or link target inside a layer
     max_pax_header: int = 1 << 20  # bytes of a PAX or GNU long-name header (Go refuses more than 1 MiB)
     max_layer_bytes: int = 1 << 40  # decompressed bytes of one layer
-    max_ratio: int = 1_000  # decompressed bytes / compressed bytes of one layer (bombs), above 64 MiB
+    # decompressed bytes / compressed bytes of one layer (bombs), above 64 MiB; deflate itself tops out
+    # near 1032:1 (gzip -9 of zeros), so 2000 never refuses a real gzip layer; zstd, bzip2, xz go far higher
+    max_ratio: int = 2_000
 
 
 _current: Limits | None = None
@@ -79,6 +81,20 @@ def parse_option(text: str) -> tuple[str, int]:
     if not sep or name not in names:
         raise UsageError(f"--limit {text!r}: expected NAME=VALUE with NAME one of {', '.join(names)}")
     return name, _parse(name, raw)
+
+
+RATIO_FLOOR = 64 << 20  # the ratio cap applies only past this many decompressed bytes
+
+
+def check_expansion(what: str, decompressed: int, compressed: int, *, total_cap: bool = True) -> None:
+    """Raise when a decompressed stream grows past ``max_layer_bytes`` (with ``total_cap``) or, once past
+    ``RATIO_FLOOR`` bytes, past ``max_ratio`` times the compressed bytes read so far (a bomb)."""
+    lim = current()
+    if total_cap and decompressed > lim.max_layer_bytes:
+        raise exceeded("max_layer_bytes", f"{what}: decompresses to more than {lim.max_layer_bytes} bytes")
+    if decompressed > RATIO_FLOOR and decompressed > lim.max_ratio * max(compressed, 1):
+        raise exceeded("max_ratio", f"{what}: decompresses to more than {lim.max_ratio} times its compressed "
+                                    f"size ({decompressed} bytes from {compressed}): a decompression bomb?")
 
 
 def exceeded(name: str, message: str) -> LimitExceeded:
