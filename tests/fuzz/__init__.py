@@ -1,0 +1,1 @@
+"""Fuzzing harness: seed images, per-reader targets and the atheris runner (``run.py``)."""

@@ -1,0 +1,370 @@
+"""Every safety cap of ``ocisquash.limits`` is enforced where it belongs, and says how to raise it.
+
+Each test lowers one cap (``OCISQUASH_<NAME>`` in the environment, ``limits.configure`` or
+``--limit``), feeds an input just over it and checks the ``LimitExceeded`` names the cap, the env var
+and the option; where cheap, the same input under the default (or a raised) cap is read fine, so the
+check is not just "everything fails".
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import tarfile
+import tempfile
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fuzz import images as I
+from fuzz.harness import read_all
+from layertar import f, inputs, layer
+
+from ocisquash import limits, merge
+from ocisquash.cli import main
+from ocisquash.errors import LimitExceeded
+from ocisquash.sources import open_source
+
+
+@pytest.fixture(autouse=True)
+def fresh_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    for name in ("max_json", "max_index_depth", "max_images", "max_layers", "max_outer_members",
+                 "max_entries_per_layer", "max_path", "max_pax_header", "max_layer_bytes", "max_ratio"):
+        monkeypatch.delenv(limits.env_name(name), raising=False)
+    limits.reset()
+    yield
+    limits.reset()
+
+
+def assert_cap(e: pytest.ExceptionInfo[LimitExceeded], name: str, phrase: str) -> None:
+    msg = str(e.value)
+    assert f"(cap {name})" in msg, msg
+    assert phrase in msg, msg
+    assert e.value.hint is not None
+    assert f"--limit {name}=N" in e.value.hint and limits.env_name(name) + "=N" in e.value.hint, e.value.hint
+
+
+def load_all(path: Path | str) -> int:
+    """Open, choose the only image and read every layer to EOF (the convert path)."""
+    with open_source(str(path)) as src:
+        img = src.choose()
+        img.check_consistent()
+        return sum(read_all(ly.open()) for ly in img.layers)
+
+
+def write(tmp_path: Path, name: str, data: bytes) -> Path:
+    p = tmp_path / name
+    p.write_bytes(data)
+    return p
+
+
+# ------------------------------------------------------------------------------------------ JSON size
+
+def test_max_json_env_var_dir_layout_index(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    root = I.write_dir(I.members_oci(), tmp_path / "lay")
+    size = (root / "index.json").stat().st_size
+    assert load_all(root) > 0
+    monkeypatch.setenv("OCISQUASH_MAX_JSON", str(size - 1))
+    limits.reset()
+    with pytest.raises(LimitExceeded) as e:
+        load_all(root)
+    assert_cap(e, "max_json", "index.json")
+
+
+def test_max_json_docker_config_member(tmp_path: Path) -> None:
+    m = I.members_docker()
+    cfg = json.loads(m["manifest.json"])[0]["Config"]
+    p = write(tmp_path, "d.tar", I.tar_of(m))
+    limits.configure({"max_json": len(m[cfg]) - 1})
+    with pytest.raises(LimitExceeded) as e:
+        load_all(p)
+    assert_cap(e, "max_json", cfg)
+
+
+def test_max_json_manifest_blob_by_descriptor_size(tmp_path: Path) -> None:
+    m = I.members_oci()
+    p = write(tmp_path, "o.tar", I.tar_of(m))
+    man_size = json.loads(m["index.json"])["manifests"][0]["size"]
+    limits.configure({"max_json": max(man_size - 1, len(m["index.json"]))})
+    assert man_size > len(m["index.json"])
+    with pytest.raises(LimitExceeded) as e:
+        load_all(p)
+    assert_cap(e, "max_json", "manifest")
+
+
+def _big_config_docker(tmp_path: Path, pad: int) -> Path:
+    m = I.members_docker()
+    items = json.loads(m["manifest.json"])
+    cfg = json.loads(m.pop(items[0]["Config"]))
+    cfg["padding"] = "x" * pad
+    m["big-config.json"] = I.jbytes(cfg)
+    items[0]["Config"] = "big-config.json"
+    m["manifest.json"] = I.jbytes(items)
+    return write(tmp_path, "big.tar", I.tar_of(m))
+
+
+def test_max_json_raised_above_the_default_is_honoured(tmp_path: Path) -> None:
+    """Regression: load_json used a fixed 16 MiB cap, so raising max_json had no effect past it."""
+    p = _big_config_docker(tmp_path, 17 << 20)
+    with pytest.raises(LimitExceeded) as e:
+        load_all(p)
+    assert_cap(e, "max_json", "big-config.json")
+    limits.configure({"max_json": 32 << 20})
+    assert load_all(p) > 0
+
+
+# ------------------------------------------------------------------------------------------ index depth
+
+def _nested(tmp_path: Path, depth: int) -> Path:
+    """A layout whose image manifest sits under ``depth`` nested indexes."""
+    m = I.members_oci()
+    top = json.loads(m["index.json"])["manifests"][0]
+    desc = {k: top[k] for k in ("mediaType", "digest", "size")}
+    for _ in range(depth):
+        idx = I.jbytes({"schemaVersion": 2, "mediaType": I.OCI_INDEX, "manifests": [desc]})
+        m[f"blobs/sha256/{I.sha(idx)[7:]}"] = idx
+        desc = {"mediaType": I.OCI_INDEX, "digest": I.sha(idx), "size": len(idx)}
+    desc["annotations"] = {I.REF_NAME: "latest"}
+    m["index.json"] = I.jbytes({"schemaVersion": 2, "manifests": [desc]})
+    return write(tmp_path, f"nested{depth}.tar", I.tar_of(m))
+
+
+def test_max_index_depth(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert load_all(_nested(tmp_path, 3)) > 0
+    monkeypatch.setenv("OCISQUASH_MAX_INDEX_DEPTH", "2")
+    limits.reset()
+    assert load_all(_nested(tmp_path, 2)) > 0
+    with pytest.raises(LimitExceeded) as e:
+        load_all(_nested(tmp_path, 3))
+    assert_cap(e, "max_index_depth", "nested deeper than 2")
+
+
+def test_default_index_depth_stops_a_deep_chain(tmp_path: Path) -> None:
+    with pytest.raises(LimitExceeded) as e:
+        load_all(_nested(tmp_path, limits.Limits().max_index_depth + 1))
+    assert_cap(e, "max_index_depth", "nested deeper")
+
+
+# ------------------------------------------------------------------------------------------ images, layers
+
+def test_max_images_oci(tmp_path: Path) -> None:
+    m = I.members_oci()
+    idx = json.loads(m["index.json"])
+    entry = idx["manifests"][0]
+    idx["manifests"] = [dict(entry, annotations={I.REF_NAME: f"t{i}"}) for i in range(3)]
+    m["index.json"] = I.jbytes(idx)
+    p = write(tmp_path, "o.tar", I.tar_of(m))
+    with open_source(str(p)) as src:
+        assert len(src.candidates) == 3
+    limits.configure({"max_images": 2})
+    with pytest.raises(LimitExceeded) as e:
+        open_source(str(p))
+    assert_cap(e, "max_images", "3 images")
+
+
+def test_max_images_docker(tmp_path: Path) -> None:
+    m = I.members_docker()
+    items = json.loads(m["manifest.json"])
+    m["manifest.json"] = I.jbytes([dict(items[0], RepoTags=[f"a:{i}"]) for i in range(3)])
+    p = write(tmp_path, "d.tar", I.tar_of(m))
+    limits.configure({"max_images": 2})
+    with pytest.raises(LimitExceeded) as e:
+        open_source(str(p))
+    assert_cap(e, "max_images", "3 images")
+
+
+@pytest.mark.parametrize("kind", ["oci", "docker"])
+def test_max_layers(tmp_path: Path, kind: str) -> None:
+    m = I.members_oci() if kind == "oci" else I.members_docker()
+    p = write(tmp_path, f"{kind}.tar", I.tar_of(m))
+    limits.configure({"max_layers": 3})
+    assert load_all(p) > 0
+    limits.configure({"max_layers": 2})
+    with pytest.raises(LimitExceeded) as e:
+        load_all(p)
+    assert_cap(e, "max_layers", "3 layers")
+
+
+def test_max_outer_members(tmp_path: Path) -> None:
+    m = I.members_docker()
+    p = write(tmp_path, "d.tar", I.tar_of(m))
+    limits.configure({"max_outer_members": len(m)})
+    assert load_all(p) > 0
+    limits.configure({"max_outer_members": len(m) - 1})
+    with pytest.raises(LimitExceeded) as e:
+        load_all(p)
+    assert_cap(e, "max_outer_members", f"more than {len(m) - 1} members")
+
+
+# ------------------------------------------------------------------------------------------ bombs
+
+MIB = 1 << 20
+
+
+def zero_layer_gzip(n_bytes: int) -> tuple[bytes, str]:
+    """(gzip blob, diff ID) of a layer holding one file of ``n_bytes`` zeros, built in 1 MiB steps."""
+    ti = tarfile.TarInfo("zeros")
+    ti.size, ti.mode, ti.mtime = n_bytes, 0o644, I.MTIME
+    head = ti.tobuf(tarfile.PAX_FORMAT)
+    tail = b"\0" * (-n_bytes % 512) + b"\0" * 1024
+    h = hashlib.sha256()
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    out = io.BytesIO()
+    chunk = b"\0" * MIB
+    h.update(head)
+    out.write(z.compress(head))
+    left = n_bytes
+    while left:
+        c = chunk[: min(left, MIB)]
+        h.update(c)
+        out.write(z.compress(c))
+        left -= len(c)
+    h.update(tail)
+    out.write(z.compress(tail))
+    out.write(z.flush())
+    return out.getvalue(), "sha256:" + h.hexdigest()
+
+
+def bomb_layout(tmp_path: Path, n_bytes: int) -> Path:
+    """An OCI layout dir whose one gzip layer (correct digests and diff ID) expands to ``n_bytes``."""
+    blob, diff_id = zero_layer_gzip(n_bytes)
+    m: dict[str, bytes] = {"oci-layout": b'{"imageLayoutVersion":"1.0.0"}', f"blobs/sha256/{I.sha(blob)[7:]}": blob}
+    cfg = I.jbytes({"architecture": "amd64", "os": "linux", "rootfs": {"type": "layers", "diff_ids": [diff_id]}})
+    m[f"blobs/sha256/{I.sha(cfg)[7:]}"] = cfg
+    man = I.jbytes({"schemaVersion": 2, "mediaType": I.OCI_MANIFEST,
+                    "config": {"mediaType": I.OCI_CONFIG, "digest": I.sha(cfg), "size": len(cfg)},
+                    "layers": [{"mediaType": I.OCI_LAYER + "+gzip", "digest": I.sha(blob), "size": len(blob)}]})
+    m[f"blobs/sha256/{I.sha(man)[7:]}"] = man
+    m["index.json"] = I.jbytes({"schemaVersion": 2, "manifests": [
+        {"mediaType": I.OCI_MANIFEST, "digest": I.sha(man), "size": len(man)}]})
+    return I.write_dir(m, tmp_path / f"bomb{n_bytes}")
+
+
+@pytest.fixture(scope="module")
+def bomb_80m(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return bomb_layout(tmp_path_factory.mktemp("bomb"), 80 * MIB)
+
+
+def test_max_ratio_stops_a_gzip_bomb(bomb_80m: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blob_sizes = [p.stat().st_size for p in (bomb_80m / "blobs" / "sha256").iterdir()]
+    assert max(blob_sizes) < 200_000  # a small file ...
+    monkeypatch.setenv("OCISQUASH_MAX_RATIO", "100")
+    limits.reset()
+    with pytest.raises(LimitExceeded) as e:
+        load_all(bomb_80m)  # ... that would decompress to 80 MiB
+    assert_cap(e, "max_ratio", "a decompression bomb?")
+    assert "more than 100 times its compressed size" in str(e.value)
+
+
+def test_ratio_cap_waits_for_64_mib_and_default_passes(bomb_80m: Path, tmp_path: Path) -> None:
+    """Small layers of zeros never trip the ratio, however low it is set; the default lets 80 MiB pass."""
+    small = bomb_layout(tmp_path, 8 * MIB)
+    limits.configure({"max_ratio": 2})
+    assert load_all(small) > 8 * MIB
+    limits.reset()
+    assert load_all(bomb_80m) > 80 * MIB
+
+
+def test_max_layer_bytes(tmp_path: Path) -> None:
+    lay = bomb_layout(tmp_path, 3 * MIB)
+    limits.configure({"max_layer_bytes": 4 * MIB})
+    assert load_all(lay) > 3 * MIB
+    limits.configure({"max_layer_bytes": 2 * MIB})
+    with pytest.raises(LimitExceeded) as e:
+        load_all(lay)
+    assert_cap(e, "max_layer_bytes", f"decompresses to more than {2 * MIB} bytes")
+
+
+def test_ratio_applies_to_a_compressed_outer_tarball(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``docker save | gzip`` is spooled decompressed to a temp file: a bomb there must stop too."""
+    raw = I.tar_of({"manifest.json": b"[]", "zeros": bytes(70 * MIB)})
+    z = zlib.compressobj(9, zlib.DEFLATED, 31)
+    p = write(tmp_path, "outer.tar.gz", z.compress(raw) + z.flush())
+    spool = tmp_path / "spool"
+    spool.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(spool))
+    limits.configure({"max_ratio": 50})
+    with pytest.raises(LimitExceeded) as e:
+        open_source(str(p))
+    assert_cap(e, "max_ratio", "a decompression bomb?")
+    assert list(spool.iterdir()) == []  # the half-written spool file is gone
+    limits.reset()
+    with pytest.raises(Exception, match="holds no images"), open_source(str(p)) as src:
+        src.choose()
+    assert list(spool.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------ layer entries (merge)
+
+def _plan(*tars: bytes) -> merge.MergePlan:
+    return merge.plan(inputs(tars), 0)
+
+
+def test_max_entries_per_layer() -> None:
+    tar = layer(*(f(f"f{i}", b"") for i in range(5)))
+    _plan(tar)
+    limits.configure({"max_entries_per_layer": 4})
+    with pytest.raises(LimitExceeded) as e:
+        _plan(tar)
+    assert_cap(e, "max_entries_per_layer", "too many tar entries")
+
+
+def test_max_path() -> None:
+    tar = layer(f("d/" + "n" * 300, b"x"))
+    _plan(tar)
+    limits.configure({"max_path": 200})
+    with pytest.raises(LimitExceeded) as e:
+        _plan(tar)
+    assert_cap(e, "max_path", "too long")
+
+
+def test_max_pax_header() -> None:
+    tar = layer(f("big-pax", b"x", pax={"comment": "c" * 5000}))
+    _plan(tar)
+    limits.configure({"max_pax_header": 4096})
+    with pytest.raises(LimitExceeded) as e:
+        _plan(tar)
+    assert_cap(e, "max_pax_header", "header of")
+
+
+def test_max_pax_header_gnu_longname() -> None:
+    tar = layer(f("g/" + "L" * 3000, b"x"), fmt=tarfile.GNU_FORMAT)
+    _plan(tar)
+    limits.configure({"max_pax_header": 1024})
+    with pytest.raises(LimitExceeded) as e:
+        _plan(tar)
+    assert_cap(e, "max_pax_header", "header of")
+
+
+# ------------------------------------------------------------------------------------------ the CLI
+
+def test_cli_limit_option_and_env(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    src = write(tmp_path, "d.tar", I.tar_of(I.members_docker()))
+    out = tmp_path / "out.tar"
+    assert main(["convert", str(src), str(out), "--limit", "max_layers=2"]) == 1
+    err = capsys.readouterr().err
+    assert "(cap max_layers)" in err and "--limit max_layers=N" in err and "OCISQUASH_MAX_LAYERS=N" in err
+    assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["d.tar"]
+    limits.reset()
+    monkeypatch.setenv("OCISQUASH_MAX_LAYERS", "2")
+    assert main(["convert", str(src), str(out)]) == 1
+    assert "(cap max_layers)" in capsys.readouterr().err
+    limits.reset()
+    assert main(["convert", str(src), str(out), "--limit", "layers=3"]) == 0
+    assert out.is_file()
+
+
+def test_cli_bad_limit_values(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+                              tmp_path: Path) -> None:
+    src = write(tmp_path, "d.tar", I.tar_of(I.members_docker()))
+    assert main(["convert", str(src), str(tmp_path / "o.tar"), "--limit", "max_nonsense=3"]) == 2
+    assert "expected NAME=VALUE" in capsys.readouterr().err
+    assert main(["convert", str(src), str(tmp_path / "o.tar"), "--limit", "max_json=0"]) == 2
+    assert "must be positive" in capsys.readouterr().err
+    monkeypatch.setenv("OCISQUASH_MAX_JSON", "lots")
+    limits.reset()
+    assert main(["convert", str(src), str(tmp_path / "o.tar")]) == 2
+    assert "OCISQUASH_MAX_JSON='lots': not a whole number" in capsys.readouterr().err
