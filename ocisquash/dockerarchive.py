@@ -99,6 +99,7 @@ def _loader(tree: TarTree, i: int, config_path: str, layer_paths: list[str], tag
             digest = _claimed(path)
             if digest is None and codec is Codec.NONE:
                 digest = diff_id  # an uncompressed layer's digest is its diff ID; verified when read
+                what += " (uncompressed: checked against the config's diff ID)"
             layers.append(Layer(
                 index=j, diff_id=diff_id, size=size,
                 media_type=media[j] if j < len(media) else None,
