@@ -116,6 +116,9 @@ class VerifyingReader:
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return False
+
     def close(self) -> None:
         self._raw.close()
 
@@ -142,6 +145,9 @@ class HashingReader:
 
     def readable(self) -> bool:
         return True
+
+    def seekable(self) -> bool:
+        return False
 
     def drain(self) -> None:
         while self.read(1 << 20):

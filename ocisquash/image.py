@@ -112,6 +112,9 @@ class DiffIdCheckingReader:
     def readable(self) -> bool:
         return True
 
+    def seekable(self) -> bool:
+        return False
+
     def _finish(self) -> None:
         self._done = True
         verify = getattr(self._blob, "verify", None)

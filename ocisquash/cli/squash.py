@@ -8,6 +8,7 @@ import sys
 import typer
 from rich.table import Table
 
+from ocisquash import reference
 from ocisquash import squash as squash_lib
 from ocisquash.cli import app, common
 
@@ -40,7 +41,7 @@ def print_report(r: squash_lib.Report) -> None:
         c.print(f"dropped {r.files_dropped} hidden files ({human(r.bytes_dropped)}) that later layers overwrote or "
                 f"deleted; kept {r.kept_layers} parent layers; {r.seconds:.2f}s")
     if r.tags and not r.dry_run:
-        c.print("tags: " + ", ".join(r.tags))
+        c.print("tags: " + ", ".join(reference.familiar(t) if ":" in t or "/" in t else t for t in r.tags))
 
 
 @app.command(
