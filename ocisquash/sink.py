@@ -10,13 +10,15 @@ placeholder header that is patched with the real name and size once the blob is 
 from __future__ import annotations
 
 import contextlib
+import errno
+import io
 import os
 import shutil
 import stat
 import sys
 import tarfile
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
@@ -70,6 +72,51 @@ class Sink:
 
     def abort(self) -> None:
         raise NotImplementedError
+
+
+_HINTS = {
+    errno.ENOSPC: "free some space, or write the output to another file system",
+    errno.EDQUOT: "free some space, or write the output to another file system",
+    errno.EROFS: "the file system is read-only: write the output elsewhere",
+    errno.EACCES: "no permission to write there: write the output elsewhere",
+    errno.EPERM: "no permission to write there: write the output elsewhere",
+}
+
+
+def output_error(e: OSError, label: str) -> OutputError:
+    """An OSError met while writing an output, as a one-line error naming the output."""
+    reason = e.strerror or type(e).__name__
+    reason = reason[:1].lower() + reason[1:]
+    return OutputError(f"{label}: cannot write the output: {reason}", hint=_HINTS.get(e.errno or 0))
+
+
+@contextlib.contextmanager
+def writing(label: str) -> Iterator[None]:
+    """Turns an OSError raised inside into ``output_error`` (use only around output operations)."""
+    try:
+        yield
+    except OSError as e:
+        raise output_error(e, label) from None
+
+
+class _GuardedWriter(io.RawIOBase):
+    """A file's write/flush with OSError mapped to OutputError: a blob's producer also reads input, so
+    the mapping must sit on the output file itself, not around the producer."""
+
+    def __init__(self, f: IO[bytes], label: str) -> None:
+        self._f = f
+        self._label = label
+
+    def write(self, data: Any) -> int:
+        with writing(self._label):
+            return self._f.write(data)
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        with writing(self._label):
+            self._f.flush()
 
 
 def refuse_symlink(path: str) -> None:
@@ -149,16 +196,27 @@ class OciDirSink(Sink):
         parent = os.path.dirname(self.dest) or "."
         if not os.path.isdir(parent):
             raise OutputError(f"{path}: its directory {parent} does not exist")
+        self._tmpdir: str | None = None
         if self.existing:
             self.root = self.dest
-            self._tmpdir: str | None = None
-        else:
-            self._tmpdir = tempfile.mkdtemp(prefix=f".{os.path.basename(self.dest)}.ocisquash-", dir=parent)
-            self.root = self._tmpdir
-            with open(os.path.join(self.root, "oci-layout"), "wb") as f:
-                f.write(OCI_LAYOUT_BYTES)
-        self._blobs = os.path.join(self.root, "blobs", "sha256")
-        os.makedirs(self._blobs, exist_ok=True)
+            for sub in ("blobs", "blobs/sha256", "index.json"):
+                refuse_symlink(os.path.join(self.root, sub))  # a layout must not lead us outside it
+        with writing(path):
+            if not self.existing:
+                self._tmpdir = tempfile.mkdtemp(prefix=f".{os.path.basename(self.dest)}.ocisquash-", dir=parent)
+                self.root = self._tmpdir
+                try:
+                    with open(os.path.join(self.root, "oci-layout"), "wb") as f:
+                        f.write(OCI_LAYOUT_BYTES)
+                except BaseException:
+                    self.abort()
+                    raise
+            self._blobs = os.path.join(self.root, "blobs", "sha256")
+            try:
+                os.makedirs(self._blobs, exist_ok=True)
+            except BaseException:
+                self.abort()
+                raise
         self._temps: list[str] = []
 
     def has(self, digest: Digest) -> bool:
@@ -166,19 +224,23 @@ class OciDirSink(Sink):
         return os.path.isfile(p) and not os.path.islink(p)
 
     def put_stream(self, produce: Callable[[BinaryIO], None]) -> tuple[Digest, int]:
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self._blobs)
+        with writing(self.label):
+            fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=self._blobs)
         self._temps.append(tmp)
         try:
             with os.fdopen(fd, "wb") as f:
-                hw = HashingWriter(f)
+                hw = HashingWriter(_GuardedWriter(f, self.label))  # type: ignore[arg-type]
                 produce(hw)  # type: ignore[arg-type]
+                with writing(self.label):
+                    f.flush()
             d = hw.digest()
             final = os.path.join(self._blobs, d.encoded)
-            if self.has(d):
-                os.unlink(tmp)
-            else:
-                os.chmod(tmp, 0o644)
-                os.replace(tmp, final)
+            with writing(self.label):
+                if self.has(d):
+                    os.unlink(tmp)
+                else:
+                    os.chmod(tmp, 0o644)
+                    os.replace(tmp, final)
             self._temps.remove(tmp)
             return d, hw.count
         except BaseException:
@@ -187,6 +249,10 @@ class OciDirSink(Sink):
             raise
 
     def commit(self) -> None:
+        with writing(self.label):
+            self._commit()
+
+    def _commit(self) -> None:
         index_path = os.path.join(self.root, "index.json")
         existing: list[dict[str, Any]] = []
         if self.existing:
@@ -254,16 +320,22 @@ class TarSink(Sink):
                 raise OutputError(f"{path}: its directory {parent} does not exist")
             if os.path.isdir(path):
                 raise OutputError(f"{path}: is a directory", hint="use --format oci-dir to write a layout directory")
-            fd, self._tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.ocisquash-", dir=parent)
+            with writing(path):
+                fd, self._tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.ocisquash-", dir=parent)
         self._f: IO[bytes] | None = os.fdopen(fd, "w+b")
         self._digests: set[Digest] = set()
-        self._add_member("oci-layout", OCI_LAYOUT_BYTES)
+        try:
+            self._add_member("oci-layout", OCI_LAYOUT_BYTES)
+        except BaseException:
+            self.abort()
+            raise
 
     def _add_member(self, name: str, data: bytes) -> None:
         assert self._f is not None
-        self._f.write(_header(name, len(data)))
-        self._f.write(data)
-        self._f.write(b"\0" * (-len(data) % 512))
+        with writing(self.label):
+            self._f.write(_header(name, len(data)))
+            self._f.write(data)
+            self._f.write(b"\0" * (-len(data) % 512))
 
     def has(self, digest: Digest) -> bool:
         return digest in self._digests
@@ -271,25 +343,31 @@ class TarSink(Sink):
     def put_stream(self, produce: Callable[[BinaryIO], None]) -> tuple[Digest, int]:
         f = self._f
         assert f is not None
-        start = f.tell()
-        f.write(b"\0" * 512)  # placeholder header: the name is the digest, known only at the end
-        hw = HashingWriter(f)
+        with writing(self.label):
+            start = f.tell()
+            f.write(b"\0" * 512)  # placeholder header: the name is the digest, known only at the end
+        hw = HashingWriter(_GuardedWriter(f, self.label))  # type: ignore[arg-type]
         produce(hw)  # type: ignore[arg-type]
-        hw.flush()
-        d, n = hw.digest(), hw.count
-        if d in self._digests:
+        with writing(self.label):
+            hw.flush()
+            d, n = hw.digest(), hw.count
+            if d in self._digests:
+                f.seek(start)
+                f.truncate()
+                return d, n
+            f.write(b"\0" * (-n % 512))
+            end = f.tell()
             f.seek(start)
-            f.truncate()
-            return d, n
-        f.write(b"\0" * (-n % 512))
-        end = f.tell()
-        f.seek(start)
-        f.write(_header(f"blobs/sha256/{d.encoded}", n))
-        f.seek(end)
+            f.write(_header(f"blobs/sha256/{d.encoded}", n))
+            f.seek(end)
         self._digests.add(d)
         return d, n
 
     def commit(self) -> None:
+        with writing(self.label):
+            self._commit()
+
+    def _commit(self) -> None:
         f = self._f
         assert f is not None
         self._add_member("index.json", index_bytes(_index_entries(self.images, [])))
