@@ -126,16 +126,18 @@ class VerifyingReader:
 class HashingReader:
     """Passes bytes through while computing their sha256 and count (for diff IDs of decompressed streams)."""
 
-    def __init__(self, raw: IO[bytes] | BinaryIO) -> None:
+    def __init__(self, raw: IO[bytes] | BinaryIO, *, enabled: bool = True) -> None:
         self._raw = raw
         self._hash = hashlib.sha256()
+        self._enabled = enabled
         self.count = 0
 
     def read(self, n: int = -1) -> bytes:
         data = self._raw.read(n)
         if data:
             self.count += len(data)
-            self._hash.update(data)
+            if self._enabled:
+                self._hash.update(data)
         return data
 
     def readinto(self, buf: Any) -> int:

@@ -16,6 +16,7 @@ from ocisquash.compression import Codec, decompressing_reader
 from ocisquash.digest import Digest, HashingReader, VerifyingReader
 from ocisquash.errors import DigestMismatch, FormatError
 from ocisquash.model import Descriptor, ImageConfig, Manifest
+from ocisquash.prefetch import Prefetcher
 
 
 class BlobOpener(Protocol):
@@ -45,15 +46,24 @@ class Layer:
             return raw
         return VerifyingReader(raw, self.digest, self.size, self.what)  # type: ignore[return-value]
 
-    def open(self) -> BinaryIO:
-        """The decompressed tar stream; at EOF the blob digest and the diff ID are both checked."""
-        return DiffIdCheckingReader(self.open_blob(), self.diff_id, self.what, self.codec)  # type: ignore[return-value]
+    def open(self, *, prefetch: bool = True) -> BinaryIO:
+        """The decompressed tar stream; at EOF the blob digest and the diff ID are both checked.
 
-    def open_scan(self) -> BinaryIO:
-        """A stream for a headers-only pass: the seekable raw file when it is a plain tar, else ``open()``."""
+        With ``prefetch`` the blob is read, decompressed and hashed on a background thread.
+        """
+        reader = DiffIdCheckingReader(self.open_blob(), self.diff_id, self.what, self.codec)
+        return Prefetcher(reader) if prefetch else reader  # type: ignore[return-value]
+
+    def open_scan(self, *, verify: bool = True) -> BinaryIO:
+        """A stream for a headers-only pass: the seekable raw file when it is a plain tar, else the
+        decompressed stream, verified unless ``verify`` is False — for callers that read and verify the
+        same layer again before anything they write is published (a squash), so it is hashed once."""
         if self.seekable_plain:
             return self.opener()  # type: ignore[return-value]
-        return self.open()
+        if verify:
+            return self.open()
+        reader = DiffIdCheckingReader(self.opener(), self.diff_id, self.what, self.codec, verify=False)
+        return Prefetcher(reader)  # type: ignore[return-value]
 
 
 class _CountingReader:
@@ -87,10 +97,13 @@ class DiffIdCheckingReader:
     read (``max_ratio``, once past ``limits.RATIO_FLOOR`` bytes, so small layers of zeros pass).
     """
 
-    def __init__(self, blob: IO[bytes], diff_id: Digest, what: str, codec: Codec | None) -> None:
+    def __init__(self, blob: IO[bytes], diff_id: Digest, what: str, codec: Codec | None, *,
+                 verify: bool = True) -> None:
         self._blob = blob
         self._compressed = _CountingReader(blob)
-        self._hashing = HashingReader(decompressing_reader(self._compressed, what, codec))  # type: ignore[arg-type]
+        self._hashing = HashingReader(decompressing_reader(self._compressed, what, codec),  # type: ignore[arg-type]
+                                      enabled=verify)
+        self._verify = verify
         self._diff_id = diff_id
         self._what = what
         self._done = False
@@ -117,6 +130,8 @@ class DiffIdCheckingReader:
 
     def _finish(self) -> None:
         self._done = True
+        if not self._verify:
+            return
         verify = getattr(self._blob, "verify", None)
         if verify is not None:
             verify()  # drains anything after the last compressed member, then checks the blob digest
