@@ -85,6 +85,14 @@ def _with_default_command(argv: list[str]) -> list[str]:
     return argv
 
 
+# typer >= 0.2x raises its own vendored copies of click's exceptions (typer._click): catch both kinds, or a
+# usage mistake such as a missing argument would surface as an "internal error" with exit code 70.
+_EXIT: tuple[type[BaseException], ...] = (click.exceptions.Exit, typer.Exit)
+_ABORT: tuple[type[BaseException], ...] = (click.exceptions.Abort, typer.Abort)
+_CLICK_ERROR: tuple[type[BaseException], ...] = (click.ClickException, *(
+    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException" and c is not click.ClickException))
+
+
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     # SystemExit unwinds through every finally/except BaseException, so temporary files are removed.
     raise SystemExit(128 + signum)
@@ -98,14 +106,14 @@ def main(argv: list[str] | None = None) -> int:
     try:
         app(args=args, prog_name="ocisquash", standalone_mode=False)
         return 0
-    except click.exceptions.Exit as e:
-        return int(e.exit_code or 0)
-    except click.exceptions.Abort:
+    except _EXIT as e:
+        return int(getattr(e, "exit_code", 0) or 0)
+    except _ABORT:
         common.error_line("interrupted")
         return 130
-    except click.ClickException as e:
-        e.show()
-        return int(e.exit_code)
+    except _CLICK_ERROR as e:
+        e.show()  # type: ignore[attr-defined]
+        return int(e.exit_code)  # type: ignore[attr-defined]
     except KeyboardInterrupt:
         common.error_line("interrupted")
         return 130
