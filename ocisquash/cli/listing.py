@@ -1,0 +1,187 @@
+"""``images`` (``ls``), ``history``, ``analyze`` and ``validate``: looking inside an input.
+
+Rendering only: the figures come from ``ocisquash.listing``. Tables go to stdout (plain, wide columns
+when stdout is not a terminal, so scripts can cut them); progress and errors go to stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ocisquash import listing
+from ocisquash.cli import app, common
+from ocisquash.errors import UsageError
+from ocisquash.sources import open_source
+
+SIZE_HELP = (
+    "SIZE is the sum of the image's layers: the tar size of a layer stored uncompressed, and the stored "
+    "(compressed) blob size of a compressed layer, since listing reads only JSON documents; --exact "
+    "decompresses compressed layers to count their uncompressed tar bytes (slower: reads every layer). "
+    "Docker shows the unpacked size on disk, which is close to the uncompressed tar size."
+)
+
+
+def _table_console() -> Console:
+    c = common.out_console()
+    if not c.is_terminal:
+        c = Console(no_color=True, highlight=False, width=100_000)
+    return c
+
+
+def _table(*columns: str, right: tuple[str, ...] = ()) -> Table:
+    t = Table(box=None, show_header=True, header_style="bold", pad_edge=False, padding=(0, 3, 0, 0))
+    for col in columns:
+        t.add_column(col, justify="right" if col in right else "left", no_wrap=True, overflow="fold")
+    return t
+
+
+def _check_format(fmt: str) -> str:
+    f = fmt.lower()
+    if f not in ("table", "json"):
+        raise UsageError(f"--format {fmt!r}: expected 'table' or 'json'")
+    return f
+
+
+def _emit_json_lines(objs: list[dict[str, Any]]) -> None:
+    for o in objs:
+        sys.stdout.write(json.dumps(o, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+# ---------------------------------------------------------------------------------------------- images
+
+IMAGES_HELP = (
+    "List the images an input holds, like docker images.\n\n"
+    "One row per name; untagged images show <none>; newest first. Filters (-f, repeatable) as in Docker: "
+    "dangling=true|false, label=KEY, label=KEY=VALUE, before=REF, since=REF, reference=GLOB. Different "
+    "keys must all match; several reference globs match if any does; several labels must all match; "
+    "before/since exclude images created at exactly the same time. A glob is matched against NAME:TAG, "
+    "then against NAME alone, and * never crosses '/'.\n\n"
+    f"{SIZE_HELP} --sizes adds SHARED SIZE (layers, by chain ID, that other images of the input also use) "
+    "and UNIQUE SIZE (the rest), like docker system df -v.\n\n"
+    "Examples:\n\n"
+    "  ocisquash images app.tar\n\n"
+    "  ocisquash ls layout/ -f dangling=true -q\n\n"
+    "  ocisquash images app.tar -f 'reference=acme/*' -f label=org.opencontainers.image.version --sizes\n\n"
+    "  ocisquash images app.tar --format json | jq .size"
+)
+
+
+def images(
+    path: str = typer.Argument(..., metavar="PATH", help="OCI layout dir, OCI tar, docker save tar, or -."),
+    all_images: bool = typer.Option(False, "--all", "-a", help="Show intermediate images too (untagged images "
+                                                              "other images of the input are built on)."),
+    digests: bool = typer.Option(False, "--digests", help="Show manifest digests."),
+    no_trunc: bool = typer.Option(False, "--no-trunc", help="Don't truncate output (full image IDs)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only show image IDs."),
+    filters: list[str] | None = typer.Option(None, "--filter", "-f", metavar="KEY=VALUE",
+                                             help="Filter output (see above; repeatable)."),
+    sizes: bool = typer.Option(False, "--sizes", "-s", help="Add SHARED SIZE and UNIQUE SIZE columns."),
+    exact: bool = typer.Option(False, "--exact", help="Decompress compressed layers for exact uncompressed "
+                                                      "sizes (reads every layer)."),
+    fmt: str = typer.Option("table", "--format", help="table, or json: one JSON object per line."),
+    limit: list[str] | None = common.LIMIT_OPTION,
+) -> None:
+    common.apply_limits(limit)
+    fmt = _check_format(fmt)
+    flt = listing.Filters.parse(filters)
+    with open_source(path) as src:
+        with common.progress(quiet or not exact) as prog:
+            prog.phase("reading images", len(src.candidates))
+            summaries = listing.summarize(src.candidates, exact=exact, on_image=lambda: prog.advance(1))
+
+        def resolve(ref: str) -> Any:
+            cand = src.choose_candidate(ref)
+            return cand.image_id
+
+        rows = listing.select(summaries, flt, all_images=all_images, resolve=resolve)
+    now = time.time()
+    if fmt == "json":
+        _emit_json_lines([r.to_json(now) for r in rows])
+        return
+    if quiet:
+        for r in rows:
+            sys.stdout.write((str(r.image.image_id) if no_trunc else r.image.image_id.short()) + "\n")
+        return
+    cols = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
+    if sizes:
+        cols += ["SHARED SIZE", "UNIQUE SIZE"]
+    t = _table(*cols)
+    for r in rows:
+        img = r.image
+        cells = [r.repository, r.tag]
+        if digests:
+            cells.append(str(img.manifest_digest) if img.manifest_digest else listing.NONE)
+        cells += [str(img.image_id) if no_trunc else img.image_id.short(), listing.since_text(img.created_ns, now),
+                  _size(img.size, img.size_exact)]
+        if sizes:
+            cells += [_size(img.shared_size or 0, img.size_exact), _size(img.unique_size or 0, img.size_exact)]
+        t.add_row(*cells)
+    _table_console().print(t)
+
+
+def _size(n: int, exact: bool) -> str:
+    return listing.human_size(n) if exact else listing.human_size(n) + "*"
+
+
+app.command("images", help=IMAGES_HELP)(images)
+app.command("ls", help="List images (alias of images).\n\n" + IMAGES_HELP.split("\n\n", 1)[1])(images)
+
+
+# ---------------------------------------------------------------------------------------------- history
+
+HISTORY_HELP = (
+    "Show an image's history, like docker history.\n\n"
+    "One row per history entry, newest first; entries that made no layer show size 0. The top row shows "
+    "the image ID, the others <missing> (as Docker does for loaded images).\n\n"
+    f"{SIZE_HELP}\n\n"
+    "Examples:\n\n"
+    "  ocisquash history app.tar\n\n"
+    "  ocisquash history layout/ --image app:1.0 --platform linux/arm64 --no-trunc\n\n"
+    "  ocisquash history app.tar --format json | jq -r .created_by"
+)
+
+
+@app.command("history", help=HISTORY_HELP)
+def history(
+    path: str = typer.Argument(..., metavar="IMAGE", help="OCI layout dir, OCI tar, docker save tar, or -."),
+    image: str | None = common.IMAGE_OPTION,
+    platform: str | None = common.PLATFORM_OPTION,
+    no_trunc: bool = typer.Option(False, "--no-trunc", help="Don't truncate output."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="Only show image IDs."),
+    exact: bool = typer.Option(False, "--exact", help="Decompress compressed layers for exact sizes."),
+    fmt: str = typer.Option("table", "--format", help="table, or json: one JSON object per line."),
+    limit: list[str] | None = common.LIMIT_OPTION,
+) -> None:
+    common.apply_limits(limit)
+    fmt = _check_format(fmt)
+    with open_source(path) as src:
+        img = src.choose(image, platform)
+        rows = listing.history(img, exact=exact)
+    now = time.time()
+    if fmt == "json":
+        _emit_json_lines([r.to_json(now) for r in rows])
+        return
+
+    def ident(r: listing.HistoryRow) -> str:
+        if r.id == listing.MISSING or no_trunc:
+            return r.id
+        return r.id.split(":", 1)[-1][:12]
+
+    if quiet:
+        for r in rows:
+            sys.stdout.write(ident(r) + "\n")
+        return
+    t = _table("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")
+    for r in rows:
+        t.add_row(ident(r), listing.since_text(r.created_ns, now),
+                  r.created_by.replace("\t", " ") if no_trunc else listing.ellipsis(r.created_by, 45),
+                  _size(r.size, r.size_exact), r.comment)
+    _table_console().print(t)

@@ -1,0 +1,393 @@
+"""The CLI end to end: images/ls, history, analyze, validate, and the conventions every command shares.
+
+Inputs are built by hand (tests/listing_inputs.py); expected sizes come from the blob files themselves.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import subprocess
+import sys
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from click.testing import Result
+from listing_inputs import Img, layer_tar, sha, write_docker, write_oci
+from typer.testing import CliRunner
+
+from ocisquash.cli import app, main
+from ocisquash.errors import NotFound, UsageError
+
+T1 = "2023-01-01T00:00:00Z"
+T2 = "2023-01-02T00:00:00.123456789Z"
+T2_PLUS_1NS = "2023-01-02T00:00:00.12345679Z"
+T3 = "2023-01-03T00:00:00Z"
+T4 = "2023-01-04T00:00:00Z"
+
+BASE = layer_tar({"etc/os-release": b"base\n" * 100})
+APP = layer_tar({"app/bin": b"a" * 5000})
+DB = layer_tar({"db/bin": b"d" * 7000})
+BB = layer_tar({"bin/busybox": b"b" * 3000})
+OTHER = layer_tar({"x": b"x" * 10})
+NANO = layer_tar({"n": b"n"})
+
+runner = CliRunner()
+
+
+def images() -> dict[str, Img]:
+    return {
+        "A": Img(["docker.io/acme/app:1.0", "docker.io/acme/app:latest"], T3, [BASE, APP],
+                 {"tier": "web", "version": "1"}),
+        "B": Img(["docker.io/acme/db:2"], T2, [BASE, DB], {"tier": "db"}),
+        "C": Img(["docker.io/library/busybox:latest"], T2, [BB]),
+        "G": Img(["docker.io/other/nano:1"], T2_PLUS_1NS, [NANO]),
+        "D": Img([], T1, [BASE]),   # untagged parent of A and B: intermediate
+        "E": Img([], T4, [OTHER]),  # untagged head: dangling
+    }
+
+
+@pytest.fixture
+def oci(tmp_path: Path) -> tuple[Path, dict[str, Img]]:
+    imgs = images()
+    return write_oci(tmp_path / "layout", list(imgs.values())), imgs
+
+
+def run(*args: str) -> Result:
+    return runner.invoke(app, list(args))
+
+
+def ids(out: str) -> list[str]:
+    return out.split()
+
+
+def rows(out: str) -> list[list[str]]:
+    """Data rows of a table: columns split on runs of 3+ spaces."""
+    import re
+    lines = [ln for ln in out.splitlines() if ln.strip()]
+    return [re.split(r"\s{3,}", ln.strip()) for ln in lines[1:]]
+
+
+def q(path: Path, *flt: str, extra: tuple[str, ...] = ()) -> list[str]:
+    args = ["images", str(path), "-q", *extra]
+    for f in flt:
+        args += ["-f", f]
+    r = run(*args)
+    assert r.exit_code == 0, r.output
+    return ids(r.stdout)
+
+
+def short(img: Img) -> str:
+    return img.id[7:19]
+
+
+# ------------------------------------------------------------------------------ images: table and order
+
+
+def test_images_table_newest_first_and_none(oci: tuple[Path, dict[str, Img]]) -> None:
+    path, im = oci
+    r = run("images", str(path))
+    assert r.exit_code == 0, r.output
+    got = rows(r.stdout)
+    assert r.stdout.splitlines()[0].split() == ["REPOSITORY", "TAG", "IMAGE", "ID", "CREATED", "SIZE"]
+    assert [(x[0], x[1], x[2]) for x in got] == [
+        ("<none>", "<none>", short(im["E"])),
+        ("acme/app", "1.0", short(im["A"])),
+        ("acme/app", "latest", short(im["A"])),
+        ("other/nano", "1", short(im["G"])),
+        ("acme/db", "2", short(im["B"])),
+        ("busybox", "latest", short(im["C"])),
+    ]
+
+
+def test_ls_alias_and_all_shows_intermediate(oci: tuple[Path, dict[str, Img]]) -> None:
+    path, im = oci
+    assert run("ls", str(path), "-q").stdout == run("images", str(path), "-q").stdout
+    assert short(im["D"]) not in q(path)
+    assert q(path, extra=("-a",))[-1] == short(im["D"])  # oldest, last
+
+
+def test_no_trunc_and_digests(oci: tuple[Path, dict[str, Img]]) -> None:
+    path, im = oci
+    assert q(path, extra=("--no-trunc",))[1] == im["A"].id
+    r = run("images", str(path), "--digests")
+    index = json.loads((path / "index.json").read_text())
+    a_digest = next(m["digest"] for m in index["manifests"]
+                    if m.get("annotations", {}).get("io.containerd.image.name") == "docker.io/acme/app:1.0")
+    assert a_digest in r.stdout
+    assert "DIGEST" in r.stdout.splitlines()[0]
+
+
+def test_created_is_human(tmp_path: Path) -> None:
+    three_weeks = (datetime.now(UTC) - timedelta(days=22)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    path = write_oci(tmp_path / "l", [Img(["docker.io/library/x:1"], three_weeks, [OTHER]),
+                                      Img(["docker.io/library/y:1"], None, [NANO])])
+    got = {x[0]: x[3] for x in rows(run("images", str(path)).stdout)}
+    assert got == {"x": "3 weeks ago", "y": "N/A"}
+
+
+# ------------------------------------------------------------------------------ images: filters
+
+
+def test_dangling(oci: tuple[Path, dict[str, Img]]) -> None:
+    path, im = oci
+    assert q(path, "dangling=true") == [short(im["E"])]  # D has children: not a head
+    assert q(path, "dangling=true", extra=("-a",)) == [short(im["E"])]
+    got = q(path, "dangling=false", extra=("-a",))
+    assert short(im["E"]) not in got and short(im["D"]) not in got
+    assert set(got) == {short(im[k]) for k in "ABCG"}
+
+
+@pytest.mark.parametrize("bad", ["dangling=maybe", "dangling=TRUE", "colour=red", "label", "reference=[a"])
+def test_bad_filters_are_usage_errors(oci: tuple[Path, dict[str, Img]], bad: str) -> None:
+    path, _ = oci
+    r = run("images", str(path), "-f", bad)  # the bare app raises; main() renders it and exits 2
+    assert isinstance(r.exception, UsageError), r.exception
+    assert main(["images", str(path), "-f", bad]) == 2
+
+
+def test_label_with_and_without_value(oci: tuple[Path, dict[str, Img]]) -> None:
+    path, im = oci
+    assert set(q(path, "label=tier")) == {short(im["A"]), short(im["B"])}
+    assert q(path, "label=tier=db") == [short(im["B"])]
+    assert q(path, "label=tier=") == []  # a value that must be empty
+    assert set(q(path, "label=tier", "label=version")) == {short(im["A"])}  # labels AND (moby MatchKVList)
+    assert q(path, "label=tier=db", "label=version") == []
+    assert q(path, "label=nope") == []
+
+
+def test_before_since_exclude_equal_times(oci: tuple[Path, dict[str, Img]]) -> None:
+    path, im = oci
+    # B and C were created at the same nanosecond; G one nanosecond later.
+    assert q(path, "before=acme/db:2") == []  # only D is older, and it is intermediate
+    assert q(path, "before=acme/db:2", extra=("-a",)) == [short(im["D"])]
+    assert q(path, "before=busybox") == []  # C's twin B is not "before" C
+    assert q(path, "since=acme/db:2") == [short(im["E"]), short(im["A"]), short(im["A"]), short(im["G"])]
+    assert q(path, "since=busybox:latest") == q(path, "since=acme/db:2")
+    assert q(path, "since=other/nano:1") == [short(im["E"]), short(im["A"]), short(im["A"])]
+    # by image ID prefix; several befores take the earliest, several sinces the latest
+    assert q(path, f"before={short(im['E'])}", f"before={short(im['A'])}") == [
+        short(im["G"]), short(im["B"]), short(im["C"])]
+    assert q(path, "since=acme/db:2", "since=acme/app:1.0") == [short(im["E"])]
+    assert q(path, "since=acme/db:2", "before=acme/app:1.0") == [short(im["G"])]
+
+
+def test_before_unknown_image_fails(oci: tuple[Path, dict[str, Img]]) -> None:
+    path, _ = oci
+    r = run("images", str(path), "-f", "before=nope:1")
+    assert isinstance(r.exception, NotFound)
+    assert main(["images", str(path), "-f", "before=nope:1"]) == 1
+
+
+def test_reference_globs(oci: tuple[Path, dict[str, Img]]) -> None:
+    path, _im = oci
+
+    def refs(*flt: str) -> list[tuple[str, str]]:
+        args = ["images", str(path)]
+        for f in flt:
+            args += ["-f", f]
+        return [(x[0], x[1]) for x in rows(run(*args).stdout)]
+
+    assert refs("reference=acme/*") == [("acme/app", "1.0"), ("acme/app", "latest"), ("acme/db", "2")]
+    assert refs("reference=busybox") == [("busybox", "latest")]  # no tag: repository name
+    assert refs("reference=acme/app:1.*") == [("acme/app", "1.0")]  # with a tag: name:tag; other tag hidden
+    assert refs("reference=*:latest") == [("busybox", "latest")]  # * never crosses '/'
+    assert refs("reference=*/*:latest") == [("acme/app", "latest")]
+    assert refs("reference=app") == []  # the familiar name is acme/app
+    assert refs("reference=acme/db", "reference=busybox") == [("acme/db", "2"), ("busybox", "latest")]  # OR
+    assert refs("reference=acme/*", "label=tier=db") == [("acme/db", "2")]  # AND across keys
+    assert refs("reference=acme/*", "since=acme/db:2") == [("acme/app", "1.0"), ("acme/app", "latest")]
+    assert refs("reference=*", "dangling=true") == []  # untagged images never match a reference
+    assert refs("reference=a?me/d[a-c]") == [("acme/db", "2")]
+    assert refs("reference=acme/[^a]*") == [("acme/db", "2")]
+
+
+# ------------------------------------------------------------------------------ images: sizes and json
+
+
+def blob_size(layout: Path, b: bytes) -> int:
+    return (layout / "blobs" / "sha256" / sha(b)[7:]).stat().st_size
+
+
+def test_sizes_shared_unique_json(oci: tuple[Path, dict[str, Img]]) -> None:
+    path, im = oci
+    r = run("images", str(path), "--format", "json", "-a")
+    objs = [json.loads(line) for line in r.stdout.splitlines()]
+    by_id = {o["id"]: o for o in objs}
+    a = by_id[im["A"].id]
+    base, app_ = blob_size(path, BASE), blob_size(path, APP)
+    assert base == len(BASE)
+    assert a["size"] == base + app_ and a["size_exact"] is True
+    assert (a["shared_size"], a["unique_size"]) == (base, app_)  # BASE also in B and D
+    d = by_id[im["D"].id]
+    assert (d["shared_size"], d["unique_size"]) == (base, 0)
+    e = by_id[im["E"].id]
+    assert (e["shared_size"], e["unique_size"]) == (0, len(OTHER))
+    assert a["repository"] == "acme/app" and a["labels"] == {"tier": "web", "version": "1"}
+    assert len(objs) == 7  # one per row: A twice
+
+
+def test_sizes_columns(oci: tuple[Path, dict[str, Img]]) -> None:
+    path, _im = oci
+    r = run("images", str(path), "-s", "-f", "reference=acme/db")
+    head = r.stdout.splitlines()[0]
+    assert "SHARED SIZE" in head and "UNIQUE SIZE" in head
+    row = rows(r.stdout)[0]
+    base, db = len(BASE), len(DB)
+    assert row[-3:] == [f"{(base + db) / 1000:.3g}kB", f"{base / 1000:.3g}kB", f"{db / 1000:.3g}kB"]
+
+
+def test_compressed_sizes_and_exact(tmp_path: Path) -> None:
+    img = Img(["docker.io/library/z:1"], T1, [BASE, APP], gzip=True)
+    path = write_oci(tmp_path / "gz", [img])
+    stored = sum(blob_size(path, b) for b in img.blobs)
+    assert stored == sum(len(gzip.compress(x, mtime=0)) for x in (BASE, APP))
+    o = json.loads(run("images", str(path), "--format", "json").stdout)
+    assert (o["size"], o["size_exact"]) == (stored, False)
+    assert rows(run("images", str(path)).stdout)[0][-1].endswith("*")  # marked: compressed size
+    o = json.loads(run("images", str(path), "--format", "json", "--exact").stdout)
+    assert (o["size"], o["size_exact"]) == (len(BASE) + len(APP), True)
+
+
+def test_docker_tarball_listing(tmp_path: Path) -> None:
+    imgs = images()
+    path = write_docker(tmp_path / "save.tar", [imgs["A"], imgs["C"], imgs["E"]])
+    got = [(x[0], x[1], x[2]) for x in rows(run("images", str(path)).stdout)]
+    assert got == [("<none>", "<none>", short(imgs["E"])), ("acme/app", "1.0", short(imgs["A"])),
+                   ("acme/app", "latest", short(imgs["A"])), ("busybox", "latest", short(imgs["C"]))]
+    o = [json.loads(x) for x in run("images", str(path), "--format", "json").stdout.splitlines()]
+    assert o[1]["size"] == len(BASE) + len(APP)
+
+
+def test_bad_format_option(oci: tuple[Path, dict[str, Img]]) -> None:
+    path, _ = oci
+    assert main(["images", str(path), "--format", "{{.ID}}"]) == 2
+
+
+# ------------------------------------------------------------------------------ history
+
+
+HIST = [
+    {"created": T1, "created_by": "/bin/sh -c #(nop) ADD file:0123456789abcdef in / ", "comment": "base"},
+    {"created": T2, "created_by": "/bin/sh -c #(nop)  ENV A=1", "empty_layer": True},
+    {"created": T3, "created_by": "RUN make\tinstall", "comment": "build"},
+    {"created": T4, "created_by": "/bin/sh -c #(nop)  CMD [\"app\"]", "empty_layer": True},
+]
+
+
+@pytest.fixture
+def hist(tmp_path: Path) -> tuple[Path, Img]:
+    img = Img(["docker.io/acme/h:1"], T4, [BASE, APP], history=HIST)
+    return write_oci(tmp_path / "h", [img, Img(["docker.io/acme/other:1"], T1, [OTHER])]), img
+
+
+def test_history_table(hist: tuple[Path, Img]) -> None:
+    path, img = hist
+    r = run("history", str(path), "--image", "acme/h:1")
+    assert r.exit_code == 0, r.output
+    got = rows(r.stdout)
+    assert [x[0] for x in got] == [short(img), "<missing>", "<missing>", "<missing>"]
+    sizes = [x[3] if len(x) > 3 else "" for x in got]
+    assert sizes[0] == "0B" and sizes[2] == "0B"
+    assert sizes[1] == f"{len(APP) / 1000:.3g}kB" and sizes[3] == f"{len(BASE) / 1000:.3g}kB"
+    assert got[3][2] == "/bin/sh -c #(nop) ADD file:0123456789abcdef …"  # 45 characters
+    assert len(got[3][2]) == 45
+    assert got[1][2] == "RUN make install" and got[1][4] == "build"
+
+
+def test_history_no_trunc_quiet_json(hist: tuple[Path, Img]) -> None:
+    path, img = hist
+    r = run("history", str(path), "-i", "acme/h:1", "--no-trunc")
+    assert img.id in r.stdout and HIST[0]["created_by"].strip() in r.stdout
+    assert run("history", str(path), "-i", "acme/h:1", "-q").stdout.split() == [short(img)] + ["<missing>"] * 3
+    objs = [json.loads(x) for x in run("history", str(path), "-i", "acme/h:1", "--format", "json").stdout.splitlines()]
+    assert [o["size"] for o in objs] == [0, len(APP), 0, len(BASE)]
+    assert [o["empty_layer"] for o in objs] == [True, False, True, False]
+    assert [o["layer"] for o in objs] == [None, 1, None, 0]
+    assert objs[0]["id"] == img.id and objs[1]["created"] == T3
+
+
+def test_history_needs_a_choice(hist: tuple[Path, Img]) -> None:
+    path, _ = hist
+    assert main(["history", str(path)]) == 1  # two images: ambiguous, one red line
+    assert main(["history", str(path), "-i", "nope:1"]) == 1
+
+
+def test_history_without_history(tmp_path: Path) -> None:
+    path = write_oci(tmp_path / "n", [Img(["docker.io/a/b:1"], T1, [BASE, APP])])
+    objs = [json.loads(x) for x in run("history", str(path), "--format", "json").stdout.splitlines()]
+    assert [o["size"] for o in objs] == [len(APP), len(BASE)]
+
+
+# ------------------------------------------------------------------------------ conventions, subprocess
+
+
+def sub(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    e = {**os.environ, **(env or {})}
+    e.pop("FORCE_COLOR", None)
+    return subprocess.run([sys.executable, "-m", "ocisquash", *args], capture_output=True, text=True, env=e,
+                          timeout=120)
+
+
+def test_subprocess_images_and_history(oci: tuple[Path, dict[str, Img]]) -> None:
+    path, im = oci
+    p = sub("images", str(path), "-f", "label=tier=db", "-q")
+    assert (p.returncode, p.stdout, p.stderr) == (0, short(im["B"]) + "\n", "")
+    p = sub("history", str(path), "-i", "acme/app:1.0", "-q")
+    assert p.returncode == 0 and p.stdout.split()[0] == short(im["A"])
+    p = sub("images", str(path))
+    assert "\x1b[" not in p.stdout  # no colour when piped
+    p = sub("images", str(path), "-f", "dangling=maybe")
+    assert p.returncode == 2 and "Traceback" not in p.stderr and "dangling" in p.stderr
+
+
+@pytest.mark.parametrize("cmd", ["images", "ls", "history", "analyze", "validate", "squash", "convert"])
+def test_every_command_has_help_with_example(cmd: str) -> None:
+    r = run(cmd, "--help")
+    assert r.exit_code == 0
+    assert "Example" in r.stdout
+
+
+@pytest.mark.parametrize("cmd", ["images", "history", "analyze", "validate", "squash", "convert"])
+def test_missing_input_is_one_red_line(cmd: str, tmp_path: Path) -> None:
+    args = [cmd, str(tmp_path / "nope.tar")] + ([str(tmp_path / "o.tar")] if cmd in ("squash", "convert") else [])
+    p = sub(*args)
+    assert p.returncode == 1
+    assert "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert lines[0].startswith("error:") and "nope.tar" in lines[0]
+    p = sub("--debug", *args)
+    assert p.returncode == 1 and "Traceback" in p.stderr
+
+
+@pytest.mark.parametrize("args", [
+    ["images"], ["history", "x", "--bogus"], ["images", "x", "-f"], ["images", "x", "--format"], ["--bogus"]])
+def test_usage_errors_exit_2(args: list[str]) -> None:
+    p = sub(*args)
+    assert p.returncode == 2, p.stderr
+    assert "Traceback" not in p.stderr
+
+
+def test_version() -> None:
+    p = sub("--version")
+    assert p.returncode == 0 and p.stdout.startswith("ocisquash ")
+    assert run("--version").exit_code == 0
+
+
+def test_no_color_env(oci: tuple[Path, dict[str, Img]]) -> None:
+    path, _ = oci
+    p = sub("images", str(path), "-f", "dangling=maybe", env={"NO_COLOR": "1", "FORCE_COLOR": "1"})
+    assert "\x1b[" not in p.stderr
+    p = sub("images", str(path), "-f", "dangling=maybe", env={"TERM": "xterm"})
+    assert "\x1b[" not in p.stderr  # stderr is a pipe here
+
+
+def test_elapsed_is_small(oci: tuple[Path, dict[str, Img]]) -> None:
+    # listing reads JSON only: a listing of many images must not touch layer bytes
+    path, _ = oci
+    t = time.monotonic()
+    assert run("images", str(path)).exit_code == 0
+    assert time.monotonic() - t < 5
