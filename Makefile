@@ -44,8 +44,10 @@ fuzz: setup  ## coverage-guided fuzzing of every reader (atheris), FUZZ_SECONDS 
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
-BENCH_PYTHON ?= $(PY)
+BENCH_PYTHON ?=
 BENCH_ARGS ?=
 
 bench:  ## benchmark ocisquash against oci-squash, cp and raw codec work (bench/README.md)
-	$(BENCH_PYTHON) bench/run.py $(BENCH_ARGS)
+	@py="$(BENCH_PYTHON)"; if [ -z "$$py" ]; then py=python3; \
+	  [ -x "$(PY)" ] && "$(PY)" -c 'import oci_squash, isal' 2>/dev/null && py="$(PY)"; fi; \
+	echo "$$py bench/run.py $(BENCH_ARGS)"; "$$py" bench/run.py $(BENCH_ARGS)

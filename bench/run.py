@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib.util
 import json
 import os
 import platform
@@ -339,6 +340,9 @@ def make_rows(squash: list[str], big: dict[str, Any], tiny: dict[str, Any], work
         Row("crane", "crane flatten", skip="crane is not on PATH"),
         Row("docker-squash", "docker-squash", skip="docker-squash is not on PATH"),
     ]
+    if importlib.util.find_spec("oci_squash") is None:
+        peer = next(r for r in rows if r.name == "peer")
+        peer.skip = f"oci-squash is not installed for {sys.executable} (pip install oci-squash==0.1.0)"
     for r in rows:
         if only is not None and r.name not in only:
             r.skip = "not in --only"
