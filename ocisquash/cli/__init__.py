@@ -104,7 +104,13 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _on_sigterm)
     args = _with_default_command(args)
     try:
-        app(args=args, prog_name="ocisquash", standalone_mode=False)
+        rv = app(args=args, prog_name="ocisquash", standalone_mode=False)
+        # typer turns Ctrl-C into its own Exit(130), which standalone_mode=False *returns*: an int here
+        # is an exit status, never a success to drop on the floor.
+        if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:
+            if rv == 130:
+                common.error_line("interrupted")
+            return rv
         return 0
     except _EXIT as e:
         return int(getattr(e, "exit_code", 0) or 0)
