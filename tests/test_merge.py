@@ -580,3 +580,11 @@ def test_umoci_agrees(tmp_path: Path, keep: int) -> None:
         w = want[p]
         assert rec[0] == w[0] and rec[2:5] == w[2:5] and rec[5] == w[5] and rec[7:9] in (w[7:9], (
             None if w[7] is None else (os.major(w[7]), os.minor(w[7])), w[8])), p  # type: ignore[arg-type]
+
+
+def test_body_name_is_the_original_target_when_it_survives() -> None:
+    ms = members(squash([layer(f("z", b"Z"), hl("a", "z"), hl("m", "z"))]))
+    assert [(m.name, m.type) for m in ms] == [("z", tarfile.REGTYPE), ("a", tarfile.LNKTYPE), ("m", tarfile.LNKTYPE)]
+    # the original name replaced: the lexically first survivor carries the body
+    ms = members(squash([layer(f("z", b"Z"), hl("m", "z"), hl("b", "z")), layer(f("z", b"new"))]))
+    assert [(m.name, m.type) for m in ms] == [("b", tarfile.REGTYPE), ("m", tarfile.LNKTYPE), ("z", tarfile.REGTYPE)]
