@@ -86,8 +86,9 @@ def entries(tree: Tree) -> list[Entry]:
     """Every image manifest index.json leads to, in index order."""
     index = read_index_json(tree)
     out: list[Entry] = []
+    visits = [0]
     for desc in index.manifests:
-        _walk(tree, desc, desc, out, depth=0, seen=set())
+        _walk(tree, desc, desc, out, depth=0, seen=set(), visits=visits)
     cap = limits.current().max_images
     if len(out) > cap:
         raise limits.exceeded("max_images", f"{tree.label}: holds {len(out)} images, over the cap of {cap}")
@@ -103,7 +104,14 @@ def _is_attestation(desc: Descriptor) -> bool:
     return p is not None and p.os == "unknown" and p.architecture == "unknown"
 
 
-def _walk(tree: Tree, desc: Descriptor, top: Descriptor, out: list[Entry], depth: int, seen: set[Digest]) -> None:
+def _walk(tree: Tree, desc: Descriptor, top: Descriptor, out: list[Entry], depth: int, seen: set[Digest],
+          visits: list[int]) -> None:
+    # Indexes may repeat a child many times at every level: count descriptors walked, or a small
+    # file fans out to billions of visits (found by fuzzing).
+    visits[0] += 1
+    cap = limits.current().max_images
+    if visits[0] > cap:
+        raise limits.exceeded("max_images", f"{tree.label}: its indexes list more than {cap} manifests in all")
     if _is_attestation(desc):
         return
     kind_hint = desc.media_type
@@ -128,7 +136,7 @@ def _walk(tree: Tree, desc: Descriptor, top: Descriptor, out: list[Entry], depth
             raise limits.exceeded("max_index_depth", f"{tree.label}: image indexes nested deeper than {max_depth}")
         idx = Index.parse(data, where, media_type=desc.media_type)
         for child in idx.manifests:
-            _walk(tree, child, top, out, depth + 1, seen | {desc.digest})
+            _walk(tree, child, top, out, depth + 1, seen | {desc.digest}, visits)
     elif kind == "manifest":
         man = Manifest.parse(data, where, media_type=desc.media_type)
         if man.config.media_type not in model.CONFIG_TYPES:
