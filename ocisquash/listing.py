@@ -452,3 +452,342 @@ def ellipsis(text: str, width: int) -> str:
     if len(text) <= width:
         return text
     return text[: width - 1] + "…"
+
+
+# ------------------------------------------------------------------------------------------ analyze
+
+
+@dataclass
+class LayerReport:
+    index: int
+    digest: str | None
+    stored: int
+    entries: int
+    files_added: int
+    bytes_added: int
+    hidden_files: int
+    hidden_bytes: int
+    tar_bytes: int
+    """Length of the layer's uncompressed tar stream."""
+
+    def bar(self, width: int = 20) -> str:
+        """A plain-text bar: ``#`` for bytes still visible in the final tree, ``.`` for bytes later hidden."""
+        if self.bytes_added <= 0:
+            return " " * width
+        hidden = round(width * self.hidden_bytes / self.bytes_added)
+        return "#" * (width - hidden) + "." * hidden
+
+    def to_json(self) -> dict[str, Any]:
+        return {"index": self.index, "digest": self.digest, "stored_size": self.stored, "entries": self.entries,
+                "files_added": self.files_added, "bytes_added": self.bytes_added,
+                "hidden_files": self.hidden_files, "hidden_bytes": self.hidden_bytes, "tar_size": self.tar_bytes}
+
+
+@dataclass
+class Analysis:
+    image: str
+    image_id: Digest
+    layers: list[LayerReport]
+    largest_hidden: list[tuple[str, int, int]]
+    """``(path, size, layer index)`` of the largest hidden regular files, biggest first."""
+    wasted_files: int
+    wasted_bytes: int
+    """What a squash to one layer would drop: every hidden copy of every file, each counted once."""
+
+    @property
+    def bytes_added(self) -> int:
+        return sum(ly.bytes_added for ly in self.layers)
+
+    def to_json(self) -> dict[str, Any]:
+        return {"image": self.image, "id": str(self.image_id), "layers": [ly.to_json() for ly in self.layers],
+                "largest_hidden": [{"path": p, "size": s, "layer": i} for p, s, i in self.largest_hidden],
+                "bytes_added": self.bytes_added, "wasted_files": self.wasted_files,
+                "wasted_bytes": self.wasted_bytes, "final_bytes": self.bytes_added - self.wasted_bytes}
+
+
+def analyze(image: Image, *, top: int = 10, on_layer: Callable[[int], None] | None = None) -> Analysis:
+    """Per-layer figures from the merge engine's plan (headers only; contents are skipped, not read)."""
+    from ocisquash import merge
+    from ocisquash.squash import layer_inputs
+
+    def wrap(i: int, inp: merge.LayerInput) -> merge.LayerInput:
+        def opened(fn: Callable[[], Any]) -> Callable[[], Any]:
+            def call() -> Any:
+                if on_layer is not None:
+                    on_layer(i)
+                return fn()
+            return call
+        return merge.LayerInput(inp.label, opened(inp.open), opened(inp.open_scan))
+
+    inputs = [wrap(i, x) for i, x in enumerate(layer_inputs(image))]
+    plan = merge.plan(inputs, keep=0)  # remembers the merge.LARGEST_HIDDEN largest hidden files
+    layers = [LayerReport(s.index, str(ly.digest) if ly.digest else None, ly.size, s.entries, s.files_added,
+                          s.bytes_added, s.hidden_files, s.hidden_bytes, s.tar_bytes)
+              for s, ly in zip(plan.layers, image.layers, strict=True)]
+    hidden = [(h.path, h.size, h.layer) for h in plan.largest_hidden[:top]]
+    return Analysis(image.label, image.id, layers, hidden, plan.dropped_files, plan.dropped_bytes)
+
+
+# ------------------------------------------------------------------------------------------ validate
+
+
+@dataclass
+class Finding:
+    where: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"where": self.where, "message": self.message}
+
+
+@dataclass
+class Validation:
+    """Every mismatch found (not just the first), and what was checked."""
+
+    label: str
+    images: list[dict[str, Any]] = field(default_factory=list)
+    blobs_checked: int = 0
+    bytes_read: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_json(self) -> dict[str, Any]:
+        return {"input": self.label, "ok": self.ok, "images": self.images, "blobs_checked": self.blobs_checked,
+                "bytes_read": self.bytes_read, "findings": [f.to_json() for f in self.findings]}
+
+
+class _Validator:
+    def __init__(self, tree: Any, label: str, on_bytes: Callable[[int], None] | None) -> None:
+        self.tree = tree
+        self.v = Validation(label)
+        self.on_bytes = on_bytes
+        self._raw: dict[str, tuple[int, str] | None] = {}
+        self._unpacked: dict[str, Digest | None] = {}
+
+    def bad(self, where: str, message: str) -> None:
+        self.v.findings.append(Finding(where, message))
+
+    def _count(self, n: int) -> None:
+        self.v.bytes_read += n
+        if self.on_bytes is not None:
+            self.on_bytes(n)
+
+    def raw(self, path: str) -> tuple[int, str] | None:
+        """``(size, sha256 hex)`` of a member, read once; None (and a finding) when unreadable."""
+        if path in self._raw:
+            return self._raw[path]
+        import hashlib
+
+        from ocisquash.errors import OcisquashError
+        res: tuple[int, str] | None = None
+        try:
+            h = hashlib.sha256()
+            n = 0
+            f = self.tree.open(path)
+            try:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+                    n += len(chunk)
+                    self._count(len(chunk))
+            finally:
+                f.close()
+            res = (n, h.hexdigest())
+            self.v.blobs_checked += 1
+        except OcisquashError as e:
+            self.bad(path, str(e))
+        self._raw[path] = res
+        return res
+
+    def diff_id(self, path: str, codec: Codec | None) -> Digest | None:
+        """The sha256 of a layer's decompressed stream (every byte to EOF); None (and a finding) on error."""
+        if path in self._unpacked:
+            return self._unpacked[path]
+        from ocisquash.compression import decompressing_reader
+        from ocisquash.digest import HashingReader
+        from ocisquash.errors import OcisquashError
+        res: Digest | None = None
+        f = None
+        try:
+            f = self.tree.open(path)
+            r = HashingReader(decompressing_reader(f, path, codec))
+            r.drain()
+            res = r.digest()
+        except OcisquashError as e:
+            self.bad(path, f"cannot decompress: {e}")
+        except (OSError, EOFError, ValueError) as e:
+            self.bad(path, f"cannot decompress: {e}")
+        finally:
+            if f is not None:
+                f.close()
+        self._unpacked[path] = res
+        return res
+
+    def blob(self, path: str, digest: Digest | None, size: int | None, what: str) -> bool:
+        if not self.tree.exists(path):
+            self.bad(path, f"{what} is missing")
+            return False
+        got = self.raw(path)
+        if got is None:
+            return False
+        ok = True
+        if size is not None and got[0] != size:
+            self.bad(path, f"{what} is {got[0]} bytes; its descriptor says {size}")
+            ok = False
+        if digest is not None and digest.algorithm == "sha256" and got[1] != digest.encoded:
+            self.bad(path, f"{what} hashes to sha256:{got[1]}, not {digest}")
+            ok = False
+        return ok
+
+    def config(self, path: str, where: str) -> Any:
+        from ocisquash.errors import OcisquashError
+        from ocisquash.model import ImageConfig
+        try:
+            return ImageConfig.parse(self.tree.read(path, 64 << 20), where)
+        except OcisquashError as e:
+            self.bad(where, str(e))
+            return None
+
+    def image(self, name: str, cfg: Any, layers: list[tuple[str, Digest | None, int | None, Codec | None]]) -> None:
+        info: dict[str, Any] = {"name": name, "layers": len(layers)}
+        self.v.images.append(info)
+        if cfg is None:
+            return
+        info["id"] = str(cfg.digest)
+        diff_ids = list(cfg.diff_ids)
+        if len(diff_ids) != len(layers):
+            self.bad(name, f"{len(layers)} layers but the config lists {len(diff_ids)} diff IDs")
+        nonempty = sum(1 for h in cfg.history if not h.empty_layer)
+        if cfg.history and nonempty > len(diff_ids):
+            self.bad(name, f"config history has {nonempty} non-empty entries for {len(diff_ids)} layers "
+                           "(docker load refuses this)")
+        got_ids: list[Digest] = []
+        for i, (path, digest, size, codec) in enumerate(layers):
+            what = f"layer {i + 1}/{len(layers)}"
+            if not self.tree.exists(path) and digest is not None:
+                self.bad(path, f"{name}: {what} {digest} is missing")
+                continue
+            self.blob(path, digest, size, f"{name}: {what}")
+            got = self.diff_id(path, codec)
+            if got is None:
+                continue
+            got_ids.append(got)
+            if i < len(diff_ids) and got != diff_ids[i]:
+                self.bad(path, f"{name}: {what} uncompressed hashes to {got}, but the config's diff ID is "
+                               f"{diff_ids[i]}")
+        info["diff_ids"] = [str(d) for d in diff_ids]
+        info["chain_ids"] = [str(c) for c in chain_ids(diff_ids)]
+        if len(got_ids) == len(diff_ids) and got_ids != diff_ids:
+            info["computed_chain_ids"] = [str(c) for c in chain_ids(got_ids)]
+            self.bad(name, f"chain ID is {chain_ids(got_ids)[-1]} from the layers' contents, "
+                           f"not {chain_ids(diff_ids)[-1]} as the config's diff IDs give")
+
+    # ---- OCI layout
+    def layout(self) -> None:
+        from ocisquash import model
+        from ocisquash.errors import OcisquashError
+        from ocisquash.layout import blob_path, names_of
+        try:
+            index = model.Index.parse(self.tree.read("index.json", 64 << 20), "index.json")
+        except OcisquashError as e:
+            self.bad("index.json", str(e))
+            return
+
+        def walk(desc: model.Descriptor, top: model.Descriptor, depth: int) -> None:
+            if desc.media_type not in model.INDEX_TYPES + model.MANIFEST_TYPES or depth > 8:
+                return
+            try:
+                path = blob_path(desc.digest)
+            except OcisquashError as e:
+                self.bad("index.json", str(e))
+                return
+            if not self.tree.exists(path):
+                if desc is top:
+                    self.bad(path, f"manifest {desc.digest} named in index.json is missing")
+                return  # a platform nobody pulled
+            if not self.blob(path, desc.digest, desc.size, f"manifest {desc.digest}"):
+                return
+            try:
+                data = self.tree.read(path, 64 << 20)
+                obj = model.load_json(data, path)
+                if model.document_kind(obj, desc.media_type) == "index":
+                    for child in model.Index.parse(data, path, media_type=desc.media_type).manifests:
+                        walk(child, top, depth + 1)
+                    return
+                man = model.Manifest.parse(data, path, media_type=desc.media_type)
+            except OcisquashError as e:
+                self.bad(path, str(e))
+                return
+            if man.config.media_type not in model.CONFIG_TYPES:
+                return
+            name = ", ".join(names_of(top)) or str(desc.digest)
+            if desc.platform is not None:
+                name += f" [{desc.platform}]"
+            cpath = blob_path(man.config.digest)
+            cfg = None
+            if self.blob(cpath, man.config.digest, man.config.size, f"{name}: config"):
+                cfg = self.config(cpath, f"{name}: config {man.config.digest}")
+            from ocisquash.compression import codec_of_media_type
+            self.image(name, cfg, [(blob_path(ld.digest), ld.digest, ld.size, codec_of_media_type(ld.media_type))
+                                   for ld in man.layers])
+
+        for d in index.manifests:
+            walk(d, d, 0)
+        for path in sorted(self.tree.names()):  # every blob must hash to its own name, referenced or not
+            parts = path.split("/")
+            if len(parts) == 3 and parts[:2] == ["blobs", "sha256"]:
+                got = self.raw(path)
+                if got is not None and got[1] != parts[2]:
+                    self.bad(path, f"blob content hashes to sha256:{got[1]}, not its name")
+
+    # ---- docker save
+    def docker(self) -> None:
+        from ocisquash import model
+        from ocisquash.dockerarchive import _claimed
+        from ocisquash.errors import OcisquashError
+        try:
+            items = model.load_json(self.tree.read("manifest.json", 64 << 20), "manifest.json")
+            if not isinstance(items, list):
+                raise OcisquashError("manifest.json: must be a JSON list")
+        except OcisquashError as e:
+            self.bad("manifest.json", str(e))
+            return
+        for i, item in enumerate(items):
+            try:
+                f = model.Fields(item, "manifest.json", f"[{i}]")
+                cpath = f.req_str("Config")
+                lpaths = f.str_list("Layers")
+                tags = f.str_list("RepoTags")
+            except OcisquashError as e:
+                self.bad("manifest.json", str(e))
+                continue
+            name = ", ".join(tags) or f"manifest.json[{i}]"
+            cfg = None
+            if self.blob(cpath, _claimed(cpath), None, f"{name}: config"):
+                cfg = self.config(cpath, f"{name}: {cpath}")
+            self.image(name, cfg, [(p, _claimed(p), None, None) for p in lpaths])
+
+
+def validate(source: Any, on_bytes: Callable[[int], None] | None = None) -> Validation:
+    """Recompute every digest, size, diff ID and chain ID of every image of an opened ``Source``."""
+    val = _Validator(source.tree, source.label, on_bytes)
+    if source.kind == "docker":
+        val.docker()
+        if source.tree.exists("index.json"):
+            val.layout()  # Docker 25+ and containerd tars hold an OCI layout too: check it as well
+    else:
+        val.layout()
+    return val.v
+
+
+def total_bytes(source: Any) -> int:
+    """Bytes ``validate`` will read at most once each (for a progress bar)."""
+    total = 0
+    for n in source.tree.names():
+        try:
+            total += source.tree.size(n)
+        except Exception:
+            continue
+    return total

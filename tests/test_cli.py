@@ -391,3 +391,101 @@ def test_elapsed_is_small(oci: tuple[Path, dict[str, Img]]) -> None:
     t = time.monotonic()
     assert run("images", str(path)).exit_code == 0
     assert time.monotonic() - t < 5
+
+
+# ------------------------------------------------------------------------------ analyze
+
+
+def _whiteout_layer(files: dict[str, bytes], whiteouts: list[str]) -> bytes:
+    return layer_tar({**{w: b"" for w in whiteouts}, **files})
+
+
+def test_analyze_counts_each_hidden_copy(tmp_path: Path) -> None:
+    l1 = layer_tar({"a": b"1" * 100, "b": b"2" * 200, "keep": b"k" * 7})
+    l2 = _whiteout_layer({"a": b"3" * 300}, [".wh.b"])
+    l3 = layer_tar({"a": b"4" * 50})
+    path = write_oci(tmp_path / "an", [Img(["docker.io/acme/an:1"], T1, [l1, l2, l3], gzip=True)])
+    r = run("analyze", str(path), "--json")
+    assert r.exit_code == 0, r.output
+    o = json.loads(r.stdout)
+    assert [ly["bytes_added"] for ly in o["layers"]] == [307, 300, 50]
+    assert [ly["hidden_bytes"] for ly in o["layers"]] == [300, 300, 0]
+    assert [ly["hidden_files"] for ly in o["layers"]] == [2, 1, 0]
+    assert [ly["tar_size"] for ly in o["layers"]] == [len(l1), len(l2), len(l3)]
+    assert (o["wasted_files"], o["wasted_bytes"], o["bytes_added"]) == (3, 600, 657)
+    assert [(h["path"], h["size"], h["layer"]) for h in o["largest_hidden"]] == [("a", 300, 1), ("b", 200, 0),
+                                                                                   ("a", 100, 0)]
+    text = run("analyze", str(path), "--top", "1").stdout
+    bars = [ln.split()[-1] for ln in text.splitlines()[2:5]]
+    assert bars == ["." * 20, "." * 20, "#" * 20]  # 7 of 307 bytes visible rounds to no '#'
+    hidden_rows = [ln.split() for ln in text.splitlines() if ln.split()[:1] in (["a"], ["b"]) and "squash" not in ln]
+    assert hidden_rows == [["a", "300B", "2"]]  # --top 1
+    assert "a squash would drop 3 hidden files" in text and text.count("\n") > 5
+
+
+def test_analyze_subprocess_and_errors(tmp_path: Path) -> None:
+    path = write_oci(tmp_path / "an", [Img(["docker.io/acme/an:1"], T1, [BASE, APP])])
+    p = sub("analyze", str(path))
+    assert p.returncode == 0 and p.stderr == ""  # no progress bar when stderr is not a terminal
+    assert main(["analyze", str(path), "--image", "nope:2"]) == 1
+    assert main(["analyze", str(path), "--top", "99"]) == 2
+
+
+# ------------------------------------------------------------------------------ validate
+
+
+def test_validate_clean_inputs(oci: tuple[Path, dict[str, Img]], tmp_path: Path) -> None:
+    path, _ = oci
+    assert main(["validate", str(path)]) == 0
+    o = json.loads(run("validate", str(path), "--json").stdout)
+    assert o["ok"] is True and o["findings"] == []
+    a = next(i for i in o["images"] if "acme/app:1.0" in i["name"])
+    assert a["chain_ids"][0] == sha(BASE)
+    import hashlib
+    assert a["chain_ids"][1] == "sha256:" + hashlib.sha256(f"{sha(BASE)} {sha(APP)}".encode()).hexdigest()
+    d = write_docker(tmp_path / "d.tar", [Img(["acme/x:1"], T1, [BASE, APP], gzip=True)])
+    p = sub("validate", str(d))
+    assert p.returncode == 0, p.stdout + p.stderr
+
+
+def test_validate_reports_every_mismatch(tmp_path: Path) -> None:
+    img = Img(["docker.io/acme/bad:1"], T1, [BASE, APP, DB], gzip=True)
+    path = write_oci(tmp_path / "bad", [img])
+    blobs = path / "blobs" / "sha256"
+    # 1: same size, other bytes (digest mismatch, gzip still fine? no: garbage)
+    p1 = blobs / sha(img.blobs[0])[7:]
+    p1.write_bytes(gzip.compress(layer_tar({"other": b"x" * 3}), mtime=0)[: p1.stat().st_size].ljust(
+        p1.stat().st_size, b"\0"))
+    # 2: truncated
+    p2 = blobs / sha(img.blobs[2])[7:]
+    p2.write_bytes(p2.read_bytes()[:-10])
+    r = run("validate", str(path), "--json")
+    assert r.exit_code == 1
+    o = json.loads(r.stdout)
+    where = {f["where"] for f in o["findings"]}
+    assert f"blobs/sha256/{p1.name}" in where and f"blobs/sha256/{p2.name}" in where
+    msgs = " ".join(f["message"] for f in o["findings"])
+    assert "bytes; its descriptor says" in msgs and "hashes to" in msgs
+    p = sub("validate", str(path))
+    assert p.returncode == 1 and p.stdout.count("mismatch:") == len(o["findings"]) >= 3
+    assert "Traceback" not in p.stderr
+
+
+def test_validate_diff_id_mismatch_in_docker_tar(tmp_path: Path) -> None:
+    img = Img(["acme/x:1"], T1, [BASE, APP])
+    d = write_docker(tmp_path / "d.tar", [img])
+    import tarfile
+    with tarfile.open(d) as t:
+        members = {m.name: t.extractfile(m).read() for m in t.getmembers()}  # type: ignore[union-attr]
+    members["0-1/layer.tar"] = DB  # another layer where APP should be
+    out = tmp_path / "d2.tar"
+    import io
+    with tarfile.open(out, "w") as t:
+        for n, b in members.items():
+            ti = tarfile.TarInfo(n)
+            ti.size = len(b)
+            t.addfile(ti, io.BytesIO(b))
+    o = json.loads(run("validate", str(out), "--json").stdout)
+    assert o["ok"] is False
+    assert any("diff ID" in f["message"] and f["where"] == "0-1/layer.tar" for f in o["findings"])
+    assert any("chain ID" in f["message"] for f in o["findings"])

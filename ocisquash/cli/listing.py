@@ -185,3 +185,100 @@ def history(
                   r.created_by.replace("\t", " ") if no_trunc else listing.ellipsis(r.created_by, 45),
                   _size(r.size, r.size_exact), r.comment)
     _table_console().print(t)
+
+
+# ---------------------------------------------------------------------------------------------- analyze
+
+ANALYZE_HELP = (
+    "Show what each layer adds and how much of it later layers hide.\n\n"
+    "Per layer: the file bytes it adds, and the bytes of those files that a later layer overwrites or deletes "
+    "(a file overwritten twice counts once per hidden copy; a file still visible is not waste). The bar shows "
+    "# for bytes still visible and . for hidden bytes. The total is what squashing to one layer saves in "
+    "uncompressed file contents. Reads layer headers only (contents are skipped).\n\n"
+    "Examples:\n\n"
+    "  ocisquash analyze app.tar\n\n"
+    "  ocisquash analyze layout/ --image app:1.0 --top 20 --json"
+)
+
+
+@app.command("analyze", help=ANALYZE_HELP)
+def analyze(
+    path: str = typer.Argument(..., metavar="IMAGE", help="OCI layout dir, OCI tar, docker save tar, or -."),
+    image: str | None = common.IMAGE_OPTION,
+    platform: str | None = common.PLATFORM_OPTION,
+    top: int = typer.Option(10, "--top", min=0, max=20, help="How many of the largest hidden files to list (<= 20)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
+    limit: list[str] | None = common.LIMIT_OPTION,
+) -> None:
+    common.apply_limits(limit)
+    with open_source(path) as src:
+        img = src.choose(image, platform)
+        with common.progress(quiet) as prog:
+            prog.phase("reading layer headers", len(img.layers))
+            res = listing.analyze(img, top=top, on_layer=lambda i: prog.advance(1))
+    if json_out:
+        common.print_json(res.to_json())
+        return
+    t = _table("LAYER", "DIGEST", "ENTRIES", "ADDS", "HIDDEN LATER", "", right=("ENTRIES", "ADDS", "HIDDEN LATER"))
+    for ly in res.layers:
+        t.add_row(str(ly.index + 1), (ly.digest or "-").split(":", 1)[-1][:12], str(ly.entries),
+                  listing.human_size(ly.bytes_added),
+                  f"{listing.human_size(ly.hidden_bytes)} ({ly.hidden_files} files)", ly.bar())
+    c = _table_console()
+    c.print(f"{res.image} ({res.image_id.short()}): {len(res.layers)} layers")
+    c.print(t)
+    if res.largest_hidden:
+        h = _table("LARGEST HIDDEN FILES", "SIZE", "LAYER", right=("SIZE", "LAYER"))
+        for p, size, layer in res.largest_hidden:
+            h.add_row(p, listing.human_size(size), str(layer + 1))
+        c.print()
+        c.print(h)
+    c.print()
+    remain = listing.human_size(res.bytes_added - res.wasted_bytes)
+    c.print(f"a squash would drop {res.wasted_files} hidden files: {listing.human_size(res.wasted_bytes)} of "
+            f"{listing.human_size(res.bytes_added)} file contents ({remain} remain)")
+
+
+# ---------------------------------------------------------------------------------------------- validate
+
+VALIDATE_HELP = (
+    "Check every image of an input: recompute each blob's size and digest, decompress every layer and "
+    "compare its diff ID, compute chain IDs, and check that every blob hashes to its own name.\n\n"
+    "Reports every mismatch, not just the first. Exit status 0: clean; 1: mismatches found.\n\n"
+    "Examples:\n\n"
+    "  ocisquash validate app.tar\n\n"
+    "  ocisquash validate layout/ --json | jq .findings"
+)
+
+
+@app.command("validate", help=VALIDATE_HELP)
+def validate(
+    path: str = typer.Argument(..., metavar="PATH", help="OCI layout dir, OCI tar, docker save tar, or -."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary; only the exit status "
+                                                            "and the findings."),
+    limit: list[str] | None = common.LIMIT_OPTION,
+) -> None:
+    common.apply_limits(limit)
+    with open_source(path) as src, common.progress(quiet) as prog:
+        prog.phase("validating", listing.total_bytes(src))
+        res = listing.validate(src, on_bytes=prog.advance)
+    if json_out:
+        common.print_json(res.to_json())
+    else:
+        c = _table_console()
+        for f in res.findings:
+            c.print(f"[red]mismatch:[/] {_esc(f.where)}: {_esc(f.message)}")
+        if not quiet:
+            state = "[green]ok[/]" if res.ok else f"[red]{len(res.findings)} problem(s)[/]"
+            c.print(f"{_esc(res.label)}: {len(res.images)} image(s), {res.blobs_checked} blobs, "
+                    f"{listing.human_size(res.bytes_read)} read: {state}")
+    if not res.ok:
+        raise typer.Exit(1)
+
+
+def _esc(text: str) -> str:
+    from rich.markup import escape
+
+    return escape(text)
