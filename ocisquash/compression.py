@@ -174,6 +174,78 @@ class _ErrorMapping:
             self._inner.close()
 
 
+_ZSTD_MAGIC = 0xFD2FB528
+
+
+class _ZstdFrameCheck:
+    """Passes zstd bytes through while walking the frame and block headers (it jumps over block contents, so
+    it costs nothing), and raises EOFError when the input ends inside a frame: python-zstandard's reader
+    silently returns what it has at such an EOF, so a truncated stream would pass for a short one."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._state = "magic"  # the header being collected next: magic, skipsize, fhd, block
+        self._hdr = bytearray()
+        self._skip = 0
+        self._checksum = False
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self._raw.read(n)
+        if data:
+            self._scan(data)
+        elif self._state != "magic" or self._hdr or self._skip:
+            raise EOFError("zstd stream ends inside a frame")
+        return data
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def _scan(self, data: bytes) -> None:
+        i, n = 0, len(data)
+        while i < n:
+            if self._skip:
+                k = min(self._skip, n - i)
+                self._skip -= k
+                i += k
+                continue
+            need = {"magic": 4, "skipsize": 4, "fhd": 1, "block": 3}[self._state]
+            k = min(need - len(self._hdr), n - i)
+            self._hdr += data[i:i + k]
+            i += k
+            if len(self._hdr) == need:
+                self._advance(int.from_bytes(self._hdr, "little"))
+                self._hdr.clear()
+
+    def _advance(self, v: int) -> None:
+        if self._state == "magic":
+            if v == _ZSTD_MAGIC:
+                self._state = "fhd"
+            elif v & 0xFFFFFFF0 == 0x184D2A50:
+                self._state = "skipsize"
+            else:
+                raise ValueError("not a zstd frame")
+        elif self._state == "skipsize":
+            self._skip, self._state = v, "magic"
+        elif self._state == "fhd":
+            fcs, single, did = v >> 6, (v >> 5) & 1, v & 3
+            self._checksum = bool(v & 4)
+            self._skip = (0 if single else 1) + (0, 1, 2, 4)[did] + ((1 if single else 0), 2, 4, 8)[fcs]
+            self._state = "block"
+        else:
+            last, btype, size = v & 1, (v >> 1) & 3, v >> 3
+            if btype == 3:
+                raise ValueError("reserved zstd block type")
+            self._skip = 1 if btype == 1 else size
+            if last:
+                self._skip += 4 if self._checksum else 0
+                self._state = "magic"
+
+
 def decompressing_reader(raw: IO[bytes] | BinaryIO, what: str, codec: Codec | None = None) -> BinaryIO:
     """A reader of the decompressed bytes of ``raw``, sniffing the codec when ``codec`` is None."""
     head = _read_head(raw)
@@ -187,7 +259,8 @@ def decompressing_reader(raw: IO[bytes] | BinaryIO, what: str, codec: Codec | No
     if sniffed is Codec.GZIP:
         inner = igzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[no-untyped-call]
     elif sniffed is Codec.ZSTD:
-        inner = zstandard.ZstdDecompressor().stream_reader(cast(BinaryIO, src), read_across_frames=True, closefd=False)
+        inner = zstandard.ZstdDecompressor().stream_reader(cast(BinaryIO, _ZstdFrameCheck(src)),
+                                                           read_across_frames=True, closefd=False)
     elif sniffed is Codec.BZIP2:
         inner = bz2.BZ2File(cast(BinaryIO, src), "rb")
     else:
