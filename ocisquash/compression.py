@@ -16,6 +16,7 @@ from contextlib import contextmanager, suppress
 from typing import IO, Any, BinaryIO, cast
 
 import isal.igzip as igzip
+import isal.igzip_lib as igzip_lib
 import isal.igzip_threaded as igzip_threaded
 import magic
 import zstandard
@@ -155,7 +156,7 @@ class _ErrorMapping:
             return cast(bytes, self._inner.read(n))
         except FormatError:
             raise
-        except (EOFError, OSError, ValueError, lzma.LZMAError, zstandard.ZstdError) as e:
+        except (EOFError, OSError, ValueError, lzma.LZMAError, zstandard.ZstdError, igzip_lib.IsalError) as e:  # type: ignore[misc]
             msg = str(e) or type(e).__name__
             if isinstance(e, EOFError):
                 msg = "truncated stream (ended before the end marker)"
