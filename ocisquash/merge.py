@@ -356,7 +356,7 @@ class _Reader:
         self.src = src
         self.limits = limits
         self.label = src.label
-        self.names: dict[str, str] = {}  # interned uname/gname strings
+        self.names: dict[bytes, tuple[str, str]] = {}  # decoded uname/gname, shared between entries
 
     def _bad(self, what: str) -> FormatError:
         return FormatError(f"layer {self.label}: {what}")
@@ -396,8 +396,12 @@ class _Reader:
                     return
                 raise self._bad("invalid tar (a single zero block followed by data)")
             try:
-                chk = _octal(block[148:156])
-                size = _octal(block[124:136])
+                try:
+                    chk = int(block[148:156].rstrip(b"\x00 ") or b"0", 8)
+                    size = int(block[124:136].rstrip(b"\x00") or b"0", 8)
+                except ValueError:
+                    chk = _octal(block[148:156])
+                    size = _octal(block[124:136])
             except ValueError:
                 raise self._bad("invalid tar header (bad number field)") from None
             unsigned = sum(block) - sum(block[148:156]) + 256
@@ -429,12 +433,19 @@ class _Reader:
         self, block: bytes, size: int, pax: dict[str, str] | None,
         longname: bytes | None, longlink: bytes | None,
     ) -> _Hdr:
+        type_ = chr(block[156])
         try:
-            mode = _octal(block[100:108]) & 0o7777
-            uid = _octal(block[108:116])
-            gid = _octal(block[116:124])
-            mtime: int | str = _octal(block[136:148])
-            dev = (_octal(block[329:337]), _octal(block[337:345]))
+            try:  # the common case: plain octal digits, NUL- or space-terminated
+                mode = int(block[100:108].rstrip(b"\x00") or b"0", 8) & 0o7777
+                uid = int(block[108:116].rstrip(b"\x00") or b"0", 8)
+                gid = int(block[116:124].rstrip(b"\x00") or b"0", 8)
+                mtime: int | str = int(block[136:148].rstrip(b"\x00") or b"0", 8)
+            except ValueError:  # base-256, embedded NULs: the general parser
+                mode = _octal(block[100:108]) & 0o7777
+                uid = _octal(block[108:116])
+                gid = _octal(block[116:124])
+                mtime = _octal(block[136:148])
+            dev = (_octal(block[329:337]), _octal(block[337:345])) if type_ in "34" else (0, 0)
         except ValueError:
             raise self._bad("invalid tar header (bad number field)") from None
         raw = _cstr(block[0:100])
@@ -444,9 +455,12 @@ class _Reader:
                 raw = prefix + b"/" + raw
         name = _decode(longname if longname is not None else raw)
         linkname = _decode(longlink if longlink is not None else _cstr(block[157:257]))
-        uname = _decode(_cstr(block[265:297]))
-        gname = _decode(_cstr(block[297:329]))
-        type_ = chr(block[156])
+        ids = self.names
+        raw_ids = block[265:329]
+        both = ids.get(raw_ids)
+        if both is None:
+            both = ids[raw_ids] = (_decode(_cstr(block[265:297])), _decode(_cstr(block[297:329])))
+        uname, gname = both
         extra: tuple[tuple[str, str], ...] | None = None
         if pax:
             rest: list[tuple[str, str]] = []
@@ -488,9 +502,6 @@ class _Reader:
             raise self._bad(f"{name!r}: NUL in a member name")
         if len(name) > self.limits.max_path or len(linkname) > self.limits.max_path:
             raise limits_mod.exceeded("max_path", f"layer {self.label}: a member name or link target is too long")
-        names = self.names
-        uname = names.setdefault(uname, uname)
-        gname = names.setdefault(gname, gname)
         if type_ in _HEADER_ONLY:
             size = 0  # Go: no data follows these types, whatever the size field says
         elif type_ not in _REGULAR:
@@ -868,6 +879,73 @@ def _diff(final: _Dir, parent: _Dir) -> MergePlan:
 _WHITEOUT_META: _Meta = (0o644, 0, 0, "", "", 0, None)
 
 
+def _tobuf(
+    name: str, type_: str, meta: _Meta, size: int, linkname: str, dev: tuple[int, int] | None
+) -> bytes:
+    ti = tarfile.TarInfo(name)
+    ti.type = type_.encode()
+    mode, ti.uid, ti.gid, ti.uname, ti.gname, mtime, extra = meta
+    ti.mode = mode
+    pax = dict(extra) if extra else {}
+    if isinstance(mtime, str):
+        # keep the exact PAX text (nanoseconds would not survive a float); the ustar field gets
+        # the whole seconds
+        pax["mtime"] = mtime
+        ti.mtime = int(mtime.split(".", 1)[0] or "0")
+    else:
+        ti.mtime = mtime
+    ti.pax_headers = pax
+    ti.size = size
+    ti.linkname = linkname
+    if dev is not None:
+        ti.devmajor, ti.devminor = dev
+    return ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+
+
+_USTAR_MAGIC = b"ustar\x0000"
+_MAX7 = 8**7
+_MAX11 = 8**11
+
+
+def _ustar(
+    name: str, type_: str, meta: _Meta, size: int, linkname: str, dev: tuple[int, int] | None
+) -> bytes | None:
+    """The header ``_tobuf`` gives, built directly when no PAX record is needed (most entries).
+
+    Byte-identical to ``TarInfo.tobuf(PAX_FORMAT)`` for those (tested), at a fraction of the cost.
+    """
+    mode, uid, gid, uname, gname, mtime, extra = meta
+    if extra or type(mtime) is not int or not (0 <= mtime < _MAX11 and 0 <= size < _MAX11):
+        return None
+    if not (0 <= uid < _MAX7 and 0 <= gid < _MAX7):
+        return None
+    if type_ == "5":
+        name += "/"
+    if not (name.isascii() and linkname.isascii() and uname.isascii() and gname.isascii()):
+        return None
+    if len(name) > 100 or len(linkname) > 100 or len(uname) > 32 or len(gname) > 32:
+        return None
+    if type_ in "34":
+        major, minor = dev if dev is not None else (0, 0)
+        if not (0 <= major < _MAX7 and 0 <= minor < _MAX7):
+            return None
+        devs = b"%07o\x00%07o\x00" % (major, minor)
+    else:
+        devs = bytes(16)
+    h = bytearray(512)
+    h[0 : len(name)] = name.encode()
+    h[100:148] = b"%07o\x00%07o\x00%07o\x00%011o\x00%011o\x00" % (mode & 0o7777, uid, gid, size, mtime)
+    h[148:156] = b"        "
+    h[156] = ord(type_)
+    h[157 : 157 + len(linkname)] = linkname.encode()
+    h[257:265] = _USTAR_MAGIC
+    h[265 : 265 + len(uname)] = uname.encode()
+    h[297 : 297 + len(gname)] = gname.encode()
+    h[329:345] = devs
+    h[148:155] = b"%06o\x00" % sum(h)
+    return bytes(h)
+
+
 class _Writer:
     def __init__(self, out: BinaryIO, stats: WriteStats) -> None:
         self.out = out
@@ -890,24 +968,8 @@ class _Writer:
         self, name: str, type_: str, meta: _Meta, *, size: int = 0, linkname: str = "",
         dev: tuple[int, int] | None = None,
     ) -> None:
-        ti = tarfile.TarInfo(name)
-        ti.type = type_.encode()
-        mode, ti.uid, ti.gid, ti.uname, ti.gname, mtime, extra = meta
-        ti.mode = mode
-        pax = dict(extra) if extra else {}
-        if isinstance(mtime, str):
-            # keep the exact PAX text (nanoseconds would not survive a float); the ustar field gets
-            # the whole seconds
-            pax["mtime"] = mtime
-            ti.mtime = int(mtime.split(".", 1)[0] or "0")
-        else:
-            ti.mtime = mtime
-        ti.pax_headers = pax
-        ti.size = size
-        ti.linkname = linkname
-        if dev is not None:
-            ti.devmajor, ti.devminor = dev
-        self.buf += ti.tobuf(tarfile.PAX_FORMAT, "utf-8", "surrogateescape")
+        fast = _ustar(name, type_, meta, size, linkname, dev)
+        self.buf += fast if fast is not None else _tobuf(name, type_, meta, size, linkname, dev)
         self.stats.entries += 1
         if len(self.buf) >= _COPY:
             self.flush()
