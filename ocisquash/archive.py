@@ -10,6 +10,7 @@ regular files, so a layout cannot point a reader outside itself.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import posixpath
 import stat
@@ -212,10 +213,8 @@ class TarTree:
 
     def close(self) -> None:
         if self._temp:
-            try:
+            with contextlib.suppress(OSError):
                 os.unlink(self.path)
-            except OSError:
-                pass
 
 
 class DirTree:

@@ -8,6 +8,7 @@ read is checked against its descriptor's size and digest.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 
 from ocisquash import limits, model
@@ -38,8 +39,9 @@ def read_blob(tree: Tree, desc: Descriptor, what: str, max_size: int | None = No
         raise MissingBlob(f"{tree.label}: {what} {desc.digest} is missing")
     data = tree.read(path, cap)
     if len(data) != desc.size:
-        raise DigestMismatch(f"{tree.label}: {what} {desc.digest} is {len(data)} bytes, its descriptor says {desc.size}")
-    got = Digest("sha256", __import__("hashlib").new(desc.digest.algorithm, data).hexdigest())
+        raise DigestMismatch(f"{tree.label}: {what} {desc.digest} is {len(data)} bytes, "
+                             f"its descriptor says {desc.size}")
+    got = Digest(desc.digest.algorithm, hashlib.new(desc.digest.algorithm, data).hexdigest())
     if got.encoded != desc.digest.encoded:
         raise DigestMismatch(f"{tree.label}: {what} {desc.digest} does not match its content "
                              f"({desc.digest.algorithm}:{got.encoded})")
