@@ -18,6 +18,7 @@ from __future__ import annotations
 import heapq
 import io
 import tarfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import BinaryIO
@@ -404,11 +405,17 @@ class _Reader:
                     size = _octal(block[124:136])
             except ValueError:
                 raise self._bad("invalid tar header (bad number field)") from None
-            unsigned = sum(block) - sum(block[148:156]) + 256
-            if chk != unsigned and chk != unsigned - 2 * sum(b for b in block if b > 127) + 2 * sum(
-                b for b in block[148:156] if b > 127
-            ):
-                raise self._bad("invalid tar header (checksum mismatch)")
+            # The checksum is the byte sum with its own field read as spaces. Adler-32's low half is
+            # 1 + that byte sum mod 65521, computed in C: a congruence check first, exact sums only
+            # on a mismatch (signed-byte checksums, or a corrupt header).
+            field = sum(block[148:156])
+            if (chk - 256 + field - (zlib.adler32(block) & 0xFFFF) + 1) % 65521:
+                unsigned = sum(block) - field + 256
+                signed = unsigned - 2 * sum(b for b in block if b > 127) + 2 * sum(
+                    b for b in block[148:156] if b > 127
+                )
+                if chk not in (unsigned, signed):
+                    raise self._bad("invalid tar header (checksum mismatch)")
             if size < 0:
                 raise self._bad("invalid tar header (negative size)")
             t = block[156]
@@ -514,8 +521,8 @@ def _components(name: str) -> list[str] | None:
 
     Returns the components (empty for the root), or None when the name escapes the root.
     """
-    if "." not in name and "//" not in name and not name.startswith("/") and not name.endswith("/"):
-        return name.split("/")
+    if "/." not in name and "//" not in name and name[:1] not in "./" and not name.endswith("/"):
+        return name.split("/")  # nothing to clean (the common case)
     out: list[str] = []
     for c in name.split("/"):
         if c == "" or c == ".":
@@ -550,6 +557,14 @@ class _Applier:
         Returns the real components and the node there (None when it does not exist, or lies below
         something that is not a directory).
         """
+        cur = self.root
+        for c in comps:  # fast path: every component is an existing directory
+            node = cur.children.get(c)
+            if type(node) is not _Dir:
+                break
+            cur = node
+        else:
+            return list(comps), cur
         root = self.root
         names: list[str] = []
         nodes: list[_Node | None] = []
@@ -564,8 +579,8 @@ class _Applier:
                     names.pop()
                     nodes.pop()
                 continue
-            cur = nodes[-1] if nodes else root
-            node = cur.children.get(c) if type(cur) is _Dir else None
+            here = nodes[-1] if nodes else root
+            node = here.children.get(c) if type(here) is _Dir else None
             if type(node) is _Ino and node.kind == "2":
                 hops += 1
                 if hops > self.limits.max_symlink_hops:
