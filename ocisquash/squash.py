@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
+import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -128,13 +129,10 @@ def squashed_config(image: Image, keep: int, new_diff_id: Digest, created: dt.da
         seen = 0
         for h in history:
             h = dict(h) if isinstance(h, dict) else h
-            if isinstance(h, dict):
-                empty = h.get("empty_layer") is True
-                if not empty:
-                    seen += 1
-                if seen > keep or (empty and seen >= keep and keep < len(image.layers)):
-                    if not empty:
-                        h["empty_layer"] = True
+            if isinstance(h, dict) and h.get("empty_layer") is not True:
+                seen += 1
+                if seen > keep:
+                    h["empty_layer"] = True
             out.append(h)
         out.append({"created": when, "created_by": "ocisquash squash", "comment": comment})
         obj["history"] = out
@@ -145,7 +143,8 @@ def layer_inputs(image: Image) -> list[merge.LayerInput]:
     return [merge.LayerInput(label=ly.what, open=ly.open, open_scan=ly.open_scan) for ly in image.layers]
 
 
-def _parent_diff_ids(opts: SquashOptions, src_path: str) -> list[Digest] | None:
+def _parent_diff_ids(opts: SquashOptions, src_path: str) -> tuple[list[Digest], Digest] | None:
+    """The ``--parent`` image's diff IDs and its image ID (what ``docker build --squash`` names it by)."""
     if opts.parent is None:
         return None
     ref = opts.parent
@@ -163,7 +162,7 @@ def _parent_diff_ids(opts: SquashOptions, src_path: str) -> list[Digest] | None:
             tail = tail2 + ":" + tail
     with open_source(path) as ps:
         parent = ps.choose(name, opts.platform)
-    return list(parent.config.diff_ids)
+    return list(parent.config.diff_ids), parent.id
 
 
 def squash(src_path: str, dest: str | None, opts: SquashOptions,
@@ -174,7 +173,8 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
     codec = compression.parse_codec(opts.compression)
     level = compression.check_level(codec, opts.level)
     created = parse_timestamp(opts.timestamp)
-    parent_ids = _parent_diff_ids(opts, src_path)
+    parent = _parent_diff_ids(opts, src_path)
+    parent_ids = parent[0] if parent is not None else None
     with open_source(src_path) as src:
         image = src.choose(opts.image, opts.platform)
         image.check_consistent()
@@ -189,9 +189,7 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
         stats = plan_totals(plan)
         same_layout = dest is not None and os.path.isdir(dest) and os.path.isdir(src_path) and \
             os.path.samefile(dest, src_path)
-        tags = output_tags(image.names, opts.tags)
-        if same_layout and not opts.tags:
-            tags = [_default_layout_tag(image)]
+        tags = _layout_tags(image, opts.tags) if same_layout else output_tags(image.names, opts.tags)
         report = Report(
             image=image.label, output=dest, squashed=not nothing, layers_before=n,
             layers_after=n if nothing else keep + 1, kept_layers=keep,
@@ -226,7 +224,8 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
                 new_layers = [transfer.OutLayer("copy", ly) for ly in image.layers[:keep]]
                 new_layers.append(transfer.OutLayer("generate", codec=codec, level=level, produce=produce))
                 results: list[transfer.LayerResult] = []
-                written = _write_squashed(out, image, keep, new_layers, tags, created, opts, parent_ids, results)
+                written = _write_squashed(out, image, keep, new_layers, tags, created, opts,
+                                          parent[1] if parent is not None else None, results)
                 report.bytes_after_compressed = sum(r.descriptor.size for r in results)
                 kept_unc = sum(r.uncompressed_size or 0 for r in results[:-1])
                 report.bytes_after_uncompressed = kept_unc + (results[-1].uncompressed_size or 0)
@@ -241,13 +240,32 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
     return report
 
 
+_LAYOUT_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
+
+
+def _layout_tags(image: Image, tags: list[str]) -> list[str]:
+    """Tags for the squashed image beside the original in its own layout.
+
+    A bare ``--tag flat`` is the layout tag ``flat`` itself: read as the name ``flat:latest`` its
+    ref.name would be ``latest`` and take the original's entry away. ``name:tag`` keeps its meaning.
+    """
+    if not tags:
+        return [_default_layout_tag(image)]
+    bare = [t for t in tags if "/" not in t and ":" not in t]
+    for t in bare:
+        if not _LAYOUT_TAG.match(t):
+            raise UsageError(f"--tag {t!r} is not a valid tag")
+    named = [t for t in tags if t not in bare]
+    return list(dict.fromkeys(bare + (output_tags([], named) if named else [])))
+
+
 def _default_layout_tag(image: Image) -> str:
     # The original keeps its tag in the same layout; the squashed image sits beside it.
     return (image.names[0] if image.names else "image") + "-squashed"
 
 
 def _write_squashed(out: sink.Sink, image: Image, keep: int, layers: list[transfer.OutLayer], tags: list[str],
-                    created: dt.datetime, opts: SquashOptions, parent_ids: list[Digest] | None,
+                    created: dt.datetime, opts: SquashOptions, parent_id: Digest | None,
                     results: list[transfer.LayerResult]) -> sink.WrittenImage:
     docker_family = bool(image.manifest and image.manifest.is_docker and out.docker)
     for ol in layers:
@@ -257,18 +275,12 @@ def _write_squashed(out: sink.Sink, image: Image, keep: int, layers: list[transf
         comment = opts.message
     elif keep == 0:
         comment = f"create new from {image.id}"
-    elif parent_ids is not None:
-        comment = f"merge {image.id} to {_chain_top(parent_ids)}"
+    elif parent_id is not None:
+        comment = f"merge {image.id} to {parent_id}"
     else:
         comment = f"merge {image.id} to layer {keep} ({image.config.diff_ids[keep - 1]})"
     cfg = squashed_config(image, keep, new_diff, created, comment)
     return transfer.finish_image(out, image, results, cfg, tags, docker_family)
-
-
-def _chain_top(ids: list[Digest]) -> Digest:
-    from ocisquash.digest import chain_ids
-
-    return chain_ids(ids)[-1]
 
 
 def plan_totals(plan: Any) -> dict[str, int]:
