@@ -27,7 +27,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 # Bump when the recipe changes: the cache is keyed by it.
-IMAGE_VERSION = "v1"
+IMAGE_VERSION = "v2"
 TAG = "latest"
 DOCKER_NAME = "ocisquash-bench/{kind}:latest"
 MAX_FILE = 16 << 20  # skip single source files bigger than this (keeps the mix file-heavy)
@@ -170,9 +170,9 @@ def large_layers(scale: float) -> list[tuple[str, Callable[[Path], None]]]:
         share = rootfs / "usr/share"
         share.mkdir(parents=True)
         # Real /usr/share trees, lots of small files; doc and locale get deleted later.
-        for name, budget in (("doc", 40 * MB), ("locale", 30 * MB), ("man", 25 * MB),
-                             ("perl", 20 * MB), ("i18n", 15 * MB), ("zoneinfo", 5 * MB),
-                             ("mime", 5 * MB), ("misc", 5 * MB), ("vim", 20 * MB), ("icons", 15 * MB)):
+        for name, budget in (("doc", 16 * MB), ("locale", 16 * MB), ("man", 10 * MB),
+                             ("perl", 10 * MB), ("i18n", 8 * MB), ("zoneinfo", 4 * MB),
+                             ("mime", 3 * MB), ("misc", 2 * MB), ("vim", 6 * MB), ("icons", 5 * MB)):
             src = Path("/usr/share") / name
             fill([src], share, b(budget), seed=hash_seed(name), synth=share / name / "synthetic")
         etc = rootfs / "etc"
@@ -186,7 +186,7 @@ def large_layers(scale: float) -> list[tuple[str, Callable[[Path], None]]]:
         dest = rootfs / "usr/local/lib"
         dest.mkdir(parents=True)
         py = dest / "python3.11"
-        fill([std], dest, b(110 * MB), seed=2, skip=lambda p: p.name == "site-packages",
+        fill([std], dest, b(170 * MB), seed=2, skip=lambda p: p.name == "site-packages",
              synth=py / "synthetic")
         if std.name != py.name and (dest / std.name).exists():
             (dest / std.name).rename(py)
@@ -206,7 +206,7 @@ def large_layers(scale: float) -> list[tuple[str, Callable[[Path], None]]]:
         opt = rootfs / "opt/toolchain"
         opt.mkdir(parents=True)
         fill([Path("/usr/lib/gcc"), Path("/usr/lib/llvm-14"), Path("/usr/lib/jvm")], opt,
-             b(150 * MB), seed=3, binary=True)
+             b(180 * MB), seed=3, binary=True)
         py = rootfs / "usr/local/lib/python3.11"
         fill([site], py, b(50 * MB), seed=4, skip=lambda p: p.name == "__pycache__",
              synth=py / site.name / "synthetic")

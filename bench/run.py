@@ -428,13 +428,15 @@ def table_rows(rows: list[Row], by: dict[str, Row]) -> list[list[str]]:
             continue
         outb = r.med("out_bytes") if any(s.out_bytes is not None for s in r.samples) else None
         status = f"skipped: {r.skip}" if r.skip else (r.failure or "ok")
-        out.append([r.name, fmt(r.med("wall"), ".2f"), fmt(r.med("cpu"), ".2f"), fmt(r.med("rss_mb"), ".1f"),
+        walls = [s.wall for s in r.samples if s.rc == 0]
+        out.append([r.name, fmt(r.med("wall"), ".2f"), fmt(min(walls, default=None), ".2f"),
+                    fmt(r.med("cpu"), ".2f"), fmt(r.med("rss_mb"), ".1f"),
                     fmt(outb / 1e6 if outb is not None else None, ".0f"), fmt(r.med("others_cpu"), ".1f"),
                     ratios(r, by), status])
     return out
 
 
-HEAD = ["row", "wall s", "cpu s", "RSS MB", "out MB", "others cpu s", "vs reference (wall)", "status"]
+HEAD = ["row", "wall s", "min wall s", "cpu s", "RSS MB", "out MB", "others cpu s", "vs reference (wall)", "status"]
 
 
 def print_table(rows: list[Row], by: dict[str, Row], res: list[dict[str, Any]], title: str) -> None:
@@ -448,7 +450,7 @@ def print_table(rows: list[Row], by: dict[str, Row], res: list[dict[str, Any]], 
         con = Console(width=max(150, shutil.get_terminal_size().columns))
         t = Table(title=title, title_justify="left")
         for i, h in enumerate(HEAD):
-            t.add_column(h, justify="right" if 0 < i < 6 else "left", overflow="fold")
+            t.add_column(h, justify="right" if 0 < i < 7 else "left", overflow="fold")
         for b in body:
             t.add_row(*b)
         con.print(t)
@@ -459,7 +461,7 @@ def print_table(rows: list[Row], by: dict[str, Row], res: list[dict[str, Any]], 
     widths = [max(len(h), *(len(b[i]) for b in body)) for i, h in enumerate(HEAD)]
     print(title)
     for line in [HEAD, *body]:
-        print("  ".join(c.rjust(w) if 0 < i < 6 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths,
+        print("  ".join(c.rjust(w) if 0 < i < 7 else c.ljust(w) for i, (c, w) in enumerate(zip(line, widths,
                                                                                                strict=True))))
     for c in res:
         print(f"{c['status']:<4} {c['check']}  ({c['detail']})")
