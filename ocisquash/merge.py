@@ -681,7 +681,11 @@ class _Applier:
             st.files_added += 1
             st.bytes_added += h.size
         if not comps:
-            return  # the root itself: containerd and moby skip it
+            # The root itself: containerd and moby skip it, but umoci (the oracle) gives the rootfs a
+            # directory entry's mode, owner and times (checked with `umoci raw add-layer`), so keep them.
+            if h.type == "5":
+                self.root.meta = h.meta
+            return
         if comps[0] in _AUFS:
             return  # AUFS metadata, not content
         base = comps[-1]
@@ -830,7 +834,7 @@ def _diff(final: _Dir, parent: _Dir) -> MergePlan:
     whiteouts = 0
     # Depth-first pre-order with sorted children: each directory right before its subtree, so
     # parents come before children; its whiteouts follow it.
-    stack: list[tuple[str, _Dir, _Dir | None, bool]] = [("", final, parent, False)]
+    stack: list[tuple[str, _Dir, _Dir | None, bool]] = [("", final, parent, final.meta != parent.meta)]
     while stack:
         path, fd, pd, emit = stack.pop()
         if emit:
@@ -1026,7 +1030,7 @@ def write(
     w = _Writer(out, stats)
     for tag, path, meta in plan._head:
         if tag == "5":
-            w.header(path, "5", meta if meta is not None else _IMPLICIT)
+            w.header(path or "./", "5", meta if meta is not None else _IMPLICIT)
         else:
             w.header(path, "0", _WHITEOUT_META)
     for body, ino, links in plan._specials:

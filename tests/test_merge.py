@@ -611,3 +611,18 @@ def test_fast_ustar_headers_equal_tobuf(type_: str, name: str, link: str, dev: t
     assert merge._ustar("a", "0", (0o644, 8**7, 0, "", "", 0, None), 0, "", None) is None
     assert merge._ustar("a", "0", (0o644, 0, 0, "", "", "1.5", None), 0, "", None) is None
     assert merge._ustar("a", "0", (0o644, 0, 0, "", "", 0, (("SCHILY.xattr.a", "b"),)), 0, "", None) is None
+
+
+def test_root_entry_attributes_are_kept_like_umoci() -> None:
+    # umoci gives the rootfs a "./" directory entry's mode and owner (checked with umoci raw
+    # add-layer); the merged layer must carry the last one, and only when it differs from the parent's.
+    tars = [
+        layer(d("./", mode=0o700, uid=1000, gid=1000), f("a", b"1")),
+        layer(f("b", b"2")),
+    ]
+    roots = [m for m in members(squash(tars)) if m.name in ("./", ".", "")]
+    assert len(roots) == 1 and roots[0].mode & 0o7777 == 0o700 and (roots[0].uid, roots[0].gid) == (1000, 1000)
+    assert not [m for m in members(squash(tars, 1)) if m.name in ("./", ".", "")]
+    tars.append(layer(d("./", mode=0o750)))
+    roots = [m for m in members(squash(tars, 1)) if m.name in ("./", ".", "")]
+    assert len(roots) == 1 and roots[0].mode & 0o7777 == 0o750
