@@ -15,6 +15,7 @@ import re
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from typing import Any, BinaryIO
 
 from ocisquash import compression, merge, model, sink, transfer
@@ -139,8 +140,14 @@ def squashed_config(image: Image, keep: int, new_diff_id: Digest, created: dt.da
     return model.canonical_json(obj)
 
 
-def layer_inputs(image: Image) -> list[merge.LayerInput]:
-    return [merge.LayerInput(label=ly.what, open=ly.open, open_scan=ly.open_scan) for ly in image.layers]
+def layer_inputs(image: Image, *, verify_scan: bool = True) -> list[merge.LayerInput]:
+    """The merge's view of the layers. ``verify_scan=False`` when every layer is read again, verified,
+    before the output is published (kept layers are copied, squashed ones merged): the header pass
+    then skips hashing, so each layer is hashed once."""
+    return [
+        merge.LayerInput(label=ly.what, open=ly.open, open_scan=partial(ly.open_scan, verify=verify_scan))
+        for ly in image.layers
+    ]
 
 
 def _parent_diff_ids(opts: SquashOptions, src_path: str) -> tuple[list[Digest], Digest] | None:
@@ -181,7 +188,7 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
         keep = resolve_cut(image, opts.from_layer, parent_ids)
         n = len(image.layers)
         before_c = sum(ly.size for ly in image.layers)
-        inputs = layer_inputs(image)
+        inputs = layer_inputs(image, verify_scan=opts.dry_run or dest is None)
         nothing = n - keep <= 1
         if on_phase:
             on_phase("reading layers", None)
