@@ -352,6 +352,14 @@ def blob(oci: Path, digest: str) -> Path:
     return oci / "blobs" / algo / hexd
 
 
+def prune(cache: Path) -> None:
+    """Remove images cached by older recipe versions."""
+    for d in cache.glob("v*-*"):
+        if d.is_dir() and not d.name.startswith(f"{IMAGE_VERSION}-"):
+            log(f"removing {d} (built by an older recipe)")
+            shutil.rmtree(d, ignore_errors=True)
+
+
 def ensure_built(cache: Path, kind: str, scale: float = 1.0) -> dict[str, object]:
     """The cached image ``kind`` ("large" or "tiny"), built on first use; returns its info dict."""
     key = f"{IMAGE_VERSION}-{kind}" + (f"-x{scale:g}" if scale != 1.0 else "")

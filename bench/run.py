@@ -324,6 +324,8 @@ def make_rows(squash: list[str], big: dict[str, Any], tiny: dict[str, Any], work
             o / "sq-zstd.oci", [oci]),
         Row("sq-dry", "ocisquash squash IN.oci OUT --dry-run",
             [*squash, "squash", str(oci), str(o / "sq-dry.oci"), "--dry-run", "-q"], o / "sq-dry.oci", [oci]),
+        Row("startup", "ocisquash --version (interpreter + imports: in every ocisquash row)",
+            [*squash, "--version"], None, []),
         Row("images-oci", "ocisquash images IN.oci", [*squash, "images", str(oci)], None, [oci]),
         Row("images-docker", "ocisquash images IN.docker.tar", [*squash, "images", str(docker)], None,
             [docker]),
@@ -447,7 +449,7 @@ def print_table(rows: list[Row], by: dict[str, Row], res: list[dict[str, Any]], 
     except ImportError:
         Console = None  # type: ignore[assignment, misc]
     if Console is not None:
-        con = Console(width=max(150, shutil.get_terminal_size().columns))
+        con = Console(width=max(160, shutil.get_terminal_size().columns))
         t = Table(title=title, title_justify="left")
         for i, h in enumerate(HEAD):
             t.add_column(h, justify="right" if 0 < i < 7 else "left", overflow="fold")
@@ -525,6 +527,7 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 2
     CACHE.mkdir(exist_ok=True)
+    imagebuild.prune(CACHE)
     big = (imagebuild.ensure_external(CACHE, args.image_dir) if args.image_dir
            else imagebuild.ensure_built(CACHE, "large", args.scale))
     tiny = imagebuild.ensure_built(CACHE, "tiny")
