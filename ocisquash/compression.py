@@ -304,8 +304,12 @@ def compressing_writer(raw: IO[bytes] | BinaryIO | Any, codec: Codec, level: int
         finally:
             gz.close()
         return
-    # zstd output is the same for any worker count >= 1, but differs with 0 workers: keep >= 1.
-    cctx = zstandard.ZstdCompressor(level=lvl, threads=max(1, threads), write_checksum=False)
+    # zstd output is the same for any worker count >= 1 (it differs with 0 workers), and 1 MiB jobs
+    # keep the workers' buffers small: measured on 300 MB, 2 workers take 27 MB RSS with 1 MiB jobs
+    # and 75 MB with the default job size, at the same speed.
+    params = zstandard.ZstdCompressionParameters.from_level(lvl, threads=max(1, threads), job_size=1 << 20,
+                                                           write_checksum=False)
+    cctx = zstandard.ZstdCompressor(compression_params=params)
     zw: Any = cctx.stream_writer(raw, closefd=False)
     try:
         yield cast(BinaryIO, zw)

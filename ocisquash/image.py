@@ -51,7 +51,10 @@ class Layer:
 
         With ``prefetch`` the blob is read, decompressed and hashed on a background thread.
         """
-        reader = DiffIdCheckingReader(self.open_blob(), self.diff_id, self.what, self.codec)
+        # An uncompressed blob whose digest is its diff ID is fully checked by the blob's own
+        # digest: hashing the same bytes again for the diff ID would double the cost.
+        reader = DiffIdCheckingReader(self.open_blob(), self.diff_id, self.what, self.codec,
+                                      hash_diff_id=self.digest != self.diff_id)
         return Prefetcher(reader) if prefetch else reader  # type: ignore[return-value]
 
     def open_scan(self, *, verify: bool = True) -> BinaryIO:
@@ -98,11 +101,12 @@ class DiffIdCheckingReader:
     """
 
     def __init__(self, blob: IO[bytes], diff_id: Digest, what: str, codec: Codec | None, *,
-                 verify: bool = True) -> None:
+                 verify: bool = True, hash_diff_id: bool = True) -> None:
         self._blob = blob
         self._compressed = _CountingReader(blob)
+        self._hash_diff_id = verify and hash_diff_id
         self._hashing = HashingReader(decompressing_reader(self._compressed, what, codec),  # type: ignore[arg-type]
-                                      enabled=verify)
+                                      enabled=self._hash_diff_id)
         self._verify = verify
         self._diff_id = diff_id
         self._what = what
@@ -135,6 +139,8 @@ class DiffIdCheckingReader:
         verify = getattr(self._blob, "verify", None)
         if verify is not None:
             verify()  # drains anything after the last compressed member, then checks the blob digest
+        if not self._hash_diff_id:
+            return  # the blob digest just checked is the diff ID
         got = self._hashing.digest()
         if got != self._diff_id:
             raise DigestMismatch(f"{self._what}: uncompressed content hashes to {got}, but the config's diff ID is "

@@ -114,7 +114,7 @@ class MergePlan:
     _head: list[tuple[str, str, _Meta | None]] = field(repr=False, default_factory=list)
     _specials: list[tuple[str, _Ino, list[str]]] = field(repr=False, default_factory=list)
     _plinks: list[tuple[str, str]] = field(repr=False, default_factory=list)
-    _bodies: dict[int, dict[int, tuple[str, list[str]]]] = field(repr=False, default_factory=dict)
+    _bodies: dict[int, dict[int, tuple[str, list[str], int, _Meta]]] = field(repr=False, default_factory=dict)
     _limits: MergeLimits = field(repr=False, default_factory=MergeLimits)
     _plink_meta: dict[str, _Meta] = field(repr=False, default_factory=dict)
     _padded: int = field(repr=False, default=0)
@@ -178,7 +178,7 @@ class _Ino:
     ) -> None:
         self.kind = kind  # "0" regular, "2" symlink, "3" char, "4" block, "6" fifo
         self.layer = layer
-        self.ordinal = ordinal  # index of the creating entry in its layer: where pass 2 finds the content
+        self.ordinal = ordinal  # offset of the creating entry's data in its layer: where pass 2 copies from
         self.origin = origin  # real path it was created at
         self.size = size
         self.meta = meta  # link headers to this inode carry it
@@ -202,6 +202,7 @@ _SEEK_MIN = 1 << 18
 _EXT_TYPES = frozenset(b"xXgLKS")
 _HEADER_ONLY = frozenset("123456")
 _REGULAR = frozenset(("0", "7"))
+_REGULAR_FLAGS = frozenset((b"0", b"\0", b"7"))
 
 
 class _Hdr:
@@ -666,9 +667,10 @@ class _Applier:
             ordinal += 1
             if ordinal >= self.limits.max_entries_per_layer:
                 raise limits_mod.exceeded("max_entries_per_layer", f"layer {label}: too many tar entries")
+            offset = src.consumed  # where this entry's data starts: pass 2 copies from here
             if h.size and not src.skip((h.size + 511) & ~511):
                 raise FormatError(f"layer {label}: truncated tar (file contents cut short)")
-            self._entry(h, ordinal, st)
+            self._entry(h, offset, st)
         st.entries = ordinal + 1
         st.tar_bytes = src.consumed
         self.upper = set()
@@ -880,7 +882,8 @@ def _diff(final: _Dir, parent: _Dir) -> MergePlan:
         links = [n for n in new if n != body]
         entries += 1 + len(links)
         if ino.kind == "0":
-            p._bodies.setdefault(ino.layer, {})[ino.ordinal] = (body, links)
+            assert ino.meta is not None
+            p._bodies.setdefault(ino.layer, {})[ino.ordinal] = (body, links, ino.size, ino.meta)
             content += ino.size
             p._padded += (ino.size + 511) & ~511
         else:
@@ -1064,42 +1067,40 @@ def _plink_metas(plan: MergePlan) -> dict[str, _Meta]:
 def _copy_layer(
     index: int,
     layer: LayerInput,
-    bodies: dict[int, tuple[str, list[str]]],
+    bodies: dict[int, tuple[str, list[str], int, _Meta]],
     limits: MergeLimits,
     w: _Writer,
     progress: Callable[[int], None] | None,
 ) -> None:
+    """Copy the contents pass 1 chose from one layer, by their offsets: no header is parsed again.
+
+    The stream is still read to its end (where it verifies itself); the 512-byte header in front of
+    each copied body is checked to be a regular file's, so a layer that changed between the two
+    passes fails instead of giving wrong contents.
+    """
     label = layer.label
     f, src = _scan(layer, False)
     try:
-        ordinal = -1
-        done = 0
         reported = 0
-        for h in _Reader(src, limits):
-            ordinal += 1
+        for off in sorted(bodies):
+            body, links, size, meta = bodies[off]
+            if not src.skip(off - 512 - src.consumed):
+                raise FormatError(f"layer {label}: truncated tar (file contents cut short)")
+            block = src.read(512)
+            if len(block) != 512 or block[156:157] not in _REGULAR_FLAGS:
+                raise FormatError(f"layer {label}: the layer changed between the two passes")
+            w.header(body, "0", meta, size=size)
+            for chunk in src.chunks(size):
+                w.data(chunk)
+            padded = (size + 511) & ~511
+            if padded != size and not src.skip(padded - size):
+                raise FormatError(f"layer {label}: truncated tar (file contents cut short)")
+            w.pad(size)
+            for link in links:
+                w.header(link, "1", meta, linkname=body)
             if progress is not None and src.consumed - reported >= _COPY:
                 progress(src.consumed - reported)
                 reported = src.consumed
-            job = bodies.get(ordinal)
-            padded = (h.size + 511) & ~511
-            if job is None:
-                if padded and not src.skip(padded):
-                    raise FormatError(f"layer {label}: truncated tar (file contents cut short)")
-                continue
-            if h.type not in _REGULAR:
-                raise FormatError(f"layer {label}: the layer changed between the two passes")
-            body, links = job
-            w.header(body, "0", h.meta, size=h.size)
-            for chunk in src.chunks(h.size):
-                w.data(chunk)
-            if padded != h.size and not src.skip(padded - h.size):
-                raise FormatError(f"layer {label}: truncated tar (file contents cut short)")
-            w.pad(h.size)
-            for link in links:
-                w.header(link, "1", h.meta, linkname=body)
-            done += 1
-        if done != len(bodies):
-            raise FormatError(f"layer {label}: the layer changed between the two passes")
         src.drain()
         if progress is not None and src.consumed > reported:
             progress(src.consumed - reported)

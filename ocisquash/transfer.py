@@ -112,6 +112,11 @@ def _media_type(layer: Layer, codec: Codec | None, docker: bool) -> str:
 
 def _encode(sink: Sink, write_tar: Callable[[BinaryIO], None], codec: Codec, level: int | None,
             docker_family: bool) -> LayerResult:
+    if codec is Codec.NONE:
+        # Uncompressed: the blob digest the sink computes is the diff ID; hash the bytes once.
+        digest, size = sink.put_stream(write_tar)
+        mt = compression.layer_media_type(codec, docker=docker_family)
+        return LayerResult(Descriptor(mt, digest, size), digest, size)
     diff: list[HashingWriter] = []
 
     def produce(out: BinaryIO) -> None:
