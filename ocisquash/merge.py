@@ -17,11 +17,13 @@ from __future__ import annotations
 
 import heapq
 import io
+import multiprocessing
+import os
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ocisquash import limits as limits_mod
 from ocisquash.errors import FormatError, OcisquashError, OutputError, UnsafePath
@@ -40,6 +42,9 @@ class LayerInput:
     label: str
     open: Callable[[], BinaryIO]
     open_scan: Callable[[], BinaryIO]
+    work: int = 0
+    """Compressed bytes to decompress to read this layer (0 when contents can be skipped by seeking):
+    when the layers hold enough, pass 1 reads them in worker processes."""
 
 
 @dataclass(frozen=True)
@@ -657,22 +662,16 @@ class _Applier:
             p = p[:i]
 
     # ---- one layer
-    def apply_layer(self, index: int, label: str, reader: Iterator[_Hdr], src: _Source) -> None:
+    def apply_layer(self, index: int, label: str, entries: list[tuple[_Hdr, int]], consumed: int) -> None:
+        """Apply one layer's entries (header, offset of its data), as ``_read_layer`` gives them."""
         self.layer = index
         self.label = label
         self.upper = set()
         st = self.stats[index]
-        ordinal = -1
-        for h in reader:
-            ordinal += 1
-            if ordinal >= self.limits.max_entries_per_layer:
-                raise limits_mod.exceeded("max_entries_per_layer", f"layer {label}: too many tar entries")
-            offset = src.consumed  # where this entry's data starts: pass 2 copies from here
-            if h.size and not src.skip((h.size + 511) & ~511):
-                raise FormatError(f"layer {label}: truncated tar (file contents cut short)")
+        for h, offset in entries:
             self._entry(h, offset, st)
-        st.entries = ordinal + 1
-        st.tar_bytes = src.consumed
+        st.entries = len(entries)
+        st.tar_bytes = consumed
         self.upper = set()
 
     def _entry(self, h: _Hdr, ordinal: int, st: LayerStats) -> None:
@@ -784,6 +783,77 @@ def _scan(layer: LayerInput, seek_ok: bool) -> tuple[BinaryIO, _Source]:
     return f, _Source(f, seek_ok, layer.label)
 
 
+def _read_layer(layer: LayerInput, lim: MergeLimits) -> tuple[list[tuple[_Hdr, int]], int]:
+    """One layer's headers, each with the offset where its data starts, and the stream's length."""
+    f, src = _scan(layer, True)
+    try:
+        entries: list[tuple[_Hdr, int]] = []
+        cap = lim.max_entries_per_layer
+        for h in _Reader(src, lim):
+            if len(entries) >= cap:
+                raise limits_mod.exceeded("max_entries_per_layer", f"layer {layer.label}: too many tar entries")
+            offset = src.consumed  # where this entry's data starts: pass 2 copies from here
+            if h.size and not src.skip((h.size + 511) & ~511):
+                raise FormatError(f"layer {layer.label}: truncated tar (file contents cut short)")
+            entries.append((h, offset))
+        src.drain()
+        return entries, src.consumed
+    except OSError as e:
+        raise FormatError(f"layer {layer.label}: read error: {e}") from e
+    finally:
+        f.close()
+
+
+# Worker processes read (decompress and parse) layers while the main process applies earlier ones:
+# parsing tar headers is Python work bound to one core by the GIL, and a squash has two. Workers
+# are forked, so they inherit the layers' openers; results and our errors come back pickled.
+PARALLEL_MIN_BYTES = 32 << 20
+_FORK_STATE: tuple[Sequence[LayerInput], MergeLimits] | None = None
+
+
+def _worker_count(layers: Sequence[LayerInput]) -> int:
+    raw = os.environ.get("OCISQUASH_WORKERS")
+    if raw is not None and raw.strip().isdigit():
+        return max(1, int(raw))
+    if len(layers) < 2 or sum(ly.work for ly in layers) < PARALLEL_MIN_BYTES or "fork" not in _start_methods():
+        return 1
+    return min(2, os.cpu_count() or 1, len(layers))
+
+
+def _start_methods() -> list[str]:
+    return multiprocessing.get_all_start_methods()
+
+
+def _read_job(i: int) -> tuple[Any, ...]:
+    assert _FORK_STATE is not None
+    layers, lim = _FORK_STATE
+    try:
+        entries, consumed = _read_layer(layers[i], lim)
+        # Plain tuples pickle several times faster than slotted objects.
+        flat = [(h.name, h.type, h.size, h.linkname, h.meta, h.dev, off) for h, off in entries]
+        return ("ok", flat, consumed)
+    except OcisquashError as e:
+        return ("error", type(e), str(e), e.hint)
+
+
+def _read_layers(layers: Sequence[LayerInput], lim: MergeLimits) -> Iterator[tuple[list[tuple[_Hdr, int]], int]]:
+    workers = _worker_count(layers)
+    if workers <= 1:
+        for layer in layers:
+            yield _read_layer(layer, lim)
+        return
+    global _FORK_STATE
+    _FORK_STATE = (layers, lim)
+    try:
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for res in pool.imap(_read_job, range(len(layers))):
+                if res[0] == "error":
+                    raise res[1](res[2], hint=res[3])
+                yield [(_Hdr(*t[:6]), t[6]) for t in res[1]], res[2]
+    finally:
+        _FORK_STATE = None
+
+
 def plan(layers: Sequence[LayerInput], keep: int = 0, *, limits: MergeLimits | None = None) -> MergePlan:
     """Pass 1: read every layer's headers, apply them in memory and decide what the merged layer holds.
 
@@ -796,18 +866,10 @@ def plan(layers: Sequence[LayerInput], keep: int = 0, *, limits: MergeLimits | N
     stats = [LayerStats(i, layer.label, i < keep) for i, layer in enumerate(layers)]
     ap = _Applier(lim, stats)
     parent: _Dir | None = _Dir(_IMPLICIT) if keep == 0 else None
-    for i, layer in enumerate(layers):
+    for i, (entries, consumed) in enumerate(_read_layers(layers, lim)):
         if i == keep and parent is None:
             parent = _copy_tree(ap.root)
-        f, src = _scan(layer, True)
-        try:
-            ap.apply_layer(i, layer.label, iter(_Reader(src, lim)), src)
-            src.drain()
-            stats[i].tar_bytes = src.consumed
-        except OSError as e:
-            raise FormatError(f"layer {layer.label}: read error: {e}") from e
-        finally:
-            f.close()
+        ap.apply_layer(i, layers[i].label, entries, consumed)
     if parent is None:
         parent = _copy_tree(ap.root)
     out = _diff(ap.root, parent)

@@ -626,3 +626,23 @@ def test_root_entry_attributes_are_kept_like_umoci() -> None:
     tars.append(layer(d("./", mode=0o750)))
     roots = [m for m in members(squash(tars, 1)) if m.name in ("./", ".", "")]
     assert len(roots) == 1 and roots[0].mode & 0o7777 == 0o750
+
+
+def test_worker_processes_give_the_same_plan_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Pass 1 reads big compressed inputs in forked worker processes; the result must not depend on it.
+    tars = [
+        layer(d("etc"), f("etc/a", b"a" * 3000), f("etc/b", b"b"), hl("etc/c", "etc/b"), sym("lib", "usr/lib")),
+        layer(wh("etc/a"), d("usr/lib"), f("lib/x", b"x"), opq("etc"), f("etc/new", b"n")),
+        layer(f("etc/b", b"B"), fifo("p")),
+    ]
+    monkeypatch.setenv("OCISQUASH_WORKERS", "1")
+    serial = [squash(tars, k) for k in range(len(tars) + 1)]
+    monkeypatch.setenv("OCISQUASH_WORKERS", "2")
+    assert merge._worker_count(inputs(tars)) == 2
+    assert [squash(tars, k) for k in range(len(tars) + 1)] == serial
+    bad = [*tars, layer(f("../escape", b"x"))]
+    with pytest.raises(UnsafePath, match="escape"):
+        merge.plan(inputs(bad))
+    truncated = [tars[0], tars[1][:700]]
+    with pytest.raises(FormatError, match="truncated"):
+        merge.plan(inputs(truncated))
