@@ -8,7 +8,9 @@ do not match. ``HashingWriter`` does the same for outputs, so digests are known 
 from __future__ import annotations
 
 import hashlib
+import queue
 import re
+import threading
 from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
@@ -123,12 +125,58 @@ class VerifyingReader:
         self._raw.close()
 
 
+class ThreadedSha256:
+    """sha256 computed on a thread of its own: ``update`` queues the bytes and returns at once.
+
+    hashlib releases the GIL on large buffers, so a decompressed stream hashed here costs its reader
+    no time; ``hexdigest`` waits for the queue to drain. Memory is bounded by the queue depth.
+    """
+
+    def __init__(self, depth: int = 4) -> None:
+        self._h = hashlib.sha256()
+        self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
+        self._t: threading.Thread | None = None
+        self._result: str | None = None
+
+    def _run(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            self._h.update(item)
+
+    def update(self, data: bytes) -> None:
+        if len(data) < 1 << 16:  # small pieces: not worth a thread hop
+            self._sync()
+            self._h.update(data)
+            return
+        if self._t is None:
+            self._t = threading.Thread(target=self._run, daemon=True, name="ocisquash-sha256")
+            self._t.start()
+        self._q.put(bytes(data))
+
+    def _sync(self) -> None:
+        if self._t is not None:
+            self._q.put(None)
+            self._t.join()
+            self._t = None
+
+    def hexdigest(self) -> str:
+        if self._result is None:
+            self._sync()
+            self._result = self._h.hexdigest()
+        return self._result
+
+    def close(self) -> None:
+        self._sync()
+
+
 class HashingReader:
     """Passes bytes through while computing their sha256 and count (for diff IDs of decompressed streams)."""
 
-    def __init__(self, raw: IO[bytes] | BinaryIO, *, enabled: bool = True) -> None:
+    def __init__(self, raw: IO[bytes] | BinaryIO, *, enabled: bool = True, threaded: bool = False) -> None:
         self._raw = raw
-        self._hash = hashlib.sha256()
+        self._hash: Any = ThreadedSha256() if threaded and enabled else hashlib.sha256()
         self._enabled = enabled
         self.count = 0
 
@@ -159,6 +207,9 @@ class HashingReader:
         return Digest("sha256", self._hash.hexdigest())
 
     def close(self) -> None:
+        closer = getattr(self._hash, "close", None)
+        if closer is not None:
+            closer()
         self._raw.close()
 
 

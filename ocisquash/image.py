@@ -105,8 +105,9 @@ class DiffIdCheckingReader:
         self._blob = blob
         self._compressed = _CountingReader(blob)
         self._hash_diff_id = verify and hash_diff_id
+        # The diff ID is hashed on a thread of its own, beside decompression on the reading thread.
         self._hashing = HashingReader(decompressing_reader(self._compressed, what, codec),  # type: ignore[arg-type]
-                                      enabled=self._hash_diff_id)
+                                      enabled=self._hash_diff_id, threaded=True)
         self._verify = verify
         self._diff_id = diff_id
         self._what = what
@@ -151,6 +152,7 @@ class DiffIdCheckingReader:
             pass
 
     def close(self) -> None:
+        self._hashing.close()  # stops the hashing thread
         self._blob.close()
 
 
