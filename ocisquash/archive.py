@@ -22,6 +22,7 @@ from typing import IO, BinaryIO, Protocol
 from ocisquash import limits
 from ocisquash.compression import Codec, decompressing_reader, sniff_bytes
 from ocisquash.errors import FormatError, MissingBlob, OcisquashError, UnsafePath
+from ocisquash.streams import CountingReader
 
 MAX_LINK_HOPS = 16
 
@@ -279,23 +280,6 @@ class DirTree:
         pass
 
 
-class _CountingReader:
-    def __init__(self, raw: IO[bytes] | BinaryIO) -> None:
-        self._raw = raw
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        self.count += len(data)
-        return data
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._raw.close()
-
-
 def open_tar_input(path: str, stream: BinaryIO | None = None) -> TarTree:
     """Index a tarball given by path (or ``-``/a stream): plain files in place, others spooled first."""
     label = "<stdin>" if path == "-" else path
@@ -313,7 +297,7 @@ def open_tar_input(path: str, stream: BinaryIO | None = None) -> TarTree:
     fd, tmp = tempfile.mkstemp(prefix="ocisquash-input-", suffix=".tar")
     try:
         with os.fdopen(fd, "wb") as out:
-            counted = _CountingReader(src)
+            counted = CountingReader(src)
             reader = decompressing_reader(counted, label)  # type: ignore[arg-type]
             written = 0
             while data := reader.read(1 << 20):

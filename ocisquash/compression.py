@@ -23,6 +23,7 @@ import zstandard
 
 from ocisquash import model
 from ocisquash.errors import FormatError, UsageError
+from ocisquash.streams import Reader
 
 SNIFF_BYTES = 512
 
@@ -104,7 +105,7 @@ def check_level(codec: Codec, level: int | None) -> int:
     return level
 
 
-class PrefixedReader:
+class PrefixedReader(Reader):
     """A reader that yields ``prefix`` and then the rest of ``raw`` (used after sniffing a stream)."""
 
     def __init__(self, prefix: bytes, raw: IO[bytes] | BinaryIO) -> None:
@@ -114,23 +115,12 @@ class PrefixedReader:
     def read(self, n: int = -1) -> bytes:
         if self._prefix:
             if n is None or n < 0:
-                data = self._prefix + self._raw.read()
+                data: bytes = self._prefix + self._raw.read()
                 self._prefix = b""
                 return data
             data, self._prefix = self._prefix[:n], self._prefix[n:]
             return data
-        return self._raw.read(n)
-
-    def readinto(self, buf: Any) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._raw.close()
+        return bytes(self._raw.read(n))
 
 
 def _read_head(raw: IO[bytes] | BinaryIO) -> bytes:
@@ -143,7 +133,7 @@ def _read_head(raw: IO[bytes] | BinaryIO) -> bytes:
     return head
 
 
-class _ErrorMapping:
+class _ErrorMapping(Reader):
     """Turns codec exceptions (EOFError, zlib/zstd/lzma errors) into one FormatError naming the stream."""
 
     def __init__(self, inner: Any, what: str, codec: Codec) -> None:
@@ -162,14 +152,6 @@ class _ErrorMapping:
                 msg = "truncated stream (ended before the end marker)"
             raise FormatError(f"{self._what}: corrupt {self._codec.value} data: {msg}") from None
 
-    def readinto(self, buf: Any) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
     def close(self) -> None:
         with suppress(Exception):
             self._inner.close()
@@ -178,7 +160,7 @@ class _ErrorMapping:
 _ZSTD_MAGIC = 0xFD2FB528
 
 
-class _ZstdFrameCheck:
+class _ZstdFrameCheck(Reader):
     """Passes zstd bytes through while walking the frame and block headers (it jumps over block contents, so
     it costs nothing), and raises EOFError when the input ends inside a frame: python-zstandard's reader
     silently returns what it has at such an EOF, so a truncated stream would pass for a short one."""
@@ -197,14 +179,6 @@ class _ZstdFrameCheck:
         elif self._state != "magic" or self._hdr or self._skip:
             raise EOFError("zstd stream ends inside a frame")
         return data
-
-    def readinto(self, buf: Any) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
 
     def _scan(self, data: bytes) -> None:
         i, n = 0, len(data)

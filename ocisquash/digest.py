@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 from ocisquash.errors import DigestMismatch, FormatError
+from ocisquash.streams import Reader
 
 _DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+\Z")
 _KNOWN = {"sha256": 64, "sha512": 128}
@@ -62,7 +63,7 @@ class Digest:
         return f"{self.algorithm}:{self.encoded}"
 
 
-class VerifyingReader:
+class VerifyingReader(Reader):
     """Reads a blob, counting and hashing every byte; raises on a size or digest mismatch.
 
     The check happens as soon as more than ``size`` bytes arrive, and when EOF is reached. ``verify()``
@@ -94,11 +95,6 @@ class VerifyingReader:
             self._finish()
         return data
 
-    def readinto(self, buf: Any) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
     def _finish(self) -> None:
         if self.done:
             return
@@ -114,15 +110,6 @@ class VerifyingReader:
     def verify(self) -> None:
         while not self.done:
             self.read(1 << 20)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
-
-    def close(self) -> None:
-        self._raw.close()
 
 
 class ThreadedSha256:
@@ -171,7 +158,7 @@ class ThreadedSha256:
         self._sync()
 
 
-class HashingReader:
+class HashingReader(Reader):
     """Passes bytes through while computing their sha256 and count (for diff IDs of decompressed streams)."""
 
     def __init__(self, raw: IO[bytes] | BinaryIO, *, enabled: bool = True, threaded: bool = False) -> None:
@@ -181,23 +168,12 @@ class HashingReader:
         self.count = 0
 
     def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
+        data: bytes = self._raw.read(n)
         if data:
             self.count += len(data)
             if self._enabled:
                 self._hash.update(data)
         return data
-
-    def readinto(self, buf: Any) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
 
     def drain(self) -> None:
         while self.read(1 << 20):

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO, Protocol
+from typing import IO, BinaryIO, Protocol
 
 from ocisquash import limits
 from ocisquash.compression import Codec, decompressing_reader
@@ -17,6 +17,7 @@ from ocisquash.digest import Digest, HashingReader, VerifyingReader
 from ocisquash.errors import DigestMismatch, FormatError
 from ocisquash.model import Descriptor, ImageConfig, Manifest
 from ocisquash.prefetch import Prefetcher
+from ocisquash.streams import CountingReader, Reader
 
 
 class BlobOpener(Protocol):
@@ -69,31 +70,7 @@ class Layer:
         return Prefetcher(reader)  # type: ignore[return-value]
 
 
-class _CountingReader:
-    """Counts the compressed bytes the decompressor pulls (for the bomb ratio)."""
-
-    def __init__(self, raw: IO[bytes]) -> None:
-        self._raw = raw
-        self.count = 0
-
-    def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
-        self.count += len(data)
-        return data
-
-    def readinto(self, buf: Any) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def close(self) -> None:
-        self._raw.close()
-
-
-class DiffIdCheckingReader:
+class DiffIdCheckingReader(Reader):
     """Decompresses a blob and checks, at EOF, that the decompressed bytes hash to the diff ID.
 
     The decompressed size is capped (``max_layer_bytes``), and so is its ratio to the compressed bytes
@@ -103,7 +80,7 @@ class DiffIdCheckingReader:
     def __init__(self, blob: IO[bytes], diff_id: Digest, what: str, codec: Codec | None, *,
                  verify: bool = True, hash_diff_id: bool = True) -> None:
         self._blob = blob
-        self._compressed = _CountingReader(blob)
+        self._compressed = CountingReader(blob)
         self._hash_diff_id = verify and hash_diff_id
         # The diff ID is hashed on a thread of its own, beside decompression on the reading thread.
         self._hashing = HashingReader(decompressing_reader(self._compressed, what, codec),  # type: ignore[arg-type]
@@ -121,17 +98,6 @@ class DiffIdCheckingReader:
         if not data and n != 0 and not self._done:
             self._finish()
         return data
-
-    def readinto(self, buf: Any) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
 
     def _finish(self) -> None:
         self._done = True

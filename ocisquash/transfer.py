@@ -19,6 +19,7 @@ from ocisquash.errors import FormatError
 from ocisquash.image import DiffIdCheckingReader, Image, Layer
 from ocisquash.model import Descriptor
 from ocisquash.sink import Sink, WrittenImage
+from ocisquash.streams import Reader
 
 BLOCK = 1 << 20
 
@@ -42,7 +43,7 @@ class LayerResult:
     uncompressed_size: int | None
 
 
-class _TeeReader:
+class _TeeReader(Reader):
     """Reads from ``raw`` and copies every byte read into ``out``: one read of a blob serves two uses."""
 
     def __init__(self, raw: IO[bytes], out: BinaryIO) -> None:
@@ -50,18 +51,10 @@ class _TeeReader:
         self._out = out
 
     def read(self, n: int = -1) -> bytes:
-        data = self._raw.read(n)
+        data: bytes = self._raw.read(n)
         if data:
             self._out.write(data)
         return data
-
-    def readinto(self, buf: Any) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
 
     def verify(self) -> None:
         while self.read(BLOCK):
@@ -69,9 +62,6 @@ class _TeeReader:
         v = getattr(self._raw, "verify", None)
         if v is not None:
             v()
-
-    def close(self) -> None:
-        self._raw.close()
 
 
 def _copy_layer(sink: Sink, layer: Layer, docker: bool) -> LayerResult:

@@ -1,0 +1,45 @@
+"""The small reader plumbing every stream wrapper shares: one base class and a byte counter.
+
+Wrappers (verifying, hashing, decompressing, prefixing, teeing) implement ``read`` only; ``Reader``
+gives them the rest of what ``io``, ``shutil`` and the codecs call, and closes what they wrap.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class Reader:
+    """Base for read-only stream wrappers over ``self._raw``: not seekable, closes what it wraps."""
+
+    _raw: Any
+
+    def read(self, n: int = -1) -> bytes:
+        raise NotImplementedError
+
+    def readinto(self, buf: Any) -> int:
+        data = self.read(len(buf))
+        buf[: len(data)] = data
+        return len(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        self._raw.close()
+
+
+class CountingReader(Reader):
+    """Counts the bytes read through it (compressed bytes a decompressor pulls, for bomb ratios)."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.count = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self._raw.read(n)
+        self.count += len(data)
+        return data
