@@ -15,9 +15,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from click.testing import Result
 from listing_inputs import Img, layer_tar, sha, write_docker, write_oci
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from ocisquash.cli import app, main
 from ocisquash.errors import NotFound, UsageError

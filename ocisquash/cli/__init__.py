@@ -13,7 +13,6 @@ import signal
 import sys
 from types import FrameType
 
-import click
 import typer
 
 from ocisquash import __version__
@@ -85,12 +84,11 @@ def _with_default_command(argv: list[str]) -> list[str]:
     return argv
 
 
-# typer >= 0.2x raises its own vendored copies of click's exceptions (typer._click): catch both kinds, or a
-# usage mistake such as a missing argument would surface as an "internal error" with exit code 70.
-_EXIT: tuple[type[BaseException], ...] = (click.exceptions.Exit, typer.Exit)
-_ABORT: tuple[type[BaseException], ...] = (click.exceptions.Abort, typer.Abort)
-_CLICK_ERROR: tuple[type[BaseException], ...] = (click.ClickException, *(
-    c for c in typer.BadParameter.__mro__ if c.__name__ == "ClickException" and c is not click.ClickException))
+# typer >= 0.29 vendors click (typer._click) and does not install click itself: its usage errors are
+# TyperExceptions that can show themselves, or a missing argument would be an "internal error" (70).
+_EXIT: tuple[type[BaseException], ...] = (typer.Exit,)
+_ABORT: tuple[type[BaseException], ...] = (typer.Abort,)
+_CLICK_ERROR: tuple[type[BaseException], ...] = (typer.TyperException,)
 
 
 def _on_sigterm(signum: int, frame: FrameType | None) -> None:
