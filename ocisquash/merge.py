@@ -43,8 +43,8 @@ class LayerInput:
     open: Callable[[], BinaryIO]
     open_scan: Callable[[], BinaryIO]
     work: int = 0
-    """Compressed bytes to decompress to read this layer (0 when contents can be skipped by seeking):
-    when the layers hold enough, pass 1 reads them in worker processes."""
+    """Stored size of the layer: when the layers hold enough, pass 1 reads them in worker processes
+    (measured: worth it for gzip layers and for plain ones alike, from a few tens of MB)."""
 
 
 @dataclass(frozen=True)

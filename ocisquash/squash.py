@@ -146,7 +146,7 @@ def layer_inputs(image: Image, *, verify_scan: bool = True) -> list[merge.LayerI
     then skips hashing, so each layer is hashed once."""
     return [
         merge.LayerInput(label=ly.what, open=ly.open, open_scan=partial(ly.open_scan, verify=verify_scan),
-                         work=0 if ly.seekable_plain else ly.size)
+                         work=ly.size)
         for ly in image.layers
     ]
 
