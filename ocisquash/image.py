@@ -47,15 +47,19 @@ class Layer:
             return raw
         return VerifyingReader(raw, self.digest, self.size, self.what)  # type: ignore[return-value]
 
-    def open(self, *, prefetch: bool = True) -> BinaryIO:
+    def open(self, *, prefetch: bool = True, check_diff_id: bool = True) -> BinaryIO:
         """The decompressed tar stream; at EOF the blob digest and the diff ID are both checked.
 
-        With ``prefetch`` the blob is read, decompressed and hashed on a background thread.
+        With ``prefetch`` the blob is read, decompressed and hashed on a background thread. With
+        ``check_diff_id=False`` only the blob digest is checked, for a caller that verified the diff ID
+        of these same bytes already (equal digests mean equal bytes); the stream then also offers
+        ``skip_rest()``, which checks the rest of the blob without decompressing it.
         """
         # An uncompressed blob whose digest is its diff ID is fully checked by the blob's own
         # digest: hashing the same bytes again for the diff ID would double the cost.
+        hash_diff_id = self.digest != self.diff_id and (check_diff_id or self.digest is None)
         reader = DiffIdCheckingReader(self.open_blob(), self.diff_id, self.what, self.codec,
-                                      hash_diff_id=self.digest != self.diff_id)
+                                      hash_diff_id=hash_diff_id)
         return Prefetcher(reader) if prefetch else reader  # type: ignore[return-value]
 
     def open_scan(self, *, verify: bool = True) -> BinaryIO:
@@ -116,6 +120,16 @@ class DiffIdCheckingReader(Reader):
     def drain(self) -> None:
         while self.read(1 << 20):
             pass
+
+    def skip_rest(self) -> None:
+        """Check the rest of the blob without decompressing it, when the blob digest is all that is
+        left to check; otherwise read (and check) the rest as usual."""
+        verify = getattr(self._blob, "verify", None)
+        if self._done or not self._verify or self._hash_diff_id or verify is None:
+            self.drain()
+            return
+        self._done = True
+        verify()
 
     def close(self) -> None:
         self._hashing.close()  # stops the hashing thread

@@ -1109,7 +1109,8 @@ def write(
             w.header(name, "1", metas[target], linkname=target)
     order = sorted(i for i in plan._bodies if i < plan.keep) + list(range(plan.keep, len(layers)))
     for li in order:
-        _copy_layer(li, layers[li], plan._bodies.get(li, {}), plan._limits, w, progress)
+        _copy_layer(li, layers[li], plan._bodies.get(li, {}), plan._limits, w, progress,
+                    plan.layers[li].tar_bytes if li < len(plan.layers) else 0)
     w.finish()
     return stats
 
@@ -1133,6 +1134,7 @@ def _copy_layer(
     limits: MergeLimits,
     w: _Writer,
     progress: Callable[[int], None] | None,
+    total: int = 0,
 ) -> None:
     """Copy the contents pass 1 chose from one layer, by their offsets: no header is parsed again.
 
@@ -1163,7 +1165,14 @@ def _copy_layer(
             if progress is not None and src.consumed - reported >= _COPY:
                 progress(src.consumed - reported)
                 reported = src.consumed
-        src.drain()
+        skip_rest = getattr(f, "skip_rest", None)
+        if skip_rest is not None:
+            # Nothing more to copy: a stream that can check its remaining bytes without
+            # decompressing them does so (the layer's diff ID was checked in pass 1).
+            skip_rest()
+            src.consumed = max(src.consumed, total)
+        else:
+            src.drain()
         if progress is not None and src.consumed > reported:
             progress(src.consumed - reported)
     except OSError as e:

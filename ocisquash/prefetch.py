@@ -87,6 +87,19 @@ class Prefetcher:
     def seekable(self) -> bool:
         return False
 
+    def skip_rest(self) -> None:
+        """Stop reading ahead and let the wrapped stream finish on its own (``skip_rest``), or drain it."""
+        self._stop.set()
+        self._thread.join()
+        self._buf = memoryview(b"")
+        self._eof = True
+        skip = getattr(self._raw, "skip_rest", None)
+        if skip is not None:
+            skip()
+        else:
+            while self._raw.read(CHUNK):
+                pass
+
     def close(self) -> None:
         self._stop.set()
         self._thread.join()

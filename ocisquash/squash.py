@@ -22,7 +22,7 @@ from ocisquash import compression, merge, model, sink, transfer
 from ocisquash.convert import check_format, output_tags
 from ocisquash.digest import Digest
 from ocisquash.errors import FormatError, UsageError
-from ocisquash.image import Image
+from ocisquash.image import Image, Layer
 from ocisquash.sources import open_source
 
 
@@ -144,11 +144,18 @@ def layer_inputs(image: Image, *, verify_scan: bool = True) -> list[merge.LayerI
     """The merge's view of the layers. ``verify_scan=False`` when every layer is read again, verified,
     before the output is published (kept layers are copied, squashed ones merged): the header pass
     then skips hashing, so each layer is hashed once."""
-    return [
-        merge.LayerInput(label=ly.what, open=ly.open, open_scan=partial(ly.open_scan, verify=verify_scan),
-                         work=ly.size)
-        for ly in image.layers
-    ]
+    return [_layer_input(ly, verify_scan) for ly in image.layers]
+
+
+def _layer_input(ly: Layer, verify_scan: bool) -> merge.LayerInput:
+    if verify_scan or ly.seekable_plain or ly.digest is None:
+        return merge.LayerInput(label=ly.what, open=ly.open, open_scan=partial(ly.open_scan, verify=verify_scan),
+                                work=ly.size)
+    # A compressed layer: pass 1 decompresses it anyway, so it checks the diff ID there (on a worker);
+    # pass 2 then checks only the blob digest, which proves it reads the same bytes, and stops
+    # decompressing after the last content it needs.
+    return merge.LayerInput(label=ly.what, open=partial(ly.open, check_diff_id=False),
+                            open_scan=partial(ly.open_scan, verify=True), work=ly.size)
 
 
 def _parent_diff_ids(opts: SquashOptions, src_path: str) -> tuple[list[Digest], Digest] | None:

@@ -646,3 +646,44 @@ def test_worker_processes_give_the_same_plan_and_errors(monkeypatch: pytest.Monk
     truncated = [tars[0], tars[1][:700]]
     with pytest.raises(FormatError, match="truncated"):
         merge.plan(inputs(truncated))
+
+
+def test_pass_two_checks_the_blob_digest_without_decompressing_the_tail() -> None:
+    # A squash checks a compressed layer's diff ID in pass 1 and, in pass 2, only the blob digest,
+    # stopping decompression after the last content it needs. The digest must still cover the
+    # whole blob: bytes changed between the passes, even in a tail never decompressed, must fail.
+    import gzip as gz
+
+    from ocisquash.compression import Codec
+    from ocisquash.digest import Digest
+    from ocisquash.errors import DigestMismatch
+    from ocisquash.image import Layer
+    from ocisquash.squash import _layer_input
+
+    tar = layer(f("keep", b"k" * 100), f("zz-big", os.urandom(200_000)), wh("zz-big"))
+    tar2 = layer(wh("zz-big"))
+    blobs = [gz.compress(t, mtime=0) for t in (tar, tar2)]
+    opened: dict[int, int] = {0: 0, 1: 0}
+
+    def mk(i: int, tamper: bool) -> Layer:
+        def opener() -> io.BytesIO:
+            opened[i] += 1
+            data = blobs[i]
+            if tamper and i == 0 and opened[i] > 1:  # the second open is pass 2
+                data = data[:-12] + bytes(b ^ 0xFF for b in data[-12:-8]) + data[-8:]
+            return io.BytesIO(data)
+
+        return Layer(index=i, diff_id=Digest.of((tar, tar2)[i]), size=len(blobs[i]), media_type=None,
+                     digest=Digest.of(blobs[i]), opener=opener, what=f"layer {i}", codec=Codec.GZIP)
+
+    for tamper in (False, True):
+        opened.update({0: 0, 1: 0})
+        ins = [_layer_input(mk(i, tamper), False) for i in range(2)]
+        p = merge.plan(ins)
+        out = io.BytesIO()
+        if tamper:
+            with pytest.raises(DigestMismatch):
+                merge.write(p, ins, out)
+        else:
+            merge.write(p, ins, out)
+            assert [m.name for m in members(out.getvalue())] == ["keep"]
