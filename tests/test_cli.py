@@ -488,3 +488,31 @@ def test_validate_diff_id_mismatch_in_docker_tar(tmp_path: Path) -> None:
     assert o["ok"] is False
     assert any("diff ID" in f["message"] and f["where"] == "0-1/layer.tar" for f in o["findings"])
     assert any("chain ID" in f["message"] for f in o["findings"])
+
+
+SAMPLE = Path(__file__).resolve().parent.parent / "testdata" / "sample.docker.tar"
+
+
+def _on_a_terminal(tmp_path: Path, *args: str) -> str:
+    """Run ocisquash with stdout and stderr on a pseudo-terminal (util-linux `script`), return what it drew."""
+    import shlex
+    import shutil
+
+    if shutil.which("script") is None:
+        pytest.fail("util-linux `script` is needed to give ocisquash a terminal")
+    cmd = shlex.join([sys.executable, "-m", "ocisquash", *args])
+    log = tmp_path / "tty.log"
+    r = subprocess.run(["script", "-qec", cmd, str(log)], capture_output=True, timeout=120,
+                       env={**os.environ, "TERM": "xterm", "COLUMNS": "100"})
+    assert r.returncode == 0, r.stdout
+    return log.read_bytes().decode("utf-8", "replace")
+
+
+def test_progress_shows_on_a_terminal_only_without_quiet(tmp_path: Path) -> None:
+    drawn = _on_a_terminal(tmp_path, str(SAMPLE), str(tmp_path / "a.tar"))
+    assert "squashing" in drawn or "reading layers" in drawn
+    quiet = _on_a_terminal(tmp_path, str(SAMPLE), str(tmp_path / "b.tar"), "-q")
+    assert "squashing" not in quiet and "reading layers" not in quiet
+    piped = subprocess.run([sys.executable, "-m", "ocisquash", str(SAMPLE), str(tmp_path / "c.tar")],
+                           capture_output=True, text=True, timeout=120)
+    assert piped.returncode == 0 and "reading layers" not in piped.stderr and "\x1b[" not in piped.stderr
