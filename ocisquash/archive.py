@@ -22,7 +22,7 @@ from typing import IO, BinaryIO, Protocol
 from ocisquash import limits
 from ocisquash.compression import Codec, decompressing_reader, sniff_bytes
 from ocisquash.errors import FormatError, MissingBlob, OcisquashError, UnsafePath
-from ocisquash.streams import CountingReader
+from ocisquash.streams import CountingReader, Reader
 
 MAX_LINK_HOPS = 16
 
@@ -57,7 +57,7 @@ def clean_member_name(name: str, where: str) -> str:
     return "/".join(parts)
 
 
-class RangeReader:
+class RangeReader(Reader):
     """Reads ``size`` bytes at ``offset`` of a file, through its own file handle."""
 
     def __init__(self, path: str, offset: int, size: int) -> None:
@@ -77,14 +77,6 @@ class RangeReader:
             raise FormatError(f"{self._f.name}: unexpected end of file (truncated tar?)")
         self._left -= len(data)
         return data
-
-    def readinto(self, buf: memoryview | bytearray) -> int:
-        data = self.read(len(buf))
-        buf[: len(data)] = data
-        return len(data)
-
-    def readable(self) -> bool:
-        return True
 
     def seekable(self) -> bool:
         return True
