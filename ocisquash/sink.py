@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
 from ocisquash import model, reference
+from ocisquash.compression import Codec, compressing_writer
 from ocisquash.digest import Digest, HashingWriter
 from ocisquash.errors import FormatError, OutputError
 from ocisquash.model import Descriptor
@@ -322,6 +323,13 @@ class TarSink(Sink):
                 raise OutputError(f"{path}: is a directory", hint="use --format oci-dir to write a layout directory")
             with writing(path):
                 fd, self._tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.ocisquash-", dir=parent)
+        self._dir = os.path.dirname(os.path.abspath(path)) if path != "-" else ""
+        self._tmp2: str | None = None
+        lower = path.lower()
+        # A name ending in .tar.gz/.tgz or .tar.zst asks for the whole tarball compressed, as
+        # `docker save | gzip` gives; docker load, podman and skopeo read those.
+        self._outer = (Codec.GZIP if lower.endswith((".tar.gz", ".tgz")) else
+                       Codec.ZSTD if lower.endswith((".tar.zst", ".tar.zstd")) else Codec.NONE)
         self._f: IO[bytes] | None = os.fdopen(fd, "w+b")
         self._digests: set[Digest] = set()
         try:
@@ -384,19 +392,42 @@ class TarSink(Sink):
             self._f = None
             os.unlink(self._tmp)
             return
+        if self._outer is not Codec.NONE:
+            self._compress_outer(f)
+            return
         os.fsync(f.fileno())
         f.close()
         self._f = None
         os.chmod(self._tmp, 0o644 & ~_umask())
         os.replace(self._tmp, self.dest)
 
+    def _compress_outer(self, f: IO[bytes]) -> None:
+        """``OUT.tar.gz`` / ``OUT.tar.zst``: the finished tar, compressed into a second temporary file
+        beside the destination (the tar itself needed seeking to write), then renamed into place."""
+        fd, tmp = tempfile.mkstemp(prefix=f".{os.path.basename(self.dest)}.ocisquash-", dir=self._dir)
+        self._tmp2 = tmp
+        with os.fdopen(fd, "wb") as out:
+            f.seek(0)
+            with compressing_writer(out, self._outer) as w:
+                shutil.copyfileobj(f, w, 1 << 20)
+            out.flush()
+            os.fsync(out.fileno())
+        f.close()
+        self._f = None
+        os.unlink(self._tmp)
+        os.chmod(tmp, 0o644 & ~_umask())
+        os.replace(tmp, self.dest)
+        self._tmp2 = None
+
     def abort(self) -> None:
         if self._f is not None:
             with contextlib.suppress(OSError):
                 self._f.close()
             self._f = None
-        with contextlib.suppress(OSError):
-            os.unlink(self._tmp)
+        for tmp in (self._tmp, self._tmp2):
+            if tmp is not None:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
 
 
 def _umask() -> int:
@@ -421,7 +452,7 @@ def guess_format(path: str, input_format: str | None) -> str:
     if os.path.isdir(path) and not os.path.islink(path):
         return "oci-dir"
     lower = path.lower()
-    if lower.endswith((".tar", ".tar.gz", ".tgz")):
+    if lower.endswith((".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd")):
         if input_format in ("docker", "oci"):
             return input_format
         return "docker"

@@ -955,3 +955,28 @@ def test_bad_input_cases_are_good_without_the_fault(tmp_path: Path) -> None:
     ok(cli_here("squash", img.path, tmp_path / "out.tar", "--from-layer", "2", "--timestamp", TS))
     inp, out = read_image(img.path, "latest"), read_image(tmp_path / "out.tar")
     check_new_image(inp, out, 1, comment=lambda c: c.startswith("merge "))
+
+
+SAMPLE_TAR = Path(__file__).resolve().parent.parent / "testdata" / "sample.docker.tar"
+
+
+@pytest.mark.parametrize("suffix", [".tar.gz", ".tgz", ".tar.zst"])
+def test_compressed_tarball_output_by_name(suffix: str, tmp_path: Path, require_tools: None) -> None:
+    # OUT.tar.gz / OUT.tar.zst: the whole docker tarball compressed, as `docker save | gzip` gives.
+    out = tmp_path / f"out{suffix}"
+    ok(cli_here(str(SAMPLE_TAR), str(out), "--timestamp", "0"))
+    data = out.read_bytes()
+    if suffix == ".tar.zst":
+        assert data[:4] == b"\x28\xb5\x2f\xfd"
+        plain = zstandard.ZstdDecompressor().stream_reader(io.BytesIO(data), read_across_frames=True).read()
+    else:
+        assert data[:2] == b"\x1f\x8b"
+        plain = gzip.decompress(data)
+    (tmp_path / "plain.tar").write_bytes(plain)
+    # the same bytes as the uncompressed output, and a docker archive skopeo reads
+    ok(cli_here(str(SAMPLE_TAR), str(tmp_path / "ref.tar"), "--timestamp", "0"))
+    assert plain == (tmp_path / "ref.tar").read_bytes()
+    skopeo("--insecure-policy", "inspect", f"docker-archive:{tmp_path / 'plain.tar'}")
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, "plain.tar", "ref.tar"])
+    listed = ok(cli_here("images", str(out), "-q"))
+    assert listed.stdout.strip()
