@@ -92,8 +92,10 @@ def main() -> int:
     failed = []
     for target in a.target or list(TARGETS):
         with tempfile.TemporaryDirectory(prefix=f"fuzz-{target}-") as wd:
+            # the child ends through libFuzzer's _exit, past any atexit: give it a scratch dir we remove
+            env = {**os.environ, "OCISQUASH_FUZZ_TMP": wd}
             r = subprocess.run([sys.executable, __file__, "--child", target, "--seconds", str(a.seconds),
-                                "--workdir", wd], capture_output=True, text=True)
+                                "--workdir", wd], capture_output=True, text=True, env=env)
             stats = [ln for ln in r.stderr.splitlines() if ln.startswith(("stat::", "Done", "#"))]
             runs = next((ln.split()[-1] for ln in stats if ln.startswith("stat::number_of_executed_units")), "?")
             print(f"{target}: {runs} inputs in {a.seconds}s, exit {r.returncode}")

@@ -8,9 +8,11 @@
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import io
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 
@@ -18,7 +20,9 @@ from ocisquash import merge, model
 
 from .harness import exercise_decompress, exercise_source
 
-_TMP = tempfile.mkdtemp(prefix="ocisquash-fuzz-")
+_TMP = os.environ.get("OCISQUASH_FUZZ_TMP") or tempfile.mkdtemp(prefix="ocisquash-fuzz-")
+if "OCISQUASH_FUZZ_TMP" not in os.environ:
+    atexit.register(shutil.rmtree, _TMP, True)  # a process that made its own scratch dir removes it
 
 
 def outer(data: bytes) -> None:
