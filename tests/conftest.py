@@ -45,14 +45,18 @@ def tools_problem() -> str | None:
     return None
 
 
-def check_tools() -> None:
-    """Skip the current test when the tools are missing; fail instead when the CI env var is set."""
-    problem = tools_problem()
-    if problem is None:
-        return
+def skip_or_fail(problem: str) -> None:
+    """Skip the current test for ``problem``; fail instead when the CI env var is set (CI installs it all)."""
     if os.environ.get("CI"):
         pytest.fail(f"{problem}; CI is set, so this is a failure, not a skip", pytrace=False)
     pytest.skip(problem)
+
+
+def check_tools() -> None:
+    """Skip the current test when the tools are missing; fail instead when the CI env var is set."""
+    problem = tools_problem()
+    if problem is not None:
+        skip_or_fail(problem)
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import refmodel
+from conftest import skip_or_fail
 from layertar import Entry, chrdev, d, f, fifo, hl, inputs, layer, opq, sym, wh
 
 from ocisquash import merge
@@ -569,9 +570,9 @@ def umoci_trap_stack() -> list[bytes]:
 @pytest.mark.parametrize("keep", [0, 1, 2])
 def test_umoci_agrees(tmp_path: Path, keep: int) -> None:
     if shutil.which("umoci") is None:
-        pytest.skip("umoci is not installed (CI installs it: apt-get install umoci)")
+        skip_or_fail("umoci is not installed (CI installs it: apt-get install umoci)")
     if os.geteuid() != 0:
-        pytest.skip("needs root: umoci unpack as non-root cannot create devices or set owners")
+        skip_or_fail("needs root: umoci unpack as non-root cannot create devices or set owners")
     tars = umoci_trap_stack()
     want = _umoci_unpack(tmp_path, "orig", tars)
     got = _umoci_unpack(tmp_path, "squashed", [*tars[:keep], squash(tars, keep)])

@@ -32,6 +32,7 @@ from typing import Any
 
 import pytest
 import zstandard
+from conftest import skip_or_fail
 from fixtures import BuiltImage, build_docker
 from oracle import Snapshot, compare, skopeo, unpack_snapshot
 
@@ -841,8 +842,9 @@ def podman_problem() -> str | None:
 def test_podman_loads_docker_tar(cid: str, matrix: dict[str, tuple[Done, Snapshot | Exception]],
                                  request: pytest.FixtureRequest) -> None:
     """podman pull docker-archive: applies every layer and checks each diff ID: the nearest docker load."""
-    if podman_problem():
-        pytest.skip(podman_problem() or "")
+    problem = podman_problem()
+    if problem:
+        skip_or_fail(problem)
     d, _ = matrix[cid]
     ok(d.run)
     out = read_image(d.out_path)
