@@ -12,10 +12,12 @@ import queue
 import threading
 from typing import Any
 
+from ocisquash.streams import Reader
+
 CHUNK = 1 << 20
 
 
-class Prefetcher:
+class Prefetcher(Reader):
     def __init__(self, raw: Any, chunk: int = CHUNK, depth: int = 4) -> None:
         self._raw = raw
         self._q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=depth)
@@ -80,12 +82,6 @@ class Prefetcher:
         b[:n] = self._buf[:n]
         self._buf = self._buf[n:]
         return n
-
-    def readable(self) -> bool:
-        return True
-
-    def seekable(self) -> bool:
-        return False
 
     def skip_rest(self) -> None:
         """Stop reading ahead and let the wrapped stream finish on its own (``skip_rest``), or drain it."""

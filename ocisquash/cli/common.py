@@ -114,3 +114,8 @@ IMAGE_OPTION = typer.Option(None, "--image", "-i", metavar="REF",
                             help="Which image of a multi-image input: name:tag, digest, or image ID prefix.")
 PLATFORM_OPTION = typer.Option(None, "--platform", metavar="OS/ARCH[/VARIANT]",
                                help="Which platform of a multi-platform image, e.g. linux/arm64.")
+
+_INPUT_HELP = "OCI layout dir, OCI tar, docker save tar, or -."
+IN_ARG = typer.Argument(..., metavar="IN", help="Input: " + _INPUT_HELP)
+IMAGE_ARG = typer.Argument(..., metavar="IMAGE", help=_INPUT_HELP)
+PATH_ARG = typer.Argument(..., metavar="PATH", help=_INPUT_HELP)

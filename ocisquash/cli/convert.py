@@ -25,7 +25,7 @@ def _register() -> None:
         ),
     )
     def convert(
-        source: str = typer.Argument(..., metavar="IN", help="Input: OCI layout dir, OCI tar, docker save tar, or -."),
+        source: str = common.IN_ARG,
         dest: str = typer.Argument(..., metavar="OUT", help="Output path, or - for standard output."),
         image: str | None = common.IMAGE_OPTION,
         platform: str | None = common.PLATFORM_OPTION,

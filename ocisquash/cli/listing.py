@@ -75,7 +75,7 @@ IMAGES_HELP = (
 
 
 def images(
-    path: str = typer.Argument(..., metavar="PATH", help="OCI layout dir, OCI tar, docker save tar, or -."),
+    path: str = common.PATH_ARG,
     all_images: bool = typer.Option(False, "--all", "-a", help="Show intermediate images too (untagged images "
                                                               "other images of the input are built on)."),
     digests: bool = typer.Option(False, "--digests", help="Show manifest digests."),
@@ -151,7 +151,7 @@ HISTORY_HELP = (
 
 @app.command("history", help=HISTORY_HELP)
 def history(
-    path: str = typer.Argument(..., metavar="IMAGE", help="OCI layout dir, OCI tar, docker save tar, or -."),
+    path: str = common.IMAGE_ARG,
     image: str | None = common.IMAGE_OPTION,
     platform: str | None = common.PLATFORM_OPTION,
     no_trunc: bool = typer.Option(False, "--no-trunc", help="Don't truncate output."),
@@ -203,7 +203,7 @@ ANALYZE_HELP = (
 
 @app.command("analyze", help=ANALYZE_HELP)
 def analyze(
-    path: str = typer.Argument(..., metavar="IMAGE", help="OCI layout dir, OCI tar, docker save tar, or -."),
+    path: str = common.IMAGE_ARG,
     image: str | None = common.IMAGE_OPTION,
     platform: str | None = common.PLATFORM_OPTION,
     top: int = typer.Option(10, "--top", min=0, max=20, help="How many of the largest hidden files to list (<= 20)."),
@@ -254,7 +254,7 @@ VALIDATE_HELP = (
 
 @app.command("validate", help=VALIDATE_HELP)
 def validate(
-    path: str = typer.Argument(..., metavar="PATH", help="OCI layout dir, OCI tar, docker save tar, or -."),
+    path: str = common.PATH_ARG,
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary; only the exit status "
                                                             "and the findings."),

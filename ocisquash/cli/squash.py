@@ -62,7 +62,7 @@ def print_report(r: squash_lib.Report) -> None:
     ),
 )
 def squash(
-    source: str = typer.Argument(..., metavar="IN", help="Input: OCI layout dir, OCI tar, docker save tar, or -."),
+    source: str = common.IN_ARG,
     dest: str | None = typer.Argument(None, metavar="OUT", help="Output path, or - for stdout (not needed with "
                                                                "--dry-run)."),
     image: str | None = common.IMAGE_OPTION,
