@@ -19,6 +19,7 @@ import heapq
 import io
 import multiprocessing
 import os
+import signal
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -820,6 +821,15 @@ def _worker_count(layers: Sequence[LayerInput]) -> int:
     return min(2, os.cpu_count() or 1, len(layers))
 
 
+def _worker_signals() -> None:
+    """Signal dispositions for a forked worker. Ctrl-C reaches the whole process group: the parent
+    reports it and terminates its workers, which must not print tracebacks of their own. And the
+    parent's SIGTERM handler (raise SystemExit, to clean up) must not be inherited: a worker blocked
+    on a pool's queue lock then never exits, and the parent hangs joining it."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _start_methods() -> list[str]:
     return multiprocessing.get_all_start_methods()
 
@@ -845,7 +855,7 @@ def _read_layers(layers: Sequence[LayerInput], lim: MergeLimits) -> Iterator[tup
     global _FORK_STATE
     _FORK_STATE = (layers, lim)
     try:
-        with multiprocessing.get_context("fork").Pool(workers) as pool:
+        with multiprocessing.get_context("fork").Pool(workers, initializer=_worker_signals) as pool:
             for res in pool.imap(_read_job, range(len(layers))):
                 if res[0] == "error":
                     raise res[1](res[2], hint=res[3])
