@@ -1036,7 +1036,9 @@ def _ustar(
     h[265 : 265 + len(uname)] = uname.encode()
     h[297 : 297 + len(gname)] = gname.encode()
     h[329:345] = devs
-    h[148:155] = b"%06o\x00" % sum(h)
+    # The checksum is the byte sum. Every byte here is ASCII, so the sum is at most 512 * 127 = 65024,
+    # below Adler-32's modulus: its low half is exactly 1 + the sum, computed in C.
+    h[148:155] = b"%06o\x00" % ((zlib.adler32(h) & 0xFFFF) - 1)
     return bytes(h)
 
 

@@ -599,11 +599,13 @@ def test_body_name_is_the_original_target_when_it_survives() -> None:
     ("0", "etc/passwd", "", None), ("5", "usr/lib", "", None), ("2", "s", "../t", None),
     ("1", "h", "etc/passwd", None), ("3", "dev/null", "", (1, 3)), ("4", "dev/sda", "", (8, 0)),
     ("6", "p", "", None), ("0", "x" * 100, "", None), ("5", "y" * 99, "", None), ("2", "l", "z" * 100, None),
+    ("2", "\x7f" * 100, "\x7f" * 100, None),  # the largest byte sum a pure-ASCII header can have
 ])
 def test_fast_ustar_headers_equal_tobuf(type_: str, name: str, link: str, dev: tuple[int, int] | None) -> None:
     for meta in [(0o4755, 0, 0, "root", "root", 1_600_000_000, None),
                  (0o1777, 2_097_151, 65534, "u" * 32, "", 0, None),
-                 (0o644, 1000, 1000, "", "g", 8**11 - 1, None)]:
+                 (0o644, 1000, 1000, "", "g", 8**11 - 1, None),
+                 (0o7777, 0o7777777, 0o7777777, "\x7f" * 32, "\x7f" * 32, 8**11 - 1, None)]:
         fast = merge._ustar(name, type_, meta, 5 if type_ == "0" else 0, link, dev)  # type: ignore[arg-type]
         assert fast == merge._tobuf(name, type_, meta, 5 if type_ == "0" else 0, link, dev)  # type: ignore[arg-type]
     # anything needing a PAX record takes the tobuf path
