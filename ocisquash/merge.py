@@ -1,12 +1,17 @@
 """The layer merge: many layer tar streams in, one tar stream out.
 
-Two passes. ``plan()`` reads the headers of every layer (kept parent layers too) and applies them to an
-in-memory metadata tree the way ``umoci unpack`` (the oracle, FORMATS.md §3) does, so it knows the
-final tree and, when squashing onto kept layers, the tree those layers give. The merged layer is the
-structural difference of the two trees: every path whose state differs, plus an explicit ``.wh.NAME``
-for the topmost path of each parent subtree that is gone. ``write()`` then streams each squashed layer
-once, in order, and writes the merged layer: file contents are copied in large blocks, never held in
-memory.
+The model is two passes. ``plan()`` reads the headers of every layer (kept parent layers too) and
+applies them to an in-memory metadata tree the way ``umoci unpack`` (the oracle, FORMATS.md §3) does,
+so it knows the final tree and, when squashing onto kept layers, the tree those layers give. The
+merged layer is the structural difference of the two trees: every path whose state differs, plus an
+explicit ``.wh.NAME`` for the topmost path of each parent subtree that is gone. ``write()`` then
+streams each squashed layer once, in order, and writes the merged layer: file contents are copied in
+large blocks, never held in memory.
+
+``stream()`` gives the same merge reading each squashed layer only once (a gzip layer is inflated
+once, not twice): it reads them top down and writes each file's contents as they pass unless a layer
+above names the path, checks those guesses against the finished plan, and asks the caller to fall
+back to the two passes (``Retry``) in the rare case one was wrong. A squash uses it.
 
 Tar parsing is our own (not ``tarfile``'s reader): PAX global headers must be ignored the Go way,
 contents must be skipped by seeking, and per-member ``TarInfo`` objects would cost too much memory.
@@ -15,9 +20,12 @@ Headers are written with ``tarfile.TarInfo.tobuf``.
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import heapq
 import io
 import multiprocessing
+import multiprocessing.connection as mp_connection
 import os
 import signal
 import tarfile
@@ -46,6 +54,9 @@ class LayerInput:
     work: int = 0
     """Stored size of the layer: when the layers hold enough, pass 1 reads them in worker processes
     (measured: worth it for gzip layers and for plain ones alike, from a few tens of MB)."""
+    open_once: Callable[[], BinaryIO] | None = None
+    """A stream like ``open()``'s that checks the diff ID too, for ``stream``'s one read of a layer
+    (needed where ``open()`` leaves that check to pass 1); None: ``open()`` does."""
 
 
 @dataclass(frozen=True)
@@ -124,6 +135,20 @@ class MergePlan:
     _limits: MergeLimits = field(repr=False, default_factory=MergeLimits)
     _plink_meta: dict[str, _Meta] = field(repr=False, default_factory=dict)
     _padded: int = field(repr=False, default=0)
+    _read: tuple[int, ...] = field(repr=False, default=())
+    """Layers ``stream`` has read in full already: pass 2 opens them only for bodies left to copy."""
+
+    def _pass2_layers(self) -> list[int]:
+        """The layers pass 2 reads, in order: squashed ones (unless read in full already), and kept
+        ones only to copy a body (see ``write``)."""
+        n = len(self.layers)
+        return sorted(i for i in self._bodies if i < self.keep) + [
+            i for i in range(self.keep, n) if i not in self._read or i in self._bodies
+        ]
+
+    def bytes_to_copy(self) -> int:
+        """Uncompressed bytes pass 2 reads (what its ``progress`` callback counts up to)."""
+        return sum(self.layers[i].tar_bytes for i in self._pass2_layers())
 
 
     def out_tar_bytes(self) -> int:
@@ -695,13 +720,13 @@ class _Applier:
             names, pnode = self._resolve(comps[:-1])
             if base == _OPAQUE:
                 if type(pnode) is _Dir:
-                                self._whiteout(pnode, "/".join(names), None)
+                    self._whiteout(pnode, "/".join(names), None)
                 return
             target = base[4:]
             if target in ("", ".", ".."):
                 raise UnsafePath(f"layer {self.label}: whiteout {h.name!r} names no file in its directory")
             if type(pnode) is _Dir and target in pnode.children:
-                        self._whiteout(pnode, "/".join(names), target)
+                self._whiteout(pnode, "/".join(names), target)
             return
         names, pnode = self._resolve(comps[:-1])
         if type(pnode) is not _Dir:
@@ -880,8 +905,13 @@ def plan(layers: Sequence[LayerInput], keep: int = 0, *, limits: MergeLimits | N
         if i == keep and parent is None:
             parent = _copy_tree(ap.root)
         ap.apply_layer(i, layers[i].label, entries, consumed)
+    return _finish_plan(ap, parent, keep, lim)
+
+
+def _finish_plan(ap: _Applier, parent: _Dir | None, keep: int, lim: MergeLimits) -> MergePlan:
     if parent is None:
         parent = _copy_tree(ap.root)
+    stats = ap.stats
     out = _diff(ap.root, parent)
     out.keep = keep
     out._limits = lim
@@ -890,6 +920,294 @@ def plan(layers: Sequence[LayerInput], keep: int = 0, *, limits: MergeLimits | N
     out.dropped_files = sum(s.hidden_files for s in stats[keep:])
     out.dropped_bytes = sum(s.hidden_bytes for s in stats[keep:])
     return out
+
+
+class Retry(Exception):
+    """``stream`` wrote a body early that the finished plan does not want (the guess behind writing
+    it early was wrong): discard everything written to ``out`` and merge with ``plan`` + ``write``."""
+
+
+class _Hits:
+    """What the layers above a layer name, to guess which of its files they leave alone.
+
+    A path is hit when a layer above has an entry or a whiteout at it, or at an ancestor as a
+    non-directory, a whiteout or an opaque directory. Names are taken as spelled (cleaned, not
+    resolved through symlinks): a wrong guess is caught once the plan is complete.
+    """
+
+    def __init__(self) -> None:
+        self.exact: set[str] = set()
+        self.below: set[str] = set()  # every path strictly under one of these is hit
+        self.all = False
+
+    def add(self, headers: Iterator[_Hdr]) -> None:
+        exact, below = self.exact, self.below
+        for h in headers:
+            comps = _components(h.name)
+            if not comps or comps[0] in _AUFS:
+                continue
+            base = comps[-1]
+            if base.startswith(".wh."):
+                parent = "/".join(comps[:-1])
+                if base == _OPAQUE:
+                    if not parent:
+                        self.all = True
+                    below.add(parent)
+                else:
+                    gone = f"{parent}/{base[4:]}" if parent else base[4:]
+                    exact.add(gone)
+                    below.add(gone)
+                continue
+            path = "/".join(comps)
+            exact.add(path)
+            if h.type != "5":
+                below.add(path)
+
+    def hit(self, path: str) -> bool:
+        if self.all or path in self.exact:
+            return True
+        below = self.below
+        i = path.rfind("/")
+        while i > 0:
+            path = path[:i]
+            if path in below:
+                return True
+            i = path.rfind("/")
+        return False
+
+
+def _plain_parents(tree: _Dir, path: str) -> bool:
+    """True when no ancestor of ``path`` is a non-directory in ``tree`` (the kept layers' tree): a body
+    written before the directory entries must not land where a kept symlink or file still stands."""
+    cur = tree
+    for c in path.split("/")[:-1]:
+        node = cur.children.get(c)
+        if node is None:
+            return True
+        if type(node) is not _Dir:
+            return False
+        cur = node
+    return True
+
+
+_Early = dict[int, _Hdr]  # data offset -> header, of each body ``stream`` wrote as it read
+
+
+def stream(
+    layers: Sequence[LayerInput],
+    keep: int,
+    out: BinaryIO,
+    *,
+    limits: MergeLimits | None = None,
+    progress: Callable[[int], None] | None = None,
+    on_plan: Callable[[MergePlan], None] | None = None,
+) -> tuple[MergePlan, WriteStats]:
+    """``plan`` and ``write`` in one, reading each squashed layer once (a gzip layer is inflated once).
+
+    The kept layers' headers are read first. The squashed layers are then read top down, each in
+    full and verified: its headers are kept, and each regular file is written to ``out`` as it passes
+    unless a layer above names its path (``_Hits``), so those bodies lead the merged tar, ahead of the
+    directory entries (extractors create missing parents, and a directory's own entry sets its
+    attributes when it comes). Then every header is applied bottom up, as ``plan`` does, and each
+    early body is checked to be exactly what the finished plan wants (``on_plan`` sees the plan). The
+    rest is written as ``write`` does: a file the guess left out is copied by a second read of its
+    layer. A body written early that the plan does not want raises ``Retry`` (rare: a later entry of
+    the same layer replaces it, or a path runs through a symlink); the caller then discards ``out``
+    and merges with ``plan`` + ``write``.
+
+    Memory: the headers of the squashed layers are held until they are applied.
+    """
+    lim = limits or MergeLimits.current()
+    n = len(layers)
+    if not 0 <= keep <= n:
+        raise ValueError(f"keep={keep} outside 0..{n}")
+    wstats = WriteStats()
+    w = _Writer(out, wstats)
+    ap = _Applier(lim, [LayerStats(i, layer.label, i < keep) for i, layer in enumerate(layers)])
+    for i, (entries, consumed) in enumerate(_read_layers(layers[:keep], lim)):
+        ap.apply_layer(i, layers[i].label, entries, consumed)
+    parent = _copy_tree(ap.root) if keep else _Dir(_IMPLICIT)
+    squashed = layers[keep:]
+    if _worker_count(squashed) > 1:
+        read = _read_all_once_forked(squashed, parent if keep else None, w, lim, progress)
+    else:
+        read = _read_all_once(squashed, parent if keep else None, w, lim, progress)
+    for k in range(len(read)):
+        entries, consumed, early = read[k]
+        ap.apply_layer(keep + k, layers[keep + k].label, entries, consumed)
+        read[k] = ([], consumed, early)  # headers applied: let them go
+    p = _finish_plan(ap, parent, keep, lim)
+    links: list[tuple[str, str, _Meta]] = []
+    for k, (_, _, early) in enumerate(read):
+        i = keep + k
+        want = p._bodies.get(i, {})
+        for off, h in early.items():
+            name = "/".join(_components(h.name) or ())  # as _read_once wrote it
+            got = want.pop(off, None)
+            if got is None or got[0] != name or got[2] != h.size:
+                raise Retry(f"layer {layers[i].label}: {name!r} was written early but the merge does not keep it")
+            links.extend((link, name, got[3]) for link in got[1])
+        if not want:
+            p._bodies.pop(i, None)
+    p._read = tuple(range(keep, n))
+    if on_plan is not None:
+        on_plan(p)
+    _write_rest(p, layers, w, progress, links)
+    return p, wstats
+
+
+_Once = list[tuple[list[tuple[_Hdr, int]], int, _Early]]  # per squashed layer, bottom up: headers, length, early
+
+
+def _read_all_once(
+    layers: Sequence[LayerInput], kept: _Dir | None, w: _Writer, lim: MergeLimits,
+    progress: Callable[[int], None] | None,
+) -> _Once:
+    """Read the squashed layers top down, each once (``_read_once``), each guessing from those above."""
+    hits = _Hits()
+    read: _Once = []
+    for layer in reversed(layers):
+        entries, consumed, early = _read_once(layer, hits, kept, w, lim, progress)
+        hits.add(h for h, _ in entries)
+        read.append((entries, consumed, early))
+    read.reverse()
+    return read
+
+
+def _once_child(fd: int, conn: Any, layers: Sequence[LayerInput], kept: _Dir | None, lim: MergeLimits) -> None:
+    """``_read_all_once`` in a forked worker: the bodies go down the pipe ``fd``; progress, then the
+    headers (as plain tuples, which pickle fast) or our error, go back on ``conn``."""
+    _worker_signals()
+    try:
+        ws = WriteStats()
+        with os.fdopen(fd, "wb", buffering=0) as pipe:
+            w = _Writer(pipe, ws)
+            read = _read_all_once(layers, kept, w, lim, lambda n: conn.send(("progress", n)))
+            w.flush()
+        flat = [([(h.name, h.type, h.size, h.linkname, h.meta, h.dev, off) for h, off in entries], consumed,
+                 list(early)) for entries, consumed, early in read]
+        conn.send(("ok", flat, ws.entries, ws.content_bytes))
+    except OcisquashError as e:
+        conn.send(("error", type(e), str(e), e.hint))
+    finally:
+        conn.close()
+
+
+def _read_all_once_forked(
+    layers: Sequence[LayerInput], kept: _Dir | None, w: _Writer, lim: MergeLimits,
+    progress: Callable[[int], None] | None,
+) -> _Once:
+    """``_read_all_once`` on a forked worker, so that its Python work (parsing headers, choosing and
+    framing bodies) runs beside this process's (compressing and hashing the merged layer), each
+    with a GIL of its own; the bodies come through a pipe, in order."""
+    ctx = multiprocessing.get_context("fork")
+    rfd, wfd = os.pipe()
+    with contextlib.suppress(OSError, AttributeError):
+        fcntl.fcntl(wfd, fcntl.F_SETPIPE_SZ, _COPY)  # fewer, larger reads; the default is 64 KiB
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_once_child, args=(wfd, send, layers, kept, lim), daemon=True)
+    try:
+        proc.start()
+    finally:
+        os.close(wfd)
+        send.close()
+    result: tuple[Any, ...] | None = None
+    try:
+        w.flush()
+        waiting: list[Any] = [rfd, recv]
+        while waiting:
+            for ready in mp_connection.wait(waiting):
+                if ready == rfd:
+                    chunk = os.read(rfd, _COPY)
+                    if chunk:
+                        w._emit(chunk)
+                    else:
+                        waiting.remove(rfd)
+                    continue
+                try:
+                    msg = recv.recv()
+                except EOFError:
+                    waiting.remove(recv)
+                    continue
+                if msg[0] == "progress":
+                    if progress is not None:
+                        progress(msg[1])
+                else:
+                    result = msg
+        proc.join()
+    finally:
+        os.close(rfd)
+        recv.close()
+        if proc.is_alive():
+            proc.terminate()
+            proc.join()
+    if result is None:
+        raise OcisquashError(f"internal error: the layer reader stopped (exit code {proc.exitcode})")
+    if result[0] == "error":
+        raise result[1](result[2], hint=result[3])
+    _, flat, entries, content = result
+    w.stats.entries += entries
+    w.stats.content_bytes += content
+    read: _Once = []
+    for hdrs, consumed, offsets in flat:
+        entries = [(_Hdr(*t[:6]), t[6]) for t in hdrs]
+        written = set(offsets)
+        read.append((entries, consumed, {off: h for h, off in entries if off in written}))
+    return read
+
+
+def _read_once(
+    layer: LayerInput, hits: _Hits, kept: _Dir | None, w: _Writer, lim: MergeLimits,
+    progress: Callable[[int], None] | None,
+) -> tuple[list[tuple[_Hdr, int]], int, _Early]:
+    """Read one layer in full (verified): its headers with their data offsets, its length, and the
+    bodies written to ``w`` on the way (those ``hits`` leaves alone)."""
+    opener = layer.open_once or layer.open
+    try:
+        f = opener()
+    except OcisquashError:
+        raise
+    except OSError as e:
+        raise FormatError(f"layer {layer.label}: cannot open: {e}") from e
+    src = _Source(f, False, layer.label)
+    entries: list[tuple[_Hdr, int]] = []
+    early: _Early = {}
+    cap = lim.max_entries_per_layer
+    reported = 0
+    try:
+        for h in _Reader(src, lim):
+            if len(entries) >= cap:
+                raise limits_mod.exceeded("max_entries_per_layer", f"layer {layer.label}: too many tar entries")
+            offset = src.consumed
+            entries.append((h, offset))
+            size = h.size
+            padded = (size + 511) & ~511
+            if h.type in _REGULAR:
+                comps = _components(h.name)
+                if comps and comps[0] not in _AUFS and not comps[-1].startswith(".wh."):
+                    path = "/".join(comps)
+                    if not hits.hit(path) and (kept is None or _plain_parents(kept, path)):
+                        w.header(path, "0", h.meta, size=size)
+                        for chunk in src.chunks(size):
+                            w.data(chunk)
+                        if padded != size and not src.skip(padded - size):
+                            raise FormatError(f"layer {layer.label}: truncated tar (file contents cut short)")
+                        w.pad(size)
+                        early[offset] = h
+                        padded = 0
+            if padded and not src.skip(padded):
+                raise FormatError(f"layer {layer.label}: truncated tar (file contents cut short)")
+            if progress is not None and src.consumed - reported >= _COPY:
+                progress(src.consumed - reported)
+                reported = src.consumed
+        src.drain()
+        if progress is not None and src.consumed > reported:
+            progress(src.consumed - reported)
+        return entries, src.consumed, early
+    except OSError as e:
+        raise FormatError(f"layer {layer.label}: read error: {e}") from e
+    finally:
+        f.close()
 
 
 def _diff(final: _Dir, parent: _Dir) -> MergePlan:
@@ -1104,7 +1422,19 @@ def write(
     names are all gone, so the content must be copied from that kept layer.
     """
     stats = WriteStats()
-    w = _Writer(out, stats)
+    _write_rest(plan, layers, _Writer(out, stats), progress, [])
+    return stats
+
+
+def _write_rest(
+    plan: MergePlan,
+    layers: Sequence[LayerInput],
+    w: _Writer,
+    progress: Callable[[int], None] | None,
+    early_links: list[tuple[str, str, _Meta]],
+) -> None:
+    """Everything ``write`` writes; ``stream`` has written some bodies already (``early_links`` are the
+    extra names of those)."""
     for tag, path, meta in plan._head:
         if tag == "5":
             w.header(path or "./", "5", meta if meta is not None else _IMPLICIT)
@@ -1119,12 +1449,12 @@ def write(
         metas = _plink_metas(plan)
         for name, target in plan._plinks:
             w.header(name, "1", metas[target], linkname=target)
-    order = sorted(i for i in plan._bodies if i < plan.keep) + list(range(plan.keep, len(layers)))
-    for li in order:
+    for name, body, meta in early_links:
+        w.header(name, "1", meta, linkname=body)
+    for li in plan._pass2_layers():
         _copy_layer(li, layers[li], plan._bodies.get(li, {}), plan._limits, w, progress,
                     plan.layers[li].tar_bytes if li < len(plan.layers) else 0)
     w.finish()
-    return stats
 
 
 def _plink_metas(plan: MergePlan) -> dict[str, _Meta]:

@@ -155,7 +155,7 @@ def _layer_input(ly: Layer, verify_scan: bool) -> merge.LayerInput:
     # pass 2 then checks only the blob digest, which proves it reads the same bytes, and stops
     # decompressing after the last content it needs.
     return merge.LayerInput(label=ly.what, open=partial(ly.open, check_diff_id=False),
-                            open_scan=partial(ly.open_scan, verify=True), work=ly.size)
+                            open_scan=partial(ly.open_scan, verify=True), work=ly.size, open_once=ly.open)
 
 
 def _parent_diff_ids(opts: SquashOptions, src_path: str) -> tuple[list[Digest], Digest] | None:
@@ -198,49 +198,68 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
         before_c = sum(ly.size for ly in image.layers)
         inputs = layer_inputs(image, verify_scan=opts.dry_run or dest is None)
         nothing = n - keep <= 1
-        if on_phase:
-            on_phase("reading layers", None)
-        plan = merge.plan(inputs, keep)
-        stats = plan_totals(plan)
         same_layout = dest is not None and os.path.isdir(dest) and os.path.isdir(src_path) and \
             os.path.samefile(dest, src_path)
         tags = _layout_tags(image, opts.tags) if same_layout else output_tags(image.names, opts.tags)
-        report = Report(
-            image=image.label, output=dest, squashed=not nothing, layers_before=n,
-            layers_after=n if nothing else keep + 1, kept_layers=keep,
-            bytes_before_uncompressed=stats["bytes_before"], bytes_after_uncompressed=None,
-            bytes_before_compressed=before_c, bytes_after_compressed=None,
-            files_dropped=stats["files_dropped"], bytes_dropped=stats["bytes_dropped"],
-            seconds=0.0, tags=tags, dry_run=opts.dry_run,
-        )
-        if nothing:
-            report.note = ("nothing to squash: " + (f"only {n - keep} layer above the cut" if n - keep == 1
-                                                    else "no layers above the cut") + "; written unchanged")
-            report.bytes_after_uncompressed = report.bytes_before_uncompressed
-            report.bytes_after_compressed = before_c
-            report.files_dropped = report.bytes_dropped = 0
-        if opts.dry_run or dest is None:
-            if not nothing:
+
+        def new_report(plan: merge.MergePlan) -> Report:
+            stats = plan_totals(plan)
+            report = Report(
+                image=image.label, output=dest, squashed=not nothing, layers_before=n,
+                layers_after=n if nothing else keep + 1, kept_layers=keep,
+                bytes_before_uncompressed=stats["bytes_before"], bytes_after_uncompressed=None,
+                bytes_before_compressed=before_c, bytes_after_compressed=None,
+                files_dropped=stats["files_dropped"], bytes_dropped=stats["bytes_dropped"],
+                seconds=0.0, tags=tags, dry_run=opts.dry_run,
+            )
+            if nothing:
+                report.note = ("nothing to squash: " + (f"only {n - keep} layer above the cut" if n - keep == 1
+                                                        else "no layers above the cut") + "; written unchanged")
+                report.bytes_after_uncompressed = report.bytes_before_uncompressed
+                report.bytes_after_compressed = before_c
+                report.files_dropped = report.bytes_dropped = 0
+            elif opts.dry_run or dest is None:
                 report.bytes_after_uncompressed = stats["bytes_after"]
+            return report
+
+        if on_phase:
+            on_phase("reading layers", None)
+        if opts.dry_run or dest is None:
+            report = new_report(merge.plan(inputs, keep))
             report.seconds = round(time.monotonic() - t0, 3)
             return report
         out_fmt = opts.fmt or sink.guess_format(dest, src.kind)
         out = sink.open_sink(dest, out_fmt)
         try:
             if nothing:
+                report = new_report(merge.plan(inputs, keep))
                 written = transfer.write_image(out, image, transfer.plan_convert(image, None, None), tags=tags)
             else:
-                if on_phase:
-                    on_phase("squashing", stats["bytes_squashed"] or None)
+                plans: list[merge.MergePlan] = []
+
+                def planned(plan: merge.MergePlan) -> None:
+                    plans.append(plan)
+                    if on_phase:
+                        on_phase("squashing", plan.bytes_to_copy() or None)
 
                 def produce(w: BinaryIO) -> None:
+                    # One pass over the largest squashed layer; merge.Retry falls back to two.
+                    merge.stream(inputs, keep, w, progress=on_progress, on_plan=planned)
+
+                def produce_two_pass(w: BinaryIO) -> None:
+                    if on_phase:
+                        on_phase("reading layers", None)
+                    plan = merge.plan(inputs, keep)
+                    planned(plan)
                     merge.write(plan, inputs, w, progress=on_progress)
 
                 new_layers = [transfer.OutLayer("copy", ly) for ly in image.layers[:keep]]
                 new_layers.append(transfer.OutLayer("generate", codec=codec, level=level, produce=produce))
+                fallback = transfer.OutLayer("generate", codec=codec, level=level, produce=produce_two_pass)
                 results: list[transfer.LayerResult] = []
-                written = _write_squashed(out, image, keep, new_layers, tags, created, opts,
+                written = _write_squashed(out, image, keep, new_layers, fallback, tags, created, opts,
                                           parent[1] if parent is not None else None, results)
+                report = new_report(plans[-1])
                 report.bytes_after_compressed = sum(r.descriptor.size for r in results)
                 kept_unc = sum(r.uncompressed_size or 0 for r in results[:-1])
                 report.bytes_after_uncompressed = kept_unc + (results[-1].uncompressed_size or 0)
@@ -279,12 +298,17 @@ def _default_layout_tag(image: Image) -> str:
     return (image.names[0] if image.names else "image") + "-squashed"
 
 
-def _write_squashed(out: sink.Sink, image: Image, keep: int, layers: list[transfer.OutLayer], tags: list[str],
-                    created: dt.datetime, opts: SquashOptions, parent_id: Digest | None,
-                    results: list[transfer.LayerResult]) -> sink.WrittenImage:
+def _write_squashed(out: sink.Sink, image: Image, keep: int, layers: list[transfer.OutLayer],
+                    fallback: transfer.OutLayer, tags: list[str], created: dt.datetime, opts: SquashOptions,
+                    parent_id: Digest | None, results: list[transfer.LayerResult]) -> sink.WrittenImage:
     docker_family = bool(image.manifest and image.manifest.is_docker and out.docker)
-    for ol in layers:
+    for ol in layers[:-1]:
         results.append(transfer.write_layer(out, ol, docker_family))
+    try:
+        results.append(transfer.write_layer(out, layers[-1], docker_family))
+    except merge.Retry:
+        # The sink dropped the partial blob; write the merged layer again with the two-pass merge.
+        results.append(transfer.write_layer(out, fallback, docker_family))
     new_diff = results[-1].diff_id
     if opts.message:
         comment = opts.message

@@ -8,6 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from ocisquash import merge
 from ocisquash.merge import LayerInput
 
 MTIME = 1_600_000_000
@@ -101,3 +102,17 @@ def inputs(tars: Iterable[bytes]) -> list[LayerInput]:
             return io.BytesIO(b)
         out.append(LayerInput(f"L{i}", opener, opener))
     return out
+
+
+def squash_stream(tars: list[bytes], keep: int) -> bytes | None:
+    """The merged layer as ``merge.stream`` writes it, or None when it asks for the two-pass merge
+    instead (``Retry``)."""
+    out = io.BytesIO()
+    try:
+        p, ws = merge.stream(inputs(tars), keep, out)
+    except merge.Retry:
+        return None
+    data = out.getvalue()
+    assert ws.bytes_written == len(data)
+    assert ws.entries == p.out_entries
+    return data

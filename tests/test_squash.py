@@ -982,3 +982,42 @@ def test_compressed_tarball_output_by_name(suffix: str, tmp_path: Path, require_
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted([out.name, "plain.tar", "ref.tar"])
     listed = ok(cli_here("images", str(out), "-q"))
     assert listed.stdout.strip()
+
+
+# ------------------------------------------------------------------------------------------ fallback
+
+@pytest.mark.parametrize("fmt", ["oci-dir", "docker"])
+def test_a_wrong_guess_falls_back_to_the_two_pass_merge(fmt: str, tmp_path: Path) -> None:
+    """The top layer names app/c twice. The one-read merge writes the first body as it passes, learns
+    from the second that it was wrong and asks for the two-pass merge (merge.Retry): the squash must
+    write the merged layer again, leaving nothing of the abandoned attempt in the output."""
+    from layertar import inputs
+
+    from ocisquash import merge
+
+    l1 = plain_tar([("app/", None), ("app/a", b"a" * 1000)])
+    l2 = plain_tar([("app/c", b"first " * 300), ("app/c", b"second"), ("app/d", b"d")])
+    with pytest.raises(merge.Retry):  # the premise: this input takes the fallback
+        merge.stream(inputs([l1, l2]), 0, io.BytesIO())
+    img = hand_layout(tmp_path / "dup.oci", [l1, l2])
+    out = tmp_path / ("out.oci" if fmt == "oci-dir" else "out.tar")
+    r = ok(cli_here("squash", img.path, out, "--format", fmt, "--timestamp", TS, "--json"))
+    result = read_image(out)
+    assert len(result.layers) == 1
+    with tarfile.open(fileobj=io.BytesIO(decompress(result.layers[0]))) as merged:
+        assert [m.name for m in merged if m.isreg()] == ["app/a", "app/c", "app/d"]
+        assert merged.extractfile("app/c").read() == b"second"  # type: ignore[union-attr]
+    assert r.json()["diff_id"] == sha(decompress(result.layers[0]))
+    wanted = {sha(result.config_raw)[7:], sha(result.layers[0])[7:]}
+    if result.manifest_raw is not None:
+        wanted.add(sha(result.manifest_raw)[7:])
+    if fmt == "oci-dir":
+        blobs = [p.name for p in (out / "blobs" / "sha256").iterdir()]
+    else:
+        with tarfile.open(out) as t:
+            names = t.getnames()
+        assert len(names) == len(set(names))
+        blobs = [n.rpartition("/")[2] for n in names if n.startswith("blobs/")]
+    assert sorted(blobs) == sorted(wanted)  # nothing of the first attempt
+    orig, squashed = (unpack_snapshot(ref, tmp_path) for ref in (img.path, out))
+    assert compare(orig, squashed) == []
