@@ -6,7 +6,6 @@ when stdout is not a terminal, so scripts can cut them); progress and errors go 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -15,7 +14,7 @@ import typer
 
 from ocisquash.cli import app, common
 
-# ocisquash.listing, ocisquash.sources (~15 ms to import) and rich (~50 ms) load in the functions that use them,
+# ocisquash.listing, ocisquash.sources (~15 ms to import), rich (~50 ms) and json load in the functions that use them,
 # not here, for start-up time: registering these commands must not cost every other command their import.
 if TYPE_CHECKING:
     from rich.console import Console
@@ -59,6 +58,8 @@ def _check_format(fmt: str) -> str:
 
 
 def _emit_json_lines(objs: list[dict[str, Any]]) -> None:
+    import json
+
     for o in objs:
         sys.stdout.write(json.dumps(o, ensure_ascii=False) + "\n")
     sys.stdout.flush()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import sys
 from typing import TYPE_CHECKING
 
@@ -10,7 +9,7 @@ import typer
 
 from ocisquash.cli import app, common
 
-# The library (squash, merge, codecs: ~60 ms to import) and rich.table load in the functions that use them,
+# The library (squash, merge, codecs: ~60 ms to import), rich.table and json load in the functions that use them,
 # not here, for start-up time: registering the command must not cost every other command their import.
 if TYPE_CHECKING:
     from ocisquash import squash as squash_lib
@@ -107,6 +106,8 @@ def squash(
         report = squash_lib.squash(source, None if dry_run else dest, opts, on_phase=prog.phase,
                                    on_progress=prog.advance)
     if json_out:
+        import json
+
         stream = sys.stderr if dest == "-" and not dry_run else sys.stdout
         stream.write(json.dumps(report.to_json(), indent=2) + "\n")
     elif not quiet:
