@@ -18,12 +18,13 @@ from typing import IO, Any, BinaryIO, cast
 import isal.igzip as igzip
 import isal.igzip_lib as igzip_lib
 import isal.igzip_threaded as igzip_threaded
-import magic
-import zstandard
 
 from ocisquash import model
 from ocisquash.errors import FormatError, UsageError
 from ocisquash.streams import Reader
+
+# python-magic (~10-15 ms to import, with ctypes and logging, and it loads libmagic) and zstandard are imported
+# where they are needed, for start-up time: magic only when no magic bytes match, zstandard only for zstd.
 
 SNIFF_BYTES = 512
 
@@ -58,6 +59,8 @@ def sniff_bytes(head: bytes) -> Codec:
         return Codec.NONE
     if not head or not any(head):
         return Codec.NONE  # an empty tar (all zero blocks) or nothing at all
+    import magic
+
     mime = magic.from_buffer(head, mime=True)
     known = {"application/gzip": Codec.GZIP, "application/x-gzip": Codec.GZIP, "application/zstd": Codec.ZSTD,
              "application/x-bzip2": Codec.BZIP2, "application/x-xz": Codec.XZ, "application/x-tar": Codec.NONE}
@@ -133,6 +136,11 @@ def _read_head(raw: IO[bytes] | BinaryIO) -> bytes:
     return head
 
 
+# isal's stub declares IsalError as an instance of Exception, not a class: hence the cast.
+_CODEC_ERRORS: tuple[type[BaseException], ...] = (EOFError, OSError, ValueError, lzma.LZMAError,
+                                                  cast(type[BaseException], igzip_lib.IsalError))
+
+
 class _ErrorMapping(Reader):
     """Turns codec exceptions (EOFError, zlib/zstd/lzma errors) into one FormatError naming the stream."""
 
@@ -140,13 +148,18 @@ class _ErrorMapping(Reader):
         self._inner = inner
         self._what = what
         self._codec = codec
+        self._errors = _CODEC_ERRORS
+        if codec is Codec.ZSTD:  # only a zstd reader raises ZstdError (and only then is zstandard imported)
+            import zstandard
+
+            self._errors += (zstandard.ZstdError,)
 
     def read(self, n: int = -1) -> bytes:
         try:
             return cast(bytes, self._inner.read(n))
         except FormatError:
             raise
-        except (EOFError, OSError, ValueError, lzma.LZMAError, zstandard.ZstdError, igzip_lib.IsalError) as e:  # type: ignore[misc]
+        except self._errors as e:
             msg = str(e) or type(e).__name__
             if isinstance(e, EOFError):
                 msg = "truncated stream (ended before the end marker)"
@@ -234,6 +247,8 @@ def decompressing_reader(raw: IO[bytes] | BinaryIO, what: str, codec: Codec | No
     if sniffed is Codec.GZIP:
         inner = igzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[no-untyped-call]
     elif sniffed is Codec.ZSTD:
+        import zstandard
+
         inner = zstandard.ZstdDecompressor().stream_reader(cast(BinaryIO, _ZstdFrameCheck(src)),
                                                            read_across_frames=True, closefd=False)
     elif sniffed is Codec.BZIP2:
@@ -281,6 +296,8 @@ def compressing_writer(raw: IO[bytes] | BinaryIO | Any, codec: Codec, level: int
     # zstd output is the same for any worker count >= 1 (it differs with 0 workers), and 1 MiB jobs
     # keep the workers' buffers small: measured on 300 MB, 2 workers take 27 MB RSS with 1 MiB jobs
     # and 75 MB with the default job size, at the same speed.
+    import zstandard
+
     params = zstandard.ZstdCompressionParameters.from_level(lvl, threads=max(1, threads), job_size=1 << 20,
                                                            write_checksum=False)
     cctx = zstandard.ZstdCompressor(compression_params=params)

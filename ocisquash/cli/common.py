@@ -2,19 +2,20 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 
-from ocisquash import limits
+# rich (console ~40 ms, progress ~20 ms to import), json and ocisquash.limits are imported in the functions
+# that use them, not here, for start-up time: --version, --help and quiet runs without errors need none of them.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.progress import Progress
 
 
 @dataclass
@@ -31,10 +32,14 @@ def _no_color() -> bool:
 
 
 def err_console() -> Console:
+    from rich.console import Console
+
     return Console(stderr=True, no_color=_no_color(), highlight=False, soft_wrap=True)
 
 
 def out_console() -> Console:
+    from rich.console import Console
+
     return Console(no_color=_no_color(), highlight=False, soft_wrap=True)
 
 
@@ -61,6 +66,8 @@ def print_traceback() -> None:
 
 
 def print_json(obj: Any) -> None:
+    import json
+
     sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
     sys.stdout.flush()
 
@@ -93,6 +100,8 @@ def progress(quiet: bool = False) -> Iterator[Progressor]:
     if quiet or STATE.quiet or not sys.stderr.isatty():
         yield Progressor(None)
         return
+    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
     p = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
                  TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
                  console=err_console(), transient=True)
@@ -101,7 +110,11 @@ def progress(quiet: bool = False) -> Iterator[Progressor]:
 
 
 def apply_limits(values: list[str] | None) -> None:
-    for v in values or []:
+    if not values:
+        return
+    from ocisquash import limits
+
+    for v in values:
         name, n = limits.parse_option(v)
         limits.configure({name: n})
 

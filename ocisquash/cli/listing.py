@@ -6,19 +6,21 @@ when stdout is not a terminal, so scripts can cut them); progress and errors go 
 
 from __future__ import annotations
 
-import json
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
-from rich.console import Console
-from rich.table import Table
 
-from ocisquash import listing
 from ocisquash.cli import app, common
-from ocisquash.errors import UsageError
-from ocisquash.sources import open_source
+
+# ocisquash.listing, ocisquash.sources (~15 ms to import), rich (~50 ms) and json load in the functions that use them,
+# not here, for start-up time: registering these commands must not cost every other command their import.
+if TYPE_CHECKING:
+    from rich.console import Console
+    from rich.table import Table
+
+    from ocisquash import listing
 
 SIZE_HELP = (
     "SIZE is the sum of the image's layers: the tar size of a layer stored uncompressed, and the stored "
@@ -29,6 +31,8 @@ SIZE_HELP = (
 
 
 def _table_console() -> Console:
+    from rich.console import Console
+
     c = common.out_console()
     if not c.is_terminal:
         c = Console(no_color=True, highlight=False, width=100_000)
@@ -36,6 +40,8 @@ def _table_console() -> Console:
 
 
 def _table(*columns: str, right: tuple[str, ...] = ()) -> Table:
+    from rich.table import Table
+
     t = Table(box=None, show_header=True, header_style="bold", pad_edge=False, padding=(0, 3, 0, 0))
     for col in columns:
         t.add_column(col, justify="right" if col in right else "left", no_wrap=True, overflow="fold")
@@ -45,11 +51,15 @@ def _table(*columns: str, right: tuple[str, ...] = ()) -> Table:
 def _check_format(fmt: str) -> str:
     f = fmt.lower()
     if f not in ("table", "json"):
+        from ocisquash.errors import UsageError
+
         raise UsageError(f"--format {fmt!r}: expected 'table' or 'json'")
     return f
 
 
 def _emit_json_lines(objs: list[dict[str, Any]]) -> None:
+    import json
+
     for o in objs:
         sys.stdout.write(json.dumps(o, ensure_ascii=False) + "\n")
     sys.stdout.flush()
@@ -89,6 +99,9 @@ def images(
     fmt: str = typer.Option("table", "--format", help="table, or json: one JSON object per line."),
     limit: list[str] | None = common.LIMIT_OPTION,
 ) -> None:
+    from ocisquash import listing
+    from ocisquash.sources import open_source
+
     common.apply_limits(limit)
     fmt = _check_format(fmt)
     flt = listing.Filters.parse(filters)
@@ -128,6 +141,8 @@ def images(
 
 
 def _size(n: int, exact: bool) -> str:
+    from ocisquash import listing
+
     return listing.human_size(n) if exact else listing.human_size(n) + "*"
 
 
@@ -160,6 +175,9 @@ def history(
     fmt: str = typer.Option("table", "--format", help="table, or json: one JSON object per line."),
     limit: list[str] | None = common.LIMIT_OPTION,
 ) -> None:
+    from ocisquash import listing
+    from ocisquash.sources import open_source
+
     common.apply_limits(limit)
     fmt = _check_format(fmt)
     with open_source(path) as src:
@@ -211,6 +229,9 @@ def analyze(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     limit: list[str] | None = common.LIMIT_OPTION,
 ) -> None:
+    from ocisquash import listing
+    from ocisquash.sources import open_source
+
     common.apply_limits(limit)
     with open_source(path) as src:
         img = src.choose(image, platform)
@@ -260,6 +281,9 @@ def validate(
                                                             "and the findings."),
     limit: list[str] | None = common.LIMIT_OPTION,
 ) -> None:
+    from ocisquash import listing
+    from ocisquash.sources import open_source
+
     common.apply_limits(limit)
     with open_source(path) as src, common.progress(quiet) as prog:
         prog.phase("validating", listing.total_bytes(src))

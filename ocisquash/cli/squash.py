@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-import json
 import sys
+from typing import TYPE_CHECKING
 
 import typer
-from rich.table import Table
 
-from ocisquash import reference
-from ocisquash import squash as squash_lib
 from ocisquash.cli import app, common
+
+# The library (squash, merge, codecs: ~60 ms to import), rich.table and json load in the functions that use them,
+# not here, for start-up time: registering the command must not cost every other command their import.
+if TYPE_CHECKING:
+    from ocisquash import squash as squash_lib
 
 
 def human(n: int | None) -> str:
@@ -25,6 +27,10 @@ def human(n: int | None) -> str:
 
 
 def print_report(r: squash_lib.Report) -> None:
+    from rich.table import Table
+
+    from ocisquash import reference
+
     c = common.err_console()
     title = "dry run: nothing written" if r.dry_run else f"squashed {r.image} -> {r.output}"
     if not r.squashed:
@@ -90,6 +96,8 @@ def squash(
         from ocisquash.errors import UsageError
 
         raise UsageError("missing OUT: where to write the squashed image", hint="give a path, '-', or --dry-run")
+    from ocisquash import squash as squash_lib
+
     opts = squash_lib.SquashOptions(
         image=image, platform=platform, parent=parent, from_layer=from_layer, tags=tag or [], fmt=fmt,
         compression=compression, level=level, message=message, timestamp=timestamp, dry_run=dry_run,
@@ -98,6 +106,8 @@ def squash(
         report = squash_lib.squash(source, None if dry_run else dest, opts, on_phase=prog.phase,
                                    on_progress=prog.advance)
     if json_out:
+        import json
+
         stream = sys.stderr if dest == "-" and not dry_run else sys.stdout
         stream.write(json.dumps(report.to_json(), indent=2) + "\n")
     elif not quiet:
