@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Time the phases of one squash in-process: open, pass 1 (plan), pass 2 (write, uncompressed and gzip).
+"""Time the phases of one squash in-process: pass 1 (plan), pass 2 (write, uncompressed and gzip), and
+``merge.stream`` (what a squash runs: both in one, each layer read once), uncompressed and gzip.
 
     python bench/phases.py IMAGE [--image REF]
 
@@ -51,6 +52,15 @@ def main() -> None:
         with compression.compressing_writer(_Null(), compression.Codec.GZIP) as w:
             merge.write(plan, inputs, w)
         print(f"pass 2 (write, gzip): {time.monotonic() - t:.2f} s wall, {_cpu() - c:.2f} s cpu")
+        inputs = squash.layer_inputs(img, verify_scan=False)
+        for label, out in (("no compression", None), ("gzip", compression.Codec.GZIP)):
+            t, c = time.monotonic(), _cpu()
+            if out is None:
+                merge.stream(inputs, 0, _Null())  # type: ignore[arg-type]
+            else:
+                with compression.compressing_writer(_Null(), out) as w:
+                    merge.stream(inputs, 0, w)
+            print(f"stream (one read per layer, {label}): {time.monotonic() - t:.2f} s wall, {_cpu() - c:.2f} s cpu")
 
 
 if __name__ == "__main__":
