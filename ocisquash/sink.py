@@ -296,14 +296,25 @@ class OciDirSink(Sink):
         self._temps.append(tmp)
         try:
             with os.fdopen(fd, "wb") as f:
-                hw = HashingWriter(_GuardedWriter(f, self.label))  # type: ignore[arg-type]
-                produce(hw)  # type: ignore[arg-type]
-                with writing(self.label):
-                    f.flush()
-            d = hw.digest()
+                writeback = _Writeback(fd, self.label)
+                try:
+                    hw = HashingWriter(_GuardedWriter(f, self.label, writeback))  # type: ignore[arg-type]
+                    produce(hw)  # type: ignore[arg-type]
+                    d = hw.digest()
+                    known = self.has(d)
+                    with writing(self.label):
+                        f.flush()
+                        writeback.close()
+                        if not known:
+                            # index.json, fsynced at commit, will name this blob: its bytes must be on
+                            # disk first, or a crash could leave a layout whose index names empty files.
+                            os.fsync(fd)
+                finally:
+                    with contextlib.suppress(OutputError):
+                        writeback.close()  # its thread syncs fd: stopped before the file is closed
             final = os.path.join(self._blobs, d.encoded)
             with writing(self.label):
-                if self.has(d):
+                if known:
                     os.unlink(tmp)
                 else:
                     os.chmod(tmp, 0o644)

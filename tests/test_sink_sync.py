@@ -163,3 +163,56 @@ def test_stdout_and_compressed_tar_do_not_sync_their_temporary(tmp_path: Path, s
     s.commit()
     assert "fdatasync" not in calls.log
     assert os.listdir(tmp_path) == ["out.tar.gz"]
+
+
+# ------------------------------------------------------------------------------------ OCI layout dir
+
+def write_layout(path: Path) -> Digest:
+    s = sink.OciDirSink(str(path))
+    try:
+        d, _ = s.put_stream(chunks(DATA))
+        s.put_bytes(b"small")
+        s.commit()
+    except BaseException:
+        s.abort()
+        raise
+    return d
+
+
+def test_layout_blobs_are_fsynced_before_their_rename(tmp_path: Path, small_step: None,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = Calls(monkeypatch)
+    d = write_layout(tmp_path / "out")
+    assert (tmp_path / "out" / "blobs" / "sha256" / d.encoded).read_bytes() == DATA
+    syncs = [c for c in calls.log if c != "fdatasync"]
+    # big blob, small blob, index.json: each fsynced, then renamed
+    assert syncs == ["fsync", "replace"] * 3
+    assert "fdatasync" in calls.log[:calls.log.index("fsync")]
+    assert os.listdir(tmp_path) == ["out"]
+
+
+def test_layout_blob_already_there_is_not_synced_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    write_layout(tmp_path / "out")
+    calls = Calls(monkeypatch)
+    write_layout(tmp_path / "out")  # an existing layout: both blobs are known
+    assert calls.log == ["fsync", "replace"]  # index.json only
+
+
+def test_layout_background_sync_error_is_a_clean_output_error(tmp_path: Path, small_step: None,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    write_layout(tmp_path / "out")
+    before = sorted(os.listdir(tmp_path / "out" / "blobs" / "sha256"))
+
+    def failing(fd: int) -> None:
+        raise OSError(errno.EIO, "Input/output error")
+
+    monkeypatch.setattr(os, "fdatasync", failing)
+    for dest in ("out", "new"):
+        s = sink.OciDirSink(str(tmp_path / dest))
+        with pytest.raises(OutputError, match=r"cannot write the output: input/output error"):
+            try:
+                s.put_stream(chunks(DATA[::-1]))
+            finally:
+                s.abort()
+    assert sorted(os.listdir(tmp_path)) == ["out"]
+    assert sorted(os.listdir(tmp_path / "out" / "blobs" / "sha256")) == before
