@@ -20,12 +20,9 @@ Headers are written with ``tarfile.TarInfo.tobuf``.
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import heapq
 import io
 import multiprocessing
-import multiprocessing.connection as mp_connection
 import os
 import signal
 import tarfile
@@ -1022,16 +1019,20 @@ def stream(
     if not 0 <= keep <= n:
         raise ValueError(f"keep={keep} outside 0..{n}")
     wstats = WriteStats()
-    w = _Writer(out, wstats)
+    p = _stream(layers, keep, _Writer(out, wstats), lim, progress, on_plan)
+    return p, wstats
+
+
+def _stream(
+    layers: Sequence[LayerInput], keep: int, w: _Writer, lim: MergeLimits,
+    progress: Callable[[int], None] | None, on_plan: Callable[[MergePlan], None] | None,
+) -> MergePlan:
+    n = len(layers)
     ap = _Applier(lim, [LayerStats(i, layer.label, i < keep) for i, layer in enumerate(layers)])
     for i, (entries, consumed) in enumerate(_read_layers(layers[:keep], lim)):
         ap.apply_layer(i, layers[i].label, entries, consumed)
     parent = _copy_tree(ap.root) if keep else _Dir(_IMPLICIT)
-    squashed = layers[keep:]
-    if _worker_count(squashed) > 1:
-        read = _read_all_once_forked(squashed, parent if keep else None, w, lim, progress)
-    else:
-        read = _read_all_once(squashed, parent if keep else None, w, lim, progress)
+    read = _read_all_once(layers[keep:], parent if keep else None, w, lim, progress)
     for k in range(len(read)):
         entries, consumed, early = read[k]
         ap.apply_layer(keep + k, layers[keep + k].label, entries, consumed)
@@ -1053,7 +1054,7 @@ def stream(
     if on_plan is not None:
         on_plan(p)
     _write_rest(p, layers, w, progress, links)
-    return p, wstats
+    return p
 
 
 _Once = list[tuple[list[tuple[_Hdr, int]], int, _Early]]  # per squashed layer, bottom up: headers, length, early
@@ -1071,88 +1072,6 @@ def _read_all_once(
         hits.add(h for h, _ in entries)
         read.append((entries, consumed, early))
     read.reverse()
-    return read
-
-
-def _once_child(fd: int, conn: Any, layers: Sequence[LayerInput], kept: _Dir | None, lim: MergeLimits) -> None:
-    """``_read_all_once`` in a forked worker: the bodies go down the pipe ``fd``; progress, then the
-    headers (as plain tuples, which pickle fast) or our error, go back on ``conn``."""
-    _worker_signals()
-    try:
-        ws = WriteStats()
-        with os.fdopen(fd, "wb", buffering=0) as pipe:
-            w = _Writer(pipe, ws)
-            read = _read_all_once(layers, kept, w, lim, lambda n: conn.send(("progress", n)))
-            w.flush()
-        flat = [([(h.name, h.type, h.size, h.linkname, h.meta, h.dev, off) for h, off in entries], consumed,
-                 list(early)) for entries, consumed, early in read]
-        conn.send(("ok", flat, ws.entries, ws.content_bytes))
-    except OcisquashError as e:
-        conn.send(("error", type(e), str(e), e.hint))
-    finally:
-        conn.close()
-
-
-def _read_all_once_forked(
-    layers: Sequence[LayerInput], kept: _Dir | None, w: _Writer, lim: MergeLimits,
-    progress: Callable[[int], None] | None,
-) -> _Once:
-    """``_read_all_once`` on a forked worker, so that its Python work (parsing headers, choosing and
-    framing bodies) runs beside this process's (compressing and hashing the merged layer), each
-    with a GIL of its own; the bodies come through a pipe, in order."""
-    ctx = multiprocessing.get_context("fork")
-    rfd, wfd = os.pipe()
-    with contextlib.suppress(OSError, AttributeError):
-        fcntl.fcntl(wfd, fcntl.F_SETPIPE_SZ, _COPY)  # fewer, larger reads; the default is 64 KiB
-    recv, send = ctx.Pipe(duplex=False)
-    proc = ctx.Process(target=_once_child, args=(wfd, send, layers, kept, lim), daemon=True)
-    try:
-        proc.start()
-    finally:
-        os.close(wfd)
-        send.close()
-    result: tuple[Any, ...] | None = None
-    try:
-        w.flush()
-        waiting: list[Any] = [rfd, recv]
-        while waiting:
-            for ready in mp_connection.wait(waiting):
-                if ready == rfd:
-                    chunk = os.read(rfd, _COPY)
-                    if chunk:
-                        w._emit(chunk)
-                    else:
-                        waiting.remove(rfd)
-                    continue
-                try:
-                    msg = recv.recv()
-                except EOFError:
-                    waiting.remove(recv)
-                    continue
-                if msg[0] == "progress":
-                    if progress is not None:
-                        progress(msg[1])
-                else:
-                    result = msg
-        proc.join()
-    finally:
-        os.close(rfd)
-        recv.close()
-        if proc.is_alive():
-            proc.terminate()
-            proc.join()
-    if result is None:
-        raise OcisquashError(f"internal error: the layer reader stopped (exit code {proc.exitcode})")
-    if result[0] == "error":
-        raise result[1](result[2], hint=result[3])
-    _, flat, entries, content = result
-    w.stats.entries += entries
-    w.stats.content_bytes += content
-    read: _Once = []
-    for hdrs, consumed, offsets in flat:
-        entries = [(_Hdr(*t[:6]), t[6]) for t in hdrs]
-        written = set(offsets)
-        read.append((entries, consumed, {off: h for h, off in entries if off in written}))
     return read
 
 
