@@ -25,6 +25,7 @@ import io
 import multiprocessing
 import os
 import signal
+import struct
 import tarfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
@@ -545,6 +546,14 @@ class _Reader:
         return _Hdr(name, type_, size, linkname, (mode, uid, gid, uname, gname, mtime, extra), dev)
 
 
+def _clean(name: str) -> str | None:
+    """``name`` cleaned as ``_components`` does, joined again (itself when it needs no cleaning)."""
+    if "/." not in name and "//" not in name and name[:1] not in "./" and not name.endswith("/"):
+        return name
+    comps = _components(name)
+    return "/".join(comps) if comps is not None else None
+
+
 def _components(name: str) -> list[str] | None:
     """Clean a member name like umoci/containerd: strip ``/`` and ``./``, resolve ``..`` lexically.
 
@@ -578,6 +587,7 @@ class _Applier:
         self.label = ""
         self.layer = 0
         self.upper: set[str] = set()
+        self.track = True
 
     # ---- helpers
     def _resolve(self, comps: list[str]) -> tuple[list[str], _Node | None]:
@@ -690,6 +700,8 @@ class _Applier:
         self.layer = index
         self.label = label
         self.upper = set()
+        # Only a whiteout looks at what its own layer wrote: a layer with none needs no record of it.
+        self.track = any(".wh." in h.name for h, _ in entries)
         st = self.stats[index]
         for h, offset in entries:
             self._entry(h, offset, st)
@@ -757,7 +769,8 @@ class _Applier:
                 ino = _Ino(t, self.layer, ordinal, path, 0, h.meta, "", h.dev if t != "6" else None)
             ino.nlink += 1
             children[base] = ino
-        self._mark_upper(path)
+        if self.track:
+            self._mark_upper(path)
 
     def _link_target(self, h: _Hdr) -> _Ino:
         comps = _components(h.linkname)
@@ -1043,7 +1056,7 @@ def _stream(
         i = keep + k
         want = p._bodies.get(i, {})
         for off, h in early.items():
-            name = "/".join(_components(h.name) or ())  # as _read_once wrote it
+            name = _clean(h.name)  # as _read_once wrote it
             got = want.pop(off, None)
             if got is None or got[0] != name or got[2] != h.size:
                 raise Retry(f"layer {layers[i].label}: {name!r} was written early but the merge does not keep it")
@@ -1102,18 +1115,25 @@ def _read_once(
             size = h.size
             padded = (size + 511) & ~511
             if h.type in _REGULAR:
-                comps = _components(h.name)
-                if comps and comps[0] not in _AUFS and not comps[-1].startswith(".wh."):
-                    path = "/".join(comps)
-                    if not hits.hit(path) and (kept is None or _plain_parents(kept, path)):
-                        w.header(path, "0", h.meta, size=size)
+                path = _clean(h.name)
+                # Whiteouts and AUFS metadata are not files; a file with ".wh." elsewhere in its path is
+                # merely left to pass 2.
+                if path and ".wh." not in path and not hits.hit(path) and (
+                        kept is None or _plain_parents(kept, path)):
+                    w.header(path, "0", h.meta, size=size)
+                    if size < _REFILL:  # most files: one slice, no generator
+                        data = src.read(padded)
+                        if len(data) != padded:
+                            raise FormatError(f"layer {layer.label}: truncated tar (file contents cut short)")
+                        w.small(data, size)
+                    else:
                         for chunk in src.chunks(size):
                             w.data(chunk)
                         if padded != size and not src.skip(padded - size):
                             raise FormatError(f"layer {layer.label}: truncated tar (file contents cut short)")
                         w.pad(size)
-                        early[offset] = h
-                        padded = 0
+                    early[offset] = h
+                    padded = 0
             if padded and not src.skip(padded):
                 raise FormatError(f"layer {layer.label}: truncated tar (file contents cut short)")
             if progress is not None and src.consumed - reported >= _COPY:
@@ -1234,6 +1254,9 @@ def _tobuf(
 
 
 _USTAR_MAGIC = b"ustar\x0000"
+# name mode uid gid size mtime chksum typeflag linkname magic+version uname gname devmajor devminor;
+# the prefix field and the rest stay zero ("s" pads each field with NULs).
+_USTAR_LAYOUT = struct.Struct("100s8s8s8s12s12s8s1s100s8s32s32s8s8s167x")
 _MAX7 = 8**7
 _MAX11 = 8**11
 
@@ -1260,23 +1283,17 @@ def _ustar(
         major, minor = dev if dev is not None else (0, 0)
         if not (0 <= major < _MAX7 and 0 <= minor < _MAX7):
             return None
-        devs = b"%07o\x00%07o\x00" % (major, minor)
+        devmajor, devminor = b"%07o\x00" % major, b"%07o\x00" % minor
     else:
-        devs = bytes(16)
-    h = bytearray(512)
-    h[0 : len(name)] = name.encode()
-    h[100:148] = b"%07o\x00%07o\x00%07o\x00%011o\x00%011o\x00" % (mode & 0o7777, uid, gid, size, mtime)
-    h[148:156] = b"        "
-    h[156] = ord(type_)
-    h[157 : 157 + len(linkname)] = linkname.encode()
-    h[257:265] = _USTAR_MAGIC
-    h[265 : 265 + len(uname)] = uname.encode()
-    h[297 : 297 + len(gname)] = gname.encode()
-    h[329:345] = devs
-    # The checksum is the byte sum. Every byte here is ASCII, so the sum is at most 512 * 127 = 65024,
-    # below Adler-32's modulus: its low half is exactly 1 + the sum, computed in C.
-    h[148:155] = b"%06o\x00" % ((zlib.adler32(h) & 0xFFFF) - 1)
-    return bytes(h)
+        devmajor = devminor = b""
+    h = _USTAR_LAYOUT.pack(
+        name.encode(), b"%07o\x00" % (mode & 0o7777), b"%07o\x00" % uid, b"%07o\x00" % gid, b"%011o\x00" % size,
+        b"%011o\x00" % mtime, b"        ", type_.encode(), linkname.encode(), _USTAR_MAGIC, uname.encode(),
+        gname.encode(), devmajor, devminor,
+    )
+    # The checksum is the byte sum with its own field as spaces. Every byte here is ASCII, so the sum
+    # is at most 512 * 127 = 65024, below Adler-32's modulus: its low half is exactly 1 + the sum.
+    return h[:148] + b"%06o\x00 " % ((zlib.adler32(h) & 0xFFFF) - 1) + h[156:]
 
 
 class _Writer:
@@ -1316,6 +1333,16 @@ class _Writer:
             self.flush()
             self._emit(chunk)
         self.stats.content_bytes += len(chunk)
+
+    def small(self, data: bytes, size: int) -> None:
+        """A small file's contents: the first ``size`` bytes of ``data``, then zeros to the block."""
+        buf = self.buf
+        buf += memoryview(data)[:size]
+        if size % 512:
+            buf += _ZERO[: 512 - size % 512]
+        self.stats.content_bytes += size
+        if len(buf) >= _COPY:
+            self.flush()
 
     def pad(self, size: int) -> None:
         if size % 512:
