@@ -222,9 +222,9 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
                 report.bytes_after_uncompressed = stats["bytes_after"]
             return report
 
-        if on_phase:
-            on_phase("reading layers", None)
         if opts.dry_run or dest is None:
+            if on_phase:
+                on_phase("reading layers", None)
             report = new_report(merge.plan(inputs, keep))
             report.seconds = round(time.monotonic() - t0, 3)
             return report
@@ -232,18 +232,27 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
         out = sink.open_sink(dest, out_fmt)
         try:
             if nothing:
+                if on_phase:
+                    on_phase("reading layers", None)
                 report = new_report(merge.plan(inputs, keep))
                 written = transfer.write_image(out, image, transfer.plan_convert(image, None, None), tags=tags)
             else:
                 plans: list[merge.MergePlan] = []
 
+                squashed = image.layers[keep:]
+                # Progress counts uncompressed bytes: a total is known only when the layers are plain.
+                plain = sum(ly.size for ly in squashed) if all(ly.seekable_plain for ly in squashed) else None
+
                 def planned(plan: merge.MergePlan) -> None:
                     plans.append(plan)
-                    if on_phase:
-                        on_phase("squashing", plan.bytes_to_copy() or None)
+                    left = plan.bytes_to_copy()
+                    if on_phase and left:
+                        on_phase("copying", left)
 
                 def produce(w: BinaryIO) -> None:
-                    # One pass over the largest squashed layer; merge.Retry falls back to two.
+                    # Each squashed layer read once; merge.Retry falls back to the two passes.
+                    if on_phase:
+                        on_phase("squashing", plain)
                     merge.stream(inputs, keep, w, progress=on_progress, on_plan=planned)
 
                 def produce_two_pass(w: BinaryIO) -> None:

@@ -510,9 +510,9 @@ def _on_a_terminal(tmp_path: Path, *args: str) -> str:
 
 def test_progress_shows_on_a_terminal_only_without_quiet(tmp_path: Path) -> None:
     drawn = _on_a_terminal(tmp_path, str(SAMPLE), str(tmp_path / "a.tar"))
-    assert "squashing" in drawn or "reading layers" in drawn
+    assert "squashing" in drawn
     quiet = _on_a_terminal(tmp_path, str(SAMPLE), str(tmp_path / "b.tar"), "-q")
     assert "squashing" not in quiet and "reading layers" not in quiet
     piped = subprocess.run([sys.executable, "-m", "ocisquash", str(SAMPLE), str(tmp_path / "c.tar")],
                            capture_output=True, text=True, timeout=120)
-    assert piped.returncode == 0 and "reading layers" not in piped.stderr and "\x1b[" not in piped.stderr
+    assert piped.returncode == 0 and "squashing" not in piped.stderr and "\x1b[" not in piped.stderr
