@@ -6,6 +6,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import stat
 import threading
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -57,15 +58,20 @@ class Calls:
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch) -> None:
         self.log: list[str] = []
+        self.dirs: list[str] = []  # the directories fsynced, in order
         self.lock = threading.Lock()
-        for name in ("fdatasync", "fsync", "replace"):
+        for name in ("fdatasync", "fsync", "replace", "rename"):
             monkeypatch.setattr(os, name, self._wrap(name, getattr(os, name)))
 
     def _wrap(self, name: str, real: Callable[..., None]) -> Callable[..., None]:
         def call(*a: object) -> None:
             real(*a)
+            entry = name
+            if name == "fsync" and stat.S_ISDIR(os.fstat(a[0]).st_mode):  # type: ignore[arg-type]
+                entry = "fsync-dir"
+                self.dirs.append(os.readlink(f"/proc/self/fd/{a[0]}"))
             with self.lock:
-                self.log.append(name)
+                self.log.append(entry)
 
         return call
 
@@ -80,14 +86,16 @@ def test_same_bytes_synced_in_the_background_and_fsynced_before_the_rename(
     assert d.encoded == hashlib.sha256(DATA).hexdigest()
     assert (tmp_path / "synced.tar").read_bytes() == (tmp_path / "plain.tar").read_bytes()
     assert "fdatasync" in calls.log  # the thread ran while the blob was written ...
-    assert calls.log[-2:] == ["fsync", "replace"]  # ... and the fsync before the rename stays
+    # ... and the fsync before the rename stays; then the directory holding the new name is synced
+    assert calls.log[-3:] == ["fsync", "replace", "fsync-dir"]
+    assert calls.dirs == [str(tmp_path)]
     assert sorted(os.listdir(tmp_path)) == ["plain.tar", "synced.tar"]
 
 
 def test_small_output_starts_no_thread(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = Calls(monkeypatch)
     write_tar(tmp_path / "out.tar")  # 2.5 MiB, under the default step
-    assert calls.log == ["fsync", "replace"]
+    assert calls.log == ["fsync", "replace", "fsync-dir"]
 
 
 @pytest.mark.parametrize("err", [errno.EIO, errno.ENOSPC])
@@ -185,8 +193,11 @@ def test_layout_blobs_are_fsynced_before_their_rename(tmp_path: Path, small_step
     d = write_layout(tmp_path / "out")
     assert (tmp_path / "out" / "blobs" / "sha256" / d.encoded).read_bytes() == DATA
     syncs = [c for c in calls.log if c != "fdatasync"]
-    # big blob, small blob, index.json: each fsynced, then renamed
-    assert syncs == ["fsync", "replace"] * 3
+    # big blob, small blob: each fsynced, then renamed; their directory synced before index.json
+    # names them; index.json fsynced, renamed, its directory synced; the new layout renamed into
+    # place and the directory holding it synced
+    assert syncs == ["fsync", "replace"] * 2 + ["fsync-dir", "fsync", "replace", "fsync-dir", "rename", "fsync-dir"]
+    assert calls.dirs[0].endswith("/blobs/sha256") and calls.dirs[2] == str(tmp_path)
     assert "fdatasync" in calls.log[:calls.log.index("fsync")]
     assert os.listdir(tmp_path) == ["out"]
 
@@ -195,7 +206,8 @@ def test_layout_blob_already_there_is_not_synced_again(tmp_path: Path, monkeypat
     write_layout(tmp_path / "out")
     calls = Calls(monkeypatch)
     write_layout(tmp_path / "out")  # an existing layout: both blobs are known
-    assert calls.log == ["fsync", "replace"]  # index.json only
+    assert calls.log == ["fsync-dir", "fsync", "replace", "fsync-dir"]  # index.json only
+    assert calls.dirs == [str(tmp_path / "out" / "blobs" / "sha256"), str(tmp_path / "out")]
 
 
 def test_layout_background_sync_error_is_a_clean_output_error(tmp_path: Path, small_step: None,
@@ -216,3 +228,24 @@ def test_layout_background_sync_error_is_a_clean_output_error(tmp_path: Path, sm
                 s.abort()
     assert sorted(os.listdir(tmp_path)) == ["out"]
     assert sorted(os.listdir(tmp_path / "out" / "blobs" / "sha256")) == before
+
+
+@pytest.mark.parametrize("err", [errno.EINVAL, errno.EIO])
+def test_directory_sync_einval_is_tolerated_other_errors_are_clean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                                   err: int) -> None:
+    real = os.fsync
+
+    def fsync(fd: int) -> None:
+        if stat.S_ISDIR(os.fstat(fd).st_mode):
+            raise OSError(err, os.strerror(err))  # some file systems cannot sync a directory
+        real(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    if err == errno.EINVAL:
+        write_tar(tmp_path / "out.tar")
+        assert (tmp_path / "out.tar").stat().st_size > len(DATA)
+        write_layout(tmp_path / "out")
+        assert (tmp_path / "out" / "index.json").exists()
+    else:
+        with pytest.raises(OutputError, match="cannot write the output: input/output error"):
+            write_tar(tmp_path / "out.tar")
