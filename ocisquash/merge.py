@@ -1051,6 +1051,11 @@ def _stream(
         ap.apply_layer(keep + k, layers[keep + k].label, entries, consumed)
         read[k] = ([], consumed, early)  # headers applied: let them go
     p = _finish_plan(ap, parent, keep, lim)
+    if any(early for _, _, early in read) and not (p._head and p._head[0][:2] == ("5", "")):
+        # Bodies written before their directories make an unpacker create the missing parents,
+        # which changes the root's mtime, and the root has no entry to set it back: give it one.
+        p._head.insert(0, ("5", "", ap.root.meta))
+        p.out_entries += 1
     links: list[tuple[str, str, _Meta]] = []
     for k, (_, _, early) in enumerate(read):
         i = keep + k
@@ -1165,7 +1170,11 @@ def _diff(final: _Dir, parent: _Dir) -> MergePlan:
     whiteouts = 0
     # Depth-first pre-order with sorted children: each directory right before its subtree, so
     # parents come before children; its whiteouts follow it.
-    stack: list[tuple[str, _Dir, _Dir | None, bool]] = [("", final, parent, final.meta != parent.meta)]
+    # The root is written when its attributes changed, and also when a layer set them explicitly over a
+    # parent that never did, even to the implicit values: an unpacker applies a "./" entry's mtime,
+    # but leaves a root no entry names at the time it created it.
+    root_set = final.meta is not _IMPLICIT and parent.meta is _IMPLICIT
+    stack: list[tuple[str, _Dir, _Dir | None, bool]] = [("", final, parent, final.meta != parent.meta or root_set)]
     while stack:
         path, fd, pd, emit = stack.pop()
         if emit:

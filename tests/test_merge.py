@@ -190,6 +190,20 @@ def test_prefixes_duplicates_and_root_entries() -> None:
     assert len(names) == len(set(names))
 
 
+@pytest.mark.parametrize("keep", [0, 1])
+def test_an_explicit_root_entry_is_kept_even_with_the_implicit_attributes(keep: int) -> None:
+    # "./" at 0755 root, mtime 0: the values an implicit root has here, but an unpacker applies the
+    # entry's mtime to the rootfs and leaves an unnamed root at the time it made it.
+    tars = [layer(f("base", b"b")), layer(d("./", mtime=0), f("a", b"1")), layer(f("c", b"c"))]
+    for merged in (squash(tars, keep), squash_stream(tars, keep)):
+        assert merged is not None
+        roots = [m for m in members(merged) if m.name in (".", "./")]
+        assert len(roots) == 1 and roots[0].isdir() and roots[0].mtime == 0 and roots[0].mode == 0o755
+    # with no root entry in any layer, none is written
+    plain = [layer(f("base", b"b")), layer(f("a", b"1"))]
+    assert not [m for m in members(squash(plain)) if m.name in (".", "./")]
+
+
 def test_long_names_xattrs_modes_ids_devices_and_subsecond_mtime() -> None:
     long_dir = "d" * 120
     long_file = f"{long_dir}/" + "f" * 150
@@ -736,7 +750,10 @@ def test_stream_reads_each_layer_once_and_writes_bodies_first() -> None:
     ms = members(data)
     # the top layer's bodies first, then the next layer's, then directories, then links
     assert [m.name for m in ms[:4]] == ["etc/c", "etc/a", "new", "big"]
-    assert [(m.name, m.type) for m in ms[4:]] == [("etc", tarfile.DIRTYPE), ("etc/a-link", tarfile.LNKTYPE)]
+    # the root gets an entry: unpacking the bodies created their parents and changed its mtime
+    assert [(m.name, m.type) for m in ms[4:]] == [(".", tarfile.DIRTYPE), ("etc", tarfile.DIRTYPE),
+                                                 ("etc/a-link", tarfile.LNKTYPE)]
+    assert ms[4].mtime == 0 and ms[4].mode == 0o755  # the implicit root's attributes
 
 
 def test_stream_copies_a_body_its_guess_left_out_in_a_second_read() -> None:
@@ -746,7 +763,8 @@ def test_stream_copies_a_body_its_guess_left_out_in_a_second_read() -> None:
     data, opens = stream(tars)
     assert opens == [2, 1]
     assert refmodel.apply_layers([data]) == refmodel.apply_layers(tars)
-    assert [(m.name, m.type) for m in members(data)] == [("c", tarfile.REGTYPE), ("b", tarfile.REGTYPE)]
+    assert [(m.name, m.type) for m in members(data)] == [("c", tarfile.REGTYPE), (".", tarfile.DIRTYPE),
+                                                         ("b", tarfile.REGTYPE)]
     check_all_cuts(tars)
 
 

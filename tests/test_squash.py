@@ -34,7 +34,7 @@ import pytest
 import zstandard
 from conftest import skip_or_fail
 from fixtures import BuiltImage, build_docker
-from oracle import Snapshot, compare, skopeo, unpack_snapshot
+from oracle import Snapshot, compare, skopeo, unpack, unpack_snapshot
 
 pytestmark = pytest.mark.tools
 
@@ -1021,3 +1021,25 @@ def test_a_wrong_guess_falls_back_to_the_two_pass_merge(fmt: str, tmp_path: Path
     assert sorted(blobs) == sorted(wanted)  # nothing of the first attempt
     orig, squashed = (unpack_snapshot(ref, tmp_path) for ref in (img.path, out))
     assert compare(orig, squashed) == []
+
+
+@pytest.mark.parametrize("cut", [[], ["--from-layer", "2"]])
+def test_directory_and_root_mtimes_survive_the_squash(cut: list[str], tmp_path: Path) -> None:
+    """A squash writes file contents before their directories. Unpacking them makes the missing
+    parents, which changes each parent's mtime; every directory's own entry, the root's included,
+    must set it back to what unpacking the original gives."""
+    l1 = plain_tar([("etc/", None), ("etc/base", b"base\n")])
+    l2 = plain_tar([("app/", None), ("app/sub/", None), ("app/sub/a", b"a" * 700), ("top", b"t")])
+    l3 = plain_tar([("app/", None), ("app/sub/", None), ("app/sub/b", b"b"), ("etc/", None), ("etc/.wh.base", b"")])
+    img = hand_layout(tmp_path / "in.oci", [l1, l2, l3])
+    out = tmp_path / "out.oci"
+    ok(cli_here("squash", img.path, out, *cut, "--tag", "latest", "--timestamp", TS))
+
+    def mtimes(ref: Path) -> dict[str, int]:
+        rootfs = unpack(f"{ref}:latest", tmp_path / f"bundle-{ref.name}")
+        return {str(p.relative_to(rootfs)): p.lstat().st_mtime_ns for p in [rootfs, *rootfs.rglob("*")]
+                if p.is_dir() and not p.is_symlink()}
+
+    before, after = mtimes(img.path), mtimes(out)
+    assert set(before) == {".", "app", "app/sub", "etc"}
+    assert after == before
