@@ -817,3 +817,14 @@ def test_stream_memory_for_100k_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     # The headers are held until they are applied, on top of what plan() needs (82 MB above):
     # measured 104 MB, ~1040 bytes per path. 140 MB leaves ~35% headroom.
     assert peak < 140 * 2**20, peak
+
+
+def test_stream_keeps_a_body_back_when_a_kept_parent_is_not_a_directory() -> None:
+    # Onto the kept layer, "lib" is a symlink to usr/lib. The squashed layer makes "lib" a directory
+    # with a file in it: written before that directory entry, lib/x would land in usr/lib through the
+    # kept symlink. So it waits for pass 2, after the directories.
+    tars = [layer(d("usr"), d("usr/lib"), sym("lib", "usr/lib")), layer(d("lib"), f("lib/x", b"x"), f("y", b"y"))]
+    check_all_cuts(tars)
+    data, opens = stream(tars, 1)
+    assert opens == [1, 2]  # the squashed layer is read again for lib/x
+    assert [m.name for m in members(data)] == ["y", ".", "lib", "lib/x"]
