@@ -546,9 +546,14 @@ class _Reader:
         return _Hdr(name, type_, size, linkname, (mode, uid, gid, uname, gname, mtime, extra), dev)
 
 
+def _is_clean(name: str) -> bool:
+    """True when ``_components`` has nothing to clean in ``name`` (the common case)."""
+    return "/." not in name and "//" not in name and name[:1] not in "./" and not name.endswith("/")
+
+
 def _clean(name: str) -> str | None:
     """``name`` cleaned as ``_components`` does, joined again (itself when it needs no cleaning)."""
-    if "/." not in name and "//" not in name and name[:1] not in "./" and not name.endswith("/"):
+    if _is_clean(name):
         return name
     comps = _components(name)
     return "/".join(comps) if comps is not None else None
@@ -559,8 +564,8 @@ def _components(name: str) -> list[str] | None:
 
     Returns the components (empty for the root), or None when the name escapes the root.
     """
-    if "/." not in name and "//" not in name and name[:1] not in "./" and not name.endswith("/"):
-        return name.split("/")  # nothing to clean (the common case)
+    if _is_clean(name):
+        return name.split("/")
     out: list[str] = []
     for c in name.split("/"):
         if c == "" or c == ".":
@@ -809,9 +814,10 @@ def _copy_tree(root: _Dir) -> _Dir:
     return new
 
 
-def _scan(layer: LayerInput, seek_ok: bool) -> tuple[BinaryIO, _Source]:
+def _scan(layer: LayerInput, seek_ok: bool, opener: Callable[[], BinaryIO] | None = None) -> tuple[BinaryIO, _Source]:
+    """Open a layer (``open_scan`` when ``seek_ok``, else ``opener`` or ``open``) behind a ``_Source``."""
     try:
-        f = layer.open_scan() if seek_ok else layer.open()
+        f = layer.open_scan() if seek_ok else (opener or layer.open)()
     except OcisquashError:
         raise
     except OSError as e:
@@ -1032,15 +1038,7 @@ def stream(
     if not 0 <= keep <= n:
         raise ValueError(f"keep={keep} outside 0..{n}")
     wstats = WriteStats()
-    p = _stream(layers, keep, _Writer(out, wstats), lim, progress, on_plan)
-    return p, wstats
-
-
-def _stream(
-    layers: Sequence[LayerInput], keep: int, w: _Writer, lim: MergeLimits,
-    progress: Callable[[int], None] | None, on_plan: Callable[[MergePlan], None] | None,
-) -> MergePlan:
-    n = len(layers)
+    w = _Writer(out, wstats)
     ap = _Applier(lim, [LayerStats(i, layer.label, i < keep) for i, layer in enumerate(layers)])
     for i, (entries, consumed) in enumerate(_read_layers(layers[:keep], lim)):
         ap.apply_layer(i, layers[i].label, entries, consumed)
@@ -1072,7 +1070,7 @@ def _stream(
     if on_plan is not None:
         on_plan(p)
     _write_rest(p, layers, w, progress, links)
-    return p
+    return p, wstats
 
 
 _Once = list[tuple[list[tuple[_Hdr, int]], int, _Early]]  # per squashed layer, bottom up: headers, length, early
@@ -1099,14 +1097,7 @@ def _read_once(
 ) -> tuple[list[tuple[_Hdr, int]], int, _Early]:
     """Read one layer in full (verified): its headers with their data offsets, its length, and the
     bodies written to ``w`` on the way (those ``hits`` leaves alone)."""
-    opener = layer.open_once or layer.open
-    try:
-        f = opener()
-    except OcisquashError:
-        raise
-    except OSError as e:
-        raise FormatError(f"layer {layer.label}: cannot open: {e}") from e
-    src = _Source(f, False, layer.label)
+    f, src = _scan(layer, False, layer.open_once)
     entries: list[tuple[_Hdr, int]] = []
     early: _Early = {}
     cap = lim.max_entries_per_layer
@@ -1125,18 +1116,7 @@ def _read_once(
                 # merely left to pass 2.
                 if path and ".wh." not in path and not hits.hit(path) and (
                         kept is None or _plain_parents(kept, path)):
-                    w.header(path, "0", h.meta, size=size)
-                    if size < _REFILL:  # most files: one slice, no generator
-                        data = src.read(padded)
-                        if len(data) != padded:
-                            raise FormatError(f"layer {layer.label}: truncated tar (file contents cut short)")
-                        w.small(data, size)
-                    else:
-                        for chunk in src.chunks(size):
-                            w.data(chunk)
-                        if padded != size and not src.skip(padded - size):
-                            raise FormatError(f"layer {layer.label}: truncated tar (file contents cut short)")
-                        w.pad(size)
+                    _copy_body(src, w, path, h.meta, size)
                     early[offset] = h
                     padded = 0
             if padded and not src.skip(padded):
@@ -1424,6 +1404,24 @@ def _plink_metas(plan: MergePlan) -> dict[str, _Meta]:
     return found
 
 
+def _copy_body(src: _Source, w: _Writer, name: str, meta: _Meta, size: int) -> None:
+    """Write a regular file's header as ``name`` and copy its ``size`` bytes of contents from ``src``
+    (which stands at them), consuming the input's padding and writing zeros for the output's."""
+    w.header(name, "0", meta, size=size)
+    padded = (size + 511) & ~511
+    if size < _REFILL:  # most files: one slice, no generator
+        data = src.read(padded)
+        if len(data) != padded:
+            raise FormatError(f"layer {src.label}: truncated tar (file contents cut short)")
+        w.small(data, size)
+        return
+    for chunk in src.chunks(size):
+        w.data(chunk)
+    if padded != size and not src.skip(padded - size):
+        raise FormatError(f"layer {src.label}: truncated tar (file contents cut short)")
+    w.pad(size)
+
+
 def _copy_layer(
     index: int,
     layer: LayerInput,
@@ -1450,13 +1448,7 @@ def _copy_layer(
             block = src.read(512)
             if len(block) != 512 or block[156:157] not in _REGULAR_FLAGS:
                 raise FormatError(f"layer {label}: the layer changed between the two passes")
-            w.header(body, "0", meta, size=size)
-            for chunk in src.chunks(size):
-                w.data(chunk)
-            padded = (size + 511) & ~511
-            if padded != size and not src.skip(padded - size):
-                raise FormatError(f"layer {label}: truncated tar (file contents cut short)")
-            w.pad(size)
+            _copy_body(src, w, body, meta, size)
             for link in links:
                 w.header(link, "1", meta, linkname=body)
             if progress is not None and src.consumed - reported >= _COPY:
