@@ -341,7 +341,7 @@ class OciDirSink(Sink):
             existing = idx["manifests"]
         data = index_bytes(_index_entries(self.images, existing))
         # The blobs index.json will name were renamed into place: their names must be on disk first.
-        fsync_dir(self._blobs)
+        _fsync_dir(self._blobs)
         fd, tmp = tempfile.mkstemp(prefix=".index.json.", dir=self.root)
         try:
             with os.fdopen(fd, "wb") as f:
@@ -354,14 +354,14 @@ class OciDirSink(Sink):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
-        fsync_dir(self.root)
+        _fsync_dir(self.root)
         if self._tmpdir is not None:
             os.chmod(self._tmpdir, 0o755)
             if os.path.isdir(self.dest):
                 os.rmdir(self.dest)  # an empty directory given as the destination
             os.rename(self._tmpdir, self.dest)
             self._tmpdir = None
-            fsync_dir(os.path.dirname(os.path.abspath(self.dest)))
+            _fsync_dir(os.path.dirname(os.path.abspath(self.dest)))
 
     def abort(self) -> None:
         for t in self._temps:
@@ -493,7 +493,7 @@ class TarSink(Sink):
         self._f = None
         os.chmod(self._tmp, 0o644 & ~_umask())
         os.replace(self._tmp, self.dest)
-        fsync_dir(self._dir)
+        _fsync_dir(self._dir)
 
     def _compress_outer(self, f: IO[bytes]) -> None:
         """``OUT.tar.gz`` / ``OUT.tar.zst``: the finished tar, compressed into a second temporary file
@@ -512,7 +512,7 @@ class TarSink(Sink):
         os.chmod(tmp, 0o644 & ~_umask())
         os.replace(tmp, self.dest)
         self._tmp2 = None
-        fsync_dir(self._dir)
+        _fsync_dir(self._dir)
 
     def abort(self) -> None:
         if self._writeback is not None:
@@ -528,7 +528,7 @@ class TarSink(Sink):
                     os.unlink(tmp)
 
 
-def fsync_dir(path: str) -> None:
+def _fsync_dir(path: str) -> None:
     """Make the renames and new names in directory ``path`` durable (a rename is an entry in its
     directory, which has to reach the disk too). File systems that cannot sync a directory say so
     with EINVAL; nothing more can be done there."""
