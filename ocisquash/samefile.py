@@ -17,11 +17,19 @@ import stat
 from ocisquash.errors import UsageError
 
 
-def _identity(path: str) -> tuple[int, int, bool] | None:
-    """``(st_dev, st_ino, is_dir)`` of what ``path`` names (symlinks followed), or None if nothing."""
+def _identity(path: str, fd: int) -> tuple[int, int, bool] | None:
+    """``(st_dev, st_ino, is_dir)`` of what ``path`` names (symlinks followed), or None if nothing.
+    ``-`` is the file descriptor ``fd`` (standard input or output) when it is a regular file, as in
+    ``ocisquash - app.tar < app.tar``: a pipe or terminal is never an input's file."""
     try:
-        st = os.stat(path)
+        st = os.fstat(fd) if path == "-" else os.stat(path)
     except (FileNotFoundError, NotADirectoryError):
+        return None
+    except OSError:
+        if path == "-":
+            return None  # a closed standard stream
+        raise
+    if path == "-" and not stat.S_ISREG(st.st_mode):
         return None
     return st.st_dev, st.st_ino, stat.S_ISDIR(st.st_mode)
 
@@ -36,7 +44,7 @@ def _ancestors(path: str) -> list[tuple[int, int]]:
         if parent == here:
             return out
         here = parent
-        ident = _identity(here)
+        ident = _identity(here, -1)
         if ident is not None:
             out.append(ident[:2])
 
@@ -45,24 +53,25 @@ def refuse_overlap(out: str | None, inputs: list[tuple[str, str]]) -> None:
     """Raise ``UsageError`` (exit 2) when ``out`` would overwrite an input.
 
     ``inputs``: ``(what, path)`` pairs, e.g. ``("IN", "app.tar")`` or ``("--parent", "base.tar")``;
-    ``-`` (standard input or output) never overlaps anything.
+    ``-`` is standard input (for IN) or output (for OUT), compared when it is a regular file.
     """
-    if out is None or out == "-":
+    if out is None:
         return
-    out_id = _identity(out)
+    out_id = _identity(out, 1)
     out_above: list[tuple[int, int]] | None = None
+    shown = "standard output" if out == "-" else out
     for what, path in inputs:
-        if path == "-":
-            continue
-        in_id = _identity(path)
+        in_id = _identity(path, 0)
         if in_id is None:
             continue
+        if path == "-":
+            what, path = "IN", "(standard input)"
         if out_id is not None and out_id[:2] == in_id[:2]:
             if in_id[2]:
                 continue  # OUT is the input layout directory itself: add to it (documented)
-            raise UsageError(f"{out}: is the input {what} {path} (the same file); writing it would destroy the input",
+            raise UsageError(f"{shown}: is the input {what} {path} (the same file); writing it would destroy the input",
                              hint="write the output to another file")
-        if in_id[2]:
+        if in_id[2] and out != "-":
             if out_above is None:
                 out_above = _ancestors(out)
             if in_id[:2] in out_above:

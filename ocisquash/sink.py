@@ -400,6 +400,11 @@ class OciDirSink(Sink):
             if self.existing:
                 self._check_layout()
                 self._lock = _LayoutLock(self.root, path)
+                try:
+                    self._read_index()  # a broken index.json fails now, not after the whole squash
+                except BaseException:
+                    self.abort()
+                    raise
             else:
                 self._tmpdir = tempfile.mkdtemp(prefix=f".{os.path.basename(self.dest)}.ocisquash-", dir=parent)
                 self.root = self._tmpdir
@@ -438,6 +443,14 @@ class OciDirSink(Sink):
             if version != "1.0.0":
                 raise FormatError(f"{self.label}: oci-layout version {version!r} is not supported (1.0.0 is)",
                                   hint="write to a new directory")
+
+    def _read_index(self) -> list[dict[str, Any]]:
+        raw = _read_regular(os.path.join(self.root, "index.json"), self.label, "index.json",
+                            limits.current().max_json, "max_json")
+        idx = model.load_json(raw, f"{self.label}: index.json")
+        if not isinstance(idx, dict) or not isinstance(idx.get("manifests"), list):
+            raise FormatError(f"{self.label}: index.json has no manifests list")
+        return idx["manifests"]  # type: ignore[no-any-return]
 
     def has(self, digest: Digest) -> bool:
         """Whether the layout holds ``digest`` with the right content (checked once per run)."""
@@ -522,15 +535,8 @@ class OciDirSink(Sink):
 
     def _commit(self) -> None:
         index_path = os.path.join(self.root, "index.json")
-        existing: list[dict[str, Any]] = []
-        if self.existing:
-            # Read now, under the lock, not when the sink was opened: another writer may have added
-            # an image since, and its entry must be kept.
-            raw = _read_regular(index_path, self.label, "index.json", limits.current().max_json, "max_json")
-            idx = model.load_json(raw, f"{self.label}: index.json")
-            if not isinstance(idx, dict) or not isinstance(idx.get("manifests"), list):
-                raise FormatError(f"{self.label}: index.json has no manifests list")
-            existing = idx["manifests"]
+        # Read again now, under the lock: the layout's latest entries are the ones to keep.
+        existing = self._read_index() if self.existing else []
         data = index_bytes(_index_entries(self.images, existing))
         # The blobs index.json will name were renamed into place: their names must be on disk first.
         _fsync_dir(self._blobs)

@@ -146,6 +146,25 @@ def test_out_is_another_name_for_in(command: str, alias: str, two_tar: Path, tmp
     assert two_tar.read_bytes() == before
 
 
+def test_standard_streams_that_are_the_input(two_tar: Path, tmp_path: Path) -> None:
+    """``ocisquash - app.tar < app.tar`` and ``ocisquash app.tar - >> app.tar``: the same file, through a
+    standard stream. A pipe is never an input's file."""
+    before = two_tar.read_bytes()
+    cmd = [sys.executable, "-m", "ocisquash"]
+    with open(two_tar, "rb") as stdin:
+        r = subprocess.run([*cmd, "-", str(two_tar), "--image", "a:1"], stdin=stdin, capture_output=True,
+                           text=True, timeout=TIMEOUT)
+    assert r.returncode == 2 and "is the input IN (standard input)" in error_of(r)
+    with open(two_tar, "ab") as stdout:
+        r = subprocess.run([*cmd, "convert", str(two_tar), "-", "--image", "a:1"], stdout=stdout,
+                           stderr=subprocess.PIPE, text=True, timeout=TIMEOUT, stdin=subprocess.DEVNULL)
+    assert r.returncode == 2 and "standard output: is the input IN" in error_of(r)
+    assert two_tar.read_bytes() == before
+    r = subprocess.run([*cmd, "-", str(tmp_path / "o.tar"), "--image", "a:1", "-q"], input=before,
+                       capture_output=True, timeout=TIMEOUT)
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("command", ["squash", "convert"])
 @pytest.mark.parametrize("inside", ["new.tar", "index.json", "blob", "blobs/sha256", "sub/new-layout"])
 def test_out_inside_the_input_layout(command: str, inside: str, layout: Path) -> None:
@@ -392,6 +411,17 @@ def test_failed_write_removes_only_what_it_added(command: list[str], layout: Pat
         assert any(set(s) - set(blobs_before) for s in seen), "nothing was added before the failure"
     assert tree_bytes(layout) == before, "the failed run left or removed files"
     assert shared in blobs(layout)
+
+
+def test_broken_index_fails_before_writing(layout: Path, two_tar: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An output layout whose index.json is not an index fails when it is opened, before any blob is written."""
+    (layout / "index.json").write_bytes(b'{"schemaVersion":2}')
+    before = tree_bytes(layout)
+    wrote: list[object] = []
+    monkeypatch.setattr(sink.OciDirSink, "put_stream", lambda self, produce: wrote.append(produce))
+    assert main(["convert", str(two_tar), str(layout), "--image", "b:1", "-q"]) == 1
+    assert wrote == []
+    assert tree_bytes(layout) == before
 
 
 def test_failed_write_keeps_a_blob_that_was_there(layout: Path, tmp_path: Path) -> None:
