@@ -4,6 +4,21 @@
 manifests and unknown media types are skipped; a platform whose manifest blob is missing (a
 containerd export of one platform) is skipped too, since only a blob we need is an error. Every blob
 read is checked against its descriptor's size and digest.
+
+Names of images in ``index.json`` (the rule every reader and writer of ocisquash follows):
+
+- ``io.containerd.image.name``: the full reference, ``docker.io/h2/a:1`` (Docker 25+, containerd).
+  ``org.opencontainers.image.ref.name``: the tag alone, ``1`` (what ``skopeo oci:DIR:TAG`` and
+  ``umoci --image DIR:TAG`` look up). A bare layout tag (``--tag flat`` into the input layout) is
+  written as ref.name only.
+- An entry's *name* (``entry_name``) is its full reference when it has one, else its ref.name.
+- Writing a name replaces the entries of the same name (``same_name``: references compared
+  normalised, so skopeo's verbatim ref.name ``app:1`` is ``docker.io/library/app:1``; a bare tag
+  equals only itself) and no others: ``h2/b:1`` never takes ``h2/a:1``'s entry although both have
+  ref.name ``1``.
+- Reading: an image is listed and copied under its full names (``preferred_names``); ``--image``
+  matches full names normalised and ref.name exactly, and a ref.name several images share is
+  ambiguous, an error that lists them. skopeo's ``oci:DIR:1`` takes the first such entry.
 """
 
 from __future__ import annotations
@@ -58,21 +73,6 @@ class Entry:
     platform: model.Platform | None
     top: Descriptor
     annotations: dict[str, str] = field(default_factory=dict)
-
-
-# Naming images in a layout's index.json (the rule every writer and reader here follows):
-#
-# - An entry written for ``registry/repo:tag`` carries the full reference in ``io.containerd.image.name``
-#   (as Docker 25+ and containerd write it) and the tag alone in ``org.opencontainers.image.ref.name``
-#   (what ``skopeo oci:DIR:TAG`` and ``umoci --image DIR:TAG`` look up). A bare layout tag (``flat``,
-#   given as ``--tag flat`` when adding to the input layout) is written as ref.name only.
-# - An entry's *name* is its ``io.containerd.image.name`` when it has one, else its ref.name.
-# - Writing a name replaces the entries of the same name (``same_name``) and no others: a tag moves,
-#   but ``docker.io/h2/b:1`` never takes ``docker.io/h2/a:1``'s entry although both have ref.name
-#   ``1``; the two entries are kept side by side.
-# - Readers list an entry under its full name when it has one; ``--image`` matches full names
-#   normalised (``h2/a:1``) and ref.name exactly (``1``); a ref.name two images share is ambiguous
-#   and an error that lists both.
 
 
 def is_full_name(name: str) -> bool:

@@ -5,6 +5,12 @@ Every sink writes under a temporary name beside its destination and renames into
 written. Blobs are content-addressed and written once (deduplicated by digest); their digests are
 computed while they stream, so nothing is hashed twice. A tar sink writes each streamed blob behind a
 placeholder header that is patched with the real name and size once the blob is complete.
+
+Adding to an existing layout directory: writers take turns under ``LOCK_NAME`` (an ``flock`` held
+from open to commit, ``index.json`` read again under it); a blob already there is used only once
+its size and digest are checked, and replaced atomically if wrong; a failed run removes the blobs it
+added and only those; a FIFO, socket or device where the layout has a file is an error, never opened.
+New entries are named as ``layout``'s docstring says.
 """
 
 from __future__ import annotations
