@@ -234,6 +234,26 @@ def test_two_writers_one_layout_lose_no_tag(layout: Path, two_tar: Path) -> None
     assert r.returncode == 0, r.stdout + r.stderr
 
 
+def test_two_squashes_into_their_own_layout(layout: Path) -> None:
+    """Two squashes of a layout into itself at once (IN == OUT for both): both results are kept."""
+    for i in range(3):
+        procs = [subprocess.Popen([sys.executable, "-m", "ocisquash", "squash", str(layout), str(layout),
+                                   "--image", "a:1", "-t", f"{t}{i}", "-q", "--timestamp", str(i)],
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
+                 for t in ("left", "right")]
+        for p in procs:
+            try:
+                _, err = p.communicate(timeout=TIMEOUT)
+            except subprocess.TimeoutExpired:
+                for q in procs:
+                    q.kill()
+                pytest.fail(f"round {i}: a squash hung", pytrace=False)
+            assert p.returncode == 0, err
+    refs = sorted(r for _, r in index_names(layout))
+    assert refs == ["1", *sorted(f"{t}{i}" for t in ("left", "right") for i in range(3))]
+    assert_blobs_whole(layout)
+
+
 def test_writer_waits_for_the_lock(layout: Path, two_tar: Path, tmp_path: Path) -> None:
     lock_path = layout / sink.LOCK_NAME
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
