@@ -346,8 +346,9 @@ class _LayoutLock:
             return
         except BlockingIOError:
             pass
-        sys.stderr.write(f"note: {self._label}: waiting for another writer of this layout to finish\n")
-        sys.stderr.flush()
+        with contextlib.suppress(OSError, ValueError):  # a closed stderr must not stop the write
+            sys.stderr.write(f"note: {self._label}: waiting for another writer of this layout to finish\n")
+            sys.stderr.flush()
         fcntl.flock(fd, fcntl.LOCK_EX)
 
     def release(self) -> None:

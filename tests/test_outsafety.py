@@ -282,6 +282,16 @@ def test_writer_waits_for_the_lock(layout: Path, two_tar: Path, tmp_path: Path) 
     assert not lock_path.exists(), "the lock file was left behind"
 
 
+def test_stale_lock_file_does_not_block(layout: Path, two_tar: Path) -> None:
+    """A lock file left by a writer killed with SIGKILL (the kernel dropped its lock) is taken and removed."""
+    (layout / sink.LOCK_NAME).write_bytes(b"")
+    r = run("convert", two_tar, layout, "--image", "b:1", "-t", "after-kill:1", timeout=30)
+    assert r.returncode == 0, r.stderr
+    assert "waiting" not in r.stderr
+    assert ("docker.io/library/after-kill:1", "1") in index_names(layout)
+    assert not (layout / sink.LOCK_NAME).exists()
+
+
 # ------------------------------------------------------------------------------------------ existing blobs
 
 @pytest.mark.parametrize("junk", ["same-size", "other-size", "symlink"])
