@@ -8,6 +8,7 @@ from typing import Any
 from ocisquash import compression as codecs
 from ocisquash import reference, sink, transfer
 from ocisquash.errors import UsageError
+from ocisquash.samefile import refuse_overlap
 from ocisquash.sources import open_source
 
 FORMATS = ("docker", "oci", "oci-dir")
@@ -38,6 +39,7 @@ def convert(src_path: str, dest: str, *, image: str | None = None, platform: str
     check_format(fmt)
     codec = compression_codec(compression)
     compression_level = codecs.check_level(codec, level) if codec is not None else level
+    refuse_overlap(dest, [("IN", src_path)])
     with open_source(src_path) as src:
         img = src.choose(image, platform)
         img.check_consistent()

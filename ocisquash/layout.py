@@ -4,6 +4,21 @@
 manifests and unknown media types are skipped; a platform whose manifest blob is missing (a
 containerd export of one platform) is skipped too, since only a blob we need is an error. Every blob
 read is checked against its descriptor's size and digest.
+
+Names of images in ``index.json`` (the rule every reader and writer of ocisquash follows):
+
+- ``io.containerd.image.name``: the full reference, ``docker.io/h2/a:1`` (Docker 25+, containerd).
+  ``org.opencontainers.image.ref.name``: the tag alone, ``1`` (what ``skopeo oci:DIR:TAG`` and
+  ``umoci --image DIR:TAG`` look up). A bare layout tag (``--tag flat`` into the input layout) is
+  written as ref.name only.
+- An entry's *name* (``entry_name``) is its full reference when it has one, else its ref.name.
+- Writing a name replaces the entries of the same name (``same_name``: references compared
+  normalised, so skopeo's verbatim ref.name ``app:1`` is ``docker.io/library/app:1``; a bare tag
+  equals only itself) and no others: ``h2/b:1`` never takes ``h2/a:1``'s entry although both have
+  ref.name ``1``.
+- Reading: an image is listed and copied under its full names (``preferred_names``); ``--image``
+  matches full names normalised and ref.name exactly, and a ref.name several images share is
+  ambiguous, an error that lists them. skopeo's ``oci:DIR:1`` takes the first such entry.
 """
 
 from __future__ import annotations
@@ -11,7 +26,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
-from ocisquash import limits, model
+from ocisquash import limits, model, reference
 from ocisquash.archive import Tree
 from ocisquash.compression import Codec, codec_of_media_type
 from ocisquash.digest import Digest
@@ -60,6 +75,31 @@ class Entry:
     annotations: dict[str, str] = field(default_factory=dict)
 
 
+def is_full_name(name: str) -> bool:
+    """Whether ``name`` is a reference (``repo:tag``, ``host/repo``) rather than a bare layout tag."""
+    return "/" in name or ":" in name
+
+
+def entry_name(annotations: dict[str, str]) -> str | None:
+    """The name an index.json entry stands for: its full reference when it has one, else its ref.name."""
+    full = annotations.get(model.CONTAINERD_NAME)
+    if isinstance(full, str) and full:
+        return full
+    ref = annotations.get(model.REF_NAME)
+    return ref if isinstance(ref, str) and ref else None
+
+
+def same_name(a: str, b: str) -> bool:
+    """Whether two entry names name the same image: references compared normalised (``app:1`` is
+    ``docker.io/library/app:1``, as skopeo's verbatim ref.name meets our full name), a bare tag only
+    equal to itself."""
+    if a == b:
+        return True
+    if is_full_name(a) and is_full_name(b):
+        return reference.normalize(a) == reference.normalize(b)
+    return False
+
+
 def names_of(desc: Descriptor) -> list[str]:
     out = []
     full = desc.annotations.get(model.CONTAINERD_NAME)
@@ -69,6 +109,14 @@ def names_of(desc: Descriptor) -> list[str]:
     if ref and ref not in out:
         out.append(ref)
     return out
+
+
+def preferred_names(names: list[str]) -> list[str]:
+    """An image's names without a bare ref.name that only repeats the tag of one of its full names:
+    ``docker.io/h2/a:1`` is the name, its ref.name ``1`` a lookup key (still matched by ``--image``),
+    not a second name to list or to copy to an output."""
+    tags = {reference.split(n)[1] or "latest" for n in names if is_full_name(n)}
+    return [n for n in names if is_full_name(n) or n not in tags]
 
 
 def read_index_json(tree: Tree) -> Index:
@@ -168,7 +216,7 @@ def load(tree: Tree, entry: Entry, *, source: str = "") -> Image:
             seekable_plain=codec is Codec.NONE and tree.exists(path) and tree.is_seekable_file(path),
             urls=ld.urls, annotations=dict(ld.annotations), codec=codec,
         ))
-    img = Image(names=list(entry.names), config=config, layers=layers, manifest=man,
+    img = Image(names=preferred_names(entry.names), config=config, layers=layers, manifest=man,
                 manifest_digest=entry.descriptor.digest, manifest_descriptor=entry.descriptor,
                 source=source or tree.label, index_annotations=entry.annotations)
     return img

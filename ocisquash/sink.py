@@ -5,12 +5,20 @@ Every sink writes under a temporary name beside its destination and renames into
 written. Blobs are content-addressed and written once (deduplicated by digest); their digests are
 computed while they stream, so nothing is hashed twice. A tar sink writes each streamed blob behind a
 placeholder header that is patched with the real name and size once the blob is complete.
+
+Adding to an existing layout directory: writers take turns under ``LOCK_NAME`` (an ``flock`` held
+from open to commit, ``index.json`` read again under it); a blob already there is used only once
+its size and digest are checked, and replaced atomically if wrong; a failed run removes the blobs it
+added and only those; a FIFO, socket or device where the layout has a file is an error, never opened.
+New entries are named as ``layout``'s docstring says.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import hashlib
 import io
 import os
 import shutil
@@ -23,7 +31,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
-from ocisquash import model, reference
+from ocisquash import layout, limits, model, reference
 from ocisquash.compression import Codec, compressing_writer
 from ocisquash.digest import Digest, HashingWriter
 from ocisquash.errors import FormatError, OutputError
@@ -192,14 +200,20 @@ def refuse_symlink(path: str) -> None:
 
 
 def _index_entries(images: list[WrittenImage], existing: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """index.json ``manifests``: existing entries whose tags we do not take, then one per new tag."""
-    new_refs: set[str] = set()
-    for img in images:
-        for t in img.tags:
-            new_refs.add(_ref_name(t))
-    kept = [e for e in existing
-            if ((e.get("annotations") or {}).get(model.REF_NAME)) not in new_refs]
-    out = list(kept)
+    """index.json ``manifests``: the existing entries no new name takes, then one per new name.
+
+    The naming rule is ``layout.same_name``'s: a new name takes only an entry of the same image name
+    (its full reference, or a bare layout tag); another repository's entry with the same
+    ``ref.name`` tag stays.
+    """
+    new_names = [t for img in images for t in img.tags]
+
+    def taken(e: dict[str, Any]) -> bool:
+        ann = e.get("annotations")
+        name = layout.entry_name(ann) if isinstance(ann, dict) else None
+        return name is not None and any(layout.same_name(name, t) for t in new_names)
+
+    out = [e for e in existing if not taken(e)]
     for img in images:
         base = img.manifest.to_json()
         base.pop("annotations", None)
@@ -213,7 +227,7 @@ def _index_entries(images: list[WrittenImage], existing: list[dict[str, Any]]) -
         for t in img.tags:
             d = dict(base)
             ann = dict(img.annotations)
-            if "/" in t or ":" in t:
+            if layout.is_full_name(t):
                 ann[model.CONTAINERD_NAME] = t
             ann[model.REF_NAME] = _ref_name(t)
             d["annotations"] = ann
@@ -223,7 +237,7 @@ def _index_entries(images: list[WrittenImage], existing: list[dict[str, Any]]) -
 
 def _ref_name(tag: str) -> str:
     """What goes in ``org.opencontainers.image.ref.name``: the tag, as Docker and containerd write it."""
-    if "/" in tag or ":" in tag:
+    if layout.is_full_name(tag):
         _, t, _ = reference.split(tag)
         return t or "latest"
     return tag
@@ -245,15 +259,132 @@ def docker_manifest_json(images: list[WrittenImage]) -> bytes:
     return model.canonical_json(items) + b"\n"
 
 
+# The lock that serialises writers of one existing layout. Neither containers/image nor umoci locks
+# index.json (containers/image#1028; umoci flocks only its own .umoci-* temporary directories against
+# its gc), so the name is ours: it says what it guards. It exists only while a writer holds it.
+LOCK_NAME = "index.json.lock"
+
+_KINDS = {stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket", stat.S_IFCHR: "a character device",
+          stat.S_IFBLK: "a block device", stat.S_IFDIR: "a directory", stat.S_IFLNK: "a symlink",
+          stat.S_IFREG: "a regular file"}
+
+
+def _not_regular(label: str, name: str, mode: int, want: str = "a regular file") -> OutputError:
+    kind = _KINDS.get(stat.S_IFMT(mode), "not a regular file")
+    return OutputError(f"{label}: {name} is {kind}, not {want}; refusing to write into this layout",
+                       hint=f"an OCI layout has {want} there: remove {name}, or write to a new directory")
+
+
+def _read_regular(path: str, label: str, name: str, cap: int, cap_name: str) -> bytes:
+    """A small file of an existing layout, read without ever blocking: its type is checked with
+    ``lstat`` before it is opened (a FIFO would block ``open()``, a device could act on it), and again
+    on the open file; the size cap is checked before anything is read."""
+    st = os.lstat(path)
+    if not stat.S_ISREG(st.st_mode):
+        raise _not_regular(label, name, st.st_mode)
+    fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+    with os.fdopen(fd, "rb") as f:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(label, name, st.st_mode)
+        if st.st_size > cap:
+            raise limits.exceeded(cap_name, f"{label}: {name} is {st.st_size} bytes, over the cap of {cap}")
+        data = f.read(cap + 1)
+    if len(data) > cap:
+        raise limits.exceeded(cap_name, f"{label}: {name} is over the cap of {cap} bytes")
+    return data
+
+
+class _LayoutLock:
+    """An exclusive ``flock`` on ``LOCK_NAME`` in a layout, held from the moment a sink opens an
+    existing layout until its commit or abort: writers of one layout run one after another, so each
+    reads ``index.json`` after the previous one wrote it, and the blobs a failed run removes are
+    ones no other writer can have come to rely on.
+
+    The file is removed on release so a layout is left as it was found. Removing a lock file is safe
+    only because a locker checks, once it holds the lock, that the name still leads to the file it
+    locked; if not (the holder removed it meanwhile), it locks the new one instead.
+    """
+
+    def __init__(self, root: str, label: str) -> None:
+        self._path = os.path.join(root, LOCK_NAME)
+        self._label = label
+        self._fd: int | None = None
+        while self._fd is None:
+            fd = self._open()
+            try:
+                self._lock(fd)
+                st, now = os.fstat(fd), _lstat_or_none(self._path)
+                if now is not None and (now.st_dev, now.st_ino) == (st.st_dev, st.st_ino):
+                    self._fd = fd
+            finally:
+                if self._fd is None:
+                    os.close(fd)
+
+    def _open(self) -> int:
+        flags = os.O_RDWR | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC
+        try:
+            return os.open(self._path, flags | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            pass
+        st = _lstat_or_none(self._path)
+        if st is not None and not stat.S_ISREG(st.st_mode):
+            raise _not_regular(self._label, LOCK_NAME, st.st_mode)
+        try:
+            fd = os.open(self._path, flags)
+        except FileNotFoundError:
+            return self._open()  # its holder removed it between our two opens: create it
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            os.close(fd)
+            raise _not_regular(self._label, LOCK_NAME, st.st_mode)
+        return fd
+
+    def _lock(self, fd: int) -> None:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return
+        except BlockingIOError:
+            pass
+        with contextlib.suppress(OSError, ValueError):  # a closed stderr must not stop the write
+            sys.stderr.write(f"note: {self._label}: waiting for another writer of this layout to finish\n")
+            sys.stderr.flush()
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        fd, self._fd = self._fd, None
+        try:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self._path)  # while still locked: see the class docstring
+        finally:
+            os.close(fd)  # releases the lock
+
+
+def _lstat_or_none(path: str) -> os.stat_result | None:
+    try:
+        return os.lstat(path)
+    except FileNotFoundError:
+        return None
+
+
 class OciDirSink(Sink):
-    """An OCI layout directory: a new one (built beside, renamed in at commit) or an existing one."""
+    """An OCI layout directory: a new one (built beside, renamed in at commit) or an existing one.
+
+    An existing layout is written under its lock (``_LayoutLock``); its ``oci-layout``,
+    ``index.json`` and blob names must be regular files (a FIFO or device there is an error, never
+    opened). A blob it already holds under a digest this run writes is relied on only if its size
+    and digest are right; otherwise it is replaced, atomically, with the bytes just written. A run
+    that fails removes the blobs it added, and only those.
+    """
 
     def __init__(self, path: str) -> None:
         super().__init__()
         self.label = path
         self.dest = os.path.abspath(path)
         refuse_symlink(self.dest)
-        self.existing = os.path.isdir(self.dest) and os.path.exists(os.path.join(self.dest, "index.json"))
+        self.existing = os.path.isdir(self.dest) and os.path.lexists(os.path.join(self.dest, "index.json"))
         if os.path.exists(self.dest) and not self.existing:
             if not os.path.isdir(self.dest):
                 raise OutputError(f"{path}: exists and is not a directory")
@@ -264,12 +395,24 @@ class OciDirSink(Sink):
         if not os.path.isdir(parent):
             raise OutputError(f"{path}: its directory {parent} does not exist")
         self._tmpdir: str | None = None
+        self._lock: _LayoutLock | None = None
+        self._added: list[str] = []  # blobs (and directories) this run put into an existing layout
+        self._verified: set[Digest] = set()  # existing blobs checked once this run
+        self._temps: list[str] = []
         if self.existing:
             self.root = self.dest
             for sub in ("blobs", "blobs/sha256", "index.json"):
                 refuse_symlink(os.path.join(self.root, sub))  # a layout must not lead us outside it
         with writing(path):
-            if not self.existing:
+            if self.existing:
+                self._check_layout()
+                self._lock = _LayoutLock(self.root, path)
+                try:
+                    self._read_index()  # a broken index.json fails now, not after the whole squash
+                except BaseException:
+                    self.abort()
+                    raise
+            else:
                 self._tmpdir = tempfile.mkdtemp(prefix=f".{os.path.basename(self.dest)}.ocisquash-", dir=parent)
                 self.root = self._tmpdir
                 try:
@@ -280,15 +423,73 @@ class OciDirSink(Sink):
                     raise
             self._blobs = os.path.join(self.root, "blobs", "sha256")
             try:
-                os.makedirs(self._blobs, exist_ok=True)
+                for d in (os.path.join(self.root, "blobs"), self._blobs):
+                    if not os.path.isdir(d):
+                        os.mkdir(d)
+                        if self.existing:
+                            self._added.append(d)
             except BaseException:
                 self.abort()
                 raise
-        self._temps: list[str] = []
+
+    def _check_layout(self) -> None:
+        """An existing layout's own files are what the spec says they are, before anything is written."""
+        for name, want_dir in (("oci-layout", False), ("index.json", False), ("blobs", True),
+                               ("blobs/sha256", True)):
+            st = _lstat_or_none(os.path.join(self.root, name))
+            if st is None:
+                continue
+            if want_dir and not stat.S_ISDIR(st.st_mode):
+                raise _not_regular(self.label, name, st.st_mode, "a directory")
+            if not want_dir and not stat.S_ISREG(st.st_mode):
+                raise _not_regular(self.label, name, st.st_mode)
+        if os.path.lexists(os.path.join(self.root, "oci-layout")):
+            raw = _read_regular(os.path.join(self.root, "oci-layout"), self.label, "oci-layout", 1 << 16, "max_json")
+            obj = model.load_json(raw, f"{self.label}: oci-layout")
+            version = obj.get("imageLayoutVersion") if isinstance(obj, dict) else None
+            if version != "1.0.0":
+                raise FormatError(f"{self.label}: oci-layout version {version!r} is not supported (1.0.0 is)",
+                                  hint="write to a new directory")
+
+    def _read_index(self) -> list[dict[str, Any]]:
+        raw = _read_regular(os.path.join(self.root, "index.json"), self.label, "index.json",
+                            limits.current().max_json, "max_json")
+        idx = model.load_json(raw, f"{self.label}: index.json")
+        if not isinstance(idx, dict) or not isinstance(idx.get("manifests"), list):
+            raise FormatError(f"{self.label}: index.json has no manifests list")
+        return idx["manifests"]  # type: ignore[no-any-return]
 
     def has(self, digest: Digest) -> bool:
+        """Whether the layout holds ``digest`` with the right content (checked once per run)."""
+        return self._blob_state(digest, None) == "ok"
+
+    def _blob_state(self, digest: Digest, size: int | None) -> str:
+        """``ok`` (there, right size and digest), ``absent``, or ``bad`` (junk or a symlink there, to be
+        replaced). A FIFO, socket, device or directory under a blob's name is an error, never opened."""
+        if digest in self._verified:
+            return "ok"
         p = os.path.join(self._blobs, digest.encoded)
-        return os.path.isfile(p) and not os.path.islink(p)
+        st = _lstat_or_none(p)
+        if st is None:
+            return "absent"
+        if stat.S_ISLNK(st.st_mode):
+            return "bad"  # replaced by the real blob: a layout must not lead outside itself
+        name = f"blobs/sha256/{digest.encoded}"
+        if not stat.S_ISREG(st.st_mode):
+            raise _not_regular(self.label, name, st.st_mode)
+        if size is not None and st.st_size != size:
+            return "bad"
+        fd = os.open(p, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC)
+        with os.fdopen(fd, "rb") as f:
+            if not stat.S_ISREG(os.fstat(fd).st_mode):
+                raise _not_regular(self.label, name, os.fstat(fd).st_mode)
+            h = hashlib.new(digest.algorithm)
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        if h.hexdigest() != digest.encoded:
+            return "bad"
+        self._verified.add(digest)
+        return "ok"
 
     def put_stream(self, produce: Callable[[BinaryIO], None]) -> tuple[Digest, int]:
         with writing(self.label):
@@ -301,11 +502,11 @@ class OciDirSink(Sink):
                     hw = HashingWriter(_GuardedWriter(f, self.label, writeback))  # type: ignore[arg-type]
                     produce(hw)  # type: ignore[arg-type]
                     d = hw.digest()
-                    known = self.has(d)
                     with writing(self.label):
+                        state = self._blob_state(d, hw.count)
                         f.flush()
                         writeback.close()
-                        if not known:
+                        if state != "ok":
                             # index.json, fsynced at commit, will name this blob: its bytes must be on
                             # disk first, or a crash could leave a layout whose index names empty files.
                             os.fsync(fd)
@@ -314,11 +515,15 @@ class OciDirSink(Sink):
                         writeback.close()  # its thread syncs fd: stopped before the file is closed
             final = os.path.join(self._blobs, d.encoded)
             with writing(self.label):
-                if known:
+                if state == "ok":
                     os.unlink(tmp)
                 else:
                     os.chmod(tmp, 0o644)
+                    # Atomic: a reader sees the old file or the whole new one, never a partial blob.
                     os.replace(tmp, final)
+                    if state == "absent" and self.existing:
+                        self._added.append(final)
+                    self._verified.add(d)
             self._temps.remove(tmp)
             return d, hw.count
         except BaseException:
@@ -329,16 +534,16 @@ class OciDirSink(Sink):
     def commit(self) -> None:
         with writing(self.label):
             self._commit()
+        # Released only on success: a failed commit is followed by abort(), which removes this run's
+        # blobs and must still hold the lock while it does.
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
 
     def _commit(self) -> None:
         index_path = os.path.join(self.root, "index.json")
-        existing: list[dict[str, Any]] = []
-        if self.existing:
-            with open(index_path, "rb") as f:
-                idx = model.load_json(f.read(), f"{self.label}: index.json")
-            if not isinstance(idx, dict) or not isinstance(idx.get("manifests"), list):
-                raise FormatError(f"{self.label}: index.json has no manifests list")
-            existing = idx["manifests"]
+        # Read again now, under the lock: the layout's latest entries are the ones to keep.
+        existing = self._read_index() if self.existing else []
         data = index_bytes(_index_entries(self.images, existing))
         # The blobs index.json will name were renamed into place: their names must be on disk first.
         _fsync_dir(self._blobs)
@@ -354,10 +559,14 @@ class OciDirSink(Sink):
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+        self._added = []  # index.json names them now: an abort after this point must keep them
         _fsync_dir(self.root)
         if self._tmpdir is not None:
             os.chmod(self._tmpdir, 0o755)
             if os.path.isdir(self.dest):
+                if os.listdir(self.dest):
+                    raise OutputError(f"{self.label}: was created by another writer while this one ran",
+                                      hint="run again to add the image to it")
                 os.rmdir(self.dest)  # an empty directory given as the destination
             os.rename(self._tmpdir, self.dest)
             self._tmpdir = None
@@ -367,6 +576,19 @@ class OciDirSink(Sink):
         for t in self._temps:
             with contextlib.suppress(OSError):
                 os.unlink(t)
+        # What this run added to an existing layout, newest first (blobs before the directories they
+        # are in); blobs that were there before stay. The lock is still held, so no other writer can
+        # have started to rely on them.
+        for p in reversed(self._added):
+            with contextlib.suppress(OSError):
+                if os.path.isdir(p):
+                    os.rmdir(p)
+                else:
+                    os.unlink(p)
+        self._added = []
+        if self._lock is not None:
+            self._lock.release()
+            self._lock = None
         if self._tmpdir is not None:
             shutil.rmtree(self._tmpdir, ignore_errors=True)
             self._tmpdir = None

@@ -23,6 +23,7 @@ from ocisquash.convert import check_format, output_tags
 from ocisquash.digest import Digest
 from ocisquash.errors import FormatError, UsageError
 from ocisquash.image import Image, Layer
+from ocisquash.samefile import refuse_overlap
 from ocisquash.sources import open_source
 
 
@@ -162,22 +163,24 @@ def _parent_diff_ids(opts: SquashOptions, src_path: str) -> tuple[list[Digest], 
     """The ``--parent`` image's diff IDs and its image ID (what ``docker build --squash`` names it by)."""
     if opts.parent is None:
         return None
-    ref = opts.parent
-    path, name = src_path, ref
-    # FILE or FILE:REF names a parent in another input (a path that exists wins over a reference).
-    if os.path.exists(ref):
-        path, name = ref, None  # type: ignore[assignment]
-    else:
-        head, sep, tail = ref.rpartition(":")
-        while sep:
-            if os.path.exists(head):
-                path, name = head, tail
-                break
-            head, sep, tail2 = head.rpartition(":")
-            tail = tail2 + ":" + tail
+    path, name = _parent_location(opts.parent, src_path)
     with open_source(path) as ps:
         parent = ps.choose(name, opts.platform)
     return list(parent.config.diff_ids), parent.id
+
+
+def _parent_location(ref: str, src_path: str) -> tuple[str, str | None]:
+    """Where ``--parent`` points: ``(path, name)``; FILE or FILE:REF names a parent in another input
+    (a path that exists wins over a reference), anything else an image in IN."""
+    if os.path.exists(ref):
+        return ref, None
+    head, sep, tail = ref.rpartition(":")
+    while sep:
+        if os.path.exists(head):
+            return head, tail
+        head, sep, tail2 = head.rpartition(":")
+        tail = tail2 + ":" + tail
+    return src_path, ref
 
 
 def squash(src_path: str, dest: str | None, opts: SquashOptions,
@@ -188,6 +191,11 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
     codec = compression.parse_codec(opts.compression)
     level = compression.check_level(codec, opts.level)
     created = parse_timestamp(opts.timestamp)
+    if not opts.dry_run:
+        read = [("IN", src_path)]
+        if opts.parent is not None:
+            read.append(("--parent", _parent_location(opts.parent, src_path)[0]))
+        refuse_overlap(dest, read)
     parent = _parent_diff_ids(opts, src_path)
     parent_ids = parent[0] if parent is not None else None
     with open_source(src_path) as src:
