@@ -2,14 +2,15 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBS := umoci skopeo podman libmagic1 jq
+DEBS := umoci skopeo podman buildah libmagic1 jq oci-image-tool docker.io containerd runc iptables busybox-static
+DEB_TOOLS := umoci skopeo podman buildah jq oci-image-tool dockerd containerd ctr runc iptables busybox
 
 .PHONY: setup debs venv demo test lint pytest fuzz clean bench
 
 setup: debs venv
 
-debs:  ## Debian packages the tests use (umoci, skopeo: the independent oracle); needs root or sudo
-	@missing=""; for t in umoci skopeo podman jq; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+debs:  ## Debian packages the tests use (umoci, skopeo, and docker/containerd/podman: the oracles); root or sudo
+	@missing=""; for t in $(DEB_TOOLS); do command -v $$t >/dev/null || [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
 	[ -e /usr/lib/x86_64-linux-gnu/libmagic.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libmagic.so.1 ] || missing="$$missing libmagic1"; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
