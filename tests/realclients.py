@@ -17,7 +17,9 @@ Each loader loads an image tarball once and captures its tree as an ``oracle.Sna
   no other), so the root and other xattrs are compared in the two other loaders.
 - containerd: ``ctr images import`` (unpacks into the overlayfs snapshotter), ``ctr images mount`` and a
   walk of the mounted directory (``oracle.snapshot``: all xattrs, the root included).
-- podman: ``podman load`` and ``podman image mount`` (overlay store, vfs when overlay fails), walked too.
+- podman: ``podman load`` and ``podman image mount`` (overlay store, vfs when overlay fails), walked too;
+  ``podman-vfs``: the same on a second store with the vfs driver, which copies each layer's parent and
+  unpacks the layer over it (what issue 10 item 2 was seen with).
 
 mtimes at or after the first load of the session are recorded as ``FRESH``: a directory that a loader
 had to create because no layer gave it (issue 10 item 1) gets the time its layer was first unpacked,
@@ -55,6 +57,7 @@ DOCKER_OWN = frozenset({".dockerenv", "etc/hosts", "etc/hostname", "etc/resolv.c
                         "dev/console", "dev/pts", "dev/shm", "proc", "sys"})
 DOCKER_TOUCHED = frozenset({"dev", "etc"})  # the init layer writes into them: their mtime is its own
 READY_SECONDS = 60
+LOADERS = ("docker", "containerd", "podman", "podman-vfs")
 
 
 class ClientError(RuntimeError):
@@ -206,7 +209,7 @@ class Loaded:
 
 @dataclass
 class Clients:
-    """The private daemons and the podman store; ``load``/``tree`` per loader ("docker", "containerd", "podman")."""
+    """The private daemons and the podman store; ``load``/``tree`` per loader (LOADERS)."""
 
     root: Path
     storage_driver: str = ""
@@ -233,9 +236,11 @@ class Clients:
     def ctr(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
         return run(["ctr", "--address", str(self.ctd_sock), "--namespace", "rc", *args], timeout=timeout)
 
-    def podman(self, *args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
-        return run(["podman", "--root", str(self.root / "pm-root"), "--runroot", str(self.root / "pm-run"),
-                    "--storage-driver", self.podman_driver, "--events-backend", "none",
+    def podman(self, *args: str, timeout: float = 300, vfs: bool = False) -> subprocess.CompletedProcess[str]:
+        """podman on our overlay store, or (``vfs``) on a second store with the vfs driver."""
+        store, driver = ("pm-vfs", "vfs") if vfs else ("pm", self.podman_driver)
+        return run(["podman", "--root", str(self.root / f"{store}-root"), "--runroot", str(self.root / f"{store}-run"),
+                    "--storage-driver", driver, "--events-backend", "none",
                     "--cgroup-manager", "cgroupfs", *args], timeout=timeout)
 
     # -- life cycle
@@ -313,6 +318,7 @@ class Clients:
         with contextlib.suppress(ClientError, subprocess.TimeoutExpired):
             if self.podman_driver:
                 self.podman("image", "unmount", "--all", timeout=60)
+                self.podman("image", "unmount", "--all", timeout=60, vfs=True)
         self._stop_proc("dockerd")
         self._stop_proc("containerd")
         for pid in self._own_pids():  # shims outlive containerd by design; ours name our socket
@@ -354,8 +360,8 @@ class Clients:
         elif loader == "containerd":
             out = self.ctr("images", "import", str(tar)).stdout
             refs = re.findall(r"^unpacking (\S+) \(sha256:", out, re.M)
-        elif loader == "podman":
-            out = self.podman("load", "-i", str(tar)).stdout
+        elif loader in ("podman", "podman-vfs"):
+            out = self.podman("load", "-i", str(tar), vfs=loader == "podman-vfs").stdout
             refs = [r for line in re.findall(r"^Loaded image\(?s?\)?: (.+)$", out, re.M) for r in line.split(",")]
         else:
             raise ValueError(loader)
@@ -393,7 +399,7 @@ class Clients:
             elif loader == "containerd":
                 tree = self._ctr_tree(img, work)
             else:
-                tree = self._podman_tree(img)
+                tree = self._podman_tree(img, vfs=loader == "podman-vfs")
         finally:
             shutil.rmtree(work, ignore_errors=True)
         self.trees[(loader, key)] = tree
@@ -416,12 +422,12 @@ class Clients:
         finally:
             self.ctr("images", "unmount", "--rm", str(target))
 
-    def _podman_tree(self, img: Loaded) -> Snapshot:
-        path = self.podman("image", "mount", img.ref).stdout.strip().splitlines()[-1]
+    def _podman_tree(self, img: Loaded, vfs: bool) -> Snapshot:
+        path = self.podman("image", "mount", img.ref, vfs=vfs).stdout.strip().splitlines()[-1]
         try:
             return _fresh(snapshot(path), self.epoch or time.time())
         finally:
-            self.podman("image", "unmount", img.ref)
+            self.podman("image", "unmount", img.ref, vfs=vfs)
 
 
 @contextlib.contextmanager
