@@ -14,7 +14,7 @@ Each loader loads an image tarball once and captures its tree as an ``oracle.Sna
   directories it writes them into (``/dev``, ``/etc``) keep their type, mode, owner and xattrs in the
   comparison but not their mtime, which the init layer sets to the container's creation time. moby's
   export writes no root entry and, of the xattrs, only ``security.capability`` (its archive code reads
-  no other), so the root and other xattrs are compared in the two other loaders.
+  no other), so the root and other xattrs are compared in the other loaders.
 - containerd: ``ctr images import`` (unpacks into the overlayfs snapshotter), ``ctr images mount`` and a
   walk of the mounted directory (``oracle.snapshot``: all xattrs, the root included).
 - podman: ``podman load`` and ``podman image mount`` (overlay store, vfs when overlay fails), walked too;
@@ -204,6 +204,8 @@ def compare_trees(a: Snapshot, b: Snapshot, *, seconds: bool = False,
 
 @dataclass
 class Loaded:
+    """An image in a loader: the reference the loader printed for it."""
+
     ref: str
 
 
@@ -315,10 +317,10 @@ class Clients:
 
     def stop(self) -> None:
         """Stop dockerd, then containerd, by PID; kill the shims they started; unmount; remove the directory."""
-        with contextlib.suppress(ClientError, subprocess.TimeoutExpired):
-            if self.podman_driver:
-                self.podman("image", "unmount", "--all", timeout=60)
-                self.podman("image", "unmount", "--all", timeout=60, vfs=True)
+        for vfs in (False, True):
+            with contextlib.suppress(ClientError, subprocess.TimeoutExpired):
+                if self.podman_driver:
+                    self.podman("image", "unmount", "--all", timeout=60, vfs=vfs)
         self._stop_proc("dockerd")
         self._stop_proc("containerd")
         for pid in self._own_pids():  # shims outlive containerd by design; ours name our socket
