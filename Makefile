@@ -2,14 +2,18 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-DEBS := umoci skopeo podman libmagic1 jq
+# docker.io/containerd/busybox-static: the real-client tests' own dockerd (busybox is docker build's shell);
+# apparmor: dockerd must load its profile where the kernel enforces AppArmor (Debian's default)
+DEBS := umoci skopeo podman buildah libmagic1 jq oci-image-tool docker.io containerd runc iptables busybox-static apparmor
+DEB_TOOLS := umoci skopeo podman buildah jq oci-image-tool dockerd containerd ctr runc iptables busybox
 
 .PHONY: setup debs venv demo test lint pytest fuzz clean bench
 
 setup: debs venv
 
-debs:  ## Debian packages the tests use (umoci, skopeo: the independent oracle); needs root or sudo
-	@missing=""; for t in umoci skopeo podman jq; do command -v $$t >/dev/null || missing="$$missing $$t"; done; \
+debs:  ## Debian packages the tests use (umoci, skopeo, and docker/containerd/podman: the oracles); root or sudo
+	@missing=""; for t in $(DEB_TOOLS); do command -v $$t >/dev/null || [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
+	[ "$$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" != Y ] || [ -x /usr/sbin/apparmor_parser ] || [ -x /sbin/apparmor_parser ] || missing="$$missing apparmor"; \
 	[ -e /usr/lib/x86_64-linux-gnu/libmagic.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libmagic.so.1 ] || missing="$$missing libmagic1"; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
