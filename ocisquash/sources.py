@@ -120,6 +120,10 @@ def _matches(ref: str, c: Candidate) -> bool:
 
 def open_source(path: str) -> Source:
     """Open an input; raises a clear error when it is none of the formats ocisquash reads."""
+    from ocisquash import registry
+
+    if registry.is_registry_ref(path):
+        return registry.open_source(path)
     if path != "-" and not os.path.lexists(path):
         raise FormatError(f"{path}: no such file or directory")
     if path != "-" and os.path.isdir(path):

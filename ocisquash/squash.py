@@ -171,7 +171,12 @@ def _parent_diff_ids(opts: SquashOptions, src_path: str) -> tuple[list[Digest], 
 
 def _parent_location(ref: str, src_path: str) -> tuple[str, str | None]:
     """Where ``--parent`` points: ``(path, name)``; FILE or FILE:REF names a parent in another input
-    (a path that exists wins over a reference), anything else an image in IN."""
+    (a path that exists wins over a reference), a ``docker://`` reference a registry image, anything
+    else an image in IN."""
+    from ocisquash.registry import is_registry_ref
+
+    if is_registry_ref(ref):
+        return ref, None
     if os.path.exists(ref):
         return ref, None
     head, sep, tail = ref.rpartition(":")
