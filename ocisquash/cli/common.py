@@ -128,7 +128,32 @@ IMAGE_OPTION = typer.Option(None, "--image", "-i", metavar="REF",
 PLATFORM_OPTION = typer.Option(None, "--platform", metavar="OS/ARCH[/VARIANT]",
                                help="Which platform of a multi-platform image, e.g. linux/arm64.")
 
-_INPUT_HELP = "OCI layout dir, OCI tar, docker save tar, or -."
+_INPUT_HELP = "OCI layout dir, OCI tar, docker save tar, docker://HOST/REPO:TAG, or -."
 IN_ARG = typer.Argument(..., metavar="IN", help="Input: " + _INPUT_HELP)
 IMAGE_ARG = typer.Argument(..., metavar="IMAGE", help=_INPUT_HELP)
 PATH_ARG = typer.Argument(..., metavar="PATH", help=_INPUT_HELP)
+
+# Registry options (docker://HOST/REPO:TAG as IN or OUT), named and meant as skopeo's.
+CREDS_OPTION = typer.Option(None, "--creds", metavar="USER:PASSWORD",
+                            help="Registry credentials (else --authfile, $REGISTRY_AUTH_FILE, "
+                                 "${XDG_RUNTIME_DIR}/containers/auth.json, ~/.docker/config.json).")
+AUTHFILE_OPTION = typer.Option(None, "--authfile", metavar="FILE",
+                               help="Registry credentials file (containers-auth.json / docker config.json).")
+CERT_DIR_OPTION = typer.Option(None, "--cert-dir", metavar="DIR",
+                               help="Registry TLS: CA certificates (*.crt) and client certificate "
+                                    "(*.cert + *.key), as in containers-certs.d.")
+TLS_VERIFY_OPTION = typer.Option("true", "--tls-verify", metavar="BOOL",
+                                 help="Verify registry TLS certificates (--tls-verify=false also allows HTTP).")
+
+
+def apply_registry(creds: str | None, authfile: str | None, cert_dir: str | None, tls_verify: str) -> None:
+    """Hand the registry options to every registry source and sink of this run."""
+    from ocisquash import registry
+    from ocisquash.errors import UsageError
+    from ocisquash.registry.auth import AuthOptions
+
+    value = tls_verify.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise UsageError(f"--tls-verify={tls_verify!r}: expected true or false")
+    registry.configure(registry.RegistryOptions(AuthOptions(creds, authfile), cert_dir,
+                                                value in ("true", "1", "yes")))

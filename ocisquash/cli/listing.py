@@ -98,11 +98,17 @@ def images(
                                                       "sizes (reads every layer)."),
     fmt: str = typer.Option("table", "--format", help="table, or json: one JSON object per line."),
     limit: list[str] | None = common.LIMIT_OPTION,
+    creds: str | None = common.CREDS_OPTION,
+    authfile: str | None = common.AUTHFILE_OPTION,
+    cert_dir: str | None = common.CERT_DIR_OPTION,
+    tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
     from ocisquash import listing
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
+
+    common.apply_registry(creds, authfile, cert_dir, tls_verify)
     fmt = _check_format(fmt)
     flt = listing.Filters.parse(filters)
     with open_source(path) as src:
@@ -174,11 +180,17 @@ def history(
     exact: bool = typer.Option(False, "--exact", help="Decompress compressed layers for exact sizes."),
     fmt: str = typer.Option("table", "--format", help="table, or json: one JSON object per line."),
     limit: list[str] | None = common.LIMIT_OPTION,
+    creds: str | None = common.CREDS_OPTION,
+    authfile: str | None = common.AUTHFILE_OPTION,
+    cert_dir: str | None = common.CERT_DIR_OPTION,
+    tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
     from ocisquash import listing
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
+
+    common.apply_registry(creds, authfile, cert_dir, tls_verify)
     fmt = _check_format(fmt)
     with open_source(path) as src:
         img = src.choose(image, platform)
@@ -228,11 +240,17 @@ def analyze(
     json_out: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     limit: list[str] | None = common.LIMIT_OPTION,
+    creds: str | None = common.CREDS_OPTION,
+    authfile: str | None = common.AUTHFILE_OPTION,
+    cert_dir: str | None = common.CERT_DIR_OPTION,
+    tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
     from ocisquash import listing
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
+
+    common.apply_registry(creds, authfile, cert_dir, tls_verify)
     with open_source(path) as src:
         img = src.choose(image, platform)
         with common.progress(quiet) as prog:
@@ -280,11 +298,17 @@ def validate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary; only the exit status "
                                                             "and the findings."),
     limit: list[str] | None = common.LIMIT_OPTION,
+    creds: str | None = common.CREDS_OPTION,
+    authfile: str | None = common.AUTHFILE_OPTION,
+    cert_dir: str | None = common.CERT_DIR_OPTION,
+    tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
     from ocisquash import listing
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
+
+    common.apply_registry(creds, authfile, cert_dir, tls_verify)
     with open_source(path) as src, common.progress(quiet) as prog:
         prog.phase("validating", listing.total_bytes(src))
         res = listing.validate(src, on_bytes=prog.advance)

@@ -203,8 +203,11 @@ class Client:
             try:
                 # a callable body is made again for each try: an iterator can be sent only once
                 body = content() if callable(content) else content
-                req = self._client().build_request(method, self.url(path), headers=hdrs, content=body,
-                                                   params=params)
+                # merged by hand: httpx's params= would replace the query an upload Location carries
+                url = httpx.URL(self.url(path))
+                if params:
+                    url = url.copy_merge_params(params)
+                req = self._client().build_request(method, url, headers=hdrs, content=body)
                 resp = self._client().send(req, stream=stream)
             except httpx.TransportError as e:
                 if _is_tls_failure(e):

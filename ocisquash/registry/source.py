@@ -12,6 +12,7 @@ the same registry can mount it instead of uploading it.
 
 from __future__ import annotations
 
+import io
 from typing import IO
 
 from ocisquash import model
@@ -117,6 +118,8 @@ class RegistryTree:
 
     def open(self, name: str) -> IO[bytes]:
         digest = self._digest_of(name)
+        if digest in self._manifests:
+            return io.BytesIO(self.read(name, MAX_MANIFEST))
         what = f"{self.label}: blob {digest}"
         return self.client.open_blob(digest, what)  # type: ignore[return-value]
 
