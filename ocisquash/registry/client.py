@@ -405,7 +405,8 @@ class BlobStream(Reader):
             raise self._c.fail(resp, f"blob {self._digest}")
         skip = self._offset if resp.status_code == 200 else 0  # no Range support: skip what we have
         self._resp = resp
-        self._chunks = resp.iter_raw(1 << 20) if _identity(resp) else resp.iter_bytes(1 << 20)
+        # no chunk_size: a chunker would hold back bytes a dropped connection then loses
+        self._chunks = resp.iter_raw() if _identity(resp) else resp.iter_bytes()
         while skip > 0:
             chunk = next(self._chunks, b"")
             if not chunk:

@@ -289,6 +289,11 @@ class _Upload:
         if self._spool is not None:
             self._finish_spooled(digest)
             return
+        if self._offset == 0 and self._s.has(digest):
+            # nothing sent yet (one chunk or less) and the registry has it: no upload at all
+            self.cancel()
+            self._s.stats.blobs_present += 1
+            return
         last = bytes(self._buf)
         headers = {"Content-Type": "application/octet-stream"}
         if last:

@@ -1,0 +1,414 @@
+"""``docker://`` inputs and outputs against a real registry (Debian's docker-registry), and the client's
+retry, error and credential rules against a mock transport.
+
+Registries run on 127.0.0.1 only (``registryd``): plain HTTP; TLS with a CA made here plus htpasswd
+basic auth; and bearer tokens from a loopback token endpoint that implements the distribution token
+spec (the registry verifies the tokens itself, so the flow is the real one, not a proxy's imitation).
+Results are pulled back with skopeo and unpacked with umoci (``assert_same_rootfs``); uploads are
+counted from the registry's access log.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import stat
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+import registryd
+from conftest import skip_or_fail
+from fixtures import BuiltImage
+from oracle import assert_same_rootfs, skopeo
+
+from ocisquash.errors import FormatError, NotFound
+from ocisquash.registry import auth, client
+from ocisquash.registry.auth import AuthError, AuthOptions
+from ocisquash.registry.client import Client, RegistryError, RegistryOptions
+from ocisquash.registry.ref import parse
+
+OCISQUASH = [sys.executable, "-m", "ocisquash"]
+USER, PASSWORD = "tester", "s3cret-Pa55word"
+
+
+def ocisquash(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*OCISQUASH, *args], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, **(env or {})}, check=False)
+
+
+def ok(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    p = ocisquash(*args, env=env)
+    assert p.returncode == 0, f"ocisquash {' '.join(args)} exited {p.returncode}:\n{p.stderr}"
+    return p
+
+
+def one_line_error(p: subprocess.CompletedProcess[str]) -> str:
+    assert p.returncode == 1, p.stderr
+    assert "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, p.stderr
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def need_registry() -> None:
+    problem = registryd.problem()
+    if problem is not None:
+        skip_or_fail(problem)
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory: pytest.TempPathFactory, need_registry: None) -> Iterator[registryd.Registry]:
+    with registryd.Registry(tmp_path_factory.mktemp("plain")) as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def ca(tmp_path_factory: pytest.TempPathFactory, need_registry: None) -> registryd.CA:
+    return registryd.make_ca(tmp_path_factory.mktemp("ca"))
+
+
+@pytest.fixture(scope="module")
+def tls_basic(tmp_path_factory: pytest.TempPathFactory, ca: registryd.CA) -> Iterator[registryd.Registry]:
+    crt, key = ca.issue("server")
+    with registryd.Registry(tmp_path_factory.mktemp("tls"), tls=(crt, key), htpasswd={USER: PASSWORD}) as r:
+        yield r
+
+
+@pytest.fixture(scope="module")
+def cert_dir(tmp_path_factory: pytest.TempPathFactory, ca: registryd.CA) -> Path:
+    d = tmp_path_factory.mktemp("certs.d")
+    (d / "ca.crt").write_bytes(ca.ca_crt.read_bytes())
+    return d
+
+
+@pytest.fixture(scope="module")
+def token_registry(tmp_path_factory: pytest.TempPathFactory,
+                   need_registry: None) -> Iterator[tuple[registryd.Registry, registryd.TokenServer]]:
+    signer = registryd.make_ca(tmp_path_factory.mktemp("signer"), "signer")
+    with registryd.TokenServer(tmp_path_factory.mktemp("token"), {USER: PASSWORD}, signer) as ts, \
+            registryd.Registry(tmp_path_factory.mktemp("tokenreg"), token=ts) as r:
+        yield r, ts
+
+
+def push(src: str, dest: str, *extra: str) -> None:
+    skopeo("copy", "-q", "--dest-tls-verify=false", *extra, src, dest)
+
+
+def pull(ref: str, dest: Path, *extra: str) -> str:
+    """Pull a registry image back into an OCI layout with skopeo: the oracle reads that."""
+    skopeo("copy", "-q", "--src-tls-verify=false", *extra, ref, f"oci:{dest}:img")
+    return f"{dest}:img"
+
+
+def manifest_of(ref: str, *extra: str) -> dict[str, object]:
+    out = skopeo("inspect", "--raw", "--tls-verify=false", *extra, ref).stdout
+    return json.loads(out)  # type: ignore[no-any-return]
+
+
+# ----------------------------------------------------------------------------------- plain registry
+
+
+def test_squash_registry_to_registry_onto_parent_mounts_kept_layers(plain: registryd.Registry,
+                                                                    trap_oci: BuiltImage, tmp_path: Path) -> None:
+    h = plain.host
+    push(f"oci:{trap_oci.path}:l2", f"docker://{h}/base/trap:l2")
+    push(f"oci:{trap_oci.path}:latest", f"docker://{h}/apps/trap:1")
+    kept = [ly["digest"] for ly in manifest_of(f"docker://{h}/base/trap:l2")["layers"]]  # type: ignore[index]
+    before = plain.mark()
+    ok(f"docker://{h}/apps/trap:1", f"docker://{h}/out/trap:sq", "--parent", f"docker://{h}/base/trap:l2",
+       "--tls-verify=false", "-q")
+    man = manifest_of(f"docker://{h}/out/trap:sq")
+    layers = [ly["digest"] for ly in man["layers"]]  # type: ignore[index]
+    assert layers[:2] == kept and len(layers) == 3
+    uploaded = plain.uploads("out/trap", before)
+    # the new layer and the new config travel; the kept parent layers are mounted, never uploaded
+    assert sorted(uploaded) == sorted([layers[2], man["config"]["digest"]])  # type: ignore[index]
+    assert sorted(plain.mounts("out/trap", before)) == sorted(kept)
+    assert_same_rootfs(f"{trap_oci.path}:latest", pull(f"docker://{h}/out/trap:sq", tmp_path / "back"), tmp_path)
+
+    # again into the same repository: every blob is there already, only the manifest is written
+    again = plain.mark()
+    ok(f"docker://{h}/apps/trap:1", f"docker://{h}/out/trap:sq2", "--parent", f"docker://{h}/base/trap:l2",
+       "--tls-verify=false", "-q", "--timestamp", "0")
+    man2 = manifest_of(f"docker://{h}/out/trap:sq2")
+    assert [ly["digest"] for ly in man2["layers"]] == layers  # type: ignore[index]
+    assert plain.uploads("out/trap", again) == [man2["config"]["digest"]]  # type: ignore[index]
+    assert plain.mounts("out/trap", again) == []
+
+
+def test_squash_file_to_registry_and_back(plain: registryd.Registry, trap_oci: BuiltImage, tmp_path: Path) -> None:
+    h = plain.host
+    ok(f"{trap_oci.path}:latest", f"docker://{h}/flat/trap:1", "--tls-verify=false", "-q")
+    man = manifest_of(f"docker://{h}/flat/trap:1")
+    assert len(man["layers"]) == 1  # type: ignore[arg-type]
+    assert_same_rootfs(f"{trap_oci.path}:latest", pull(f"docker://{h}/flat/trap:1", tmp_path / "b1"), tmp_path)
+    # registry -> file, squashing the registry image's own source pushed as-is
+    push(f"oci:{trap_oci.path}:latest", f"docker://{h}/src/trap:1")
+    out = tmp_path / "flat.tar"
+    ok(f"docker://{h}/src/trap:1", str(out), "--tls-verify=false", "-q")
+    assert_same_rootfs(f"{trap_oci.path}:latest", str(out), tmp_path)
+
+
+def test_convert_images_history_validate_on_registry(plain: registryd.Registry, sample_docker: BuiltImage,
+                                                     tmp_path: Path) -> None:
+    h = plain.host
+    ref = f"docker://{h}/sample/app:1"
+    ok("convert", str(sample_docker.path), ref, "--tls-verify=false", "-q")
+    listed = ok("images", ref, "--tls-verify=false", "--format", "json").stdout
+    assert json.loads(listed.splitlines()[0])["Tag"] == "1"
+    hist = ok("history", ref, "--tls-verify=false", "-q").stdout.split()
+    assert len(hist) >= 1
+    assert "layers" in ok("analyze", ref, "--tls-verify=false").stdout
+    val = json.loads(ok("validate", ref, "--tls-verify=false", "--json").stdout)
+    assert val["ok"] and val["blobs_checked"] >= 5
+    ok("convert", ref, str(tmp_path / "back.tar"), "--tls-verify=false", "-q")
+    assert_same_rootfs(str(sample_docker.path), str(tmp_path / "back.tar"), tmp_path)
+
+
+def test_registry_errors_are_one_line(plain: registryd.Registry, sample_docker: BuiltImage) -> None:
+    h = plain.host
+    line = one_line_error(ocisquash("images", f"docker://{h}/nothing/here:1", "--tls-verify=false"))
+    assert "manifest unknown" in line and "nothing/here" in line
+    # plain HTTP registry with TLS verification on (the default): a TLS error, with a hint
+    p = ocisquash("images", f"docker://{h}/nothing/here:1")
+    assert "TLS" in one_line_error(p) and "--tls-verify=false" in p.stderr
+    assert "digest" in one_line_error(ocisquash(str(sample_docker.path), f"docker://{h}/x/y@sha256:" + "0" * 64,
+                                                "--tls-verify=false"))
+    assert "not a valid" in ocisquash("images", "docker://UPPER/Case:1").stderr
+
+
+# ------------------------------------------------------------------------------ TLS + basic auth
+
+
+def test_tls_and_basic_auth(tls_basic: registryd.Registry, cert_dir: Path, sample_docker: BuiltImage,
+                            tmp_path: Path) -> None:
+    h = tls_basic.host
+    ref = f"docker://{h}/secure/app:1"
+    creds = f"{USER}:{PASSWORD}"
+    skopeo("copy", "-q", f"--dest-cert-dir={cert_dir}", f"--dest-creds={creds}",
+           f"docker-archive:{sample_docker.path}", ref)
+    tls = ["--cert-dir", str(cert_dir)]
+    # verified TLS with our CA and --creds: squash there and back
+    ok(ref, f"docker://{h}/secure/app:sq", *tls, "--creds", creds, "-q")
+    back = tmp_path / "back"
+    skopeo("copy", "-q", f"--src-cert-dir={cert_dir}", f"--src-creds={creds}", f"docker://{h}/secure/app:sq",
+           f"oci:{back}:img")
+    assert_same_rootfs(str(sample_docker.path), f"{back}:img", tmp_path)
+
+    # no CA: the certificate is refused, in one line with a hint
+    assert "TLS" in one_line_error(ocisquash("images", ref, "--creds", creds))
+    # no credentials: authentication required; wrong ones: refused, and the password is never shown
+    assert "authentication required" in one_line_error(
+        ocisquash("images", ref, *tls, env={"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}))
+    bad = ocisquash("images", ref, *tls, "--creds", f"{USER}:wrong-Pa55word-XYZ", "--debug")
+    assert bad.returncode == 1
+    assert "wrong-Pa55word-XYZ" not in bad.stderr + bad.stdout
+    assert base64.b64encode(f"{USER}:wrong-Pa55word-XYZ".encode()).decode() not in bad.stderr
+    # --tls-verify=false accepts the certificate without the CA
+    ok("images", ref, "--tls-verify=false", "--creds", creds)
+
+    # --authfile, $REGISTRY_AUTH_FILE and ${XDG_RUNTIME_DIR}/containers/auth.json (containers-auth.json)
+    entry = {"auths": {h: {"auth": base64.b64encode(creds.encode()).decode()}}}
+    af = tmp_path / "auth.json"
+    af.write_text(json.dumps(entry))
+    ok("images", ref, *tls, "--authfile", str(af))
+    ok("images", ref, *tls, env={"REGISTRY_AUTH_FILE": str(af), "HOME": str(tmp_path)})
+    xdg = tmp_path / "xdg"
+    (xdg / "containers").mkdir(parents=True)
+    (xdg / "containers" / "auth.json").write_text(json.dumps(entry))
+    ok("images", ref, *tls, env={"XDG_RUNTIME_DIR": str(xdg), "HOME": str(tmp_path)})
+
+
+def test_credential_helper_from_docker_config(tls_basic: registryd.Registry, cert_dir: Path,
+                                              sample_docker: BuiltImage, tmp_path: Path) -> None:
+    h = tls_basic.host
+    ref = f"docker://{h}/helper/app:1"
+    creds = f"{USER}:{PASSWORD}"
+    skopeo("copy", "-q", f"--dest-cert-dir={cert_dir}", f"--dest-creds={creds}",
+           f"docker-archive:{sample_docker.path}", ref)
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    asked = tmp_path / "asked"
+    helper = bindir / "docker-credential-test"
+    helper.write_text(
+        "#!/bin/sh\n"
+        f'[ "$1" = get ] || exit 1\nread server\necho "$server" >> {asked}\n'
+        f'[ "$server" = "{h}" ] || {{ echo "credentials not found in native keychain"; exit 1; }}\n'
+        f"echo '{{\"ServerURL\":\"{h}\",\"Username\":\"{USER}\",\"Secret\":\"{PASSWORD}\"}}'\n")
+    helper.chmod(helper.stat().st_mode | stat.S_IXUSR)
+    home = tmp_path / "home"
+    (home / ".docker").mkdir(parents=True)
+    env = {"HOME": str(home), "PATH": f"{bindir}:{os.environ['PATH']}", "XDG_RUNTIME_DIR": str(tmp_path / "none")}
+    for cfg in ({"credHelpers": {h: "test"}}, {"credsStore": "test"}):
+        (home / ".docker" / "config.json").write_text(json.dumps(cfg))
+        p = ok("images", ref, "--cert-dir", str(cert_dir), env=env)
+        assert "helper/app" in p.stdout
+        assert PASSWORD not in p.stdout + p.stderr
+    assert asked.read_text().split() == [h, h]
+
+
+# ------------------------------------------------------------------------------------ bearer tokens
+
+
+def test_bearer_token_flow(token_registry: tuple[registryd.Registry, registryd.TokenServer],
+                           trap_oci: BuiltImage, tmp_path: Path) -> None:
+    reg, ts = token_registry
+    h = reg.host
+    creds = f"{USER}:{PASSWORD}"
+    push(f"oci:{trap_oci.path}:latest", f"docker://{h}/tok/src:1", f"--dest-creds={creds}")
+    before = reg.mark()
+    issued = len(ts.issued)
+    ok(f"docker://{h}/tok/src:1", f"docker://{h}/tok/out:1", "--from-layer", "3", "--tls-verify=false",
+       "--creds", creds, "-q")
+    # the token for the push carried pull on the source repository too: kept layers were mounted
+    assert len(reg.mounts("tok/out", before)) == 2
+    assert len(reg.uploads("tok/out", before)) == 2  # the new layer and the config
+    grants = [a for t in ts.issued[issued:] for a in t["access"]]  # type: ignore[attr-defined]
+    assert {"type": "repository", "name": "tok/src", "actions": ["pull"]} in grants
+    back = pull(f"docker://{h}/tok/out:1", tmp_path / "back", f"--src-creds={creds}")
+    assert_same_rootfs(f"{trap_oci.path}:latest", back, tmp_path)
+    # anonymous: the token service refuses, one line, no traceback
+    refused = ts.refused
+    line = one_line_error(ocisquash("images", f"docker://{h}/tok/src:1", "--tls-verify=false",
+                                    env={"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}))
+    assert "token service refused" in line
+    assert ts.refused > refused
+    bad = ocisquash("images", f"docker://{h}/tok/src:1", "--tls-verify=false", "--creds", f"{USER}:nopeNOPE77")
+    assert "nopeNOPE77" not in bad.stderr and bad.returncode == 1
+
+
+# ----------------------------------------------------------------------- client rules, no registry
+
+
+def _client(handler: object, ref: str = "docker://reg.example:5000/a/b:1") -> Client:
+    return Client(parse(ref), RegistryOptions(), transport=httpx.MockTransport(handler))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+def no_sleep(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(client.time, "sleep", lambda s: None)
+
+
+def test_retries_are_bounded_and_recover(no_sleep: None) -> None:
+    calls: list[str] = []
+
+    def flaky(req: httpx.Request) -> httpx.Response:
+        calls.append(req.method)
+        if len(calls) == 1:
+            raise httpx.RemoteProtocolError("peer closed connection", request=req)
+        if len(calls) in (2, 3):
+            return httpx.Response(503 if len(calls) == 2 else 429, headers={"Retry-After": "1"})
+        return httpx.Response(200, headers={"Docker-Content-Digest": "sha256:" + "a" * 64})
+
+    c = _client(flaky)
+    assert c.has_blob("sha256:" + "a" * 64)
+    assert len(calls) == 4
+
+    always: list[int] = []
+
+    def down(req: httpx.Request) -> httpx.Response:
+        always.append(1)
+        return httpx.Response(502)
+
+    with pytest.raises(RegistryError, match="HTTP 502"):
+        _client(down).has_blob("sha256:" + "a" * 64)
+    assert len(always) == client.MAX_ATTEMPTS
+
+
+def test_blob_download_resumes_with_range(no_sleep: None) -> None:
+    data = bytes(range(256)) * 4096
+    served: list[str | None] = []
+
+    class Dropping(httpx.SyncByteStream):
+        def __iter__(self) -> Iterator[bytes]:
+            yield data[:100_000]
+            raise httpx.ReadError("connection reset")
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        rng = req.headers.get("range")
+        served.append(rng)
+        if rng is None:
+            return httpx.Response(200, stream=Dropping())
+        start = int(rng.split("=")[1].rstrip("-"))
+        return httpx.Response(206, stream=httpx.ByteStream(data[start:]))
+
+    f = _client(handler).open_blob("sha256:" + "b" * 64, "blob")
+    got = f.read()
+    assert got == data
+    assert served == [None, "bytes=100000-"]
+
+
+def test_manifest_over_4mib_refused() -> None:
+    big = b"{" + b" " * (client.MAX_MANIFEST + 10) + b"}"
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=big, headers={"Content-Type": "application/vnd.oci.image.manifest.v1+json"})
+
+    with pytest.raises(FormatError, match="over the 4 MiB"):
+        _client(handler).get_manifest("1", "application/json")
+
+
+def test_status_errors_name_the_problem() -> None:
+    def handler(req: httpx.Request) -> httpx.Response:
+        code = {"/v2/a/b/manifests/gone": 404, "/v2/a/b/manifests/forbidden": 403}.get(req.url.path, 500)
+        body = {"errors": [{"code": "MANIFEST_UNKNOWN" if code == 404 else "DENIED", "message": "x"}]}
+        return httpx.Response(code, json=body)
+
+    c = _client(handler)
+    with pytest.raises(NotFound, match="manifest unknown: gone"):
+        c.get_manifest("gone", "application/json")
+    with pytest.raises(AuthError, match="denied"):
+        c.get_manifest("forbidden", "application/json")
+
+
+def test_refs_default_like_docker() -> None:
+    r = parse("docker://busybox")
+    assert (r.host, r.repo, r.reference, r.api_host) == ("docker.io", "library/busybox", "latest",
+                                                         "registry-1.docker.io")
+    r = parse("docker://localhost:5000/a/b@sha256:" + "c" * 64)
+    assert (r.host, r.repo, r.tag, r.reference) == ("localhost:5000", "a/b", None, "sha256:" + "c" * 64)
+    assert parse("docker://acme/app:1.2").repo == "acme/app"
+    for bad in ("docker:///x", "docker://h.io/A/b", "docker://h.io/a:b:c!", "docker://h.io/a@sha256:12"):
+        with pytest.raises(Exception, match="docker://"):
+            parse(bad)
+
+
+def test_auth_lookup_order_and_no_leaks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    ref = parse("docker://reg.example:5000/team/app:1")
+    enc = base64.b64encode(b"u1:p1-secret").decode()
+    first, second = tmp_path / "first.json", tmp_path / "second.json"
+    first.write_text(json.dumps({"auths": {"https://reg.example:5000": {"auth": enc}}}))
+    second.write_text(json.dumps({"auths": {"reg.example:5000/team": {"username": "u2", "password": "p2"}}}))
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("REGISTRY_AUTH_FILE", str(first))
+    c = auth.find(ref, AuthOptions())
+    assert c is not None and (c.username, c.password) == ("u1", "p1-secret")
+    assert "p1-secret" not in repr(c) and "u1" not in repr(c)
+    c = auth.find(ref, AuthOptions(authfile=str(second)))  # --authfile: that file alone
+    assert c is not None and (c.username, c.password) == ("u2", "p2")
+    c = auth.find(ref, AuthOptions(creds="u3:p3"))
+    assert c is not None and c.username == "u3"
+    monkeypatch.delenv("REGISTRY_AUTH_FILE")
+    assert auth.find(ref, AuthOptions()) is None
+    hub = tmp_path / ".docker"
+    hub.mkdir()
+    (hub / "config.json").write_text(json.dumps({"auths": {"https://index.docker.io/v1/": {"auth": enc}}}))
+    c = auth.find(parse("docker://library/busybox"), AuthOptions())
+    assert c is not None and c.username == "u1"
+    (tmp_path / "broken.json").write_text('{"auths": {"reg.example:5000": {"auth": "%%%p1-secret"}}}')
+    with pytest.raises(AuthError) as e:
+        auth.find(ref, AuthOptions(authfile=str(tmp_path / "broken.json")))
+    assert "secret" not in str(e.value)
+
+
+def test_bearer_challenge_parsing() -> None:
+    scheme, p = auth.parse_challenge('Bearer realm="https://auth.example/token",service="reg",'
+                                     'scope="repository:a/b:pull,push"')
+    assert scheme == "bearer"
+    assert p == {"realm": "https://auth.example/token", "service": "reg", "scope": "repository:a/b:pull,push"}
