@@ -144,7 +144,7 @@ def test_squash_registry_to_registry_onto_parent_mounts_kept_layers(plain: regis
 
 def test_squash_file_to_registry_and_back(plain: registryd.Registry, trap_oci: BuiltImage, tmp_path: Path) -> None:
     h = plain.host
-    ok(f"{trap_oci.path}:latest", f"docker://{h}/flat/trap:1", "--tls-verify=false", "-q")
+    ok(str(trap_oci.path), f"docker://{h}/flat/trap:1", "--image", "latest", "--tls-verify=false", "-q")
     man = manifest_of(f"docker://{h}/flat/trap:1")
     assert len(man["layers"]) == 1  # type: ignore[arg-type]
     assert_same_rootfs(f"{trap_oci.path}:latest", pull(f"docker://{h}/flat/trap:1", tmp_path / "b1"), tmp_path)
@@ -161,7 +161,8 @@ def test_convert_images_history_validate_on_registry(plain: registryd.Registry, 
     ref = f"docker://{h}/sample/app:1"
     ok("convert", str(sample_docker.path), ref, "--tls-verify=false", "-q")
     listed = ok("images", ref, "--tls-verify=false", "--format", "json").stdout
-    assert json.loads(listed.splitlines()[0])["Tag"] == "1"
+    row = json.loads(listed.splitlines()[0])
+    assert (row["repository"], row["tag"], row["layers"]) == (f"{h}/sample/app", "1", 3)
     hist = ok("history", ref, "--tls-verify=false", "-q").stdout.split()
     assert len(hist) >= 1
     assert "layers" in ok("analyze", ref, "--tls-verify=false").stdout
@@ -206,7 +207,7 @@ def test_tls_and_basic_auth(tls_basic: registryd.Registry, cert_dir: Path, sampl
     # no credentials: authentication required; wrong ones: refused, and the password is never shown
     assert "authentication required" in one_line_error(
         ocisquash("images", ref, *tls, env={"HOME": str(tmp_path), "XDG_RUNTIME_DIR": str(tmp_path)}))
-    bad = ocisquash("images", ref, *tls, "--creds", f"{USER}:wrong-Pa55word-XYZ", "--debug")
+    bad = ocisquash("--debug", "images", ref, *tls, "--creds", f"{USER}:wrong-Pa55word-XYZ")
     assert bad.returncode == 1
     assert "wrong-Pa55word-XYZ" not in bad.stderr + bad.stdout
     assert base64.b64encode(f"{USER}:wrong-Pa55word-XYZ".encode()).decode() not in bad.stderr
