@@ -413,3 +413,60 @@ def test_bearer_challenge_parsing() -> None:
                                      'scope="repository:a/b:pull,push"')
     assert scheme == "bearer"
     assert p == {"realm": "https://auth.example/token", "service": "reg", "scope": "repository:a/b:pull,push"}
+
+
+def test_produced_blob_is_uploaded_in_chunks_as_it_is_produced(plain: registryd.Registry,
+                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from ocisquash.registry import sink as rsink
+
+    monkeypatch.setattr(rsink, "CHUNK", 64 << 10)
+    data = os.urandom(300 << 10)
+    out = rsink.RegistrySink(parse(f"docker://{plain.host}/chunks/blob:1"),
+                             Client(parse(f"docker://{plain.host}/chunks/blob:1"),
+                                    RegistryOptions(tls_verify=False), push=True))
+    before = plain.mark()
+    seen_patches: list[int] = []
+
+    def produce(w: object) -> None:
+        for i in range(0, len(data), 50_000):
+            w.write(data[i:i + 50_000])  # type: ignore[attr-defined]
+            # a chunk goes out while the producer is still producing
+            seen_patches.append(sum(1 for m, p, s in plain.requests()[before:] if m == "PATCH"))
+
+    d, n = out.put_stream(produce)  # type: ignore[arg-type]
+    assert n == len(data) and out.has(d)
+    patches = [(m, s) for m, p, s in plain.requests()[before:] if m == "PATCH"]
+    # a PATCH each time 64 KiB or more are buffered (after writes 2, 4 and 6), the rest with the PUT
+    assert len(patches) == 3 and all(s == 202 for _, s in patches)
+    assert seen_patches == [0, 1, 1, 2, 2, 3, 3]
+    assert plain.uploads("chunks/blob", before) == [str(d)]
+    blob = httpx.get(f"{plain.url}/v2/chunks/blob/blobs/{d}").content
+    assert blob == data
+
+
+def test_refused_chunks_fall_back_to_one_put(monkeypatch: pytest.MonkeyPatch) -> None:
+    from ocisquash.registry import sink as rsink
+
+    monkeypatch.setattr(rsink, "CHUNK", 1000)
+    got: dict[str, bytes] = {}
+    log: list[str] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        log.append(req.method)
+        if req.method == "HEAD":
+            return httpx.Response(404)
+        if req.method == "POST":
+            return httpx.Response(202, headers={"Location": f"/v2/a/b/blobs/uploads/u{len(log)}"})
+        if req.method == "PATCH":
+            return httpx.Response(405)
+        if req.method == "PUT":
+            got[req.url.params["digest"]] = req.read()
+            return httpx.Response(201)
+        return httpx.Response(204)
+
+    ref = parse("docker://reg.example:5000/a/b:1")
+    out = rsink.RegistrySink(ref, Client(ref, RegistryOptions(), push=True, transport=httpx.MockTransport(handler)))
+    data = os.urandom(5000)
+    d, n = out.put_stream(lambda w: w.write(data))  # type: ignore[arg-type, func-returns-value]
+    assert got == {str(d): data} and n == len(data)
+    assert log.count("PATCH") == 1 and log.count("PUT") == 1
