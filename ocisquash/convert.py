@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ocisquash import compression as codecs
-from ocisquash import reference, sink, transfer
+from ocisquash import reference, registry, sink, transfer
 from ocisquash.errors import UsageError
 from ocisquash.samefile import refuse_overlap
 from ocisquash.sources import open_source
@@ -45,6 +45,8 @@ def convert(src_path: str, dest: str, *, image: str | None = None, platform: str
         img.check_consistent()
         out_fmt = fmt or sink.guess_format(dest, src.kind)
         names = output_tags(img.names, tags or [])
+        if registry.is_registry_ref(dest):
+            names = registry.output_tags(dest, tags or [])
         out = sink.open_sink(dest, out_fmt)
         try:
             if on_start:

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, BinaryIO
 
-from ocisquash import compression, merge, model, sink, transfer
+from ocisquash import compression, merge, model, registry, sink, transfer
 from ocisquash.convert import check_format, output_tags
 from ocisquash.digest import Digest
 from ocisquash.errors import FormatError, UsageError
@@ -214,6 +214,8 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
         same_layout = dest is not None and os.path.isdir(dest) and os.path.isdir(src_path) and \
             os.path.samefile(dest, src_path)
         tags = _layout_tags(image, opts.tags) if same_layout else output_tags(image.names, opts.tags)
+        if dest is not None and registry.is_registry_ref(dest):
+            tags = registry.output_tags(dest, opts.tags)
 
         def new_report(plan: merge.MergePlan) -> Report:
             stats = plan_totals(plan)

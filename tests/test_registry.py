@@ -28,8 +28,9 @@ from oracle import assert_same_rootfs, skopeo
 
 from ocisquash.errors import FormatError, NotFound
 from ocisquash.registry import auth, client
-from ocisquash.registry.auth import AuthError, AuthOptions
-from ocisquash.registry.client import Client, RegistryError, RegistryOptions
+from ocisquash.registry.auth import AuthError
+from ocisquash.registry.client import Client, RegistryError
+from ocisquash.registry.options import AuthOptions, RegistryOptions
 from ocisquash.registry.ref import parse
 
 OCISQUASH = [sys.executable, "-m", "ocisquash"]
@@ -47,8 +48,8 @@ def ok(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPro
     return p
 
 
-def one_line_error(p: subprocess.CompletedProcess[str]) -> str:
-    assert p.returncode == 1, p.stderr
+def one_line_error(p: subprocess.CompletedProcess[str], code: int = 1) -> str:
+    assert p.returncode == code, p.stderr
     assert "Traceback" not in p.stderr
     lines = [ln for ln in p.stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1, p.stderr
@@ -144,8 +145,13 @@ def test_squash_registry_to_registry_onto_parent_mounts_kept_layers(plain: regis
 
 def test_squash_file_to_registry_and_back(plain: registryd.Registry, trap_oci: BuiltImage, tmp_path: Path) -> None:
     h = plain.host
-    ok(str(trap_oci.path), f"docker://{h}/flat/trap:1", "--image", "latest", "--tls-verify=false", "-q")
+    rep = json.loads(ok(str(trap_oci.path), f"docker://{h}/flat/trap:1", "--image", "latest", "--tls-verify=false",
+                        "--tag", "also", "--json").stdout)
+    assert rep["tags"] == [f"{h}/flat/trap:1", f"{h}/flat/trap:also"]
     man = manifest_of(f"docker://{h}/flat/trap:1")
+    assert manifest_of(f"docker://{h}/flat/trap:also") == man
+    assert "own repository" in one_line_error(ocisquash(str(trap_oci.path), f"docker://{h}/flat/trap:2", "--image",
+                                                        "latest", "--tls-verify=false", "--tag", "other/repo:1"), 2)
     assert len(man["layers"]) == 1  # type: ignore[arg-type]
     assert_same_rootfs(f"{trap_oci.path}:latest", pull(f"docker://{h}/flat/trap:1", tmp_path / "b1"), tmp_path)
     # registry -> file, squashing the registry image's own source pushed as-is

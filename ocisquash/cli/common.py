@@ -150,10 +150,9 @@ def apply_registry(creds: str | None, authfile: str | None, cert_dir: str | None
     """Hand the registry options to every registry source and sink of this run."""
     from ocisquash import registry
     from ocisquash.errors import UsageError
-    from ocisquash.registry.auth import AuthOptions
 
     value = tls_verify.strip().lower()
     if value not in ("true", "false", "1", "0", "yes", "no"):
         raise UsageError(f"--tls-verify={tls_verify!r}: expected true or false")
-    registry.configure(registry.RegistryOptions(AuthOptions(creds, authfile), cert_dir,
+    registry.configure(registry.RegistryOptions(registry.AuthOptions(creds, authfile), cert_dir,
                                                 value in ("true", "1", "yes")))

@@ -10,14 +10,14 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ocisquash.registry.client import RegistryOptions, configure, current
+from ocisquash.registry.options import AuthOptions, RegistryOptions, configure, current
 from ocisquash.registry.ref import is_registry_ref
 
 if TYPE_CHECKING:
     from ocisquash.registry.sink import RegistrySink
     from ocisquash.sources import Source
 
-__all__ = ["RegistryOptions", "configure", "current", "is_registry_ref", "open_sink", "open_source"]
+__all__ = ["AuthOptions", "RegistryOptions", "configure", "current", "is_registry_ref", "open_sink", "open_source"]
 
 
 def open_source(text: str) -> Source:
@@ -57,3 +57,27 @@ def open_sink(text: str) -> RegistrySink:
     from ocisquash.registry.sink import RegistrySink
 
     return RegistrySink(parse(text))
+
+
+def output_tags(dest: str, tags: list[str]) -> list[str]:
+    """The names a registry output gets: OUT's own ``host/repo:tag``, and each ``--tag`` (a bare tag,
+    or a reference in OUT's repository: a registry can only tag inside the repository pushed to)."""
+    from ocisquash import reference
+    from ocisquash.errors import UsageError
+    from ocisquash.registry.ref import parse
+
+    ref = parse(dest)
+    out = [ref.with_tag()]
+    for t in tags:
+        name, tag, digest = reference.split(t) if ("/" in t or ":" in t) else (ref.name, t, None)
+        if digest is not None or not tag:
+            raise UsageError(f"--tag {t!r}: give a tag for {ref.name}")
+        if reference.normalize_name(name) != reference.normalize_name(ref.name):
+            raise UsageError(f"--tag {t!r}: a registry output is tagged only in its own repository {ref.name}",
+                             hint=f"use --tag {tag}, or push again to docker://{name}:{tag}")
+        full = f"{ref.name}:{tag}"
+        if not reference.is_valid_tagged(full):
+            raise UsageError(f"--tag {t!r} is not a valid tag")
+        if full not in out:
+            out.append(full)
+    return out

@@ -20,6 +20,7 @@ import subprocess
 from dataclasses import dataclass, field
 
 from ocisquash.errors import OcisquashError, UsageError
+from ocisquash.registry.options import AuthOptions
 from ocisquash.registry.ref import DOCKER_HUB, RegistryRef
 
 HELPER_TIMEOUT = 30.0  # seconds a credential helper may take (it may talk to a keychain daemon)
@@ -42,14 +43,6 @@ class Credentials:
     def basic_header(self) -> str:
         raw = f"{self.username}:{self.password}".encode()
         return "Basic " + base64.b64encode(raw).decode()
-
-
-@dataclass(frozen=True)
-class AuthOptions:
-    """The CLI's ``--creds`` and ``--authfile``."""
-
-    creds: str | None = field(default=None, repr=False)
-    authfile: str | None = None
 
 
 def parse_creds(text: str) -> Credentials:

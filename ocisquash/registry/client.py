@@ -22,14 +22,14 @@ import os
 import ssl
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import Any
 
 import httpx
 
 from ocisquash.errors import FormatError, MissingBlob, NotFound, OcisquashError, UsageError
 from ocisquash.registry import auth
-from ocisquash.registry.auth import AuthError, AuthOptions, Credentials
+from ocisquash.registry.auth import AuthError, Credentials
+from ocisquash.registry.options import RegistryOptions, current
 from ocisquash.registry.ref import RegistryRef
 from ocisquash.streams import Reader
 
@@ -44,29 +44,6 @@ CERT_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
 
 class RegistryError(OcisquashError):
     """The registry refused a request or could not be reached."""
-
-
-@dataclass(frozen=True)
-class RegistryOptions:
-    """The CLI's registry options: auth (``--creds``, ``--authfile``) and TLS (``--cert-dir``,
-    ``--tls-verify``)."""
-
-    auth: AuthOptions = field(default_factory=AuthOptions)
-    cert_dir: str | None = None
-    tls_verify: bool = True
-
-
-_OPTIONS = RegistryOptions()
-
-
-def configure(opts: RegistryOptions) -> None:
-    """Set the options every registry source and sink of this process uses (the CLI calls this)."""
-    global _OPTIONS
-    _OPTIONS = opts
-
-
-def current() -> RegistryOptions:
-    return _OPTIONS
 
 
 def _ssl_context(host: str, opts: RegistryOptions) -> ssl.SSLContext:
