@@ -44,6 +44,10 @@ class Source:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def matching(self, ref: str | None) -> list[Candidate]:
+        """Every candidate ``ref`` names (all of them for None), one per image and platform."""
+        return _dedupe([c for c in self.candidates if ref is None or _matches(ref, c)])
+
     def choose(self, ref: str | None = None, platform: str | None = None) -> Image:
         return self.choose_candidate(ref, platform).load()
 

@@ -26,7 +26,7 @@ from ocisquash.errors import OutputError
 from ocisquash.image import Layer
 from ocisquash.registry.client import Client, RegistryError
 from ocisquash.registry.ref import RegistryRef
-from ocisquash.sink import Sink
+from ocisquash.sink import Sink, WrittenImage
 
 CHUNK = 8 << 20  # bytes per PATCH: big enough that requests cost little, small enough to hold in memory
 _REFUSED_CHUNKS = (400, 404, 405, 411, 413, 415, 416, 501)
@@ -78,6 +78,7 @@ class RegistrySink(Sink):
         self._known: set[Digest] = set()
         self._small: dict[Digest, bytes] = {}
         self._open_upload: str | None = None
+        self._pushed: set[Digest] = set()
 
     # ---- blobs
     def has(self, digest: Digest) -> bool:
@@ -149,20 +150,32 @@ class RegistrySink(Sink):
         self._known.add(d)
 
     # ---- manifests and tags
+    def add_image(self, image: WrittenImage) -> None:
+        """An image's config, then its manifest by digest, go up now (its layers are there already):
+        an index written later finds its children in the repository. Nothing is tagged before commit."""
+        super().add_image(image)
+        if image.manifest.media_type not in model.INDEX_TYPES:
+            self._push_blob(image.config_digest, self._config_bytes(image.config_digest))
+            self._put_manifest(str(image.manifest.digest), self._manifest_bytes(image), image.manifest.media_type)
+            self._pushed.add(image.manifest.digest)
+
     def commit(self) -> None:
-        refs = self._tags()
-        for img in self.images:
-            self._push_blob(img.config_digest, self._config_bytes(img.config_digest))
-            man = self._small.get(img.manifest.digest)
-            if man is None:
-                raise OutputError(f"{self.label}: manifest {img.manifest.digest} was never written")
-            self._put_manifest(str(img.manifest.digest), man, img.manifest.media_type)
+        """Tags last: each tag is one PUT of the (already pushed) manifest or index."""
         if len(self.images) != 1:
             raise OutputError(f"{self.label}: {len(self.images)} images for one registry tag")
         img = self.images[0]
-        man = self._small[img.manifest.digest]
-        for tag in refs:
+        man = self._manifest_bytes(img)
+        if img.manifest.digest not in self._pushed:  # an index (--platform all): its children are up
+            self._put_manifest(str(img.manifest.digest), man, img.manifest.media_type)
+        for tag in self._tags():
             self._put_manifest(tag, man, img.manifest.media_type)
+        self.client.close()
+
+    def _manifest_bytes(self, img: WrittenImage) -> bytes:
+        man = self._small.get(img.manifest.digest)
+        if man is None:
+            raise OutputError(f"{self.label}: manifest {img.manifest.digest} was never written")
+        return man
 
     def _config_bytes(self, d: Digest) -> bytes:
         data = self._small.get(d)
