@@ -476,3 +476,114 @@ def test_refused_chunks_fall_back_to_one_put(monkeypatch: pytest.MonkeyPatch) ->
     d, n = out.put_stream(lambda w: w.write(data))  # type: ignore[arg-type, func-returns-value]
     assert got == {str(d): data} and n == len(data)
     assert log.count("PATCH") == 1 and log.count("PUT") == 1
+
+
+# ------------------------------------------------------------------------- --platform all (item 2)
+
+OCI_INDEX = "application/vnd.oci.image.index.v1+json"
+OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
+
+
+def _blob(layout: Path, data: bytes) -> dict[str, object]:
+    import hashlib
+
+    d = hashlib.sha256(data).hexdigest()
+    (layout / "blobs" / "sha256" / d).write_bytes(data)
+    return {"digest": f"sha256:{d}", "size": len(data)}
+
+
+def make_multi(trap: Path, layout: Path) -> None:
+    """A copy of the trap layout with two image indexes: ``multi`` (the 5-layer image for linux/amd64
+    and linux/arm64/v8, plus a BuildKit attestation manifest) and ``multi-base`` (its 2-layer parent,
+    both platforms). The arm64 images differ only in their configs."""
+    import shutil
+
+    shutil.copytree(trap, layout)
+    index = json.loads((layout / "index.json").read_text())
+    by_tag = {m["annotations"]["org.opencontainers.image.ref.name"]: m for m in index["manifests"]}
+
+    def platforms(tag: str, attest: bool) -> dict[str, object]:
+        desc = by_tag[tag]
+        man = json.loads((layout / "blobs" / "sha256" / desc["digest"][7:]).read_bytes())
+        cfg = json.loads((layout / "blobs" / "sha256" / man["config"]["digest"][7:]).read_bytes())
+        arm_cfg = dict(cfg, architecture="arm64", variant="v8")
+        arm_man = dict(man, config=dict(man["config"], **_blob(layout, json.dumps(arm_cfg).encode())))
+        entries = [
+            {"mediaType": OCI_MANIFEST, "digest": desc["digest"], "size": desc["size"],
+             "platform": {"architecture": cfg["architecture"], "os": "linux"},
+             "annotations": {"org.example.platform-note": "native"}},
+            {"mediaType": OCI_MANIFEST, **_blob(layout, json.dumps(arm_man).encode()),
+             "platform": {"architecture": "arm64", "os": "linux", "variant": "v8"}},
+        ]
+        if attest:
+            statement = json.dumps({"_type": "https://in-toto.io/Statement/v0.1", "subject": []}).encode()
+            att_cfg = json.dumps({"architecture": "unknown", "os": "unknown", "config": {},
+                                  "rootfs": {"type": "layers", "diff_ids": []}}).encode()
+            att = {"schemaVersion": 2, "mediaType": OCI_MANIFEST,
+                   "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **_blob(layout, att_cfg)},
+                   "layers": [{"mediaType": "application/vnd.in-toto+json", **_blob(layout, statement)}]}
+            entries.append({"mediaType": OCI_MANIFEST, **_blob(layout, json.dumps(att).encode()),
+                            "platform": {"architecture": "unknown", "os": "unknown"},
+                            "annotations": {"vnd.docker.reference.digest": desc["digest"],
+                                            "vnd.docker.reference.type": "attestation-manifest"}})
+        return {"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries}
+
+    for tag, src, attest in (("multi", "latest", True), ("multi-base", "l2", False)):
+        idx = json.dumps(platforms(src, attest)).encode()
+        index["manifests"].append({"mediaType": OCI_INDEX, **_blob(layout, idx),
+                                   "annotations": {"org.opencontainers.image.ref.name": tag}})
+    (layout / "index.json").write_text(json.dumps(index))
+
+
+def check_every_platform(ref: str, trap: BuiltImage, tmp_path: Path, *extra: str) -> dict[str, object]:
+    """The squashed index at skopeo ``ref``: two platforms, annotations kept, no attestation, each
+    platform 3 layers (2 kept + the squashed one) unpacking to the trap image's rootfs."""
+    idx = json.loads(skopeo("inspect", "--raw", *extra, ref).stdout)
+    plats = [(m["platform"]["os"], m["platform"]["architecture"], m["platform"].get("variant"))
+             for m in idx["manifests"]]
+    assert plats[1:] == [("linux", "arm64", "v8")] and len(plats) == 2
+    assert idx["manifests"][0]["annotations"] == {"org.example.platform-note": "native"}
+    for arch, variant in ((plats[0][1], None), ("arm64", "v8")):
+        flags = ["--override-arch", arch] + (["--override-variant", variant] if variant else [])
+        one = tmp_path / f"one-{arch}"
+        skopeo("copy", "-q", *flags, *[e.replace("--tls-verify", "--src-tls-verify") for e in extra], ref,
+               f"oci:{one}:img")
+        man = json.loads(skopeo("inspect", "--raw", f"oci:{one}:img").stdout)
+        assert len(man["layers"]) == 3
+        cfg = json.loads(skopeo("inspect", "--config", "--raw", f"oci:{one}:img").stdout)
+        assert cfg["architecture"] == arch
+        assert_same_rootfs(f"{trap.path}:latest", f"{one}:img", tmp_path)
+    return idx  # type: ignore[no-any-return]
+
+
+def test_platform_all_in_files(trap_oci: BuiltImage, tmp_path: Path) -> None:
+    multi = tmp_path / "multi"
+    make_multi(trap_oci.path, multi)
+    out = tmp_path / "out"
+    rep = json.loads(ok(str(multi), str(out), "--image", "multi", "--platform", "all", "--parent", "multi-base",
+                        "--tag", "multi:sq", "--json").stdout)
+    assert [p["kept_layers"] for p in rep["platforms"]] == [2, 2]
+    assert "dropped 1 attestation manifest" in rep["note"]
+    check_every_platform(f"oci:{out}:sq", trap_oci, tmp_path)
+    # a .tar output holds an index as an OCI layout tar; --format docker cannot
+    assert "--format oci" in ocisquash(str(multi), str(tmp_path / "x.tar"), "--image", "multi", "--platform", "all",
+                                       "--format", "docker").stderr
+
+
+def test_platform_all_registry_to_registry(plain: registryd.Registry, trap_oci: BuiltImage, tmp_path: Path) -> None:
+    h = plain.host
+    multi = tmp_path / "multi"
+    make_multi(trap_oci.path, multi)
+    push(f"oci:{multi}:multi", f"docker://{h}/multi/app:1", "--all")
+    push(f"oci:{multi}:multi-base", f"docker://{h}/multi/base:1", "--all")
+    l2 = json.loads(skopeo("inspect", "--raw", f"oci:{trap_oci.path}:l2").stdout)
+    kept = {ly["digest"] for ly in l2["layers"]}  # both platforms' parents have these layers
+    assert len(kept) == 2
+    before = plain.mark()
+    ok(f"docker://{h}/multi/app:1", f"docker://{h}/multi/flat:1", "--platform", "all", "--parent",
+       f"docker://{h}/multi/base:1", "--tls-verify=false", "-q")
+    uploaded = plain.uploads("multi/flat", before)
+    assert not set(uploaded) & kept
+    # one squashed layer (the same bytes for both platforms: uploaded once) and two configs
+    assert len(uploaded) == 3
+    check_every_platform(f"docker://{h}/multi/flat:1", trap_oci, tmp_path, "--tls-verify=false")
