@@ -422,7 +422,9 @@ def _squash_one(image: Image, out: sink.Sink | None, parent: tuple[list[Digest],
                               parent[1] if parent is not None else None, results)
     report = new_report(plans[-1])
     report.bytes_after_compressed = sum(r.descriptor.size for r in results)
-    kept_unc = sum(r.uncompressed_size or 0 for r in results[:-1])
+    # a kept layer a registry already had (or mounted) was not copied: its size is the scan's count
+    kept_unc = sum(r.uncompressed_size if r.uncompressed_size is not None else plans[-1].layers[i].tar_bytes
+                   for i, r in enumerate(results[:-1]))
     report.bytes_after_uncompressed = kept_unc + (results[-1].uncompressed_size or 0)
     report.diff_id = str(results[-1].diff_id)
     return report, written

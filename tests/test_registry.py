@@ -122,8 +122,13 @@ def test_squash_registry_to_registry_onto_parent_mounts_kept_layers(plain: regis
     push(f"oci:{trap_oci.path}:latest", f"docker://{h}/apps/trap:1")
     kept = [ly["digest"] for ly in manifest_of(f"docker://{h}/base/trap:l2")["layers"]]  # type: ignore[index]
     before = plain.mark()
-    ok(f"docker://{h}/apps/trap:1", f"docker://{h}/out/trap:sq", "--parent", f"docker://{h}/base/trap:l2",
-       "--tls-verify=false", "-q")
+    rep = json.loads(ok(f"docker://{h}/apps/trap:1", f"docker://{h}/out/trap:sq", "--parent",
+                        f"docker://{h}/base/trap:l2", "--tls-verify=false", "--json").stdout)
+    # the report counts the mounted layers' sizes as a file squash does
+    file_rep = json.loads(ok(str(trap_oci.path), str(tmp_path / "file-sq"), "--image", "latest", "--parent", "l2",
+                             "--json").stdout)
+    for key in ("bytes_after_uncompressed", "bytes_after_compressed", "kept_layers", "layers_after"):
+        assert rep[key] == file_rep[key], key
     man = manifest_of(f"docker://{h}/out/trap:sq")
     layers = [ly["digest"] for ly in man["layers"]]  # type: ignore[index]
     assert layers[:2] == kept and len(layers) == 3
