@@ -281,6 +281,8 @@ def test_bearer_token_flow(token_registry: tuple[registryd.Registry, registryd.T
     # the token for the push carried pull on the source repository too: kept layers were mounted
     assert len(reg.mounts("tok/out", before)) == 2
     assert len(reg.uploads("tok/out", before)) == 2  # the new layer and the config
+    # tokens are kept and reused: one per client and scope set, not one per request
+    assert len(ts.issued) - issued <= 4
     grants = [a for t in ts.issued[issued:] for a in t["access"]]  # type: ignore[attr-defined]
     assert {"type": "repository", "name": "tok/src", "actions": ["pull"]} in grants
     back = pull(f"docker://{h}/tok/out:1", tmp_path / "back", f"--src-creds={creds}")
@@ -592,3 +594,81 @@ def test_platform_all_registry_to_registry(plain: registryd.Registry, trap_oci: 
     # one squashed layer (the same bytes for both platforms: uploaded once) and two configs
     assert len(uploaded) == 3
     check_every_platform(f"docker://{h}/multi/flat:1", trap_oci, tmp_path, "--tls-verify=false")
+
+
+def test_dropped_chunk_is_resynced_not_sent_twice(no_sleep: None, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A PATCH whose connection drops after the registry took it: the retry gets 416, the upload's
+    status says the chunk is there, and the upload goes on from there."""
+    from ocisquash.registry import sink as rsink
+
+    monkeypatch.setattr(rsink, "CHUNK", 1000)
+    have = bytearray()
+    patches: list[int] = []
+    done: dict[str, bytes] = {}
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        if req.method == "HEAD":
+            return httpx.Response(404)
+        if req.method == "POST":
+            return httpx.Response(202, headers={"Location": "/v2/a/b/blobs/uploads/u1"})
+        if req.method == "PATCH":
+            body = req.read()
+            start = int(req.headers["content-range"].split("-")[0])
+            patches.append(start)
+            if start != len(have):
+                return httpx.Response(416)
+            have.extend(body)
+            if len(patches) == 1:
+                raise httpx.RemoteProtocolError("server disconnected", request=req)
+            return httpx.Response(202, headers={"Location": "/v2/a/b/blobs/uploads/u1"})
+        if req.method == "GET":
+            return httpx.Response(204, headers={"Range": f"0-{len(have) - 1}", "Location": "/v2/a/b/blobs/uploads/u1"})
+        if req.method == "PUT":
+            done[req.url.params["digest"]] = bytes(have) + req.read()
+            return httpx.Response(201)
+        return httpx.Response(204)
+
+    ref = parse("docker://reg.example:5000/a/b:1")
+    out = rsink.RegistrySink(ref, Client(ref, RegistryOptions(), push=True, transport=httpx.MockTransport(handler)))
+    data = os.urandom(2500)
+
+    def produce(w: object) -> None:
+        for i in range(0, len(data), 1200):
+            w.write(data[i:i + 1200])  # type: ignore[attr-defined]
+
+    d, _ = out.put_stream(produce)  # type: ignore[arg-type]
+    assert done == {str(d): data}
+    assert patches == [0, 0, 1200]  # the first chunk sent twice, taken once
+
+
+def test_mount_refused_falls_back_to_upload(no_sleep: None) -> None:
+    from ocisquash.image import Layer
+    from ocisquash.registry import sink as rsink
+
+    log: list[tuple[str, str]] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        log.append((req.method, str(req.url.copy_with(query=None).path) + ("?mount" if "mount" in req.url.params
+                                                                             else "")))
+        if req.method == "HEAD":
+            return httpx.Response(404)
+        if req.method == "POST":  # this registry never mounts: it opens an upload instead
+            return httpx.Response(202, headers={"Location": "/v2/a/b/blobs/uploads/m1"})
+        return httpx.Response(204)
+
+    ref = parse("docker://reg.example:5000/a/b:1")
+    out = rsink.RegistrySink(ref, Client(ref, RegistryOptions(), push=True, transport=httpx.MockTransport(handler)))
+    digest = "sha256:" + "d" * 64
+    from ocisquash.digest import Digest
+
+    layer = Layer(0, Digest.parse(digest), 10, None, Digest.parse(digest),
+                  rsink.OriginOpener(lambda: None, rsink.Origin("reg.example:5000", "other/repo")),  # type: ignore[arg-type, return-value]
+                  "layer")
+    assert out.adopt_layer(layer) is False
+    assert ("POST", "/v2/a/b/blobs/uploads/?mount") in log
+    assert ("DELETE", "/v2/a/b/blobs/uploads/m1") in log  # the upload it opened is cancelled
+    # another registry's layer is never offered for a mount
+    layer.opener = rsink.OriginOpener(lambda: None, rsink.Origin("elsewhere:5000", "other/repo"))  # type: ignore[arg-type, return-value]
+    n = len(log)
+    assert out.adopt_layer(layer) is False
+    assert [m for m, _ in log[n:]] == ["HEAD"]
