@@ -572,6 +572,9 @@ def test_platform_all_in_files(trap_oci: BuiltImage, tmp_path: Path) -> None:
     assert [p["kept_layers"] for p in rep["platforms"]] == [2, 2]
     assert "dropped 1 attestation manifest" in rep["note"]
     check_every_platform(f"oci:{out}:sq", trap_oci, tmp_path)
+    dry = json.loads(ok(str(multi), "--image", "multi", "--platform", "all", "--dry-run", "--json").stdout)
+    assert [p["layers_after"] for p in dry["platforms"]] == [1, 1] and dry["manifest"] is None
+    assert "needs one image" in ocisquash(str(multi), "--platform", "all", "--dry-run").stderr
     # a .tar output holds an index as an OCI layout tar; --format docker cannot
     assert "--format oci" in ocisquash(str(multi), str(tmp_path / "x.tar"), "--image", "multi", "--platform", "all",
                                        "--format", "docker").stderr
