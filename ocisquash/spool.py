@@ -20,7 +20,7 @@ from typing import IO
 from ocisquash import limits
 from ocisquash.archive import TarTree
 from ocisquash.compression import decompressing_reader
-from ocisquash.errors import FormatError, OcisquashError
+from ocisquash.errors import FormatError, OcisquashError, UsageError
 from ocisquash.streams import CountingReader
 
 SPOOL_PREFIX = ".ocisquash-input-"
@@ -68,6 +68,8 @@ def spool(path: str, directory: str | None = None) -> TarTree:
 
 def _open(path: str, label: str) -> IO[bytes]:
     if path == "-":
+        if os.isatty(0):
+            raise UsageError("refusing to read a tarball from a terminal", hint="pipe one in, or give a file")
         return os.fdopen(os.dup(0), "rb")
     try:
         return open(path, "rb")  # closed by _copy

@@ -16,6 +16,7 @@ import errno
 import io
 import json
 import os
+import pty
 import shutil
 import signal
 import subprocess
@@ -401,3 +402,15 @@ def test_platform_alone_is_ambiguous_among_same_platform_images(cmd: str, two_am
         assert read_image(out_dir / "out.tar").config == b.config
     else:
         assert read_image(out_dir / "out.tar").config["history"][-1]["comment"] == f"create new from {b.image_id}"
+
+
+def test_a_terminal_is_not_read_as_input() -> None:
+    """``ocisquash images -`` typed at a prompt: a usage error, not a wait for a tarball typed in."""
+    master, slave = pty.openpty()
+    try:
+        p = subprocess.run([sys.executable, "-m", "ocisquash", "images", "-"], stdin=slave, capture_output=True,
+                           env={**os.environ, "NO_COLOR": "1"}, timeout=HUNG)
+    finally:
+        os.close(master)
+        os.close(slave)
+    assert p.returncode == 2 and "from a terminal" in p.stderr.decode()
