@@ -232,6 +232,22 @@ def test_convert_tar_output_is_a_docker_save_tarball(form: str, layout: Path, oc
     skopeo_reads(out)
 
 
+@pytest.mark.parametrize("cmd", ["squash", "convert"])
+def test_names_of_a_docker25_layout_entry_give_one_image(cmd: str, layout: Path, tmp_path: Path) -> None:
+    """An index entry named both ways (``io.containerd.image.name`` and its tag as ref.name, as Docker
+    25+ and containerd write) is one name: one index entry and one RepoTag, no --tag needed."""
+    src = tmp_path / "named.oci"
+    shutil.copytree(layout, src)
+    index = json.loads((src / "index.json").read_bytes())
+    index["manifests"][0]["annotations"] = {"io.containerd.image.name": "docker.io/acme/app:1.2",
+                                            "org.opencontainers.image.ref.name": "1.2"}
+    (src / "index.json").write_bytes(jbytes(index))
+    out = tmp_path / "out.tar"
+    ok(run(cmd, src, out))
+    check_docker_save_tar(out, ["acme/app:1.2"])
+    skopeo_reads(out)
+
+
 def test_format_oci_still_gives_a_pure_oci_tar(oci_tar: Path, tmp_path: Path) -> None:
     for cmd in ("squash", "convert"):
         out = tmp_path / f"{cmd}.tar"
