@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from ocisquash import compression as codecs
-from ocisquash import reference, sink, transfer
+from ocisquash import reference, sink, spool, transfer
 from ocisquash.errors import UsageError
 from ocisquash.samefile import refuse_overlap
 from ocisquash.sources import open_source
@@ -17,6 +17,13 @@ FORMATS = ("docker", "oci", "oci-dir")
 def output_tags(names: list[str], tags: list[str]) -> list[str]:
     """The names to give the output: ``--tag`` values (normalised), else the input image's names."""
     chosen = tags or names
+    if not tags:
+        # A layout entry names its image twice, by io.containerd.image.name (``docker.io/acme/app:1.2``)
+        # and by ref.name (``1.2``): the bare tag is the full name's own, not a second name, and
+        # writing it again would put a second index.json entry in a tarball (skopeo's oci-archive:
+        # then asks which image to take).
+        full_tags = {reference.split(n)[1] or "latest" for n in names if "/" in n or ":" in n}
+        chosen = [n for n in names if "/" in n or ":" in n or n not in full_tags]
     out: list[str] = []
     for t in chosen:
         full = reference.normalize(t) if ("/" in t or ":" in t or tags) else t
@@ -40,10 +47,10 @@ def convert(src_path: str, dest: str, *, image: str | None = None, platform: str
     codec = compression_codec(compression)
     compression_level = codecs.check_level(codec, level) if codec is not None else level
     refuse_overlap(dest, [("IN", src_path)])
-    with open_source(src_path) as src:
+    with open_source(src_path, spool.beside(dest)) as src:
         img = src.choose(image, platform)
         img.check_consistent()
-        out_fmt = fmt or sink.guess_format(dest, src.kind)
+        out_fmt = fmt or sink.guess_format(dest)
         names = output_tags(img.names, tags or [])
         out = sink.open_sink(dest, out_fmt)
         try:

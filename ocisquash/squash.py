@@ -18,13 +18,13 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, BinaryIO
 
-from ocisquash import compression, merge, model, sink, transfer
+from ocisquash import compression, merge, model, sink, spool, transfer
 from ocisquash.convert import check_format, output_tags
 from ocisquash.digest import Digest
 from ocisquash.errors import FormatError, UsageError
 from ocisquash.image import Image, Layer
 from ocisquash.samefile import refuse_overlap
-from ocisquash.sources import open_source
+from ocisquash.sources import Source, open_source
 
 
 @dataclass
@@ -159,13 +159,18 @@ def _layer_input(ly: Layer, verify_scan: bool) -> merge.LayerInput:
                             open_scan=partial(ly.open_scan, verify=True), work=ly.size, open_once=ly.open)
 
 
-def _parent_diff_ids(opts: SquashOptions, src_path: str) -> tuple[list[Digest], Digest] | None:
-    """The ``--parent`` image's diff IDs and its image ID (what ``docker build --squash`` names it by)."""
+def _parent_diff_ids(opts: SquashOptions, src_path: str, src: Source) -> tuple[list[Digest], Digest] | None:
+    """The ``--parent`` image's diff IDs and its image ID (what ``docker build --squash`` names it by).
+
+    A parent in IN itself is chosen from the already open ``src``: IN may be a pipe, read only once."""
     if opts.parent is None:
         return None
     path, name = _parent_location(opts.parent, src_path)
-    with open_source(path) as ps:
-        parent = ps.choose(name, opts.platform)
+    if path == src_path or _same_file(path, src_path):
+        parent = src.choose(name, opts.platform)
+    else:
+        with open_source(path) as ps:
+            parent = ps.choose(name, opts.platform)
     return list(parent.config.diff_ids), parent.id
 
 
@@ -183,6 +188,13 @@ def _parent_location(ref: str, src_path: str) -> tuple[str, str | None]:
     return src_path, ref
 
 
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return a != "-" and b != "-" and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def squash(src_path: str, dest: str | None, opts: SquashOptions,
            on_phase: Callable[[str, int | None], None] | None = None,
            on_progress: Callable[[int], None] | None = None) -> Report:
@@ -196,16 +208,19 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
         if opts.parent is not None:
             read.append(("--parent", _parent_location(opts.parent, src_path)[0]))
         refuse_overlap(dest, read)
-    parent = _parent_diff_ids(opts, src_path)
-    parent_ids = parent[0] if parent is not None else None
-    with open_source(src_path) as src:
+    with open_source(src_path, spool.beside(dest)) as src:
+        parent = _parent_diff_ids(opts, src_path, src)
+        parent_ids = parent[0] if parent is not None else None
         image = src.choose(opts.image, opts.platform)
         image.check_consistent()
         keep = resolve_cut(image, opts.from_layer, parent_ids)
         n = len(image.layers)
         before_c = sum(ly.size for ly in image.layers)
         inputs = layer_inputs(image, verify_scan=opts.dry_run or dest is None)
-        nothing = n - keep <= 1
+        # One layer above the cut is still squashed, as moby's SquashImage(id, parent) does: it
+        # writes that layer again (the daemon's diff of it against the parent) in a new image whose
+        # history follows the squash convention. Only no layer at all leaves nothing to do.
+        nothing = n == keep
         same_layout = dest is not None and os.path.isdir(dest) and os.path.isdir(src_path) and \
             os.path.samefile(dest, src_path)
         tags = _layout_tags(image, opts.tags) if same_layout else output_tags(image.names, opts.tags)
@@ -221,8 +236,7 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
                 seconds=0.0, tags=tags, dry_run=opts.dry_run,
             )
             if nothing:
-                report.note = ("nothing to squash: " + (f"only {n - keep} layer above the cut" if n - keep == 1
-                                                        else "no layers above the cut") + "; written unchanged")
+                report.note = "nothing to squash: no layers above the cut; written unchanged"
                 report.bytes_after_uncompressed = report.bytes_before_uncompressed
                 report.bytes_after_compressed = before_c
                 report.files_dropped = report.bytes_dropped = 0
@@ -236,7 +250,7 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
             report = new_report(merge.plan(inputs, keep))
             report.seconds = round(time.monotonic() - t0, 3)
             return report
-        out_fmt = opts.fmt or sink.guess_format(dest, src.kind)
+        out_fmt = opts.fmt or sink.guess_format(dest)
         out = sink.open_sink(dest, out_fmt)
         try:
             if nothing:

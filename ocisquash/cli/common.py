@@ -126,7 +126,8 @@ LIMIT_OPTION = typer.Option(
 IMAGE_OPTION = typer.Option(None, "--image", "-i", metavar="REF",
                             help="Which image of a multi-image input: name:tag, digest, or image ID prefix.")
 PLATFORM_OPTION = typer.Option(None, "--platform", metavar="OS/ARCH[/VARIANT]",
-                               help="Which platform of a multi-platform image, e.g. linux/arm64.")
+                               help="Which platform, e.g. linux/arm64: must match exactly one image "
+                                    "(its index entry's platform, else its config's).")
 
 _INPUT_HELP = "OCI layout dir, OCI tar, docker save tar, or -."
 IN_ARG = typer.Argument(..., metavar="IN", help="Input: " + _INPUT_HELP)

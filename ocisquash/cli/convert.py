@@ -16,8 +16,9 @@ def _register() -> None:
         "convert",
         help=(
             "Copy an image between docker save tarballs and OCI layouts, verifying every blob.\n\n"
-            "The output format follows OUT: a directory is an OCI layout, a .tar is a docker save tarball "
-            "(which is also a valid OCI layout tar); --format overrides. IN and OUT may be '-'.\n\n"
+            "The output format follows OUT: a directory is an OCI layout, a .tar (or '-') is a docker save "
+            "tarball whatever the input's form (it is also a valid OCI layout tar); --format overrides "
+            "(oci: a pure OCI layout tar). IN and OUT may be '-'; a pipe or FIFO as IN is read once.\n\n"
             "Examples:\n\n"
             "  ocisquash convert app.tar app-oci/            # docker save tar -> OCI layout dir\n\n"
             "  ocisquash convert app-oci/ app.tar --tag app:1.0 --compression zstd"
