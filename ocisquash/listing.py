@@ -26,7 +26,7 @@ from ocisquash.digest import Digest, chain_ids
 from ocisquash.errors import UsageError
 from ocisquash.image import Candidate, Image, Layer
 
-FILTER_KEYS = ("before", "dangling", "label", "reference", "since")
+FILTER_KEYS = ("before", "dangling", "label", "platform", "reference", "since")
 NONE = "<none>"
 MISSING = "<missing>"
 
@@ -93,6 +93,26 @@ def since_text(created_ns: int | None, now: float) -> str:
     if created_ns is None:
         return "N/A"
     return human_duration(now - created_ns / 1e9) + " ago"
+
+
+def go_time_string(created_ns: int | None) -> str:
+    """Go's ``time.Time.String()`` in local time, as ``docker images`` prints CreatedAt; "N/A" if unknown."""
+    if created_ns is None:
+        return "N/A"
+    t = datetime.fromtimestamp(created_ns // 1_000_000_000, UTC).astimezone()
+    return t.strftime("%Y-%m-%d %H:%M:%S %z ") + (t.tzname() or t.strftime("%z"))
+
+
+def rfc3339(created_ns: int | None) -> str:
+    """RFC 3339 in UTC to the second, as ``docker history`` prints CreatedAt; "N/A" if unknown."""
+    if created_ns is None:
+        return "N/A"
+    return datetime.fromtimestamp(created_ns // 1_000_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def size_text(n: int, exact: bool) -> str:
+    """A size as tables print it: a trailing ``*`` marks a compressed (not uncompressed) figure."""
+    return human_size(n) if exact else human_size(n) + "*"
 
 
 def human_size(n: int) -> str:
@@ -303,6 +323,14 @@ class Filters:
             raise UsageError(f"invalid filter 'dangling={dangling[0]}'", hint="use dangling=true or dangling=false")
         for pat in f.values.get("reference", []):
             go_glob(pat)  # syntax errors now, not halfway through
+        from ocisquash.model import Platform
+
+        for plat in f.values.get("platform", []):
+            try:
+                Platform.from_text(plat)
+            except UsageError as e:
+                raise UsageError(f"invalid filter 'platform={plat}': expected os/arch or os/arch/variant",
+                                 hint="e.g. -f platform=linux/arm64") from e
         return f
 
     def has(self, key: str) -> bool:
@@ -312,6 +340,18 @@ class Filters:
         return self.values.get(key, [])
 
 
+# docker's --format fields and the column names its ``table`` templates print (docker/cli formatter).
+IMAGE_HEADERS = {
+    "ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST", "CreatedSince": "CREATED",
+    "CreatedAt": "CREATED AT", "Size": "SIZE", "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE",
+    "Containers": "CONTAINERS", "VirtualSize": "SIZE", "Platform": "PLATFORM",
+}
+HISTORY_HEADERS = {
+    "ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "CreatedBy": "CREATED BY",
+    "Size": "SIZE", "Comment": "COMMENT",
+}
+
+
 @dataclass
 class Row:
     """One line of ``images``: an image under one of its names (or ``<none>``)."""
@@ -319,6 +359,25 @@ class Row:
     repository: str
     tag: str
     image: ImageSummary
+
+    def fields(self, now: float, *, trunc: bool = True) -> dict[str, str]:
+        """docker's ``images --format`` fields (``IMAGE_HEADERS``), as text; ``Platform`` is ours."""
+        img = self.image
+        size = size_text(img.size, img.size_exact)
+        return {
+            "Containers": "N/A",  # no daemon, no containers
+            "CreatedAt": go_time_string(img.created_ns),
+            "CreatedSince": since_text(img.created_ns, now),
+            "Digest": str(img.manifest_digest) if img.manifest_digest else NONE,
+            "ID": img.image_id.short() if trunc else str(img.image_id),
+            "Platform": img.platform or "",
+            "Repository": self.repository,
+            "SharedSize": size_text(img.shared_size, img.size_exact) if img.shared_size is not None else "N/A",
+            "Size": size,
+            "Tag": self.tag,
+            "UniqueSize": size_text(img.unique_size, img.size_exact) if img.unique_size is not None else "N/A",
+            "VirtualSize": size,
+        }
 
     def to_json(self, now: float) -> dict[str, Any]:
         img = self.image
@@ -337,6 +396,16 @@ def _match_labels(wanted: list[str], labels: dict[str, str]) -> bool:
         if k not in labels or (sep and labels[k] != v):
             return False
     return True
+
+
+def _match_platform(wanted: list[str], platform: str | None) -> bool:
+    """Several ``platform`` filters: any may match (as several ``reference`` globs)."""
+    from ocisquash.model import Platform
+
+    if platform is None:
+        return False
+    have = Platform.from_text(platform) if platform.count("/") in (1, 2) else None
+    return have is not None and any(have.matches(Platform.from_text(w)) for w in wanted)
 
 
 def _ref_matches(patterns: list[re.Pattern[str]], repo: str, tag: str) -> bool:
@@ -380,6 +449,8 @@ def select(images: list[ImageSummary], filters: Filters, *, all_images: bool = F
             continue
         if filters.has("label") and not _match_labels(filters.get("label"), img.labels):
             continue
+        if filters.has("platform") and not _match_platform(filters.get("platform"), img.platform):
+            continue
         tags = img.tags()
         if dangling_only and (tags or img.children):
             continue  # moby lists only heads (images without children) that have no tag
@@ -413,6 +484,21 @@ class HistoryRow:
     comment: str
     empty_layer: bool
     layer_index: int | None
+
+    def fields(self, now: float, *, trunc: bool = True) -> dict[str, str]:
+        """docker's ``history --format`` fields (``HISTORY_HEADERS``), as text."""
+        ident = self.id
+        if trunc and ident != MISSING:
+            ident = ident.split(":", 1)[-1][:12]
+        created_by = self.created_by.replace("\t", " ")
+        return {
+            "Comment": self.comment,
+            "CreatedAt": rfc3339(self.created_ns),
+            "CreatedBy": ellipsis(created_by, 45) if trunc else created_by,
+            "CreatedSince": since_text(self.created_ns, now),
+            "ID": ident,
+            "Size": size_text(self.size, self.size_exact),
+        }
 
     def to_json(self, now: float) -> dict[str, Any]:
         return {"id": self.id, "created": self.created, "created_since": since_text(self.created_ns, now),

@@ -213,7 +213,7 @@ def blob_size(layout: Path, b: bytes) -> int:
 
 def test_sizes_shared_unique_json(oci: tuple[Path, dict[str, Img]]) -> None:
     path, im = oci
-    r = run("images", str(path), "--format", "json", "-a")
+    r = run("images", str(path), "--json", "-a")
     objs = [json.loads(line) for line in r.stdout.splitlines()]
     by_id = {o["id"]: o for o in objs}
     a = by_id[im["A"].id]
@@ -244,10 +244,10 @@ def test_compressed_sizes_and_exact(tmp_path: Path) -> None:
     path = write_oci(tmp_path / "gz", [img])
     stored = sum(blob_size(path, b) for b in img.blobs)
     assert stored == sum(len(gzip.compress(x, mtime=0)) for x in (BASE, APP))
-    o = json.loads(run("images", str(path), "--format", "json").stdout)
+    o = json.loads(run("images", str(path), "--json").stdout)
     assert (o["size"], o["size_exact"]) == (stored, False)
     assert rows(run("images", str(path)).stdout)[0][-1].endswith("*")  # marked: compressed size
-    o = json.loads(run("images", str(path), "--format", "json", "--exact").stdout)
+    o = json.loads(run("images", str(path), "--json", "--exact").stdout)
     assert (o["size"], o["size_exact"]) == (len(BASE) + len(APP), True)
 
 
@@ -257,13 +257,13 @@ def test_docker_tarball_listing(tmp_path: Path) -> None:
     got = [(x[0], x[1], x[2]) for x in rows(run("images", str(path)).stdout)]
     assert got == [("<none>", "<none>", short(imgs["E"])), ("acme/app", "1.0", short(imgs["A"])),
                    ("acme/app", "latest", short(imgs["A"])), ("busybox", "latest", short(imgs["C"]))]
-    o = [json.loads(x) for x in run("images", str(path), "--format", "json").stdout.splitlines()]
+    o = [json.loads(x) for x in run("images", str(path), "--json").stdout.splitlines()]
     assert o[1]["size"] == len(BASE) + len(APP)
 
 
 def test_bad_format_option(oci: tuple[Path, dict[str, Img]]) -> None:
     path, _ = oci
-    assert main(["images", str(path), "--format", "{{.ID}}"]) == 2
+    assert main(["images", str(path), "--format", "{{.Nope}}"]) == 2
 
 
 # ------------------------------------------------------------------------------ history
@@ -302,7 +302,7 @@ def test_history_no_trunc_quiet_json(hist: tuple[Path, Img]) -> None:
     r = run("history", str(path), "-i", "acme/h:1", "--no-trunc")
     assert img.id in r.stdout and HIST[0]["created_by"].strip() in r.stdout
     assert run("history", str(path), "-i", "acme/h:1", "-q").stdout.split() == [short(img)] + ["<missing>"] * 3
-    objs = [json.loads(x) for x in run("history", str(path), "-i", "acme/h:1", "--format", "json").stdout.splitlines()]
+    objs = [json.loads(x) for x in run("history", str(path), "-i", "acme/h:1", "--json").stdout.splitlines()]
     assert [o["size"] for o in objs] == [0, len(APP), 0, len(BASE)]
     assert [o["empty_layer"] for o in objs] == [True, False, True, False]
     assert [o["layer"] for o in objs] == [None, 1, None, 0]
@@ -317,7 +317,7 @@ def test_history_needs_a_choice(hist: tuple[Path, Img]) -> None:
 
 def test_history_without_history(tmp_path: Path) -> None:
     path = write_oci(tmp_path / "n", [Img(["docker.io/a/b:1"], T1, [BASE, APP])])
-    objs = [json.loads(x) for x in run("history", str(path), "--format", "json").stdout.splitlines()]
+    objs = [json.loads(x) for x in run("history", str(path), "--json").stdout.splitlines()]
     assert [o["size"] for o in objs] == [len(APP), len(BASE)]
 
 

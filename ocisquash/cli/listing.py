@@ -6,9 +6,10 @@ when stdout is not a terminal, so scripts can cut them); progress and errors go 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import typer
 
@@ -16,12 +17,6 @@ from ocisquash.cli import app, common
 
 # ocisquash.listing, ocisquash.sources (~15 ms to import), rich (~50 ms) and json load in the functions that use them,
 # not here, for start-up time: registering these commands must not cost every other command their import.
-if TYPE_CHECKING:
-    from rich.console import Console
-    from rich.table import Table
-
-    from ocisquash import listing
-
 SIZE_HELP = (
     "SIZE is the sum of the image's layers: the tar size of a layer stored uncompressed, and the stored "
     "(compressed) blob size of a compressed layer, since listing reads only JSON documents; --exact "
@@ -30,31 +25,13 @@ SIZE_HELP = (
 )
 
 
-def _table_console() -> Console:
-    from rich.console import Console
-
-    c = common.out_console()
-    if not c.is_terminal:
-        c = Console(no_color=True, highlight=False, width=100_000)
-    return c
-
-
-def _table(*columns: str, right: tuple[str, ...] = ()) -> Table:
-    from rich.table import Table
-
-    t = Table(box=None, show_header=True, header_style="bold", pad_edge=False, padding=(0, 3, 0, 0))
-    for col in columns:
-        t.add_column(col, justify="right" if col in right else "left", no_wrap=True, overflow="fold")
-    return t
-
-
-def _check_format(fmt: str) -> str:
-    f = fmt.lower()
-    if f not in ("table", "json"):
-        from ocisquash.errors import UsageError
-
-        raise UsageError(f"--format {fmt!r}: expected 'table' or 'json'")
-    return f
+def _emit_lines(lines: list[str], *, bold_first: bool = False) -> None:
+    """Print finished lines to stdout; a header row is bold only on a colour terminal."""
+    out = sys.stdout
+    if bold_first and lines and out.isatty() and "NO_COLOR" not in os.environ:
+        lines = [f"\x1b[1m{lines[0]}\x1b[0m", *lines[1:]]
+    out.write("".join(line + "\n" for line in lines))
+    out.flush()
 
 
 def _emit_json_lines(objs: list[dict[str, Any]]) -> None:
@@ -65,7 +42,25 @@ def _emit_json_lines(objs: list[dict[str, Any]]) -> None:
     sys.stdout.flush()
 
 
+def _render(fmt: str, default_table: str, fields: list[str], headers: dict[str, str],
+            rows: list[dict[str, str]], optional: tuple[str, ...] = ()) -> None:
+    from ocisquash import goformat
+
+    tmpl = goformat.parse(fmt, fields, default_table=default_table)
+    lines: list[str] = []
+    goformat.write(tmpl, rows, headers, lines.append, optional)
+    _emit_lines(lines, bold_first=tmpl.table)
+
+
 # ---------------------------------------------------------------------------------------------- images
+
+IMAGES_FORMAT_HELP = (
+    "table (the default), json (one object per line, docker's keys), or a Go template such as "
+    "'{{.Repository}}:{{.Tag}}' or 'table {{.ID}}\\t{{.Size}}'. Fields: ID, Repository, Tag, Digest, "
+    "CreatedSince, CreatedAt, Size, SharedSize, UniqueSize, Containers, VirtualSize."
+)
+
+
 
 IMAGES_HELP = (
     "List the images an input holds, like docker images.\n\n"
@@ -96,14 +91,20 @@ def images(
     sizes: bool = typer.Option(False, "--sizes", "-s", help="Add SHARED SIZE and UNIQUE SIZE columns."),
     exact: bool = typer.Option(False, "--exact", help="Decompress compressed layers for exact uncompressed "
                                                       "sizes (reads every layer)."),
-    fmt: str = typer.Option("table", "--format", help="table, or json: one JSON object per line."),
+    fmt: str = typer.Option("table", "--format", metavar="FORMAT", help=IMAGES_FORMAT_HELP),
+    json_out: bool = typer.Option(False, "--json", help="ocisquash's own JSON, one object per line, sizes in "
+                                                        "bytes (see docs/commands.md)."),
     limit: list[str] | None = common.LIMIT_OPTION,
 ) -> None:
-    from ocisquash import listing
+    from ocisquash import goformat, listing
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
-    fmt = _check_format(fmt)
+    trunc = not no_trunc
+    if quiet and fmt.strip() == goformat.TABLE:
+        fmt = "{{.ID}}"  # docker: -q is the ID template, unless --format asks for something else
+    tmpl_fields = list(listing.IMAGE_HEADERS)
+    goformat.parse(fmt, tmpl_fields, default_table="")  # a bad template fails before any input is read
     flt = listing.Filters.parse(filters)
     with open_source(path) as src:
         with common.progress(quiet or not exact) as prog:
@@ -116,34 +117,23 @@ def images(
 
         rows = listing.select(summaries, flt, all_images=all_images, resolve=resolve)
     now = time.time()
-    if fmt == "json":
+    if json_out:
         _emit_json_lines([r.to_json(now) for r in rows])
         return
-    if quiet:
-        for r in rows:
-            sys.stdout.write((str(r.image.image_id) if no_trunc else r.image.image_id.short()) + "\n")
-        return
-    cols = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
-    if sizes:
-        cols += ["SHARED SIZE", "UNIQUE SIZE"]
-    t = _table(*cols)
-    for r in rows:
-        img = r.image
-        cells = [r.repository, r.tag]
-        if digests:
-            cells.append(str(img.manifest_digest) if img.manifest_digest else listing.NONE)
-        cells += [str(img.image_id) if no_trunc else img.image_id.short(), listing.since_text(img.created_ns, now),
-                  _size(img.size, img.size_exact)]
-        if sizes:
-            cells += [_size(img.shared_size or 0, img.size_exact), _size(img.unique_size or 0, img.size_exact)]
-        t.add_row(*cells)
-    _table_console().print(t)
-
-
-def _size(n: int, exact: bool) -> str:
-    from ocisquash import listing
-
-    return listing.human_size(n) if exact else listing.human_size(n) + "*"
+    docker_rows = [r.fields(now, trunc=trunc) for r in rows]
+    # A PLATFORM column (and a Platform key in JSON) only when the input holds more than one platform.
+    multi = len({s.platform for s in summaries}) > 1
+    if not multi:
+        for d in docker_rows:
+            d["Platform"] = ""
+    default = "table {{.Repository}}\t{{.Tag}}\t" + ("{{.Digest}}\t" if digests else "") + "{{.ID}}\t" + \
+        ("{{.Platform}}\t" if multi else "") + "{{.CreatedSince}}\t{{.Size}}" + \
+        ("\t{{.SharedSize}}\t{{.UniqueSize}}" if sizes else "")
+    if fmt.strip() != goformat.TABLE and digests:
+        tmpl = goformat.parse(fmt, tmpl_fields, default_table=default)
+        if tmpl.table and not tmpl.uses("Digest"):
+            fmt += "\t{{.Digest}}"  # docker adds the digest column to a table template with --digests
+    _render(fmt, default, tmpl_fields, listing.IMAGE_HEADERS, docker_rows, optional=("Platform",))
 
 
 app.command("images", help=IMAGES_HELP)(images)
@@ -151,6 +141,13 @@ app.command("ls", help="List images (alias of images).\n\n" + IMAGES_HELP.split(
 
 
 # ---------------------------------------------------------------------------------------------- history
+
+HISTORY_FORMAT_HELP = (
+    "table (the default), json (one object per line, docker's keys), or a Go template such as "
+    "'{{.ID}}\\t{{.CreatedBy}}'. Fields: ID, CreatedSince, CreatedAt, CreatedBy, Size, Comment."
+)
+
+
 
 HISTORY_HELP = (
     "Show an image's history, like docker history.\n\n"
@@ -172,37 +169,28 @@ def history(
     no_trunc: bool = typer.Option(False, "--no-trunc", help="Don't truncate output."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only show image IDs."),
     exact: bool = typer.Option(False, "--exact", help="Decompress compressed layers for exact sizes."),
-    fmt: str = typer.Option("table", "--format", help="table, or json: one JSON object per line."),
+    fmt: str = typer.Option("table", "--format", metavar="FORMAT", help=HISTORY_FORMAT_HELP),
+    json_out: bool = typer.Option(False, "--json", help="ocisquash's own JSON, one object per line, sizes in "
+                                                        "bytes (see docs/commands.md)."),
     limit: list[str] | None = common.LIMIT_OPTION,
 ) -> None:
-    from ocisquash import listing
+    from ocisquash import goformat, listing
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
-    fmt = _check_format(fmt)
+    default = "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
+    if quiet and fmt.strip() == goformat.TABLE:
+        fmt = "{{.ID}}"
+    fields = list(listing.HISTORY_HEADERS)
+    goformat.parse(fmt, fields, default_table=default)  # a bad template fails before any input is read
     with open_source(path) as src:
         img = src.choose(image, platform)
         rows = listing.history(img, exact=exact)
     now = time.time()
-    if fmt == "json":
+    if json_out:
         _emit_json_lines([r.to_json(now) for r in rows])
         return
-
-    def ident(r: listing.HistoryRow) -> str:
-        if r.id == listing.MISSING or no_trunc:
-            return r.id
-        return r.id.split(":", 1)[-1][:12]
-
-    if quiet:
-        for r in rows:
-            sys.stdout.write(ident(r) + "\n")
-        return
-    t = _table("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")
-    for r in rows:
-        t.add_row(ident(r), listing.since_text(r.created_ns, now),
-                  r.created_by.replace("\t", " ") if no_trunc else listing.ellipsis(r.created_by, 45),
-                  _size(r.size, r.size_exact), r.comment)
-    _table_console().print(t)
+    _render(fmt, default, fields, listing.HISTORY_HEADERS, [r.fields(now, trunc=not no_trunc) for r in rows])
 
 
 # ---------------------------------------------------------------------------------------------- analyze
@@ -241,24 +229,25 @@ def analyze(
     if json_out:
         common.print_json(res.to_json())
         return
-    t = _table("LAYER", "DIGEST", "ENTRIES", "ADDS", "HIDDEN LATER", "", right=("ENTRIES", "ADDS", "HIDDEN LATER"))
+    from ocisquash.goformat import align, printable
+
+    hs = listing.human_size
+    table = [["LAYER", "DIGEST", "ENTRIES", "ADDS", "HIDDEN LATER", ""]]
     for ly in res.layers:
-        t.add_row(str(ly.index + 1), (ly.digest or "-").split(":", 1)[-1][:12], str(ly.entries),
-                  listing.human_size(ly.bytes_added),
-                  f"{listing.human_size(ly.hidden_bytes)} ({ly.hidden_files} files)", ly.bar())
-    c = _table_console()
-    c.print(f"{res.image} ({res.image_id.short()}): {len(res.layers)} layers")
-    c.print(t)
+        table.append([str(ly.index + 1), (ly.digest or "-").split(":", 1)[-1][:12], str(ly.entries),
+                      hs(ly.bytes_added), f"{hs(ly.hidden_bytes)} ({ly.hidden_files} files)", ly.bar()])
+    lines = [f"{printable(res.image)} ({res.image_id.short()}): {len(res.layers)} layers"]
+    lines += align(table, right=(2, 3, 4))
+    _emit_lines(lines[:1])
+    _emit_lines(lines[1:], bold_first=True)
     if res.largest_hidden:
-        h = _table("LARGEST HIDDEN FILES", "SIZE", "LAYER", right=("SIZE", "LAYER"))
-        for p, size, layer in res.largest_hidden:
-            h.add_row(p, listing.human_size(size), str(layer + 1))
-        c.print()
-        c.print(h)
-    c.print()
-    remain = listing.human_size(res.bytes_added - res.wasted_bytes)
-    c.print(f"a squash would drop {res.wasted_files} hidden files: {listing.human_size(res.wasted_bytes)} of "
-            f"{listing.human_size(res.bytes_added)} file contents ({remain} remain)")
+        hidden = [["LARGEST HIDDEN FILES", "SIZE", "LAYER"]]
+        hidden += [[printable(p), hs(size), str(layer + 1)] for p, size, layer in res.largest_hidden]
+        _emit_lines([""])
+        _emit_lines(align(hidden, right=(1, 2)), bold_first=True)
+    remain = hs(res.bytes_added - res.wasted_bytes)
+    _emit_lines(["", f"a squash would drop {res.wasted_files} hidden files: {hs(res.wasted_bytes)} of "
+                     f"{hs(res.bytes_added)} file contents ({remain} remain)"])
 
 
 # ---------------------------------------------------------------------------------------------- validate
@@ -291,7 +280,7 @@ def validate(
     if json_out:
         common.print_json(res.to_json())
     else:
-        c = _table_console()
+        c = common.out_console()
         for f in res.findings:
             c.print(f"[red]mismatch:[/] {_esc(f.where)}: {_esc(f.message)}")
         if not quiet:
