@@ -119,6 +119,15 @@ def apply_limits(values: list[str] | None) -> None:
         limits.configure({name: n})
 
 
+def check_level(level: int | None, compression: str | None) -> None:
+    """``--level`` means a gzip level (0-3) or a zstd one (1-19): without ``--compression`` it is a guess."""
+    if level is not None and compression is None:
+        from ocisquash.errors import UsageError
+
+        raise UsageError("--level needs --compression: a level is a gzip level (0-3) or a zstd level (1-19)",
+                         hint=f"e.g. --compression gzip --level {level}")
+
+
 LIMIT_OPTION = typer.Option(
     None, "--limit", metavar="NAME=N",
     help="Raise a safety cap for trusted input, e.g. --limit max_json=67108864 (see OCISQUASH_* variables).",

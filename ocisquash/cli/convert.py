@@ -29,7 +29,7 @@ def _register() -> None:
         image: str | None = common.IMAGE_OPTION,
         platform: str | None = common.PLATFORM_OPTION,
         tag: list[str] | None = typer.Option(None, "--tag", "-t", help="Name the output (repeatable)."),
-        fmt: str | None = typer.Option(None, "--format", "-f", help="Output format: docker, oci or oci-dir."),
+        fmt: str | None = typer.Option(None, "--format", help="Output format: docker, oci or oci-dir."),
         compression: str | None = typer.Option(None, "--compression", "-c",
                                                help="Recompress layers: gzip, zstd or none (default: keep)."),
         level: int | None = typer.Option(None, "--level", help="Compression level (gzip 0-3, zstd 1-19)."),
@@ -41,6 +41,7 @@ def _register() -> None:
         from ocisquash import convert as convert_lib
 
         common.apply_limits(limit)
+        common.check_level(level, compression)
         t0 = time.monotonic()
         with common.progress(quiet) as prog:
             result = convert_lib.convert(source, dest, image=image, platform=platform, tags=tag or [], fmt=fmt,

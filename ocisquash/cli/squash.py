@@ -79,8 +79,9 @@ def squash(
                                           help="Squash from this layer up: 1 is the bottom, -3 the last three; "
                                                "or a layer digest or diff ID."),
     tag: list[str] | None = typer.Option(None, "--tag", "-t", help="Name the result, name:tag (repeatable)."),
-    fmt: str | None = typer.Option(None, "--format", "-f", help="Output format: docker, oci or oci-dir."),
-    compression: str = typer.Option("gzip", "--compression", "-c", help="New layer's compression: gzip, zstd, none."),
+    fmt: str | None = typer.Option(None, "--format", help="Output format: docker, oci or oci-dir."),
+    compression: str | None = typer.Option(None, "--compression", "-c",
+                                           help="New layer's compression: gzip (default), zstd, none."),
     level: int | None = typer.Option(None, "--level", help="Compression level (gzip 0-3, default 2; zstd 1-19, "
                                                           "default 3)."),
     message: str | None = typer.Option(None, "--message", "-m", help="Comment for the new history entry."),
@@ -92,6 +93,7 @@ def squash(
     limit: list[str] | None = common.LIMIT_OPTION,
 ) -> None:
     common.apply_limits(limit)
+    common.check_level(level, compression)
     if dest is None and not dry_run:
         from ocisquash.errors import UsageError
 
@@ -100,7 +102,7 @@ def squash(
 
     opts = squash_lib.SquashOptions(
         image=image, platform=platform, parent=parent, from_layer=from_layer, tags=tag or [], fmt=fmt,
-        compression=compression, level=level, message=message, timestamp=timestamp, dry_run=dry_run,
+        compression=compression or "gzip", level=level, message=message, timestamp=timestamp, dry_run=dry_run,
     )
     with common.progress(quiet) as prog:
         report = squash_lib.squash(source, None if dry_run else dest, opts, on_phase=prog.phase,
