@@ -73,7 +73,7 @@ def completion(shell: str = typer.Argument(..., metavar="SHELL", help="bash, zsh
         from ocisquash.errors import UsageError
 
         raise UsageError(f"no completion for shell {shell!r}", hint="use bash, zsh or fish")
-    from typer.completion import get_completion_script
+    from typer._completion_shared import get_completion_script  # what typer's --show-completion prints
 
     # The script calls ocisquash back with _OCISQUASH_COMPLETE set; main() then answers with the words.
     typer.echo(get_completion_script(prog_name="ocisquash", complete_var="_OCISQUASH_COMPLETE", shell=shell))
@@ -182,7 +182,7 @@ def main(argv: list[str] | None = None) -> int:
     common.STATE.debug = debug
     signal.signal(signal.SIGTERM, _on_sigterm)
     if "_OCISQUASH_COMPLETE" in os.environ:  # a shell asking for completions (see `ocisquash completion`)
-        from typer.completion import completion_init
+        from typer._completion_classes import completion_init  # registers bash, zsh, fish
 
         completion_init()
     try:
