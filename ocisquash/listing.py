@@ -546,6 +546,7 @@ def ellipsis(text: str, width: int) -> str:
 @dataclass
 class LayerReport:
     index: int
+    """0-based position, bottom first (tables and JSON show ``index + 1``)."""
     digest: str | None
     stored: int
     entries: int
@@ -555,6 +556,8 @@ class LayerReport:
     hidden_bytes: int
     tar_bytes: int
     """Length of the layer's uncompressed tar stream."""
+    created_by: str = ""
+    """The history entry that made the layer (empty when the config's history does not say)."""
 
     def bar(self, width: int = 20) -> str:
         """A plain-text bar: ``#`` for bytes still visible in the final tree, ``.`` for bytes later hidden."""
@@ -564,9 +567,111 @@ class LayerReport:
         return "#" * (width - hidden) + "." * hidden
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "digest": self.digest, "stored_size": self.stored, "entries": self.entries,
+        return {"layer": self.index + 1, "digest": self.digest, "created_by": self.created_by,
+                "stored_size": self.stored, "tar_size": self.tar_bytes, "entries": self.entries,
                 "files_added": self.files_added, "bytes_added": self.bytes_added,
-                "hidden_files": self.hidden_files, "hidden_bytes": self.hidden_bytes, "tar_size": self.tar_bytes}
+                "hidden_files": self.hidden_files, "hidden_bytes": self.hidden_bytes}
+
+
+@dataclass(frozen=True)
+class Inefficiency:
+    """A path found in more than one layer (dive's "inefficiency"): every copy, and what keeping one leaves."""
+
+    path: str
+    count: int
+    total_bytes: int
+    """Bytes of every copy (a whiteout counts what it deletes)."""
+    wasted_bytes: int
+    """``total_bytes`` less the smallest copy: what remains if one copy is kept (dive #684's fix)."""
+
+
+@dataclass
+class Efficiency:
+    """dive's image efficiency, with each duplicated path's wasted bytes counted once (see ``efficiency``)."""
+
+    score: float
+    wasted_bytes: int
+    user_bytes: int
+    """File bytes of every layer above the first (dive's "user" layers)."""
+    inefficiencies: list[Inefficiency]
+    """Paths in more than one layer, the most wasted bytes first."""
+
+    @property
+    def user_wasted_percent(self) -> float:
+        """Wasted bytes over the user layers' bytes (a fraction: 0.1 is 10%), as dive's CI rule reads it."""
+        return self.wasted_bytes / self.user_bytes if self.user_bytes else 0.0
+
+
+def _clean_member(name: str) -> str:
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
+def efficiency(image: Image, on_layer: Callable[[int], None] | None = None) -> Efficiency:
+    """dive's efficiency over the image's layer trees, read again header by header.
+
+    As dive defines it: in each layer, every leaf of the layer's tree (a file, link, or a directory with no
+    entries below it in that layer) is a "copy" of its path, sized as the file; a whiteout (or an opaque
+    directory) is a copy of each path it deletes in the layers below, sized as that path was. A path with
+    copies in several layers wastes the sum of its copies less the smallest one (dive sums every copy, so
+    one kept copy is counted as waste too: its issue #684). The score is the sum of each path's smallest
+    copy over the sum of all copies; 1.0 when nothing is duplicated.
+    """
+    import tarfile
+
+    from ocisquash.errors import FormatError
+
+    visible: dict[str, int] = {}  # path -> size in the layers applied so far
+    copies: dict[str, tuple[int, int, int]] = {}  # path -> (count, total, smallest)
+    user_bytes = 0
+    for i, layer in enumerate(image.layers):
+        if on_layer is not None:
+            on_layer(i)
+        entries: dict[str, int] = {}
+        whiteouts: list[str] = []
+        opaque: list[str] = []
+        f = layer.open_scan()
+        try:
+            with tarfile.open(fileobj=f, mode="r|") as tar:
+                for m in tar:
+                    path = _clean_member(m.name)
+                    head, _, base = path.rpartition("/")
+                    if base == ".wh..wh..opq":
+                        opaque.append(head)
+                    elif base.startswith(".wh."):
+                        whiteouts.append(f"{head}/{base[4:]}" if head else base[4:])
+                    elif path:
+                        entries[path] = m.size if m.isreg() else 0
+        except (tarfile.TarError, EOFError, OSError) as e:
+            raise FormatError(f"layer {layer.what}: {e}") from e
+        finally:
+            f.close()
+        parents = {p[:j] for p in entries for j in range(len(p)) if p[j] == "/"}
+        layer_copies: list[tuple[str, int]] = []
+        # A whiteout is a copy of each path it deletes, sized as that path was (dive puts a deleted directory's
+        # whole size on the directory's own path, which no earlier layer has as a leaf: never counted as waste).
+        for w in whiteouts:
+            gone = [k for k in visible if k == w or k.startswith(w + "/")]
+            layer_copies += [(k, visible[k]) for k in gone] or [(w, 0)]
+        for d in opaque:
+            layer_copies += [(k, visible[k]) for k in visible if not d or k.startswith(d + "/")]
+        layer_copies += [(p, size) for p, size in entries.items() if p not in parents]
+        for p, size in layer_copies:
+            n, total, low = copies.get(p, (0, 0, size))
+            copies[p] = (n + 1, total + size, min(low, size))
+        for w in whiteouts:  # the path and everything under it
+            for k in [k for k in visible if k == w or k.startswith(w + "/")]:
+                del visible[k]
+        for d in opaque:  # everything under the directory, which itself stays
+            for k in [k for k in visible if not d or k.startswith(d + "/")]:
+                del visible[k]
+        visible.update(entries)
+        if i > 0:
+            user_bytes += sum(entries.values())
+    total = sum(t for _, t, _ in copies.values())
+    smallest = sum(low for _, _, low in copies.values())
+    ineff = [Inefficiency(p, n, t, t - low) for p, (n, t, low) in copies.items() if n > 1]
+    ineff.sort(key=lambda x: (-x.wasted_bytes, -x.total_bytes, x.path))
+    return Efficiency(smallest / total if total else 1.0, sum(x.wasted_bytes for x in ineff), user_bytes, ineff)
 
 
 @dataclass
@@ -576,23 +681,37 @@ class Analysis:
     layers: list[LayerReport]
     largest_hidden: list[tuple[str, int, int]]
     """``(path, size, layer index)`` of the largest hidden regular files, biggest first."""
-    wasted_files: int
-    wasted_bytes: int
+    dropped_files: int
+    dropped_bytes: int
     """What a squash to one layer would drop: every hidden copy of every file, each counted once."""
+    efficiency: Efficiency
+    top: int = 10
 
     @property
     def bytes_added(self) -> int:
         return sum(ly.bytes_added for ly in self.layers)
 
     def to_json(self) -> dict[str, Any]:
+        eff = self.efficiency
         return {"image": self.image, "id": str(self.image_id), "layers": [ly.to_json() for ly in self.layers],
-                "largest_hidden": [{"path": p, "size": s, "layer": i} for p, s, i in self.largest_hidden],
-                "bytes_added": self.bytes_added, "wasted_files": self.wasted_files,
-                "wasted_bytes": self.wasted_bytes, "final_bytes": self.bytes_added - self.wasted_bytes}
+                "efficiency": eff.score, "wasted_bytes": eff.wasted_bytes, "user_bytes": eff.user_bytes,
+                "user_wasted_percent": eff.user_wasted_percent,
+                "inefficiencies": [{"path": x.path, "count": x.count, "total_bytes": x.total_bytes,
+                                    "wasted_bytes": x.wasted_bytes} for x in eff.inefficiencies[:self.top]],
+                "largest_hidden": [{"path": p, "size": s, "layer": i + 1} for p, s, i in self.largest_hidden],
+                "bytes_added": self.bytes_added, "dropped_files": self.dropped_files,
+                "dropped_bytes": self.dropped_bytes, "final_bytes": self.bytes_added - self.dropped_bytes}
+
+
+def layer_history(image: Image) -> list[str]:
+    """Each layer's ``created_by``, bottom first: the non-empty history entries in order (docker's rule)."""
+    made = [h.created_by or "" for h in image.config.history if not h.empty_layer]
+    return [made[i] if i < len(made) else "" for i in range(len(image.layers))]
 
 
 def analyze(image: Image, *, top: int = 10, on_layer: Callable[[int], None] | None = None) -> Analysis:
-    """Per-layer figures from the merge engine's plan (headers only; contents are skipped, not read)."""
+    """Per-layer figures from the merge engine's plan (headers only; contents are skipped, not read), and
+    dive's efficiency from a second read of the headers."""
     from ocisquash import merge
     from ocisquash.squash import layer_inputs
 
@@ -607,11 +726,49 @@ def analyze(image: Image, *, top: int = 10, on_layer: Callable[[int], None] | No
 
     inputs = [wrap(i, x) for i, x in enumerate(layer_inputs(image))]
     plan = merge.plan(inputs, keep=0)  # remembers the merge.LARGEST_HIDDEN largest hidden files
+    made_by = layer_history(image)
     layers = [LayerReport(s.index, str(ly.digest) if ly.digest else None, ly.size, s.entries, s.files_added,
-                          s.bytes_added, s.hidden_files, s.hidden_bytes, s.tar_bytes)
+                          s.bytes_added, s.hidden_files, s.hidden_bytes, s.tar_bytes, made_by[s.index])
               for s, ly in zip(plan.layers, image.layers, strict=True)]
     hidden = [(h.path, h.size, h.layer) for h in plan.largest_hidden[:top]]
-    return Analysis(image.label, image.id, layers, hidden, plan.dropped_files, plan.dropped_bytes)
+    eff = efficiency(image, on_layer=lambda i: on_layer(len(image.layers) + i) if on_layer else None)
+    return Analysis(image.label, image.id, layers, hidden, plan.dropped_files, plan.dropped_bytes, eff, top)
+
+
+# ------------------------------------------------------------------------------------------ CI rules
+
+
+def parse_size(text: str) -> int:
+    """A size as dive's CI rules take it: ``20MB`` (decimal), ``20MiB`` (binary), or plain bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?)[bB]?\s*", text)
+    if not m:
+        raise UsageError(f"bad size {text!r}", hint="e.g. 20MB, 512KiB, 1000000")
+    number, unit, binary = m.groups()
+    base = 1024 if binary else 1000
+    return int(float(number) * base ** " KMGT".index(unit.upper() or " "))
+
+
+@dataclass(frozen=True)
+class CiRules:
+    """dive's three CI rules; None disables a rule."""
+
+    lowest_efficiency: float | None = 0.9
+    highest_wasted_bytes: int | None = None
+    highest_user_wasted_percent: float | None = 0.1
+
+    def broken(self, eff: Efficiency) -> list[str]:
+        """One line per broken rule, naming the rule, the figure and the limit."""
+        out = []
+        if self.lowest_efficiency is not None and eff.score < self.lowest_efficiency:
+            out.append(f"lowest-efficiency: image efficiency {eff.score:.4f} is below {self.lowest_efficiency:g}")
+        if self.highest_wasted_bytes is not None and eff.wasted_bytes > self.highest_wasted_bytes:
+            out.append(f"highest-wasted-bytes: {human_size(eff.wasted_bytes)} ({eff.wasted_bytes} bytes) wasted, "
+                       f"more than {human_size(self.highest_wasted_bytes)}")
+        pct = eff.user_wasted_percent
+        if self.highest_user_wasted_percent is not None and pct > self.highest_user_wasted_percent:
+            out.append(f"highest-user-wasted-percent: {pct:.4f} of the user layers' bytes wasted, more than "
+                       f"{self.highest_user_wasted_percent:g}")
+        return out
 
 
 # ------------------------------------------------------------------------------------------ validate

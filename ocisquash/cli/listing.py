@@ -9,11 +9,14 @@ from __future__ import annotations
 import os
 import sys
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from ocisquash.cli import app, common
+
+if TYPE_CHECKING:
+    from ocisquash import listing
 
 # ocisquash.listing, ocisquash.sources (~15 ms to import), rich (~50 ms) and json load in the functions that use them,
 # not here, for start-up time: registering these commands must not cost every other command their import.
@@ -196,15 +199,35 @@ def history(
 # ---------------------------------------------------------------------------------------------- analyze
 
 ANALYZE_HELP = (
-    "Show what each layer adds and how much of it later layers hide.\n\n"
-    "Per layer: the file bytes it adds, and the bytes of those files that a later layer overwrites or deletes "
-    "(a file overwritten twice counts once per hidden copy; a file still visible is not waste). The bar shows "
-    "# for bytes still visible and . for hidden bytes. The total is what squashing to one layer saves in "
-    "uncompressed file contents. Reads layer headers only (contents are skipped).\n\n"
+    "Show what each layer adds and how much of it later layers hide, with dive's efficiency figures.\n\n"
+    "Per layer: its size (uncompressed tar), the file bytes it adds, the bytes of those files that a later "
+    "layer overwrites or deletes, the history entry that made it, and a bar (# still visible, . hidden). "
+    "Efficiency and wasted bytes follow dive: a path found in several layers wastes all its copies but the "
+    "smallest (each copy counted once, unlike dive before its issue #684); efficiency is the bytes of each "
+    "path's smallest copy over the bytes of all copies; user wasted percent is wasted bytes over the bytes "
+    "of the layers above the first. Reads layer headers only, twice.\n\n"
+    "--ci checks dive's three rules and exits 1 with one line per broken rule: --lowest-efficiency "
+    "(0-1, default 0.9), --highest-wasted-bytes (a size such as 20MB; default disabled), "
+    "--highest-user-wasted-percent (0-1, default 0.1). Giving a rule implies --ci; 'disabled' turns one off.\n\n"
     "Examples:\n\n"
     "  ocisquash analyze app.tar\n\n"
-    "  ocisquash analyze layout/ --image app:1.0 --top 20 --json"
+    "  ocisquash analyze app.tar --ci --lowest-efficiency 0.95 --highest-wasted-bytes 20MB\n\n"
+    "  ocisquash analyze layout/ --image app:1.0 --top 50 --format json | jq .inefficiencies"
 )
+
+
+def _fraction(text: str | None, flag: str) -> float | None:
+    if text is None or text.strip().lower() == "disabled":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0.0 <= v <= 1.0:
+        from ocisquash.errors import UsageError
+
+        raise UsageError(f"{flag} {text!r}: expected a fraction from 0 to 1 (0.9 is 90%), or 'disabled'")
+    return v
 
 
 @app.command("analyze", help=ANALYZE_HELP)
@@ -212,8 +235,19 @@ def analyze(
     path: str = common.IMAGE_ARG,
     image: str | None = common.IMAGE_OPTION,
     platform: str | None = common.PLATFORM_OPTION,
-    top: int = typer.Option(10, "--top", min=0, max=20, help="How many of the largest hidden files to list (<= 20)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    top: int = typer.Option(10, "--top", min=0, help="How many duplicated paths and hidden files to list."),
+    fmt: str = typer.Option("table", "--format", metavar="FORMAT", help="table, or json (layers numbered from 1)."),
+    json_out: bool = typer.Option(False, "--json", help="The same as --format json."),
+    no_trunc: bool = typer.Option(False, "--no-trunc", help="Don't truncate CREATED BY."),
+    ci: bool = typer.Option(False, "--ci", help="Check dive's rules; exit 1 with one line per broken rule."),
+    lowest_efficiency: str | None = typer.Option(None, "--lowest-efficiency", metavar="0-1",
+                                                 help="CI rule: the least efficiency allowed (default 0.9)."),
+    highest_wasted_bytes: str | None = typer.Option(None, "--highest-wasted-bytes", metavar="SIZE",
+                                                    help="CI rule: the most wasted bytes allowed, e.g. 20MB "
+                                                         "(default disabled)."),
+    highest_user_wasted_percent: str | None = typer.Option(
+        None, "--highest-user-wasted-percent", metavar="0-1",
+        help="CI rule: the most wasted bytes allowed, as a fraction of the user layers' bytes (default 0.1)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     limit: list[str] | None = common.LIMIT_OPTION,
 ) -> None:
@@ -221,32 +255,78 @@ def analyze(
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
+    f = "json" if json_out else fmt.strip().lower()
+    if f not in ("table", "json"):
+        from ocisquash.errors import UsageError
+
+        raise UsageError(f"--format {fmt!r}: analyze prints 'table' or 'json'")
+    given = (lowest_efficiency, highest_wasted_bytes, highest_user_wasted_percent)
+    ci = ci or any(v is not None for v in given)
+    defaults = listing.CiRules()
+    wasted_limit = highest_wasted_bytes
+    rules = listing.CiRules(
+        defaults.lowest_efficiency if lowest_efficiency is None else _fraction(lowest_efficiency,
+                                                                               "--lowest-efficiency"),
+        None if wasted_limit is None or wasted_limit.strip().lower() == "disabled"
+        else listing.parse_size(wasted_limit),
+        defaults.highest_user_wasted_percent if highest_user_wasted_percent is None
+        else _fraction(highest_user_wasted_percent, "--highest-user-wasted-percent"),
+    )
     with open_source(path) as src:
         img = src.choose(image, platform)
         with common.progress(quiet) as prog:
-            prog.phase("reading layer headers", len(img.layers))
+            prog.phase("reading layer headers", 2 * len(img.layers))
             res = listing.analyze(img, top=top, on_layer=lambda i: prog.advance(1))
-    if json_out:
-        common.print_json(res.to_json())
-        return
+    broken = rules.broken(res.efficiency) if ci else []
+    if f == "json":
+        out = res.to_json()
+        if ci:
+            out["ci"] = {"lowest_efficiency": rules.lowest_efficiency,
+                         "highest_wasted_bytes": rules.highest_wasted_bytes,
+                         "highest_user_wasted_percent": rules.highest_user_wasted_percent, "broken": broken}
+        common.print_json(out)
+    else:
+        _analyze_table(res, no_trunc)
+    if ci:
+        c = common.err_console()
+        for line in broken:
+            c.print(f"[bold red]fail:[/] {_esc(line)}")
+        if not broken and not quiet:
+            c.print("[green]ci: pass[/] (lowest-efficiency, highest-wasted-bytes, highest-user-wasted-percent)")
+        if broken:
+            raise typer.Exit(1)
+
+
+def _analyze_table(res: listing.Analysis, no_trunc: bool) -> None:
+    from ocisquash import listing
     from ocisquash.goformat import align, printable
 
     hs = listing.human_size
-    table = [["LAYER", "DIGEST", "ENTRIES", "ADDS", "HIDDEN LATER", ""]]
+    table = [["LAYER", "DIGEST", "SIZE", "ADDS", "HIDDEN LATER", "CREATED BY", ""]]
     for ly in res.layers:
-        table.append([str(ly.index + 1), (ly.digest or "-").split(":", 1)[-1][:12], str(ly.entries),
-                      hs(ly.bytes_added), f"{hs(ly.hidden_bytes)} ({ly.hidden_files} files)", ly.bar()])
+        made = ly.created_by.replace("\t", " ")
+        table.append([str(ly.index + 1), (ly.digest or "-").split(":", 1)[-1][:12], hs(ly.tar_bytes),
+                      hs(ly.bytes_added), f"{hs(ly.hidden_bytes)} ({ly.hidden_files} files)",
+                      printable(made if no_trunc else listing.ellipsis(made, 45)), ly.bar()])
+    eff = res.efficiency
     lines = [f"{printable(res.image)} ({res.image_id.short()}): {len(res.layers)} layers"]
-    lines += align(table, right=(2, 3, 4))
-    _emit_lines(lines[:1])
-    _emit_lines(lines[1:], bold_first=True)
+    _emit_lines(lines)
+    _emit_lines(align(table, right=(0, 2, 3, 4)), bold_first=True)
+    _emit_lines(["", f"efficiency {eff.score:.2%}; wasted {hs(eff.wasted_bytes)} (each duplicated path's copies "
+                     f"but the smallest); user wasted {eff.user_wasted_percent:.2%} of {hs(eff.user_bytes)}"])
+    if eff.inefficiencies and res.top:
+        dup = [["COUNT", "WASTED", "TOTAL", "PATH"]]
+        dup += [[str(x.count), hs(x.wasted_bytes), hs(x.total_bytes), printable(x.path)]
+                for x in eff.inefficiencies[:res.top]]
+        _emit_lines([""])
+        _emit_lines(align(dup, right=(0, 1, 2)), bold_first=True)
     if res.largest_hidden:
         hidden = [["LARGEST HIDDEN FILES", "SIZE", "LAYER"]]
         hidden += [[printable(p), hs(size), str(layer + 1)] for p, size, layer in res.largest_hidden]
         _emit_lines([""])
         _emit_lines(align(hidden, right=(1, 2)), bold_first=True)
-    remain = hs(res.bytes_added - res.wasted_bytes)
-    _emit_lines(["", f"a squash would drop {res.wasted_files} hidden files: {hs(res.wasted_bytes)} of "
+    remain = hs(res.bytes_added - res.dropped_bytes)
+    _emit_lines(["", f"a squash would drop {res.dropped_files} hidden files: {hs(res.dropped_bytes)} of "
                      f"{hs(res.bytes_added)} file contents ({remain} remain)"])
 
 
