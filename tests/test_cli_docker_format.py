@@ -6,19 +6,14 @@ it as a subprocess with stdout piped, as a script would.
 
 from __future__ import annotations
 
-import fcntl
 import json
-import os
-import pty
-import re
-import struct
 import subprocess
 import sys
-import termios
 from pathlib import Path
 
 import pytest
 from listing_inputs import Img, layer_tar, write_oci
+from tty80 import on_terminal
 
 from ocisquash import goformat
 from ocisquash.errors import UsageError
@@ -28,28 +23,6 @@ LONG_CMD = "/bin/sh -c apt-get update && apt-get install -y --no-install-recomme
 T1, T2 = "2023-01-01T00:00:00Z", "2023-01-02T00:00:00Z"
 BIG = layer_tar({"big": b"b" * 10_800})
 BIG_SIZE = f"{len(BIG) / 1000:.3g}kB"  # a layer's SIZE is its tar's length: docker's 3 significant digits
-
-
-def on_terminal(*args: str, cols: int = 80) -> tuple[str, int]:
-    """Run ``ocisquash ARGS`` with a pseudo-terminal of ``cols`` columns as stdin, stdout and stderr."""
-    pid, fd = pty.fork()
-    if pid == 0:  # the child: exec at once, nothing else
-        os.environ.update({"COLUMNS": str(cols), "TERM": "xterm"})
-        os.environ.pop("NO_COLOR", None)
-        os.execv(sys.executable, [sys.executable, "-m", "ocisquash", *args])
-    fcntl.ioctl(fd, termios.TIOCSWINSZ, struct.pack("HHHH", 40, cols, 0, 0))
-    out = b""
-    while True:
-        try:
-            chunk = os.read(fd, 1 << 16)
-        except OSError:
-            break
-        if not chunk:
-            break
-        out += chunk
-    _, status = os.waitpid(pid, 0)
-    text = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", out.decode("utf-8", "replace")).replace("\r\n", "\n")
-    return text, os.waitstatus_to_exitcode(status)
 
 
 def piped(*args: str) -> subprocess.CompletedProcess[str]:

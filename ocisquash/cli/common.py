@@ -73,18 +73,21 @@ def print_json(obj: Any) -> None:
 
 
 class Progressor:
-    """A rich progress bar on stderr, or nothing at all when stderr is not a terminal or with -q."""
+    """A rich progress bar on stderr, or nothing at all when stderr is not a terminal or with -q.
+
+    A phase counts bytes unless told otherwise (``unit="items"``): bytes show as done/total, throughput
+    and time left, as ``docker pull`` and ``skopeo copy`` show them."""
 
     def __init__(self, progress: Progress | None) -> None:
         self._p = progress
         self._task: Any = None
 
-    def phase(self, description: str, total: int | None = None) -> None:
+    def phase(self, description: str, total: int | None = None, *, unit: str = "bytes") -> None:
         if self._p is None:
             return
         if self._task is not None:
             self._p.remove_task(self._task)
-        self._task = self._p.add_task(description, total=total)
+        self._task = self._p.add_task(description, total=total, unit=unit)
 
     def advance(self, n: int) -> None:
         if self._p is not None and self._task is not None:
@@ -95,15 +98,45 @@ class Progressor:
             self._p.update(self._task, description=description)
 
 
+def _human(n: float) -> str:
+    from ocisquash.listing import human_size
+
+    return human_size(int(n))
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds + 0.5)
+    return f"{s // 3600}:{s // 60 % 60:02}:{s % 60:02}" if s >= 3600 else f"{s // 60}:{s % 60:02}"
+
+
+def progress_text(unit: str, done: float, total: float | None, speed: float | None) -> str:
+    """The figures beside a bar: ``12.3MB / 45.6MB  8.1MB/s  ETA 0:04`` (bytes) or ``3/7`` (items)."""
+    if total is None and not done:
+        return ""  # nothing counted yet, nothing known: a spinner says enough
+    if unit != "bytes":
+        return f"{int(done)}/{int(total)}" if total is not None else f"{int(done)}"
+    parts = [f"{_human(done)} / {_human(total)}" if total is not None else _human(done)]
+    if speed:
+        parts.append(f"{_human(speed)}/s")
+        if total is not None and total > done:
+            parts.append(f"ETA {_clock((total - done) / speed)}")
+    return "  ".join(parts)
+
+
 @contextmanager
 def progress(quiet: bool = False) -> Iterator[Progressor]:
     if quiet or STATE.quiet or not sys.stderr.isatty():
         yield Progressor(None)
         return
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
+    from rich.text import Text
 
-    p = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                 TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+    class Figures(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(progress_text(task.fields.get("unit", "bytes"), task.completed, task.total, task.speed))
+
+    p = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
+                 TextColumn("{task.percentage:>3.0f}%"), Figures(), TimeElapsedColumn(),
                  console=err_console(), transient=True)
     with p:
         yield Progressor(p)

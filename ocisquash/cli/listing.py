@@ -111,7 +111,7 @@ def images(
     flt = listing.Filters.parse(filters)
     with open_source(path) as src:
         with common.progress(quiet or not exact) as prog:
-            prog.phase("reading images", len(src.candidates))
+            prog.phase("reading images", len(src.candidates), unit="items")
             summaries = listing.summarize(src.candidates, exact=exact, on_image=lambda: prog.advance(1))
 
         def resolve(ref: str) -> Any:
@@ -275,7 +275,7 @@ def analyze(
     with open_source(path) as src:
         img = src.choose(image, platform)
         with common.progress(quiet) as prog:
-            prog.phase("reading layer headers", 2 * len(img.layers))
+            prog.phase("reading layer headers", 2 * len(img.layers), unit="items")
             res = listing.analyze(img, top=top, on_layer=lambda i: prog.advance(1))
     broken = rules.broken(res.efficiency) if ci else []
     if f == "json":
