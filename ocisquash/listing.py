@@ -184,11 +184,26 @@ class ImageSummary:
         return [(r, t) for r, t in pairs if r != NONE or t not in full_tags]
 
 
-def layer_size(layer: Layer, chain_id: Digest, exact: bool) -> LayerSize:
+def recorded_size(image: Image, index: int) -> int | None:
+    """The uncompressed size ocisquash recorded on a layer it wrote (``model.UNCOMPRESSED_SIZE``), if any:
+    on the layer's descriptor in a layout, or in the OCI manifest a docker tarball carries beside
+    manifest.json. A claim, not a proof: ``validate`` checks it against the decompressed layer."""
+    from ocisquash.model import UNCOMPRESSED_SIZE
+
+    ann = image.layers[index].annotations
+    if UNCOMPRESSED_SIZE not in ann and image.manifest is not None and index < len(image.manifest.layers):
+        ann = image.manifest.layers[index].annotations
+    text = ann.get(UNCOMPRESSED_SIZE, "")
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 20 else None
+
+
+def layer_size(layer: Layer, chain_id: Digest, exact: bool, recorded: int | None = None) -> LayerSize:
     """A layer's size (see the module docstring); with ``exact`` a compressed layer is decompressed."""
     plain = layer.codec is Codec.NONE
-    if plain or not exact:
+    if plain or (not exact and recorded is None):
         return LayerSize(layer.diff_id, chain_id, layer.size, layer.size, plain)
+    if not exact and recorded is not None:
+        return LayerSize(layer.diff_id, chain_id, layer.size, recorded, True)
     n = 0
     f = layer.open()  # decompresses, and checks digest and diff ID at EOF
     try:
@@ -199,10 +214,15 @@ def layer_size(layer: Layer, chain_id: Digest, exact: bool) -> LayerSize:
     return LayerSize(layer.diff_id, chain_id, layer.size, n, True)
 
 
+def _sizes(image: Image, exact: bool) -> list[LayerSize]:
+    chains = chain_ids(list(image.config.diff_ids))
+    return [layer_size(ly, c, exact, recorded_size(image, i))
+            for i, (ly, c) in enumerate(zip(image.layers, chains, strict=True))]
+
+
 def summarize_image(image: Image, platform: str | None = None, *, exact: bool = False) -> ImageSummary:
     cfg = image.config
-    chains = chain_ids(list(cfg.diff_ids))
-    layers = [layer_size(ly, c, exact) for ly, c in zip(image.layers, chains, strict=True)]
+    layers = _sizes(image, exact)
     return ImageSummary(
         names=list(image.names), image_id=image.id, manifest_digest=image.manifest_digest, created=cfg.created,
         created_ns=parse_time_ns(cfg.created), labels=dict(cfg.labels), platform=platform, layers=layers,
@@ -512,8 +532,7 @@ def history(image: Image, *, exact: bool = False) -> list[HistoryRow]:
     Non-empty entries take the image's layers in order; layers no entry describes get a row of their own.
     The top row carries the image ID, the others ``<missing>`` (as for any pulled or loaded image).
     """
-    chains = chain_ids(list(image.config.diff_ids))
-    sizes = [layer_size(ly, c, exact) for ly, c in zip(image.layers, chains, strict=True)]
+    sizes = _sizes(image, exact)
     rows: list[HistoryRow] = []
     li = 0
     for h in image.config.history:
@@ -809,6 +828,7 @@ class _Validator:
         self.on_bytes = on_bytes
         self._raw: dict[str, tuple[int, str] | None] = {}
         self._unpacked: dict[str, Digest | None] = {}
+        self._unpacked_len: dict[str, int] = {}
 
     def bad(self, where: str, message: str) -> None:
         self.v.findings.append(Finding(where, message))
@@ -858,6 +878,7 @@ class _Validator:
             r = HashingReader(decompressing_reader(f, path, codec))
             r.drain()
             res = r.digest()
+            self._unpacked_len[path] = r.count
         except OcisquashError as e:
             self.bad(path, f"cannot decompress: {e}")
         except (OSError, EOFError, ValueError) as e:
@@ -893,7 +914,10 @@ class _Validator:
             self.bad(where, str(e))
             return None
 
-    def image(self, name: str, cfg: Any, layers: list[tuple[str, Digest | None, int | None, Codec | None]]) -> None:
+    def image(self, name: str, cfg: Any, layers: list[tuple[str, Digest | None, int | None, Codec | None]],
+              recorded: list[str | None] | None = None) -> None:
+        from ocisquash.model import UNCOMPRESSED_SIZE
+
         info: dict[str, Any] = {"name": name, "layers": len(layers)}
         self.v.images.append(info)
         if cfg is None:
@@ -917,6 +941,10 @@ class _Validator:
             if got is None:
                 continue
             got_ids.append(got)
+            claim = recorded[i] if recorded and i < len(recorded) else None
+            if claim is not None and claim != str(self._unpacked_len.get(path)):
+                self.bad(path, f"{name}: {what} is {self._unpacked_len.get(path)} bytes uncompressed, but its "
+                               f"{UNCOMPRESSED_SIZE} annotation says {claim}")
             if i < len(diff_ids) and got != diff_ids[i]:
                 self.bad(path, f"{name}: {what} uncompressed hashes to {got}, but the config's diff ID is "
                                f"{diff_ids[i]}")
@@ -974,7 +1002,8 @@ class _Validator:
                 cfg = self.config(cpath, f"{name}: config {man.config.digest}")
             from ocisquash.compression import codec_of_media_type
             self.image(name, cfg, [(blob_path(ld.digest), ld.digest, ld.size, codec_of_media_type(ld.media_type))
-                                   for ld in man.layers])
+                                   for ld in man.layers],
+                       [ld.annotations.get(model.UNCOMPRESSED_SIZE) for ld in man.layers])
 
         for d in index.manifests:
             walk(d, d, 0)

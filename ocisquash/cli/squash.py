@@ -46,6 +46,8 @@ def print_report(r: squash_lib.Report) -> None:
     if r.squashed:
         c.print(f"dropped {r.files_dropped} hidden files ({human(r.bytes_dropped)}) that later layers overwrote or "
                 f"deleted; kept {r.kept_layers} parent layers; {r.seconds:.2f}s")
+    if r.squashed and not r.dry_run and r.config:
+        c.print(f"image ID {r.config.split(':', 1)[-1][:12]}" + (f", manifest {r.manifest}" if r.manifest else ""))
     if r.tags and not r.dry_run:
         c.print("tags: " + ", ".join(reference.familiar(t) if ":" in t or "/" in t else t for t in r.tags))
 
