@@ -311,7 +311,7 @@ def _analyze_table(res: listing.Analysis, no_trunc: bool) -> None:
     eff = res.efficiency
     lines = [f"{printable(res.image)} ({res.image_id.short()}): {len(res.layers)} layers"]
     _emit_lines(lines)
-    _emit_lines(align(table, right=(0, 2, 3, 4)), bold_first=True)
+    _emit_lines(align(table, right=(0, 2, 3, 4), min_width=0), bold_first=True)
     _emit_lines(["", f"efficiency {eff.score:.2%}; wasted {hs(eff.wasted_bytes)} (each duplicated path's copies "
                      f"but the smallest); user wasted {eff.user_wasted_percent:.2%} of {hs(eff.user_bytes)}"])
     if eff.inefficiencies and res.top:
@@ -319,12 +319,12 @@ def _analyze_table(res: listing.Analysis, no_trunc: bool) -> None:
         dup += [[str(x.count), hs(x.wasted_bytes), hs(x.total_bytes), printable(x.path)]
                 for x in eff.inefficiencies[:res.top]]
         _emit_lines([""])
-        _emit_lines(align(dup, right=(0, 1, 2)), bold_first=True)
+        _emit_lines(align(dup, right=(0, 1, 2), min_width=0), bold_first=True)
     if res.largest_hidden:
         hidden = [["LARGEST HIDDEN FILES", "SIZE", "LAYER"]]
         hidden += [[printable(p), hs(size), str(layer + 1)] for p, size, layer in res.largest_hidden]
         _emit_lines([""])
-        _emit_lines(align(hidden, right=(1, 2)), bold_first=True)
+        _emit_lines(align(hidden, right=(1, 2), min_width=0), bold_first=True)
     remain = hs(res.bytes_added - res.dropped_bytes)
     _emit_lines(["", f"a squash would drop {res.dropped_files} hidden files: {hs(res.dropped_bytes)} of "
                      f"{hs(res.bytes_added)} file contents ({remain} remain)"])
