@@ -129,6 +129,25 @@ def human_size(n: int) -> str:
     return f"{text}{units[i]}"
 
 
+# ------------------------------------------------------------------------------------------ platforms
+
+_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64/v8", "arm64": "arm64/v8", "armv7l": "arm/v7",
+         "armv6l": "arm/v6", "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
+         "riscv64": "riscv64"}
+
+
+def host_platform() -> str:
+    """The platform docker and podman pick by default: ``DOCKER_DEFAULT_PLATFORM``, else this machine's."""
+    import os
+    import platform
+
+    env = os.environ.get("DOCKER_DEFAULT_PLATFORM", "").strip()
+    if env:
+        return env
+    machine = platform.machine().lower()
+    return f"{platform.system().lower()}/{_ARCH.get(machine, machine)}"
+
+
 # ------------------------------------------------------------------------------------------ summaries
 
 

@@ -7,6 +7,7 @@ it as a subprocess with stdout piped, as a script would.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -229,3 +230,27 @@ def test_template_errors(fmt: str) -> None:
 def test_printable() -> None:
     assert goformat.printable("plain ünïcode 界") == "plain ünïcode 界"
     assert goformat.printable("a\tb\x00\x7f\x9b\u202ez") == "a\\tb\\x00\\x7f\\x9b\\u202ez"
+
+
+def test_history_and_analyze_default_to_the_host_platform(tmp_path: Path) -> None:
+    path = _multi(tmp_path)
+    ids = {}
+    for plat in ("linux/amd64", "linux/arm64"):
+        p = piped("history", str(path), "--platform", plat, "-q")
+        assert p.returncode == 0, p.stderr
+        ids[plat] = p.stdout.split()[0]
+    assert ids["linux/amd64"] != ids["linux/arm64"]
+    env = {**os.environ, "DOCKER_DEFAULT_PLATFORM": "linux/arm64"}
+    for cmd in ("history", "analyze"):
+        p = subprocess.run([sys.executable, "-m", "ocisquash", cmd, str(path), "-q"], capture_output=True,
+                           text=True, timeout=120, env=env)
+        assert p.returncode == 0, p.stderr
+        assert "note: the image is multi-platform: using linux/arm64 (the default platform)" in p.stderr
+    p = subprocess.run([sys.executable, "-m", "ocisquash", "history", str(path), "-q"], capture_output=True,
+                       text=True, timeout=120, env={**os.environ, "DOCKER_DEFAULT_PLATFORM": ""})
+    host = {"x86_64": "linux/amd64", "aarch64": "linux/arm64"}.get(os.uname().machine)
+    if host is not None:  # this machine's own platform, as docker picks it
+        assert p.returncode == 0 and p.stdout.split()[0] == ids[host] and host in p.stderr
+    p = subprocess.run([sys.executable, "-m", "ocisquash", "history", str(path)], capture_output=True, text=True,
+                       timeout=120, env={**os.environ, "DOCKER_DEFAULT_PLATFORM": "linux/s390x"})
+    assert p.returncode == 1 and "multi-platform; choose one with --platform" in p.stderr  # no such platform here

@@ -55,6 +55,29 @@ def _render(fmt: str, default_table: str, fields: list[str], headers: dict[str, 
     _emit_lines(lines, bold_first=tmpl.table)
 
 
+def _choose(src: Any, image: str | None, platform: str | None) -> Any:
+    """``src.choose``, except that a multi-platform image without ``--platform`` is read for the host's
+    platform (as docker and podman do), with a note saying which; the error stays when the host's is absent."""
+    from ocisquash import listing
+    from ocisquash.errors import Ambiguous, NotFound
+
+    if platform is not None:
+        return src.choose(image, platform)
+    try:
+        return src.choose(image, None)
+    except Ambiguous as e:
+        if "multi-platform" not in str(e):
+            raise
+        host = listing.host_platform()
+        try:
+            img = src.choose(image, host)
+        except (Ambiguous, NotFound):
+            raise e from None
+        common.note(f"{image or 'the image'} is multi-platform: using {host} (the default platform); "
+                    "choose another with --platform")
+        return img
+
+
 # ---------------------------------------------------------------------------------------------- images
 
 IMAGES_FORMAT_HELP = (
@@ -187,7 +210,7 @@ def history(
     fields = list(listing.HISTORY_HEADERS)
     goformat.parse(fmt, fields, default_table=default)  # a bad template fails before any input is read
     with open_source(path) as src:
-        img = src.choose(image, platform)
+        img = _choose(src, image, platform)
         rows = listing.history(img, exact=exact)
     now = time.time()
     if json_out:
@@ -273,7 +296,7 @@ def analyze(
         else _fraction(highest_user_wasted_percent, "--highest-user-wasted-percent"),
     )
     with open_source(path) as src:
-        img = src.choose(image, platform)
+        img = _choose(src, image, platform)
         with common.progress(quiet) as prog:
             prog.phase("reading layer headers", 2 * len(img.layers), unit="items")
             res = listing.analyze(img, top=top, on_layer=lambda i: prog.advance(1))
