@@ -841,8 +841,11 @@ class Validation:
 
 
 class _Validator:
-    def __init__(self, tree: Any, label: str, on_bytes: Callable[[int], None] | None) -> None:
+    def __init__(self, tree: Any, label: str, on_bytes: Callable[[int], None] | None,
+                 only: Digest | None = None) -> None:
         self.tree = tree
+        self.only = only
+        """Check only the image with this config digest (its config, manifest and layers)."""
         self.v = Validation(label)
         self.on_bytes = on_bytes
         self._raw: dict[str, tuple[int, str] | None] = {}
@@ -923,6 +926,14 @@ class _Validator:
             self.bad(path, f"{what} hashes to sha256:{got[1]}, not {digest}")
             ok = False
         return ok
+
+    def _config_digest(self, path: str) -> Digest | None:
+        """The digest of a config's bytes, or None when it cannot be read (then it is checked as usual)."""
+        from ocisquash.errors import OcisquashError
+        try:
+            return Digest.of(self.tree.read(path, 64 << 20))
+        except OcisquashError:
+            return None
 
     def config(self, path: str, where: str) -> Any:
         from ocisquash.errors import OcisquashError
@@ -1012,6 +1023,8 @@ class _Validator:
                 return
             if man.config.media_type not in model.CONFIG_TYPES:
                 return
+            if self.only is not None and man.config.digest != self.only:
+                return
             name = ", ".join(names_of(top)) or str(desc.digest)
             if desc.platform is not None:
                 name += f" [{desc.platform}]"
@@ -1026,6 +1039,8 @@ class _Validator:
 
         for d in index.manifests:
             walk(d, d, 0)
+        if self.only is not None:
+            return  # one image asked for: its blobs were checked above; the others are not its business
         for path in sorted(self.tree.names()):  # every blob must hash to its own name, referenced or not
             parts = path.split("/")
             if len(parts) == 3 and parts[:2] == ["blobs", "sha256"]:
@@ -1055,15 +1070,18 @@ class _Validator:
                 self.bad("manifest.json", str(e))
                 continue
             name = ", ".join(tags) or f"manifest.json[{i}]"
+            if self.only is not None and self._config_digest(cpath) not in (None, self.only):
+                continue
             cfg = None
             if self.blob(cpath, _claimed(cpath), None, f"{name}: config"):
                 cfg = self.config(cpath, f"{name}: {cpath}")
             self.image(name, cfg, [(p, _claimed(p), None, None) for p in lpaths])
 
 
-def validate(source: Any, on_bytes: Callable[[int], None] | None = None) -> Validation:
-    """Recompute every digest, size, diff ID and chain ID of every image of an opened ``Source``."""
-    val = _Validator(source.tree, source.label, on_bytes)
+def validate(source: Any, on_bytes: Callable[[int], None] | None = None, only: Digest | None = None) -> Validation:
+    """Recompute every digest, size, diff ID and chain ID of every image of an opened ``Source``, and check
+    every blob of a layout against its name; or, with ``only``, just the image whose config digest it is."""
+    val = _Validator(source.tree, source.label, on_bytes, only)
     if source.kind == "docker":
         val.docker()
         if source.tree.exists("index.json"):

@@ -161,6 +161,26 @@ def check_level(level: int | None, compression: str | None) -> None:
                          hint=f"e.g. --compression gzip --level {level}")
 
 
+def resolve_io(source: str, image: str | None, dest: str | None, fmt: str | None,
+               tags: list[str] | None) -> tuple[str, str | None, str | None, str | None, list[str]]:
+    """IN and OUT as paths or skopeo references (``ocisquash.transports``): ``(source, image, dest, format,
+    tags)`` with the format in the library's names; ``--format oci`` gets a note on what it means here."""
+    from ocisquash import transports
+
+    source, image = transports.input_ref(source, image)
+    if dest is None:
+        return source, image, None, transports.format_name(fmt), list(tags or [])
+    dest, lib_fmt, out_tags = transports.output_ref(dest, fmt, tags)
+    if fmt == "oci":
+        note(transports.OCI_NOTE)
+    return source, image, dest, lib_fmt, out_tags
+
+
+FORMAT_HELP = ("Output format: docker-archive (a docker save tar), oci-archive (an OCI layout tar) or oci-dir "
+               "(an OCI layout directory); docker and oci (the tar) are the old names.")
+IN_OUT_HELP = ("IN and OUT may also be skopeo references: docker-archive:PATH[:REF], oci:DIR[:REF], "
+               "oci-archive:PATH[:REF] (REF: the image to read, or the name to write).")
+
 LIMIT_OPTION = typer.Option(
     None, "--limit", metavar="NAME=N",
     help="Raise a safety cap for trusted input, e.g. --limit max_json=67108864 (see OCISQUASH_* variables).",
@@ -170,7 +190,8 @@ IMAGE_OPTION = typer.Option(None, "--image", "-i", metavar="REF",
 PLATFORM_OPTION = typer.Option(None, "--platform", metavar="OS/ARCH[/VARIANT]",
                                help="Which platform of a multi-platform image, e.g. linux/arm64.")
 
-_INPUT_HELP = "OCI layout dir, OCI tar, docker save tar, or -."
+_INPUT_HELP = ("OCI layout dir, OCI tar, docker save tar, or -; or docker-archive:PATH[:REF], oci:DIR[:REF], "
+               "oci-archive:PATH[:REF], FILE:REF (REF names the image).")
 IN_ARG = typer.Argument(..., metavar="IN", help="Input: " + _INPUT_HELP)
 IMAGE_ARG = typer.Argument(..., metavar="IMAGE", help=_INPUT_HELP)
 PATH_ARG = typer.Argument(..., metavar="PATH", help=_INPUT_HELP)

@@ -17,7 +17,8 @@ def _register() -> None:
         help=(
             "Copy an image between docker save tarballs and OCI layouts, verifying every blob.\n\n"
             "The output format follows OUT: a directory is an OCI layout, a .tar is a docker save tarball "
-            "(which is also a valid OCI layout tar); --format overrides. IN and OUT may be '-'.\n\n"
+            "(which is also a valid OCI layout tar); --format overrides. IN and OUT may be '-'. "
+            + common.IN_OUT_HELP + "\n\n"
             "Examples:\n\n"
             "  ocisquash convert app.tar app-oci/            # docker save tar -> OCI layout dir\n\n"
             "  ocisquash convert app-oci/ app.tar --tag app:1.0 --compression zstd"
@@ -29,7 +30,7 @@ def _register() -> None:
         image: str | None = common.IMAGE_OPTION,
         platform: str | None = common.PLATFORM_OPTION,
         tag: list[str] | None = typer.Option(None, "--tag", "-t", help="Name the output (repeatable)."),
-        fmt: str | None = typer.Option(None, "--format", help="Output format: docker, oci or oci-dir."),
+        fmt: str | None = typer.Option(None, "--format", help=common.FORMAT_HELP),
         compression: str | None = typer.Option(None, "--compression", "-c",
                                                help="Recompress layers: gzip, zstd or none (default: keep)."),
         level: int | None = typer.Option(None, "--level", help="Compression level (gzip 0-3, zstd 1-19)."),
@@ -42,6 +43,8 @@ def _register() -> None:
 
         common.apply_limits(limit)
         common.check_level(level, compression)
+        source, image, out, fmt, tag = common.resolve_io(source, image, dest, fmt, tag)
+        dest = out or dest
         t0 = time.monotonic()
         with common.progress(quiet) as prog:
             result = convert_lib.convert(source, dest, image=image, platform=platform, tags=tag or [], fmt=fmt,

@@ -55,6 +55,12 @@ def _render(fmt: str, default_table: str, fields: list[str], headers: dict[str, 
     _emit_lines(lines, bold_first=tmpl.table)
 
 
+def _input(path: str, image: str | None) -> tuple[str, str | None]:
+    from ocisquash import transports
+
+    return transports.input_ref(path, image)
+
+
 def _choose(src: Any, image: str | None, platform: str | None) -> Any:
     """``src.choose``, except that a multi-platform image without ``--platform`` is read for the host's
     platform (as docker and podman do), with a note saying which; the error stays when the host's is absent."""
@@ -122,10 +128,11 @@ def images(
                                                         "bytes (see docs/commands.md)."),
     limit: list[str] | None = common.LIMIT_OPTION,
 ) -> None:
-    from ocisquash import goformat, listing
+    from ocisquash import goformat, listing, transports
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
+    path, only = transports.input_ref(path, None)
     trunc = not no_trunc
     if quiet and fmt.strip() == goformat.TABLE:
         fmt = "{{.ID}}"  # docker: -q is the ID template, unless --format asks for something else
@@ -142,6 +149,9 @@ def images(
             return cand.image_id
 
         rows = listing.select(summaries, flt, all_images=all_images, resolve=resolve)
+        if only is not None:  # IN named an image: list that image's rows only
+            chosen = src.choose_candidate(only).image_id
+            rows = [r for r in rows if r.image.image_id == chosen]
     now = time.time()
     if json_out:
         _emit_json_lines([r.to_json(now) for r in rows])
@@ -204,6 +214,7 @@ def history(
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
+    path, image = _input(path, image)
     default = "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
     if quiet and fmt.strip() == goformat.TABLE:
         fmt = "{{.ID}}"
@@ -278,6 +289,7 @@ def analyze(
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
+    path, image = _input(path, image)
     f = "json" if json_out else fmt.strip().lower()
     if f not in ("table", "json"):
         from ocisquash.errors import UsageError
@@ -377,9 +389,11 @@ def validate(
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
+    path, image = _input(path, None)
     with open_source(path) as src, common.progress(quiet) as prog:
+        only = src.choose_candidate(image).image_id if image is not None else None
         prog.phase("validating", listing.total_bytes(src))
-        res = listing.validate(src, on_bytes=prog.advance)
+        res = listing.validate(src, on_bytes=prog.advance, only=only)
     if json_out:
         common.print_json(res.to_json())
     else:

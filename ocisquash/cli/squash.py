@@ -60,7 +60,7 @@ def print_report(r: squash_lib.Report) -> None:
         "scratch; --parent keeps a base image's layers, --from-layer keeps the layers below a position. "
         "IN and OUT may be '-' (stdin/stdout). OUT's format follows its path (directory: OCI layout, "
         ".tar: docker save tarball) unless --format says otherwise; OUT may be the input layout itself, "
-        "to add the squashed image beside the original.\n\n"
+        "to add the squashed image beside the original. " + common.IN_OUT_HELP + "\n\n"
         "Examples:\n\n"
         "  docker save app:1.0 | ocisquash - - | docker load\n\n"
         "  ocisquash app.tar app-squashed.tar --tag app:squashed\n\n"
@@ -81,7 +81,7 @@ def squash(
                                           help="Squash from this layer up: 1 is the bottom, -3 the last three; "
                                                "or a layer digest or diff ID."),
     tag: list[str] | None = typer.Option(None, "--tag", "-t", help="Name the result, name:tag (repeatable)."),
-    fmt: str | None = typer.Option(None, "--format", help="Output format: docker, oci or oci-dir."),
+    fmt: str | None = typer.Option(None, "--format", help=common.FORMAT_HELP),
     compression: str | None = typer.Option(None, "--compression", "-c",
                                            help="New layer's compression: gzip (default), zstd, none."),
     level: int | None = typer.Option(None, "--level", help="Compression level (gzip 0-3, default 2; zstd 1-19, "
@@ -96,6 +96,7 @@ def squash(
 ) -> None:
     common.apply_limits(limit)
     common.check_level(level, compression)
+    source, image, dest, fmt, tag = common.resolve_io(source, image, dest, fmt, tag)
     if dest is None and not dry_run:
         from ocisquash.errors import UsageError
 
