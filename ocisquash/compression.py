@@ -75,8 +75,10 @@ def sniff_bytes(head: bytes) -> Codec:
 
 
 # The compressions libmagic names that no image tool writes: refused by name rather than misread as a tar.
+# (Raw lzma has no magic worth the name: "]\0\0" also starts a v7 tar holding a file named "]". Without
+# libmagic such a layer reaches the tar reader, which refuses it as not a tar.)
 _RARE = ((b"LZIP", "application/x-lzip"), (b"\x04\x22\x4d\x18", "application/x-lz4"),
-         (b"\x1f\x9d", "application/x-compress"), (b"\x5d\x00\x00", "application/x-lzma"))
+         (b"\x1f\x9d", "application/x-compress"))
 
 
 def _sniff_rare(head: bytes) -> Codec:
