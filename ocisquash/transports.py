@@ -11,8 +11,8 @@ PATH ends at the first ``:`` (as in containers/image). For an input, REF names t
 FILE exists, names an image of FILE too. A path that exists as written is always a path.
 
 Output format names follow skopeo's transports: ``docker-archive``, ``oci-archive`` (a tar) and ``oci``
-... except that ``oci`` has long meant the tar here; so ``--format oci`` keeps that meaning, with a note,
-and the directory is ``oci-dir`` (or ``oci-layout``). ``docker`` stays an alias of ``docker-archive``.
+... except that ``oci`` has long meant the tar here; so ``--format oci`` keeps that meaning (scripts use
+it) and the directory is ``oci-dir`` (or ``oci-layout``). ``docker`` stays an alias of ``docker-archive``.
 """
 
 from __future__ import annotations
@@ -27,8 +27,6 @@ TRANSPORTS = {"docker-archive": "docker", "oci-archive": "oci", "oci": "oci-dir"
 FORMATS = {"docker-archive": "docker", "docker": "docker", "oci-archive": "oci", "oci": "oci",
            "oci-dir": "oci-dir", "oci-layout": "oci-dir"}
 """``--format`` names (skopeo's and the old ones) -> the format name the library takes."""
-OCI_NOTE = ("--format oci writes an OCI layout *tar* here (skopeo's oci: is a directory); "
-            "say oci-archive for the tar or oci-dir for a directory")
 
 
 @dataclass(frozen=True)

@@ -164,20 +164,19 @@ def check_level(level: int | None, compression: str | None) -> None:
 def resolve_io(source: str, image: str | None, dest: str | None, fmt: str | None,
                tags: list[str] | None) -> tuple[str, str | None, str | None, str | None, list[str]]:
     """IN and OUT as paths or skopeo references (``ocisquash.transports``): ``(source, image, dest, format,
-    tags)`` with the format in the library's names; ``--format oci`` gets a note on what it means here."""
+    tags)`` with the format in the library's names."""
     from ocisquash import transports
 
     source, image = transports.input_ref(source, image)
     if dest is None:
         return source, image, None, transports.format_name(fmt), list(tags or [])
     dest, lib_fmt, out_tags = transports.output_ref(dest, fmt, tags)
-    if fmt == "oci":
-        note(transports.OCI_NOTE)
     return source, image, dest, lib_fmt, out_tags
 
 
 FORMAT_HELP = ("Output format: docker-archive (a docker save tar), oci-archive (an OCI layout tar) or oci-dir "
-               "(an OCI layout directory); docker and oci (the tar) are the old names.")
+               "(an OCI layout directory); docker and oci are the old names (oci is the tar here, unlike "
+               "skopeo's oci:, a directory).")
 IN_OUT_HELP = ("IN and OUT may also be skopeo references: docker-archive:PATH[:REF], oci:DIR[:REF], "
                "oci-archive:PATH[:REF] (REF: the image to read, or the name to write).")
 
