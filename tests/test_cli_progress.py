@@ -22,13 +22,17 @@ def test_progress_figures() -> None:
     assert progress_text("items", 3, 7, 0.5) == "3/7"
 
 
-def test_validate_and_squash_show_bytes_of_total_on_a_terminal(tmp_path: Path) -> None:
+def test_validate_squash_convert_show_bytes_of_total_on_a_terminal(tmp_path: Path) -> None:
     out, rc = on_terminal("validate", str(SAMPLE))
     assert rc == 0, out
     assert "validating" in out and "62.3kB / 62.3kB" in out  # the blobs manifest.json names, read once each
     out, rc = on_terminal(str(SAMPLE), str(tmp_path / "a.tar"))
     assert rc == 0, out
     assert "squashing" in out and "61.4kB / 61.4kB" in out
+    for args in ([str(tmp_path / "c.tar"), "--compression", "zstd"], [str(tmp_path / "c-oci")]):
+        out, rc = on_terminal("convert", str(SAMPLE), *args)  # recompressed, or copied: each blob read once
+        assert rc == 0, out
+        assert "61.4kB / 61.4kB" in out
     out, rc = on_terminal("validate", str(SAMPLE), "-q")
     assert rc == 0 and "validating" not in out and "kB / " not in out
 

@@ -49,7 +49,7 @@ def _register() -> None:
         with common.progress(quiet) as prog:
             result = convert_lib.convert(source, dest, image=image, platform=platform, tags=tag or [], fmt=fmt,
                                          compression=compression, level=level, on_step=prog.describe,
-                                         on_start=lambda d, t: prog.phase(d, t, unit="items"))
+                                         on_start=prog.phase, on_bytes=prog.advance)
         result["seconds"] = round(time.monotonic() - t0, 3)
         if json_out:
             common.print_json(result)
