@@ -15,7 +15,7 @@ creation times; ``dangling=true`` shows only untagged heads, ``dangling=false`` 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -644,6 +644,77 @@ def _clean_member(name: str) -> str:
     return "/".join(p for p in name.split("/") if p not in ("", "."))
 
 
+def _octal(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256, for sizes of 8 GiB and more
+        return int.from_bytes(field[1:], "big")
+    digits = field.split(b"\0", 1)[0].strip(b" ")
+    return int(digits, 8) if digits else 0
+
+
+def tar_members(f: Any) -> Iterator[tuple[str, int, bool]]:
+    """``(name, size, is regular file)`` of each member of a tar stream, headers only (PAX and GNU long names
+    applied). For a stream the merge plan has read already, so its checks (checksums, caps) are not repeated:
+    this is a quick second read, several times faster than ``tarfile``'s."""
+    seek = getattr(f, "seekable", lambda: False)()
+    pending: dict[str, str] = {}
+    while True:
+        block = f.read(512)
+        if len(block) < 512 or not any(block):
+            return
+        kind = block[156:157]
+        size = _octal(block[124:136])
+        body = (size + 511) & ~511
+        if kind in (b"x", b"L", b"g", b"K"):
+            data = f.read(body)[:size]
+            if kind == b"x":
+                pending.update(_pax(data))
+            elif kind == b"L":
+                pending["path"] = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            continue
+        name = block[:100].split(b"\0", 1)[0]
+        if block[257:263] == b"ustar\0":
+            prefix = block[345:500].split(b"\0", 1)[0]
+            if prefix:
+                name = prefix + b"/" + name
+        path = pending.pop("path", None) or name.decode("utf-8", "surrogateescape")
+        if "size" in pending:
+            size = int(pending.pop("size"))
+            body = (size + 511) & ~511
+        pending.clear()
+        yield path, size, kind in (b"0", b"\0", b"7")
+        if kind in (b"1", b"2", b"3", b"4", b"5", b"6"):
+            body = 0  # links, devices, directories, fifos carry no data whatever their size field says
+        if body:
+            if seek:
+                f.seek(body, 1)
+            else:
+                while body:
+                    chunk = f.read(min(body, 1 << 20))
+                    if not chunk:
+                        return
+                    body -= len(chunk)
+
+
+def _pax(data: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        sp = data.find(b" ", pos)
+        if sp < 0:
+            break
+        try:
+            length = int(data[pos:sp])
+        except ValueError:
+            break
+        if length <= 0:
+            break
+        key, _, value = data[sp + 1:pos + length - 1].partition(b"=")
+        if key in (b"path", b"size"):
+            out[key.decode()] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return out
+
+
 def efficiency(image: Image, on_layer: Callable[[int], None] | None = None) -> Efficiency:
     """dive's efficiency over the image's layer trees, read again header by header.
 
@@ -654,8 +725,6 @@ def efficiency(image: Image, on_layer: Callable[[int], None] | None = None) -> E
     one kept copy is counted as waste too: its issue #684). The score is the sum of each path's smallest
     copy over the sum of all copies; 1.0 when nothing is duplicated.
     """
-    import tarfile
-
     from ocisquash.errors import FormatError
 
     visible: dict[str, int] = {}  # path -> size in the layers applied so far
@@ -669,17 +738,16 @@ def efficiency(image: Image, on_layer: Callable[[int], None] | None = None) -> E
         opaque: list[str] = []
         f = layer.open_scan()
         try:
-            with tarfile.open(fileobj=f, mode="r|") as tar:
-                for m in tar:
-                    path = _clean_member(m.name)
-                    head, _, base = path.rpartition("/")
-                    if base == ".wh..wh..opq":
-                        opaque.append(head)
-                    elif base.startswith(".wh."):
-                        whiteouts.append(f"{head}/{base[4:]}" if head else base[4:])
-                    elif path:
-                        entries[path] = m.size if m.isreg() else 0
-        except (tarfile.TarError, EOFError, OSError) as e:
+            for name, size, regular in tar_members(f):
+                path = _clean_member(name)
+                head, _, base = path.rpartition("/")
+                if base == ".wh..wh..opq":
+                    opaque.append(head)
+                elif base.startswith(".wh."):
+                    whiteouts.append(f"{head}/{base[4:]}" if head else base[4:])
+                elif path:
+                    entries[path] = size if regular else 0
+        except (ValueError, OSError) as e:
             raise FormatError(f"layer {layer.what}: {e}") from e
         finally:
             f.close()

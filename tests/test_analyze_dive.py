@@ -4,13 +4,17 @@ numbered from 1. Expected figures are worked out by hand from the layers below."
 
 from __future__ import annotations
 
+import io
 import json
 import subprocess
 import sys
+import tarfile
 from pathlib import Path
 
 import pytest
 from listing_inputs import Img, layer_tar, write_oci
+
+from ocisquash import listing
 
 T1 = "2023-01-01T00:00:00Z"
 L1 = layer_tar({"a": b"1" * 100, "b": b"2" * 200, "keep": b"k" * 7, "d/x": b"x" * 40, "d/y": b"y" * 60,
@@ -103,3 +107,35 @@ def test_top_is_not_capped_at_20(tmp_path: Path) -> None:
     assert len(o["inefficiencies"]) == 25 and o["inefficiencies"][0]["path"] == "f29"
     text = ocisquash("analyze", str(path), "--top", "25").stdout
     assert sum(1 for ln in text.splitlines() if ln.split()[:1] == ["2"] and ln.split()[-1].startswith("f")) == 25
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+@pytest.mark.parametrize("seekable", [True, False])
+def test_tar_members_reads_what_tarfile_reads(fmt: int, seekable: bool) -> None:
+    long_dir = "/".join(["deep-directory-name"] * 6)  # 119 characters: ustar's prefix, GNU's L, PAX's path
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
+        for name, kind, data in [("a", tarfile.DIRTYPE, b""), ("a/file", tarfile.REGTYPE, b"x" * 700),
+                                 (f"{long_dir}/f", tarfile.REGTYPE, b"y" * 1025), ("a/link", tarfile.SYMTYPE, b""),
+                                 ("a/hard", tarfile.LNKTYPE, b""), ("a/.wh.gone", tarfile.REGTYPE, b""),
+                                 ("ünï/cödé", tarfile.REGTYPE, b"z" * 3)]:
+            if fmt == tarfile.USTAR_FORMAT and not name.isascii():
+                continue
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.size = kind, len(data)
+            ti.linkname = "a/file" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
+            t.addfile(ti, io.BytesIO(data))
+    raw = buf.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as t:
+        want = [(m.name, m.size, m.isreg()) for m in t]
+
+    class Stream(io.RawIOBase):  # no seek: the stream of a compressed layer
+        def __init__(self) -> None:
+            self._b = io.BytesIO(raw)
+
+        def read(self, n: int = -1) -> bytes:
+            return self._b.read(n)
+
+    stream = io.BytesIO(raw) if seekable else Stream()
+    got = [(n.rstrip("/"), size, reg) for n, size, reg in listing.tar_members(stream)]
+    assert got == want and len(got) >= 6
