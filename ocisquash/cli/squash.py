@@ -16,14 +16,12 @@ if TYPE_CHECKING:
 
 
 def human(n: int | None) -> str:
+    """A size as ``images`` and ``history`` print it (docker's units: 61.4kB), so the report compares with them."""
     if n is None:
         return "-"
-    f = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(f) < 1000 or unit == "TB":
-            return f"{f:.0f} {unit}" if unit == "B" else f"{f:.1f} {unit}"
-        f /= 1000
-    return f"{n} B"
+    from ocisquash.listing import human_size
+
+    return human_size(n)
 
 
 def print_report(r: squash_lib.Report) -> None:
