@@ -114,3 +114,16 @@ def test_exit_codes_documented() -> None:
             assert code in text and word in text
     p = sub(str(SAMPLE), "/dev/null/x.tar", env={"OCISQUASH_DEBUG": "0"})
     assert p.returncode == 1  # an unwritable output is an operation that failed, not a bug
+
+
+def test_a_bug_exits_70_with_one_line_and_the_report_hint() -> None:
+    code = ("import sys; import ocisquash.listing as l\n"
+            "def boom(*a, **k): raise ZeroDivisionError('simulated bug')\n"
+            "l.summarize = boom\n"
+            "from ocisquash.cli import main; sys.exit(main(sys.argv[1:]))")
+    p = subprocess.run([sys.executable, "-c", code, "images", str(SAMPLE)], capture_output=True, text=True,
+                       timeout=120)
+    assert p.returncode == 70
+    assert p.stderr.splitlines() == ["error: internal error: ZeroDivisionError: simulated bug",
+                                     "hint: this is a bug in ocisquash; run again with --debug and report the "
+                                     "traceback"]
