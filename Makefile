@@ -22,10 +22,10 @@ debs:  ## Debian packages the tests use (umoci, skopeo, and docker/containerd/po
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 demo: setup  ## squash the sample image shipped in testdata/ and show the report
@@ -43,7 +43,7 @@ pytest:
 	$(PY) -m pytest -q -p no:cacheprovider
 
 fuzz: setup  ## coverage-guided fuzzing of every reader (atheris), FUZZ_SECONDS each
-	$(PY) -m pip install -q -e '.[fuzz]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[fuzz]'
 	$(PY) tests/fuzz/run.py --seconds $${FUZZ_SECONDS:-60}
 
 clean:
