@@ -325,8 +325,9 @@ def test_history_without_history(tmp_path: Path) -> None:
 
 
 def sub(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    e = {**os.environ, **(env or {})}
-    e.pop("FORCE_COLOR", None)
+    # FORCE_COLOR from the outer environment must not leak in; one the test passes must get through.
+    e = {k: v for k, v in os.environ.items() if k not in ("FORCE_COLOR", "NO_COLOR")}
+    e.update(env or {})
     return subprocess.run([sys.executable, "-m", "ocisquash", *args], capture_output=True, text=True, env=e,
                           timeout=120)
 
@@ -376,12 +377,28 @@ def test_version() -> None:
     assert run("--version").exit_code == 0
 
 
+def colours(text: str) -> set[str]:
+    """The colour parameters of the SGR escapes in ``text`` (bold, dim and reset are not colours)."""
+    import re
+
+    out = set()
+    for params in re.findall(r"\x1b\[([0-9;]*)m", text):
+        for p in params.split(";"):
+            if p and (30 <= int(p) <= 49 or 90 <= int(p) <= 107):
+                out.add(p)
+    return out
+
+
 def test_no_color_env(oci: tuple[Path, dict[str, Img]]) -> None:
     path, _ = oci
+    # FORCE_COLOR makes rich colour a pipe: the control, where the red "error:" shows ...
+    p = sub("images", str(path), "-f", "dangling=maybe", env={"FORCE_COLOR": "1"})
+    assert p.returncode == 2 and "31" in colours(p.stderr), repr(p.stderr)
+    # ... and NO_COLOR takes the colour away even so (no-color.org: bold may stay)
     p = sub("images", str(path), "-f", "dangling=maybe", env={"NO_COLOR": "1", "FORCE_COLOR": "1"})
-    assert "\x1b[" not in p.stderr
+    assert p.returncode == 2 and "error:" in p.stderr and not colours(p.stderr), repr(p.stderr)
     p = sub("images", str(path), "-f", "dangling=maybe", env={"TERM": "xterm"})
-    assert "\x1b[" not in p.stderr  # stderr is a pipe here
+    assert p.returncode == 2 and "\x1b[" not in p.stderr  # stderr is a pipe here
 
 
 @pytest.mark.parametrize("flags", [(), ("--sizes",), ("-a", "--digests")])
