@@ -118,7 +118,7 @@ class Cut:
             raise UsageError(f"Cut.from_layer({layer!r}): give a position (int) or a layer digest (str)")
         if isinstance(layer, int) and layer == 0:
             raise UsageError("Cut.from_layer(0): positions start at 1 (the bottom layer); -1 is the top one")
-        if isinstance(layer, str) and (not layer.strip() or layer.strip().lstrip("-").isdigit()):
+        if isinstance(layer, str) and (not layer.strip() or (layer.strip().lstrip("-").isdigit() and len(layer) < 12)):
             raise UsageError(f"Cut.from_layer({layer!r}): a digest string, or an int for a position")
         return cls("layer", layer=layer)
 
@@ -315,7 +315,10 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
     if cut.kind == "parent":
         opts.parent = _parent_spec(cut, src)
     elif cut.kind == "layer":
-        opts.from_layer = str(cut.layer)
+        layer = str(cut.layer).strip()
+        # squash reads an all-digit string as a position: a hex prefix that happens to be all digits
+        # ("123456789012") is spelt with its algorithm so that it stays a digest.
+        opts.from_layer = "sha256:" + layer if isinstance(cut.layer, str) and layer.isdigit() else layer
     dest = None if output is None else _path(output, "output")
     opts.dry_run = dest is None
     return squash_lib.squash(src, dest, opts, on_phase=on_phase, on_progress=on_progress)

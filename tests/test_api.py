@@ -168,13 +168,14 @@ def test_squash_onto_a_parent(trap_oci: BuiltImage, tmp_path: Path, same_rootfs:
         assert t.extractfile(top).read(4) == b"\x28\xb5\x2f\xfd"  # type: ignore[union-attr] # zstd, as asked
 
 
-@pytest.mark.parametrize("cut", ["position", "from-top", "diff-id"])
+@pytest.mark.parametrize("cut", ["position", "from-top", "diff-id", "hex-prefix"])
 def test_squash_from_a_layer(cut: str, trap_oci: BuiltImage, tmp_path: Path,
                              same_rootfs: Callable[..., Snapshot]) -> None:
     with ocisquash.open(trap_oci.path) as src:
         image = src.image("latest")
         ids = image.diff_ids
-        c = {"position": Cut.from_layer(3), "from-top": Cut.from_layer(-3), "diff-id": Cut.from_layer(ids[2])}[cut]
+        c = {"position": Cut.from_layer(3), "from-top": Cut.from_layer(-3), "diff-id": Cut.from_layer(ids[2]),
+             "hex-prefix": Cut.from_layer(ids[2][7:19])}[cut]
         out = tmp_path / "from3.oci.tar"
         report = image.squash(out, cut=c, format=OutputFormat.OCI, timestamp=TS)
     assert (report.kept_layers, report.layers_after) == (2, 3)
@@ -257,6 +258,8 @@ BAD: dict[str, tuple[type[ocisquash.OcisquashError], Callable[[Path], object], s
     "image-empty": (ocisquash.UsageError, _squash(image=""), "reference"),
     "from-layer-out-of-range": (ocisquash.UsageError, _squash(cut=Cut.from_layer(9)), "3 layers"),
     "from-layer-unknown-digest": (ocisquash.UsageError, _squash(cut=Cut.from_layer("sha256:" + "0" * 64)), "no layer"),
+    # a hex prefix of digits only stays a digest (squash would read "123456789012" as a position)
+    "from-layer-digit-prefix": (ocisquash.UsageError, _squash(cut=Cut.from_layer("123456789012")), "no layer"),
     "image-not-found": (ocisquash.NotFound, _squash(image="nope:1"), "nope"),
     "input-missing": (ocisquash.FormatError, lambda out: ocisquash.squash_image(out.parent / "nothing", out),
                       "no such"),
