@@ -9,8 +9,8 @@ A wrong option raises ``UsageError`` before anything is read; every other failur
 
 An ``Image`` is a handle: squashing or converting it opens its input again by path and chooses the
 image with the same reference and platform the caller gave, exactly as ``ocisquash IN OUT --image REF``
-would. So the input must be a path (not ``-``) for ``open``; the one-shot functions ``squash_image``
-and ``convert_image`` also take ``-`` for standard input, as the CLI does. (They are not called
+would. So an ``Image`` opened from standard input (``open("-")``) can be listed but not squashed; the
+one-shot functions ``squash_image`` and ``convert_image`` read ``-`` once, as the CLI does. (They are not called
 ``squash`` and ``convert``: those names are the package's modules.)
 
 The heavy modules (codecs, merge, sinks: ~60 ms to import) load inside the functions, for start-up time:
@@ -250,18 +250,25 @@ class Image:
                on_phase: Callable[[str, int | None], None] | None = None,
                on_progress: Callable[[int], None] | None = None) -> SquashReport:
         """Squash this image; see ``ocisquash.squash_image`` for every option."""
-        self.source._open()
+        self._reopenable()
         return squash_image(self.source.path, output, image=self._ref, platform=self._platform, cut=cut, tags=tags,
-                      format=format, compression=compression, level=level, message=message,
-                      timestamp=timestamp, on_phase=on_phase, on_progress=on_progress)
+                            format=format, compression=compression, level=level, message=message,
+                            timestamp=timestamp, on_phase=on_phase, on_progress=on_progress)
 
     def write(self, output: PathLike, *, format: OutputFormat | None = None, tags: Sequence[str] = (),
               compression: Compression | None = None, level: int | None = None) -> ConvertReport:
         """Write this image unchanged (or with its layers recompressed) to ``output``; see
         ``ocisquash.convert_image``."""
-        self.source._open()
+        self._reopenable()
         return convert_image(self.source.path, output, image=self._ref, platform=self._platform, format=format,
-                       tags=tags, compression=compression, level=level)
+                             tags=tags, compression=compression, level=level)
+
+    def _reopenable(self) -> None:
+        self.source._open()
+        if self.source.path == "-":
+            raise UsageError("an Image from standard input cannot be squashed or written: that reads its input "
+                             "again, and standard input has gone",
+                             hint="ocisquash.squash_image('-', ...) and convert_image('-', ...) read it once")
 
     def __repr__(self) -> str:
         return f"<ocisquash.Image {self._inner.label} {self.id[:19]}>"
@@ -269,21 +276,21 @@ class Image:
 
 def open(path: PathLike) -> Source:  # ocisquash.open, as tarfile.open: shadows the builtin in this module only
     """Open an input: an OCI layout directory, an OCI layout tar, or a ``docker save`` tarball (plain or
-    compressed whole). Reads only the JSON documents. Raises ``FormatError`` when it is none of these."""
+    compressed whole), or ``-``: standard input, for listing and validating (an ``Image`` from it cannot
+    be squashed: see the module's docstring). Reads only the JSON documents. Raises ``FormatError``
+    when it is none of these."""
     p = _path(path, "path")
-    if p == "-":
-        raise UsageError("ocisquash.open('-'): an Image reopens its input, which standard input cannot do",
-                         hint="save standard input to a file first, or call ocisquash.squash_image('-', ...)")
     from ocisquash import sources
 
     return Source(p, sources.open_source(p))
 
 
-def squash_image(input: PathLike, output: PathLike | None, *, image: str | None = None, platform: str | None = None,
-           cut: Cut | None = None, tags: Sequence[str] = (), format: OutputFormat | None = None,
-           compression: Compression = Compression.GZIP, level: int | None = None, message: str | None = None,
-           timestamp: dt.datetime | None = None, on_phase: Callable[[str, int | None], None] | None = None,
-           on_progress: Callable[[int], None] | None = None) -> SquashReport:
+def squash_image(input: PathLike, output: PathLike | None, *, image: str | None = None,
+                 platform: str | None = None, cut: Cut | None = None, tags: Sequence[str] = (),
+                 format: OutputFormat | None = None, compression: Compression = Compression.GZIP,
+                 level: int | None = None, message: str | None = None, timestamp: dt.datetime | None = None,
+                 on_phase: Callable[[str, int | None], None] | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> SquashReport:
     """Squash an image of ``input`` into one layer above ``cut`` and write it to ``output``.
 
     - ``input``: a path, or ``-`` for standard input; ``image``/``platform`` choose as ``Source.image``.
@@ -325,10 +332,10 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
 
 
 def convert_image(input: PathLike, output: PathLike, *, image: str | None = None, platform: str | None = None,
-            format: OutputFormat | None = None, tags: Sequence[str] = (), compression: Compression | None = None,
-            level: int | None = None) -> ConvertReport:
+                  format: OutputFormat | None = None, tags: Sequence[str] = (),
+                  compression: Compression | None = None, level: int | None = None) -> ConvertReport:
     """Copy an image of ``input`` (a path or ``-``) to ``output`` in another format, verifying every blob;
-    ``compression`` recompresses every layer (None keeps each as it is). Options as in ``squash``."""
+    ``compression`` recompresses every layer (None keeps each as it is). Options as in ``squash_image``."""
     from ocisquash import convert as convert_lib
 
     src = _path(input, "input")

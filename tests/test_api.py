@@ -264,7 +264,6 @@ BAD: dict[str, tuple[type[ocisquash.OcisquashError], Callable[[Path], object], s
     "input-missing": (ocisquash.FormatError, lambda out: ocisquash.squash_image(out.parent / "nothing", out),
                       "no such"),
     "output-is-input": (ocisquash.UsageError, lambda out: ocisquash.squash_image(SAMPLE, SAMPLE), ""),
-    "open-stdin": (ocisquash.UsageError, lambda out: ocisquash.open("-"), "standard input"),
     "open-not-a-path": (ocisquash.UsageError, lambda out: ocisquash.open(3), "path"),  # type: ignore[arg-type]
     "cut-from-layer-0": (ocisquash.UsageError, lambda out: Cut.from_layer(0), "start at 1"),
     "cut-from-layer-digit-string": (ocisquash.UsageError, lambda out: Cut.from_layer("3"), "int"),
@@ -304,3 +303,32 @@ def test_closed_source_refuses_use(tmp_path: Path) -> None:
         with pytest.raises(ocisquash.UsageError, match="closed"):
             call()
     assert os.listdir(tmp_path) == []
+
+
+
+def _py_with_stdin(code: str, cwd: Path) -> list[str]:
+    with SAMPLE.open("rb") as stdin:
+        p = subprocess.run([sys.executable, "-c", code], stdin=stdin, cwd=cwd, capture_output=True, text=True,
+                           timeout=120)
+    assert p.returncode == 0, p.stderr
+    return p.stdout.splitlines()
+
+
+def test_standard_input_lists_but_an_image_from_it_is_not_squashed(tmp_path: Path) -> None:
+    out = _py_with_stdin("import ocisquash\n"
+                         "with ocisquash.open('-') as src:\n"
+                         "    print([s.names for s in src.images()], src.validate().ok)\n"
+                         "    try:\n"
+                         "        src.image().squash('out.tar')\n"
+                         "    except ocisquash.UsageError as e:\n"
+                         "        print('UsageError', e.hint)\n", tmp_path)
+    assert out[0] == "[['docker.io/ocisquash/sample:latest']] True"
+    assert out[1].startswith("UsageError") and "squash_image('-'" in out[1]
+    assert os.listdir(tmp_path) == []
+
+
+def test_squash_image_reads_standard_input(tmp_path: Path, same_rootfs: Callable[..., Snapshot]) -> None:
+    out = _py_with_stdin("import ocisquash\nprint(ocisquash.squash_image('-', 'flat.tar').layers_after)\n",
+                         tmp_path)
+    assert out == ["1"]
+    same_rootfs(str(SAMPLE), str(tmp_path / "flat.tar"), mtime=True)
