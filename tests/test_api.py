@@ -192,7 +192,8 @@ def test_api_and_cli_write_the_same_bytes(trap_docker: BuiltImage, tmp_path: Pat
     ocisquash.squash_image(trap_docker.path, api_out, cut=Cut.from_layer(-2), tags=["x/y:z"], timestamp=TS,
                            compression=Compression.GZIP, level=1, message="m")
     p = subprocess.run([sys.executable, "-m", "ocisquash", str(trap_docker.path), str(cli_out), "--from-layer", "-2",
-                        "--tag", "x/y:z", "--timestamp", "2023-11-14T22:13:20.25Z", "--level", "1", "-m", "m", "-q"],
+                        "--tag", "x/y:z", "--timestamp", "2023-11-14T22:13:20.25Z", "--compression", "gzip",
+                        "--level", "1", "-m", "m", "-q"],
                        capture_output=True, text=True, timeout=300)
     assert p.returncode == 0, p.stderr
     assert api_out.read_bytes() == cli_out.read_bytes()
