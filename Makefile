@@ -39,7 +39,7 @@ lint:
 	$(VENV)/bin/ruff check ocisquash tests bench
 	$(VENV)/bin/mypy
 
-pytest:
+pytest:  ## every test, the ones marked slow included (CI runs this; add -m 'not slow' for a quick local run)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 fuzz: setup  ## coverage-guided fuzzing of every reader (atheris), FUZZ_SECONDS each

@@ -44,6 +44,9 @@ class SquashOptions:
 
 @dataclass
 class Report:
+    """What a squash did (or, dry run, would do): layers and sizes before and after, hidden files dropped,
+    and the digests written; ``to_json()`` is the CLI's ``--json``."""
+
     image: str
     output: str | None
     squashed: bool
