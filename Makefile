@@ -25,10 +25,10 @@ debs:  ## Debian packages the tests use (umoci, skopeo, and docker/containerd/po
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
 demo: setup  ## squash the sample image shipped in testdata/ and show the report
@@ -42,11 +42,11 @@ lint:
 	$(VENV)/bin/ruff check ocisquash tests bench
 	$(VENV)/bin/mypy
 
-pytest:
+pytest:  ## every test, the ones marked slow included (CI runs this; add -m 'not slow' for a quick local run)
 	$(PY) -m pytest -q -p no:cacheprovider
 
 fuzz: setup  ## coverage-guided fuzzing of every reader (atheris), FUZZ_SECONDS each
-	$(PY) -m pip install -q -e '.[fuzz]'
+	$(PY) -m pip install -q -c constraints.txt -e '.[fuzz]'
 	$(PY) tests/fuzz/run.py --seconds $${FUZZ_SECONDS:-60}
 
 clean:

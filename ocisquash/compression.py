@@ -59,7 +59,10 @@ def sniff_bytes(head: bytes) -> Codec:
         return Codec.NONE
     if not head or not any(head):
         return Codec.NONE  # an empty tar (all zero blocks) or nothing at all
-    import magic
+    try:
+        import magic
+    except ImportError:  # python-magic without libmagic (or not installed): the magic bytes below suffice
+        return _sniff_rare(head)
 
     mime = magic.from_buffer(head, mime=True)
     known = {"application/gzip": Codec.GZIP, "application/x-gzip": Codec.GZIP, "application/zstd": Codec.ZSTD,
@@ -69,6 +72,21 @@ def sniff_bytes(head: bytes) -> Codec:
     if mime in ("application/x-lzip", "application/x-lz4", "application/x-lzma", "application/x-compress"):
         raise FormatError(f"unsupported compression ({mime})")
     return Codec.NONE  # old-style tars without the ustar magic; the tar reader judges the rest
+
+
+# The compressions libmagic names that no image tool writes: refused by name rather than misread as a tar.
+# (Raw lzma has no magic worth the name: "]\0\0" also starts a v7 tar holding a file named "]". Without
+# libmagic such a layer reaches the tar reader, which refuses it as not a tar.)
+_RARE = ((b"LZIP", "application/x-lzip"), (b"\x04\x22\x4d\x18", "application/x-lz4"),
+         (b"\x1f\x9d", "application/x-compress"))
+
+
+def _sniff_rare(head: bytes) -> Codec:
+    """What ``sniff_bytes`` concludes without libmagic: a rare compression is refused, the rest is a tar."""
+    for prefix, mime in _RARE:
+        if head.startswith(prefix):
+            raise FormatError(f"unsupported compression ({mime})")
+    return Codec.NONE
 
 
 def codec_of_media_type(media_type: str) -> Codec | None:

@@ -28,6 +28,8 @@ class Limits:
     # decompressed bytes / compressed bytes of one layer (bombs), above 64 MiB; deflate itself tops out
     # near 1032:1 (gzip -9 of zeros), so 2000 never refuses a real gzip layer; zstd, bzip2, xz go far higher
     max_ratio: int = 2_000
+    # decompressed bytes of an input that can be read only once (stdin, a FIFO), held in a temporary file
+    max_spool: int = 1 << 40
 
 
 _current: Limits | None = None

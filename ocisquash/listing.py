@@ -15,7 +15,7 @@ creation times; ``dangling=true`` shows only untagged heads, ``dangling=false`` 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -26,7 +26,7 @@ from ocisquash.digest import Digest, chain_ids
 from ocisquash.errors import UsageError
 from ocisquash.image import Candidate, Image, Layer
 
-FILTER_KEYS = ("before", "dangling", "label", "reference", "since")
+FILTER_KEYS = ("before", "dangling", "label", "platform", "reference", "since")
 NONE = "<none>"
 MISSING = "<missing>"
 
@@ -95,6 +95,26 @@ def since_text(created_ns: int | None, now: float) -> str:
     return human_duration(now - created_ns / 1e9) + " ago"
 
 
+def go_time_string(created_ns: int | None) -> str:
+    """Go's ``time.Time.String()`` in local time, as ``docker images`` prints CreatedAt; "N/A" if unknown."""
+    if created_ns is None:
+        return "N/A"
+    t = datetime.fromtimestamp(created_ns // 1_000_000_000, UTC).astimezone()
+    return t.strftime("%Y-%m-%d %H:%M:%S %z ") + (t.tzname() or t.strftime("%z"))
+
+
+def rfc3339(created_ns: int | None) -> str:
+    """RFC 3339 in UTC to the second, as ``docker history`` prints CreatedAt; "N/A" if unknown."""
+    if created_ns is None:
+        return "N/A"
+    return datetime.fromtimestamp(created_ns // 1_000_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def size_text(n: int, exact: bool) -> str:
+    """A size as tables print it: a trailing ``*`` marks a compressed (not uncompressed) figure."""
+    return human_size(n) if exact else human_size(n) + "*"
+
+
 def human_size(n: int) -> str:
     """go-units ``HumanSizeWithPrecision(n, 3)``: decimal units, three significant digits."""
     units = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
@@ -107,6 +127,25 @@ def human_size(n: int) -> str:
     if "e" in text and i < len(units) - 1:  # 999.9 kB rounds to 1e+03: say 1 MB instead
         return f"{f / 1000:.3g}{units[i + 1]}"
     return f"{text}{units[i]}"
+
+
+# ------------------------------------------------------------------------------------------ platforms
+
+_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64/v8", "arm64": "arm64/v8", "armv7l": "arm/v7",
+         "armv6l": "arm/v6", "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
+         "riscv64": "riscv64"}
+
+
+def host_platform() -> str:
+    """The platform docker and podman pick by default: ``DOCKER_DEFAULT_PLATFORM``, else this machine's."""
+    import os
+    import platform
+
+    env = os.environ.get("DOCKER_DEFAULT_PLATFORM", "").strip()
+    if env:
+        return env
+    machine = platform.machine().lower()
+    return f"{platform.system().lower()}/{_ARCH.get(machine, machine)}"
 
 
 # ------------------------------------------------------------------------------------------ summaries
@@ -164,11 +203,26 @@ class ImageSummary:
         return [(r, t) for r, t in pairs if r != NONE or t not in full_tags]
 
 
-def layer_size(layer: Layer, chain_id: Digest, exact: bool) -> LayerSize:
+def recorded_size(image: Image, index: int) -> int | None:
+    """The uncompressed size ocisquash recorded on a layer it wrote (``model.UNCOMPRESSED_SIZE``), if any:
+    on the layer's descriptor in a layout, or in the OCI manifest a docker tarball carries beside
+    manifest.json. A claim, not a proof: ``validate`` checks it against the decompressed layer."""
+    from ocisquash.model import UNCOMPRESSED_SIZE
+
+    ann = image.layers[index].annotations
+    if UNCOMPRESSED_SIZE not in ann and image.manifest is not None and index < len(image.manifest.layers):
+        ann = image.manifest.layers[index].annotations
+    text = ann.get(UNCOMPRESSED_SIZE, "")
+    return int(text) if text.isascii() and text.isdigit() and len(text) < 20 else None
+
+
+def layer_size(layer: Layer, chain_id: Digest, exact: bool, recorded: int | None = None) -> LayerSize:
     """A layer's size (see the module docstring); with ``exact`` a compressed layer is decompressed."""
     plain = layer.codec is Codec.NONE
-    if plain or not exact:
+    if plain or (not exact and recorded is None):
         return LayerSize(layer.diff_id, chain_id, layer.size, layer.size, plain)
+    if not exact and recorded is not None:
+        return LayerSize(layer.diff_id, chain_id, layer.size, recorded, True)
     n = 0
     f = layer.open()  # decompresses, and checks digest and diff ID at EOF
     try:
@@ -179,10 +233,15 @@ def layer_size(layer: Layer, chain_id: Digest, exact: bool) -> LayerSize:
     return LayerSize(layer.diff_id, chain_id, layer.size, n, True)
 
 
+def _sizes(image: Image, exact: bool) -> list[LayerSize]:
+    chains = chain_ids(list(image.config.diff_ids))
+    return [layer_size(ly, c, exact, recorded_size(image, i))
+            for i, (ly, c) in enumerate(zip(image.layers, chains, strict=True))]
+
+
 def summarize_image(image: Image, platform: str | None = None, *, exact: bool = False) -> ImageSummary:
     cfg = image.config
-    chains = chain_ids(list(cfg.diff_ids))
-    layers = [layer_size(ly, c, exact) for ly, c in zip(image.layers, chains, strict=True)]
+    layers = _sizes(image, exact)
     return ImageSummary(
         names=list(image.names), image_id=image.id, manifest_digest=image.manifest_digest, created=cfg.created,
         created_ns=parse_time_ns(cfg.created), labels=dict(cfg.labels), platform=platform, layers=layers,
@@ -303,6 +362,14 @@ class Filters:
             raise UsageError(f"invalid filter 'dangling={dangling[0]}'", hint="use dangling=true or dangling=false")
         for pat in f.values.get("reference", []):
             go_glob(pat)  # syntax errors now, not halfway through
+        from ocisquash.model import Platform
+
+        for plat in f.values.get("platform", []):
+            try:
+                Platform.from_text(plat)
+            except UsageError as e:
+                raise UsageError(f"invalid filter 'platform={plat}': expected os/arch or os/arch/variant",
+                                 hint="e.g. -f platform=linux/arm64") from e
         return f
 
     def has(self, key: str) -> bool:
@@ -312,6 +379,18 @@ class Filters:
         return self.values.get(key, [])
 
 
+# docker's --format fields and the column names its ``table`` templates print (docker/cli formatter).
+IMAGE_HEADERS = {
+    "ID": "IMAGE ID", "Repository": "REPOSITORY", "Tag": "TAG", "Digest": "DIGEST", "CreatedSince": "CREATED",
+    "CreatedAt": "CREATED AT", "Size": "SIZE", "SharedSize": "SHARED SIZE", "UniqueSize": "UNIQUE SIZE",
+    "Containers": "CONTAINERS", "VirtualSize": "SIZE", "Platform": "PLATFORM",
+}
+HISTORY_HEADERS = {
+    "ID": "IMAGE", "CreatedSince": "CREATED", "CreatedAt": "CREATED AT", "CreatedBy": "CREATED BY",
+    "Size": "SIZE", "Comment": "COMMENT",
+}
+
+
 @dataclass
 class Row:
     """One line of ``images``: an image under one of its names (or ``<none>``)."""
@@ -319,6 +398,25 @@ class Row:
     repository: str
     tag: str
     image: ImageSummary
+
+    def fields(self, now: float, *, trunc: bool = True) -> dict[str, str]:
+        """docker's ``images --format`` fields (``IMAGE_HEADERS``), as text; ``Platform`` is ours."""
+        img = self.image
+        size = size_text(img.size, img.size_exact)
+        return {
+            "Containers": "N/A",  # no daemon, no containers
+            "CreatedAt": go_time_string(img.created_ns),
+            "CreatedSince": since_text(img.created_ns, now),
+            "Digest": str(img.manifest_digest) if img.manifest_digest else NONE,
+            "ID": img.image_id.short() if trunc else str(img.image_id),
+            "Platform": img.platform or "",
+            "Repository": self.repository,
+            "SharedSize": size_text(img.shared_size, img.size_exact) if img.shared_size is not None else "N/A",
+            "Size": size,
+            "Tag": self.tag,
+            "UniqueSize": size_text(img.unique_size, img.size_exact) if img.unique_size is not None else "N/A",
+            "VirtualSize": size,
+        }
 
     def to_json(self, now: float) -> dict[str, Any]:
         img = self.image
@@ -337,6 +435,16 @@ def _match_labels(wanted: list[str], labels: dict[str, str]) -> bool:
         if k not in labels or (sep and labels[k] != v):
             return False
     return True
+
+
+def _match_platform(wanted: list[str], platform: str | None) -> bool:
+    """Several ``platform`` filters: any may match (as several ``reference`` globs)."""
+    from ocisquash.model import Platform
+
+    if platform is None:
+        return False
+    have = Platform.from_text(platform) if platform.count("/") in (1, 2) else None
+    return have is not None and any(have.matches(Platform.from_text(w)) for w in wanted)
 
 
 def _ref_matches(patterns: list[re.Pattern[str]], repo: str, tag: str) -> bool:
@@ -380,6 +488,8 @@ def select(images: list[ImageSummary], filters: Filters, *, all_images: bool = F
             continue
         if filters.has("label") and not _match_labels(filters.get("label"), img.labels):
             continue
+        if filters.has("platform") and not _match_platform(filters.get("platform"), img.platform):
+            continue
         tags = img.tags()
         if dangling_only and (tags or img.children):
             continue  # moby lists only heads (images without children) that have no tag
@@ -414,6 +524,21 @@ class HistoryRow:
     empty_layer: bool
     layer_index: int | None
 
+    def fields(self, now: float, *, trunc: bool = True) -> dict[str, str]:
+        """docker's ``history --format`` fields (``HISTORY_HEADERS``), as text."""
+        ident = self.id
+        if trunc and ident != MISSING:
+            ident = ident.split(":", 1)[-1][:12]
+        created_by = self.created_by.replace("\t", " ")
+        return {
+            "Comment": self.comment,
+            "CreatedAt": rfc3339(self.created_ns),
+            "CreatedBy": ellipsis(created_by, 45) if trunc else created_by,
+            "CreatedSince": since_text(self.created_ns, now),
+            "ID": ident,
+            "Size": size_text(self.size, self.size_exact),
+        }
+
     def to_json(self, now: float) -> dict[str, Any]:
         return {"id": self.id, "created": self.created, "created_since": since_text(self.created_ns, now),
                 "created_by": self.created_by, "size": self.size, "size_exact": self.size_exact,
@@ -426,8 +551,7 @@ def history(image: Image, *, exact: bool = False) -> list[HistoryRow]:
     Non-empty entries take the image's layers in order; layers no entry describes get a row of their own.
     The top row carries the image ID, the others ``<missing>`` (as for any pulled or loaded image).
     """
-    chains = chain_ids(list(image.config.diff_ids))
-    sizes = [layer_size(ly, c, exact) for ly, c in zip(image.layers, chains, strict=True)]
+    sizes = _sizes(image, exact)
     rows: list[HistoryRow] = []
     li = 0
     for h in image.config.history:
@@ -460,6 +584,7 @@ def ellipsis(text: str, width: int) -> str:
 @dataclass
 class LayerReport:
     index: int
+    """0-based position, bottom first (tables and JSON show ``index + 1``)."""
     digest: str | None
     stored: int
     entries: int
@@ -469,6 +594,8 @@ class LayerReport:
     hidden_bytes: int
     tar_bytes: int
     """Length of the layer's uncompressed tar stream."""
+    created_by: str = ""
+    """The history entry that made the layer (empty when the config's history does not say)."""
 
     def bar(self, width: int = 20) -> str:
         """A plain-text bar: ``#`` for bytes still visible in the final tree, ``.`` for bytes later hidden."""
@@ -478,9 +605,181 @@ class LayerReport:
         return "#" * (width - hidden) + "." * hidden
 
     def to_json(self) -> dict[str, Any]:
-        return {"index": self.index, "digest": self.digest, "stored_size": self.stored, "entries": self.entries,
+        return {"layer": self.index + 1, "digest": self.digest, "created_by": self.created_by,
+                "stored_size": self.stored, "tar_size": self.tar_bytes, "entries": self.entries,
                 "files_added": self.files_added, "bytes_added": self.bytes_added,
-                "hidden_files": self.hidden_files, "hidden_bytes": self.hidden_bytes, "tar_size": self.tar_bytes}
+                "hidden_files": self.hidden_files, "hidden_bytes": self.hidden_bytes}
+
+
+@dataclass(frozen=True)
+class Inefficiency:
+    """A path found in more than one layer (dive's "inefficiency"): every copy, and what keeping one leaves."""
+
+    path: str
+    count: int
+    total_bytes: int
+    """Bytes of every copy (a whiteout counts what it deletes)."""
+    wasted_bytes: int
+    """``total_bytes`` less the smallest copy: what remains if one copy is kept (dive #684's fix)."""
+
+
+@dataclass
+class Efficiency:
+    """dive's image efficiency, with each duplicated path's wasted bytes counted once (see ``efficiency``)."""
+
+    score: float
+    wasted_bytes: int
+    user_bytes: int
+    """File bytes of every layer above the first (dive's "user" layers)."""
+    inefficiencies: list[Inefficiency]
+    """Paths in more than one layer, the most wasted bytes first."""
+
+    @property
+    def user_wasted_percent(self) -> float:
+        """Wasted bytes over the user layers' bytes (a fraction: 0.1 is 10%), as dive's CI rule reads it."""
+        return self.wasted_bytes / self.user_bytes if self.user_bytes else 0.0
+
+
+def _clean_member(name: str) -> str:
+    return "/".join(p for p in name.split("/") if p not in ("", "."))
+
+
+def _octal(field: bytes) -> int:
+    if field[:1] and field[0] & 0x80:  # GNU base-256, for sizes of 8 GiB and more
+        return int.from_bytes(field[1:], "big")
+    digits = field.split(b"\0", 1)[0].strip(b" ")
+    return int(digits, 8) if digits else 0
+
+
+def tar_members(f: Any) -> Iterator[tuple[str, int, bool]]:
+    """``(name, size, is regular file)`` of each member of a tar stream, headers only (PAX and GNU long names
+    applied). For a stream the merge plan has read already, so its checks (checksums, caps) are not repeated:
+    this is a quick second read, several times faster than ``tarfile``'s."""
+    seek = getattr(f, "seekable", lambda: False)()
+    pending: dict[str, str] = {}
+    while True:
+        block = f.read(512)
+        if len(block) < 512 or not any(block):
+            return
+        kind = block[156:157]
+        size = _octal(block[124:136])
+        body = (size + 511) & ~511
+        if kind in (b"x", b"L", b"g", b"K"):
+            if size > 1 << 20:  # the merge plan refuses these first (max_pax_header); never trust one here
+                raise ValueError(f"a {size}-byte extended header")
+            data = f.read(body)[:size]
+            if kind == b"x":
+                pending.update(_pax(data))
+            elif kind == b"L":
+                pending["path"] = data.split(b"\0", 1)[0].decode("utf-8", "surrogateescape")
+            continue
+        name = block[:100].split(b"\0", 1)[0]
+        if block[257:263] == b"ustar\0":
+            prefix = block[345:500].split(b"\0", 1)[0]
+            if prefix:
+                name = prefix + b"/" + name
+        path = pending.pop("path", None) or name.decode("utf-8", "surrogateescape")
+        if "size" in pending:
+            size = int(pending.pop("size"))
+            body = (size + 511) & ~511
+        pending.clear()
+        yield path, size, kind in (b"0", b"\0", b"7")
+        if kind in (b"1", b"2", b"3", b"4", b"5", b"6"):
+            body = 0  # links, devices, directories, fifos carry no data whatever their size field says
+        if body:
+            if seek:
+                f.seek(body, 1)
+            else:
+                while body:
+                    chunk = f.read(min(body, 1 << 20))
+                    if not chunk:
+                        return
+                    body -= len(chunk)
+
+
+def _pax(data: bytes) -> dict[str, str]:
+    out: dict[str, str] = {}
+    pos = 0
+    while pos < len(data):
+        sp = data.find(b" ", pos)
+        if sp < 0:
+            break
+        try:
+            length = int(data[pos:sp])
+        except ValueError:
+            break
+        if length <= 0:
+            break
+        key, _, value = data[sp + 1:pos + length - 1].partition(b"=")
+        if key in (b"path", b"size"):
+            out[key.decode()] = value.decode("utf-8", "surrogateescape")
+        pos += length
+    return out
+
+
+def efficiency(image: Image, on_layer: Callable[[int], None] | None = None) -> Efficiency:
+    """dive's efficiency over the image's layer trees, read again header by header.
+
+    As dive defines it: in each layer, every leaf of the layer's tree (a file, link, or a directory with no
+    entries below it in that layer) is a "copy" of its path, sized as the file; a whiteout (or an opaque
+    directory) is a copy of each path it deletes in the layers below, sized as that path was. A path with
+    copies in several layers wastes the sum of its copies less the smallest one (dive sums every copy, so
+    one kept copy is counted as waste too: its issue #684). The score is the sum of each path's smallest
+    copy over the sum of all copies; 1.0 when nothing is duplicated.
+    """
+    from ocisquash.errors import FormatError
+
+    visible: dict[str, int] = {}  # path -> size in the layers applied so far
+    copies: dict[str, tuple[int, int, int]] = {}  # path -> (count, total, smallest)
+    user_bytes = 0
+    for i, layer in enumerate(image.layers):
+        if on_layer is not None:
+            on_layer(i)
+        entries: dict[str, int] = {}
+        whiteouts: list[str] = []
+        opaque: list[str] = []
+        f = layer.open_scan()
+        try:
+            for name, size, regular in tar_members(f):
+                path = _clean_member(name)
+                head, _, base = path.rpartition("/")
+                if base == ".wh..wh..opq":
+                    opaque.append(head)
+                elif base.startswith(".wh."):
+                    whiteouts.append(f"{head}/{base[4:]}" if head else base[4:])
+                elif path:
+                    entries[path] = size if regular else 0
+        except (ValueError, OSError) as e:
+            raise FormatError(f"layer {layer.what}: {e}") from e
+        finally:
+            f.close()
+        parents = {p[:j] for p in entries for j in range(len(p)) if p[j] == "/"}
+        layer_copies: list[tuple[str, int]] = []
+        # A whiteout is a copy of each path it deletes, sized as that path was (dive puts a deleted directory's
+        # whole size on the directory's own path, which no earlier layer has as a leaf: never counted as waste).
+        for w in whiteouts:
+            gone = [k for k in visible if k == w or k.startswith(w + "/")]
+            layer_copies += [(k, visible[k]) for k in gone] or [(w, 0)]
+        for d in opaque:
+            layer_copies += [(k, visible[k]) for k in visible if not d or k.startswith(d + "/")]
+        layer_copies += [(p, size) for p, size in entries.items() if p not in parents]
+        for p, size in layer_copies:
+            n, total, low = copies.get(p, (0, 0, size))
+            copies[p] = (n + 1, total + size, min(low, size))
+        for w in whiteouts:  # the path and everything under it
+            for k in [k for k in visible if k == w or k.startswith(w + "/")]:
+                del visible[k]
+        for d in opaque:  # everything under the directory, which itself stays
+            for k in [k for k in visible if not d or k.startswith(d + "/")]:
+                del visible[k]
+        visible.update(entries)
+        if i > 0:
+            user_bytes += sum(entries.values())
+    total = sum(t for _, t, _ in copies.values())
+    smallest = sum(low for _, _, low in copies.values())
+    ineff = [Inefficiency(p, n, t, t - low) for p, (n, t, low) in copies.items() if n > 1]
+    ineff.sort(key=lambda x: (-x.wasted_bytes, -x.total_bytes, x.path))
+    return Efficiency(smallest / total if total else 1.0, sum(x.wasted_bytes for x in ineff), user_bytes, ineff)
 
 
 @dataclass
@@ -490,23 +789,37 @@ class Analysis:
     layers: list[LayerReport]
     largest_hidden: list[tuple[str, int, int]]
     """``(path, size, layer index)`` of the largest hidden regular files, biggest first."""
-    wasted_files: int
-    wasted_bytes: int
+    dropped_files: int
+    dropped_bytes: int
     """What a squash to one layer would drop: every hidden copy of every file, each counted once."""
+    efficiency: Efficiency
+    top: int = 10
 
     @property
     def bytes_added(self) -> int:
         return sum(ly.bytes_added for ly in self.layers)
 
     def to_json(self) -> dict[str, Any]:
+        eff = self.efficiency
         return {"image": self.image, "id": str(self.image_id), "layers": [ly.to_json() for ly in self.layers],
-                "largest_hidden": [{"path": p, "size": s, "layer": i} for p, s, i in self.largest_hidden],
-                "bytes_added": self.bytes_added, "wasted_files": self.wasted_files,
-                "wasted_bytes": self.wasted_bytes, "final_bytes": self.bytes_added - self.wasted_bytes}
+                "efficiency": eff.score, "wasted_bytes": eff.wasted_bytes, "user_bytes": eff.user_bytes,
+                "user_wasted_percent": eff.user_wasted_percent,
+                "inefficiencies": [{"path": x.path, "count": x.count, "total_bytes": x.total_bytes,
+                                    "wasted_bytes": x.wasted_bytes} for x in eff.inefficiencies[:self.top]],
+                "largest_hidden": [{"path": p, "size": s, "layer": i + 1} for p, s, i in self.largest_hidden],
+                "bytes_added": self.bytes_added, "dropped_files": self.dropped_files,
+                "dropped_bytes": self.dropped_bytes, "final_bytes": self.bytes_added - self.dropped_bytes}
+
+
+def layer_history(image: Image) -> list[str]:
+    """Each layer's ``created_by``, bottom first: the non-empty history entries in order (docker's rule)."""
+    made = [h.created_by or "" for h in image.config.history if not h.empty_layer]
+    return [made[i] if i < len(made) else "" for i in range(len(image.layers))]
 
 
 def analyze(image: Image, *, top: int = 10, on_layer: Callable[[int], None] | None = None) -> Analysis:
-    """Per-layer figures from the merge engine's plan (headers only; contents are skipped, not read)."""
+    """Per-layer figures from the merge engine's plan (headers only; contents are skipped, not read), and
+    dive's efficiency from a second read of the headers."""
     from ocisquash import merge
     from ocisquash.squash import layer_inputs
 
@@ -521,11 +834,49 @@ def analyze(image: Image, *, top: int = 10, on_layer: Callable[[int], None] | No
 
     inputs = [wrap(i, x) for i, x in enumerate(layer_inputs(image))]
     plan = merge.plan(inputs, keep=0)  # remembers the merge.LARGEST_HIDDEN largest hidden files
+    made_by = layer_history(image)
     layers = [LayerReport(s.index, str(ly.digest) if ly.digest else None, ly.size, s.entries, s.files_added,
-                          s.bytes_added, s.hidden_files, s.hidden_bytes, s.tar_bytes)
+                          s.bytes_added, s.hidden_files, s.hidden_bytes, s.tar_bytes, made_by[s.index])
               for s, ly in zip(plan.layers, image.layers, strict=True)]
     hidden = [(h.path, h.size, h.layer) for h in plan.largest_hidden[:top]]
-    return Analysis(image.label, image.id, layers, hidden, plan.dropped_files, plan.dropped_bytes)
+    eff = efficiency(image, on_layer=lambda i: on_layer(len(image.layers) + i) if on_layer else None)
+    return Analysis(image.label, image.id, layers, hidden, plan.dropped_files, plan.dropped_bytes, eff, top)
+
+
+# ------------------------------------------------------------------------------------------ CI rules
+
+
+def parse_size(text: str) -> int:
+    """A size as dive's CI rules take it: ``20MB`` (decimal), ``20MiB`` (binary), or plain bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kKmMgGtT]?)(i?)[bB]?\s*", text)
+    if not m:
+        raise UsageError(f"bad size {text!r}", hint="e.g. 20MB, 512KiB, 1000000")
+    number, unit, binary = m.groups()
+    base = 1024 if binary else 1000
+    return int(float(number) * base ** " KMGT".index(unit.upper() or " "))
+
+
+@dataclass(frozen=True)
+class CiRules:
+    """dive's three CI rules; None disables a rule."""
+
+    lowest_efficiency: float | None = 0.9
+    highest_wasted_bytes: int | None = None
+    highest_user_wasted_percent: float | None = 0.1
+
+    def broken(self, eff: Efficiency) -> list[str]:
+        """One line per broken rule, naming the rule, the figure and the limit."""
+        out = []
+        if self.lowest_efficiency is not None and eff.score < self.lowest_efficiency:
+            out.append(f"lowest-efficiency: image efficiency {eff.score:.4f} is below {self.lowest_efficiency:g}")
+        if self.highest_wasted_bytes is not None and eff.wasted_bytes > self.highest_wasted_bytes:
+            out.append(f"highest-wasted-bytes: {human_size(eff.wasted_bytes)} ({eff.wasted_bytes} bytes) wasted, "
+                       f"more than {human_size(self.highest_wasted_bytes)}")
+        pct = eff.user_wasted_percent
+        if self.highest_user_wasted_percent is not None and pct > self.highest_user_wasted_percent:
+            out.append(f"highest-user-wasted-percent: {pct:.4f} of the user layers' bytes wasted, more than "
+                       f"{self.highest_user_wasted_percent:g}")
+        return out
 
 
 # ------------------------------------------------------------------------------------------ validate
@@ -560,12 +911,16 @@ class Validation:
 
 
 class _Validator:
-    def __init__(self, tree: Any, label: str, on_bytes: Callable[[int], None] | None) -> None:
+    def __init__(self, tree: Any, label: str, on_bytes: Callable[[int], None] | None,
+                 only: Digest | None = None) -> None:
         self.tree = tree
+        self.only = only
+        """Check only the image with this config digest (its config, manifest and layers)."""
         self.v = Validation(label)
         self.on_bytes = on_bytes
         self._raw: dict[str, tuple[int, str] | None] = {}
         self._unpacked: dict[str, Digest | None] = {}
+        self._unpacked_len: dict[str, int] = {}
 
     def bad(self, where: str, message: str) -> None:
         self.v.findings.append(Finding(where, message))
@@ -615,6 +970,7 @@ class _Validator:
             r = HashingReader(decompressing_reader(f, path, codec))
             r.drain()
             res = r.digest()
+            self._unpacked_len[path] = r.count
         except OcisquashError as e:
             self.bad(path, f"cannot decompress: {e}")
         except (OSError, EOFError, ValueError) as e:
@@ -641,6 +997,14 @@ class _Validator:
             ok = False
         return ok
 
+    def _config_digest(self, path: str) -> Digest | None:
+        """The digest of a config's bytes, or None when it cannot be read (then it is checked as usual)."""
+        from ocisquash.errors import OcisquashError
+        try:
+            return Digest.of(self.tree.read(path, 64 << 20))
+        except OcisquashError:
+            return None
+
     def config(self, path: str, where: str) -> Any:
         from ocisquash.errors import OcisquashError
         from ocisquash.model import ImageConfig
@@ -650,7 +1014,10 @@ class _Validator:
             self.bad(where, str(e))
             return None
 
-    def image(self, name: str, cfg: Any, layers: list[tuple[str, Digest | None, int | None, Codec | None]]) -> None:
+    def image(self, name: str, cfg: Any, layers: list[tuple[str, Digest | None, int | None, Codec | None]],
+              recorded: list[str | None] | None = None) -> None:
+        from ocisquash.model import UNCOMPRESSED_SIZE
+
         info: dict[str, Any] = {"name": name, "layers": len(layers)}
         self.v.images.append(info)
         if cfg is None:
@@ -674,6 +1041,10 @@ class _Validator:
             if got is None:
                 continue
             got_ids.append(got)
+            claim = recorded[i] if recorded and i < len(recorded) else None
+            if claim is not None and claim != str(self._unpacked_len.get(path)):
+                self.bad(path, f"{name}: {what} is {self._unpacked_len.get(path)} bytes uncompressed, but its "
+                               f"{UNCOMPRESSED_SIZE} annotation says {claim}")
             if i < len(diff_ids) and got != diff_ids[i]:
                 self.bad(path, f"{name}: {what} uncompressed hashes to {got}, but the config's diff ID is "
                                f"{diff_ids[i]}")
@@ -722,6 +1093,8 @@ class _Validator:
                 return
             if man.config.media_type not in model.CONFIG_TYPES:
                 return
+            if self.only is not None and man.config.digest != self.only:
+                return
             name = ", ".join(names_of(top)) or str(desc.digest)
             if desc.platform is not None:
                 name += f" [{desc.platform}]"
@@ -731,10 +1104,13 @@ class _Validator:
                 cfg = self.config(cpath, f"{name}: config {man.config.digest}")
             from ocisquash.compression import codec_of_media_type
             self.image(name, cfg, [(blob_path(ld.digest), ld.digest, ld.size, codec_of_media_type(ld.media_type))
-                                   for ld in man.layers])
+                                   for ld in man.layers],
+                       [ld.annotations.get(model.UNCOMPRESSED_SIZE) for ld in man.layers])
 
         for d in index.manifests:
             walk(d, d, 0)
+        if self.only is not None:
+            return  # one image asked for: its blobs were checked above; the others are not its business
         for path in sorted(self.tree.names()):  # every blob must hash to its own name, referenced or not
             parts = path.split("/")
             if len(parts) == 3 and parts[:2] == ["blobs", "sha256"]:
@@ -764,15 +1140,18 @@ class _Validator:
                 self.bad("manifest.json", str(e))
                 continue
             name = ", ".join(tags) or f"manifest.json[{i}]"
+            if self.only is not None and self._config_digest(cpath) not in (None, self.only):
+                continue
             cfg = None
             if self.blob(cpath, _claimed(cpath), None, f"{name}: config"):
                 cfg = self.config(cpath, f"{name}: {cpath}")
             self.image(name, cfg, [(p, _claimed(p), None, None) for p in lpaths])
 
 
-def validate(source: Any, on_bytes: Callable[[int], None] | None = None) -> Validation:
-    """Recompute every digest, size, diff ID and chain ID of every image of an opened ``Source``."""
-    val = _Validator(source.tree, source.label, on_bytes)
+def validate(source: Any, on_bytes: Callable[[int], None] | None = None, only: Digest | None = None) -> Validation:
+    """Recompute every digest, size, diff ID and chain ID of every image of an opened ``Source``, and check
+    every blob of a layout against its name; or, with ``only``, just the image whose config digest it is."""
+    val = _Validator(source.tree, source.label, on_bytes, only)
     if source.kind == "docker":
         val.docker()
         if source.tree.exists("index.json"):
@@ -783,11 +1162,27 @@ def validate(source: Any, on_bytes: Callable[[int], None] | None = None) -> Vali
 
 
 def total_bytes(source: Any) -> int:
-    """Bytes ``validate`` will read at most once each (for a progress bar)."""
-    total = 0
-    for n in source.tree.names():
+    """Bytes ``validate`` will read (hash) once each, for a progress bar: the blobs of an OCI layout, and
+    the config and layers ``manifest.json`` names in a docker tarball (not the legacy copies beside them)."""
+    tree = source.tree
+    names: set[str] = set()
+    if source.kind == "docker":
         try:
-            total += source.tree.size(n)
+            from ocisquash import model
+
+            items = model.load_json(tree.read("manifest.json", 64 << 20), "manifest.json")
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict):
+                    refs = [item.get("Config"), *(item.get("Layers") or [])]
+                    names.update(r for r in refs if isinstance(r, str))
+        except Exception:
+            names = set(tree.names())  # validate reports what is wrong; the bar just counts everything
+    if source.kind != "docker" or tree.exists("index.json"):
+        names.update(n for n in tree.names() if n.startswith("blobs/sha256/") and n.count("/") == 2)
+    total = 0
+    for n in names:
+        try:
+            total += tree.size(n)
         except Exception:
             continue
     return total

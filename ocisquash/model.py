@@ -42,6 +42,8 @@ LAYER_TYPES = (
     DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_LAYER_ZSTD, DOCKER_FOREIGN,
 )
 REF_NAME = "org.opencontainers.image.ref.name"
+UNCOMPRESSED_SIZE = "io.ocisquash.layer.uncompressed-size"
+"""On a layer ocisquash compresses: the byte length of its uncompressed tar (what listings show as SIZE)."""
 CONTAINERD_NAME = "io.containerd.image.name"
 
 DEFAULT_MAX_JSON = 16 << 20

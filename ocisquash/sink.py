@@ -787,17 +787,20 @@ def open_sink(path: str, fmt: str) -> Sink:
     return TarSink(path, docker=fmt == "docker")
 
 
-def guess_format(path: str, input_format: str | None) -> str:
-    """The output format from the output path: a directory (or a name without .tar) is a layout dir."""
+def guess_format(path: str) -> str:
+    """The output format from the output path, whatever the input's form: standard output, a
+    ``.tar`` name (also ``.tar.gz``/``.tgz``/``.tar.zst``) or an existing file is a ``docker save``
+    tarball in the Docker 25+ shape, which ``docker load`` reads and which is also an OCI layout tar;
+    a directory, or any other new name, is an OCI layout directory. ``--format oci`` asks for a pure
+    OCI layout tar: following the input's form instead gave OCI-tar inputs a ``.tar`` ``docker load``
+    cannot read."""
     if path == "-":
-        return input_format if input_format in ("docker", "oci") else "docker"
+        return "docker"
     if os.path.isdir(path) and not os.path.islink(path):
         return "oci-dir"
     lower = path.lower()
     if lower.endswith((".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd")):
-        if input_format in ("docker", "oci"):
-            return input_format
         return "docker"
     if os.path.exists(path) and stat.S_ISREG(os.stat(path).st_mode):
-        return input_format if input_format in ("docker", "oci") else "docker"
+        return "docker"
     return "oci-dir"

@@ -11,7 +11,7 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ocisquash import dockerarchive, layout, reference
+from ocisquash import dockerarchive, layout, reference, spool
 from ocisquash.archive import DirTree, TarTree, Tree, open_tar_input
 from ocisquash.errors import Ambiguous, FormatError, NotFound, OcisquashError
 from ocisquash.image import Candidate, Image
@@ -45,8 +45,9 @@ class Source:
         self.close()
 
     def matching(self, ref: str | None) -> list[Candidate]:
-        """Every candidate ``ref`` names (all of them for None), one per image and platform."""
-        return _dedupe([c for c in self.candidates if ref is None or _matches(ref, c)])
+        """Every candidate ``ref`` names (all of them for None), one per image and platform, each with
+        its platform known as ``--platform`` judges it: its index entry's, else its config's."""
+        return [_with_platform(c) for c in _dedupe([c for c in self.candidates if ref is None or _matches(ref, c)])]
 
     def choose(self, ref: str | None = None, platform: str | None = None) -> Image:
         return self.choose_candidate(ref, platform).load()
@@ -61,12 +62,7 @@ class Source:
                 raise NotFound(f"{self.label}: no image matches {ref!r}",
                                hint="images here: " + _describe(self.candidates))
         if platform is not None:
-            want = Platform.from_text(platform)
-            plat = [c for c in cands if c.platform is None or Platform.from_text(c.platform).matches(want)]
-            if not plat:
-                raise NotFound(f"{self.label}: no image for platform {platform}",
-                               hint="platforms here: " + ", ".join(sorted({c.platform or '?' for c in cands})))
-            cands = plat[:1] if len({c.platform for c in plat}) >= 1 and _same_image_set(plat) else plat
+            return _by_platform(self.label, ref, cands, platform)
         distinct = _dedupe(cands)
         if len(distinct) == 1:
             return distinct[0]
@@ -77,8 +73,48 @@ class Source:
         raise Ambiguous(f"{self.label}: {what}", hint="use --image with one of: " + _describe(distinct))
 
 
-def _same_image_set(cands: list[Candidate]) -> bool:
-    return True
+def _by_platform(label: str, ref: str | None, cands: list[Candidate], platform: str) -> Candidate:
+    """The one candidate for ``--platform``: an image is for the platform its index entry names or,
+    without one (a docker tarball, a single-platform layout), the one its config names. No match and
+    several matches are both errors: taking some other image, or the first of several, would squash
+    an image the user did not ask for."""
+    asked = Platform.from_text(platform)
+    want = _normal(asked) if asked.variant is not None else asked
+    known = [_with_platform(c) for c in cands]
+    plat = [c for c in known if c.platform is not None and _normal(_parse(c.platform)).matches(want)]
+    if not plat:
+        what = f"{ref!r} has" if ref else "there is"
+        raise NotFound(f"{label}: {what} no image for platform {platform}",
+                       hint="platforms here: " + ", ".join(sorted({c.platform or "?" for c in known})))
+    distinct = _dedupe(plat)
+    if len(distinct) == 1:
+        return distinct[0]
+    what = f"{ref!r} matches" if ref else "holds"
+    raise Ambiguous(f"{label}: {what} {len(distinct)} images for platform {platform}; say which",
+                    hint="use --image with one of: " + _describe(distinct))
+
+
+def _with_platform(c: Candidate) -> Candidate:
+    """``c`` with its platform known: read from its config when no index entry gave one (the image
+    loaded for it is kept, so choosing it does not read the config again)."""
+    if c.platform is not None:
+        return c
+    img = c.load()
+    return Candidate(list(c.names), c.image_id, c.manifest_digest, lambda: img, str(img.config.platform))
+
+
+def _parse(text: str) -> Platform:
+    # Candidate platforms come from input files: no UsageError about --platform for their shape.
+    parts = text.split("/")
+    return Platform(parts[0], parts[1] if len(parts) > 1 else "", parts[2] if len(parts) > 2 else None)
+
+
+def _normal(p: Platform) -> Platform:
+    # arm64 without a variant is v8, as containerd's platform matcher normalises it; a --platform
+    # without a variant still matches every variant (Platform.matches).
+    if p.architecture == "arm64" and p.variant is None:
+        return Platform(p.os, p.architecture, "v8", p.os_version)
+    return p
 
 
 def _same_top(cands: list[Candidate]) -> bool:
@@ -122,22 +158,32 @@ def _matches(ref: str, c: Candidate) -> bool:
     return False
 
 
-def open_source(path: str) -> Source:
-    """Open an input; raises a clear error when it is none of the formats ocisquash reads."""
+def open_source(path: str, spool_dir: str | None = None) -> Source:
+    """Open an input; raises a clear error when it is none of the formats ocisquash reads.
+
+    An input that can be read only once (``-``, a FIFO) is opened once and spooled to a temporary
+    file in ``spool_dir`` (``$TMPDIR`` when None), removed when the source is closed. A ``docker://``
+    reference is a registry image (``ocisquash.registry``).
+    """
     from ocisquash import registry
 
     if registry.is_registry_ref(path):
         return registry.open_source(path)
     if path != "-" and not os.path.lexists(path):
         raise FormatError(f"{path}: no such file or directory")
-    if path != "-" and os.path.isdir(path):
+    if spool.read_once(path):
+        return _tar_source(path, spool.spool(path, spool_dir))
+    if os.path.isdir(path):
         if not (os.path.exists(os.path.join(path, "index.json")) or os.path.exists(os.path.join(path, "oci-layout"))):
             raise FormatError(f"{path}: a directory, but not an OCI image layout (no index.json)")
         tree = DirTree(path)
         src = Source(path, "oci-dir", tree)
         src.candidates = _layout_candidates(tree)
         return src
-    ttree = open_tar_input(path)
+    return _tar_source(path, open_tar_input(path))
+
+
+def _tar_source(path: str, ttree: TarTree) -> Source:
     try:
         if dockerarchive.is_docker_archive(ttree):
             src = Source(path, "docker", ttree)

@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, BinaryIO
 
-from ocisquash import compression, merge, model, registry, sink, transfer
+from ocisquash import compression, merge, model, registry, sink, spool, transfer
 from ocisquash.convert import check_format, output_tags
 from ocisquash.digest import Digest
 from ocisquash.errors import FormatError, OcisquashError, UsageError
@@ -44,6 +44,9 @@ class SquashOptions:
 
 @dataclass
 class Report:
+    """What a squash did (or, dry run, would do): layers and sizes before and after, hidden files dropped,
+    and the digests written; ``to_json()`` is the CLI's ``--json``."""
+
     image: str
     output: str | None
     squashed: bool
@@ -160,14 +163,20 @@ def _layer_input(ly: Layer, verify_scan: bool) -> merge.LayerInput:
                             open_scan=partial(ly.open_scan, verify=True), work=ly.size, open_once=ly.open)
 
 
-def _parent_diff_ids(opts: SquashOptions, src_path: str, platform: str | None) -> tuple[list[Digest], Digest] | None:
+def _parent_diff_ids(opts: SquashOptions, src_path: str, src: Source,
+                     platform: str | None) -> tuple[list[Digest], Digest] | None:
     """The ``--parent`` image's diff IDs and its image ID (what ``docker build --squash`` names it by),
-    for ``platform`` (each platform of ``--platform all`` has its own parent)."""
+    for ``platform`` (each platform of ``--platform all`` has its own parent).
+
+    A parent in IN itself is chosen from the already open ``src``: IN may be a pipe, read only once."""
     if opts.parent is None:
         return None
     path, name = _parent_location(opts.parent, src_path)
-    with open_source(path) as ps:
-        parent = ps.choose(name, platform)
+    if path == src_path or _same_file(path, src_path):
+        parent = src.choose(name, platform)
+    else:
+        with open_source(path) as ps:
+            parent = ps.choose(name, platform)
     return list(parent.config.diff_ids), parent.id
 
 
@@ -190,6 +199,13 @@ def _parent_location(ref: str, src_path: str) -> tuple[str, str | None]:
     return src_path, ref
 
 
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return a != "-" and b != "-" and os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
 def squash(src_path: str, dest: str | None, opts: SquashOptions,
            on_phase: Callable[[str, int | None], None] | None = None,
            on_progress: Callable[[int], None] | None = None) -> Report:
@@ -204,11 +220,11 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
         if opts.parent is not None:
             read.append(("--parent", _parent_location(opts.parent, src_path)[0]))
         refuse_overlap(dest, read)
-    with open_source(src_path) as src:
+    with open_source(src_path, spool.beside(dest)) as src:
         if every:
             return _squash_every_platform(src, src_path, dest, opts, codec, level, created, t0, on_phase,
                                           on_progress)
-        parent = _parent_diff_ids(opts, src_path, opts.platform)
+        parent = _parent_diff_ids(opts, src_path, src, opts.platform)
         image = src.choose(opts.image, opts.platform)
         same_layout = dest is not None and os.path.isdir(dest) and os.path.isdir(src_path) and \
             os.path.samefile(dest, src_path)
@@ -220,7 +236,7 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
             report.output = dest
             report.seconds = round(time.monotonic() - t0, 3)
             return report
-        out_fmt = opts.fmt or sink.guess_format(dest, src.kind)
+        out_fmt = opts.fmt or sink.guess_format(dest)
         out = sink.open_sink(dest, out_fmt)
         try:
             report, written = _squash_one(image, out, parent, opts, codec, level, created, tags, on_phase,
@@ -255,8 +271,16 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
     if len(groups) > 1:
         raise UsageError(f"{src.label}: --platform all needs one image; it holds {len(groups)}",
                          hint="choose one with --image")
+    for c in cands:
+        # --platform's rule: each image is for one platform (its index entry's, else its config's), and
+        # each platform's --parent is chosen for it; without one there is no parent to choose or index
+        # entry to write.
+        if c.platform is None or len([p for p in c.platform.split("/") if p]) < 2:
+            what = c.names[0] if c.names else str(c.manifest_digest or c.image_id)
+            raise FormatError(f"{src.label}: {what} names no platform (neither its index entry nor its config "
+                              "gives os and architecture)", hint="squash it without --platform all")
     if dest is not None and not opts.dry_run:
-        out_fmt = opts.fmt or sink.guess_format(dest, src.kind)
+        out_fmt = opts.fmt or sink.guess_format(dest)
         if out_fmt == "docker":
             if opts.fmt == "docker":
                 raise UsageError("--platform all writes an image index, which a docker save tarball cannot hold",
@@ -273,7 +297,7 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
     try:
         for c in cands:
             image = c.load()
-            parent = _parent_diff_ids(opts, src.path, c.platform)
+            parent = _parent_diff_ids(opts, src_path, src, c.platform)
             report, written = _squash_one(image, out, parent, opts, codec, level, created, [], on_phase, on_progress)
             report.image = f"{image.label} [{c.platform or '?'}]"
             reports.append(report)
@@ -357,7 +381,10 @@ def _squash_one(image: Image, out: sink.Sink | None, parent: tuple[list[Digest],
     n = len(image.layers)
     before_c = sum(ly.size for ly in image.layers)
     inputs = layer_inputs(image, verify_scan=out is None)
-    nothing = n - keep <= 1
+    # One layer above the cut is still squashed, as moby's SquashImage(id, parent) does: it
+    # writes that layer again (the daemon's diff of it against the parent) in a new image whose
+    # history follows the squash convention. Only no layer at all leaves nothing to do.
+    nothing = n == keep
 
     def new_report(plan: merge.MergePlan) -> Report:
         stats = plan_totals(plan)
@@ -370,8 +397,7 @@ def _squash_one(image: Image, out: sink.Sink | None, parent: tuple[list[Digest],
             seconds=0.0, tags=tags, dry_run=opts.dry_run,
         )
         if nothing:
-            report.note = ("nothing to squash: " + (f"only {n - keep} layer above the cut" if n - keep == 1
-                                                    else "no layers above the cut") + "; written unchanged")
+            report.note = "nothing to squash: no layers above the cut; written unchanged"
             report.bytes_after_uncompressed = report.bytes_before_uncompressed
             report.bytes_after_compressed = before_c
             report.files_dropped = report.bytes_dropped = 0

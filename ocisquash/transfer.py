@@ -125,7 +125,9 @@ def _encode(sink: Sink, write_tar: Callable[[BinaryIO], None], codec: Codec, lev
     digest, size = sink.put_stream(produce)
     hw = diff[0]
     mt = compression.layer_media_type(codec, docker=docker_family)
-    return LayerResult(Descriptor(mt, digest, size), hw.digest(), hw.count)
+    # The uncompressed size rides along, so listings compare sizes on one basis without decompressing.
+    ann = {model.UNCOMPRESSED_SIZE: str(hw.count)}
+    return LayerResult(Descriptor(mt, digest, size, ann), hw.digest(), hw.count)
 
 
 def write_layer(sink: Sink, out: OutLayer, docker_family: bool) -> LayerResult:

@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from conftest import skip_or_fail
 from fuzz import images as I
 
 from ocisquash import limits
@@ -194,12 +195,12 @@ def test_leftover_blob_temp_in_a_layout_is_ignored(tmp_path: Path) -> None:
 @pytest.fixture
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     if os.geteuid() != 0:
-        pytest.skip("mounting a 1 MiB tmpfs needs root")
+        skip_or_fail("mounting a 1 MiB tmpfs needs root")
     d = tmp_path / "small"
     d.mkdir()
     r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(d)], capture_output=True)
     if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here (a container without CAP_SYS_ADMIN?): {r.stderr.decode().strip()}")
+        skip_or_fail(f"cannot mount a tmpfs here (a container without CAP_SYS_ADMIN?): {r.stderr.decode().strip()}")
     try:
         yield d
     finally:
@@ -226,11 +227,11 @@ def test_full_disk_is_one_clear_error(small_fs: Path, big_input: Path, cmd: str,
 
 def test_read_only_fs(tmp_path: Path, big_input: Path, capsys: pytest.CaptureFixture[str]) -> None:
     if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root")
+        skip_or_fail("mounting a read-only tmpfs needs root")
     d = tmp_path / "ro"
     d.mkdir()
     if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(d)]).returncode != 0:
-        pytest.skip("cannot mount a tmpfs here")
+        skip_or_fail("cannot mount a tmpfs here")
     try:
         for fmt in ("docker", "oci-dir"):
             assert main(["convert", str(big_input), str(d / "out"), "--format", fmt]) == 1
@@ -247,7 +248,7 @@ def test_unwritable_dir(tmp_path: Path, big_input: Path) -> None:
     if os.geteuid() == 0:
         pre = ["setpriv", "--bounding-set=-dac_override,-dac_read_search", "--inh-caps=-all"]
         if subprocess.run(["setpriv", *pre[1:], "true"], capture_output=True).returncode != 0:
-            pytest.skip("setpriv cannot drop CAP_DAC_OVERRIDE here, and root writes anywhere")
+            skip_or_fail("setpriv cannot drop CAP_DAC_OVERRIDE here, and root writes anywhere")
     r = subprocess.run([*pre, sys.executable, "-m", "ocisquash", "convert", str(big_input), str(d / "o.tar")],
                        capture_output=True, text=True)
     assert r.returncode == 1, r.stderr

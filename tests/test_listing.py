@@ -55,6 +55,19 @@ def test_bad_filters(bad: str) -> None:
 def test_dangling_true_and_false_together_means_true() -> None:  # moby: ExactMatch("true") wins
     f = listing.Filters.parse(["dangling=false", "dangling=true"])
     assert f.get("dangling") == ["false", "true"]
+    base = _img(None, "2023-01-01T00:00:00Z", ["b"])  # untagged, with a child: intermediate, not dangling
+    app = _img("acme/app:1", "2023-01-02T00:00:00Z", ["b", "a"])  # tagged
+    head = _img(None, "2023-01-03T00:00:00Z", ["c"])  # untagged head: the one dangling image
+    imgs = [base, app, head]
+    listing.count_children(imgs)
+
+    def shown(*flt: str) -> list[tuple[str, str, Digest]]:
+        return [(r.repository, r.tag, r.image.image_id) for r in listing.select(imgs, listing.Filters.parse(flt))]
+
+    both = shown("dangling=false", "dangling=true")
+    assert both == shown("dangling=true") == [(listing.NONE, listing.NONE, head.image_id)]
+    assert shown("dangling=true", "dangling=false") == both  # order does not matter
+    assert shown("dangling=false") == [("acme/app", "1", app.image_id)]  # the control: false alone differs
 
 
 def _img(name: str | None, created: str | None, layers: list[str], **labels: str) -> listing.ImageSummary:

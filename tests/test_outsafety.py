@@ -352,7 +352,7 @@ def test_same_tag_other_repository_is_kept(layout: Path, two_tar: Path, tmp_path
     assert digests["h2/b:1"] == squashed
     assert len(set(digests.values())) == 3
     # `images` lists all three under their full names, no bare "1" row
-    r = run("images", layout, "--format", "json")
+    r = run("images", layout, "--json")
     assert r.returncode == 0, r.stderr
     rows = sorted((o["repository"], o["tag"]) for o in map(json.loads, r.stdout.splitlines()))
     assert rows == [("a", "1"), ("h2/a", "1"), ("h2/b", "1")]

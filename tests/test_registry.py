@@ -171,7 +171,7 @@ def test_convert_images_history_validate_on_registry(plain: registryd.Registry, 
     h = plain.host
     ref = f"docker://{h}/sample/app:1"
     ok("convert", str(sample_docker.path), ref, "--tls-verify=false", "-q")
-    listed = ok("images", ref, "--tls-verify=false", "--format", "json").stdout
+    listed = ok("images", ref, "--tls-verify=false", "--json").stdout
     row = json.loads(listed.splitlines()[0])
     assert (row["repository"], row["tag"], row["layers"]) == (f"{h}/sample/app", "1", 3)
     hist = ok("history", ref, "--tls-verify=false", "-q").stdout.split()

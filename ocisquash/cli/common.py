@@ -73,18 +73,21 @@ def print_json(obj: Any) -> None:
 
 
 class Progressor:
-    """A rich progress bar on stderr, or nothing at all when stderr is not a terminal or with -q."""
+    """A rich progress bar on stderr, or nothing at all when stderr is not a terminal or with -q.
+
+    A phase counts bytes unless told otherwise (``unit="items"``): bytes show as done/total, throughput
+    and time left, as ``docker pull`` and ``skopeo copy`` show them."""
 
     def __init__(self, progress: Progress | None) -> None:
         self._p = progress
         self._task: Any = None
 
-    def phase(self, description: str, total: int | None = None) -> None:
+    def phase(self, description: str, total: int | None = None, *, unit: str = "bytes") -> None:
         if self._p is None:
             return
         if self._task is not None:
             self._p.remove_task(self._task)
-        self._task = self._p.add_task(description, total=total)
+        self._task = self._p.add_task(description, total=total, unit=unit)
 
     def advance(self, n: int) -> None:
         if self._p is not None and self._task is not None:
@@ -95,15 +98,45 @@ class Progressor:
             self._p.update(self._task, description=description)
 
 
+def _human(n: float) -> str:
+    from ocisquash.listing import human_size
+
+    return human_size(int(n))
+
+
+def _clock(seconds: float) -> str:
+    s = int(seconds + 0.5)
+    return f"{s // 3600}:{s // 60 % 60:02}:{s % 60:02}" if s >= 3600 else f"{s // 60}:{s % 60:02}"
+
+
+def progress_text(unit: str, done: float, total: float | None, speed: float | None) -> str:
+    """The figures beside a bar: ``12.3MB / 45.6MB  8.1MB/s  ETA 0:04`` (bytes) or ``3/7`` (items)."""
+    if total is None and not done:
+        return ""  # nothing counted yet, nothing known: a spinner says enough
+    if unit != "bytes":
+        return f"{int(done)}/{int(total)}" if total is not None else f"{int(done)}"
+    parts = [f"{_human(done)} / {_human(total)}" if total is not None else _human(done)]
+    if speed:
+        parts.append(f"{_human(speed)}/s")
+        if total is not None and total > done:
+            parts.append(f"ETA {_clock((total - done) / speed)}")
+    return "  ".join(parts)
+
+
 @contextmanager
 def progress(quiet: bool = False) -> Iterator[Progressor]:
     if quiet or STATE.quiet or not sys.stderr.isatty():
         yield Progressor(None)
         return
-    from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+    from rich.progress import BarColumn, Progress, ProgressColumn, SpinnerColumn, Task, TextColumn, TimeElapsedColumn
+    from rich.text import Text
 
-    p = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                 TextColumn("{task.percentage:>3.0f}%"), TimeElapsedColumn(),
+    class Figures(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(progress_text(task.fields.get("unit", "bytes"), task.completed, task.total, task.speed))
+
+    p = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(bar_width=24),
+                 TextColumn("{task.percentage:>3.0f}%"), Figures(), TimeElapsedColumn(),
                  console=err_console(), transient=True)
     with p:
         yield Progressor(p)
@@ -119,6 +152,35 @@ def apply_limits(values: list[str] | None) -> None:
         limits.configure({name: n})
 
 
+def check_level(level: int | None, compression: str | None) -> None:
+    """``--level`` means a gzip level (0-3) or a zstd one (1-19): without ``--compression`` it is a guess."""
+    if level is not None and compression is None:
+        from ocisquash.errors import UsageError
+
+        raise UsageError("--level needs --compression: a level is a gzip level (0-3) or a zstd level (1-19)",
+                         hint=f"e.g. --compression gzip --level {level}")
+
+
+def resolve_io(source: str, image: str | None, dest: str | None, fmt: str | None,
+               tags: list[str] | None) -> tuple[str, str | None, str | None, str | None, list[str]]:
+    """IN and OUT as paths or skopeo references (``ocisquash.transports``): ``(source, image, dest, format,
+    tags)`` with the format in the library's names."""
+    from ocisquash import transports
+
+    source, image = transports.input_ref(source, image)
+    if dest is None:
+        return source, image, None, transports.format_name(fmt), list(tags or [])
+    dest, lib_fmt, out_tags = transports.output_ref(dest, fmt, tags)
+    return source, image, dest, lib_fmt, out_tags
+
+
+FORMAT_HELP = ("Output format: docker-archive (a docker save tar), oci-archive (an OCI layout tar) or oci-dir "
+               "(an OCI layout directory); docker and oci are the old names (oci is the tar here, unlike "
+               "skopeo's oci:, a directory).")
+IN_OUT_HELP = ("IN and OUT may also be skopeo references: docker-archive:PATH[:REF], oci:DIR[:REF], "
+               "oci-archive:PATH[:REF] (REF: the image to read, or the name to write), docker://HOST/REPO:TAG "
+               "(a registry: see --creds, --authfile, --cert-dir, --tls-verify).")
+
 LIMIT_OPTION = typer.Option(
     None, "--limit", metavar="NAME=N",
     help="Raise a safety cap for trusted input, e.g. --limit max_json=67108864 (see OCISQUASH_* variables).",
@@ -126,9 +188,11 @@ LIMIT_OPTION = typer.Option(
 IMAGE_OPTION = typer.Option(None, "--image", "-i", metavar="REF",
                             help="Which image of a multi-image input: name:tag, digest, or image ID prefix.")
 PLATFORM_OPTION = typer.Option(None, "--platform", metavar="OS/ARCH[/VARIANT]",
-                               help="Which platform of a multi-platform image, e.g. linux/arm64.")
+                               help="Which platform, e.g. linux/arm64: must match exactly one image "
+                                    "(its index entry's platform, else its config's).")
 
-_INPUT_HELP = "OCI layout dir, OCI tar, docker save tar, docker://HOST/REPO:TAG, or -."
+_INPUT_HELP = ("OCI layout dir, OCI tar, docker save tar, or -; or docker-archive:PATH[:REF], oci:DIR[:REF], "
+               "oci-archive:PATH[:REF], FILE:REF (REF names the image), or docker://HOST/REPO:TAG (a registry).")
 IN_ARG = typer.Argument(..., metavar="IN", help="Input: " + _INPUT_HELP)
 IMAGE_ARG = typer.Argument(..., metavar="IMAGE", help=_INPUT_HELP)
 PATH_ARG = typer.Argument(..., metavar="PATH", help=_INPUT_HELP)

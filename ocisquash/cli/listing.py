@@ -6,6 +6,7 @@ when stdout is not a terminal, so scripts can cut them); progress and errors go 
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from typing import TYPE_CHECKING, Any
@@ -14,14 +15,11 @@ import typer
 
 from ocisquash.cli import app, common
 
-# ocisquash.listing, ocisquash.sources (~15 ms to import), rich (~50 ms) and json load in the functions that use them,
-# not here, for start-up time: registering these commands must not cost every other command their import.
 if TYPE_CHECKING:
-    from rich.console import Console
-    from rich.table import Table
-
     from ocisquash import listing
 
+# ocisquash.listing, ocisquash.sources (~15 ms to import), rich (~50 ms) and json load in the functions that use them,
+# not here, for start-up time: registering these commands must not cost every other command their import.
 SIZE_HELP = (
     "SIZE is the sum of the image's layers: the tar size of a layer stored uncompressed, and the stored "
     "(compressed) blob size of a compressed layer, since listing reads only JSON documents; --exact "
@@ -30,31 +28,13 @@ SIZE_HELP = (
 )
 
 
-def _table_console() -> Console:
-    from rich.console import Console
-
-    c = common.out_console()
-    if not c.is_terminal:
-        c = Console(no_color=True, highlight=False, width=100_000)
-    return c
-
-
-def _table(*columns: str, right: tuple[str, ...] = ()) -> Table:
-    from rich.table import Table
-
-    t = Table(box=None, show_header=True, header_style="bold", pad_edge=False, padding=(0, 3, 0, 0))
-    for col in columns:
-        t.add_column(col, justify="right" if col in right else "left", no_wrap=True, overflow="fold")
-    return t
-
-
-def _check_format(fmt: str) -> str:
-    f = fmt.lower()
-    if f not in ("table", "json"):
-        from ocisquash.errors import UsageError
-
-        raise UsageError(f"--format {fmt!r}: expected 'table' or 'json'")
-    return f
+def _emit_lines(lines: list[str], *, bold_first: bool = False) -> None:
+    """Print finished lines to stdout; a header row is bold only on a colour terminal."""
+    out = sys.stdout
+    if bold_first and lines and out.isatty() and "NO_COLOR" not in os.environ:
+        lines = [f"\x1b[1m{lines[0]}\x1b[0m", *lines[1:]]
+    out.write("".join(line + "\n" for line in lines))
+    out.flush()
 
 
 def _emit_json_lines(objs: list[dict[str, Any]]) -> None:
@@ -65,7 +45,54 @@ def _emit_json_lines(objs: list[dict[str, Any]]) -> None:
     sys.stdout.flush()
 
 
+def _render(fmt: str, default_table: str, fields: list[str], headers: dict[str, str],
+            rows: list[dict[str, str]], optional: tuple[str, ...] = ()) -> None:
+    from ocisquash import goformat
+
+    tmpl = goformat.parse(fmt, fields, default_table=default_table)
+    lines: list[str] = []
+    goformat.write(tmpl, rows, headers, lines.append, optional)
+    _emit_lines(lines, bold_first=tmpl.table)
+
+
+def _input(path: str, image: str | None) -> tuple[str, str | None]:
+    from ocisquash import transports
+
+    return transports.input_ref(path, image)
+
+
+def _choose(src: Any, image: str | None, platform: str | None) -> Any:
+    """``src.choose``, except that a multi-platform image without ``--platform`` is read for the host's
+    platform (as docker and podman do), with a note saying which; the error stays when the host's is absent."""
+    from ocisquash import listing
+    from ocisquash.errors import Ambiguous, NotFound
+
+    if platform is not None:
+        return src.choose(image, platform)
+    try:
+        return src.choose(image, None)
+    except Ambiguous as e:
+        if "multi-platform" not in str(e):
+            raise
+        host = listing.host_platform()
+        try:
+            img = src.choose(image, host)
+        except (Ambiguous, NotFound):
+            raise e from None
+        common.note(f"{image or 'the image'} is multi-platform: using {host} (the default platform); "
+                    "choose another with --platform")
+        return img
+
+
 # ---------------------------------------------------------------------------------------------- images
+
+IMAGES_FORMAT_HELP = (
+    "table (the default), json (one object per line, docker's keys), or a Go template such as "
+    "'{{.Repository}}:{{.Tag}}' or 'table {{.ID}}\\t{{.Size}}'. Fields: ID, Repository, Tag, Digest, "
+    "CreatedSince, CreatedAt, Size, SharedSize, UniqueSize, Containers, VirtualSize."
+)
+
+
 
 IMAGES_HELP = (
     "List the images an input holds, like docker images.\n\n"
@@ -96,24 +123,30 @@ def images(
     sizes: bool = typer.Option(False, "--sizes", "-s", help="Add SHARED SIZE and UNIQUE SIZE columns."),
     exact: bool = typer.Option(False, "--exact", help="Decompress compressed layers for exact uncompressed "
                                                       "sizes (reads every layer)."),
-    fmt: str = typer.Option("table", "--format", help="table, or json: one JSON object per line."),
+    fmt: str = typer.Option("table", "--format", metavar="FORMAT", help=IMAGES_FORMAT_HELP),
+    json_out: bool = typer.Option(False, "--json", help="ocisquash's own JSON, one object per line, sizes in "
+                                                        "bytes (see docs/commands.md)."),
     limit: list[str] | None = common.LIMIT_OPTION,
     creds: str | None = common.CREDS_OPTION,
     authfile: str | None = common.AUTHFILE_OPTION,
     cert_dir: str | None = common.CERT_DIR_OPTION,
     tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    from ocisquash import listing
+    from ocisquash import goformat, listing, transports
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
-
     common.apply_registry(creds, authfile, cert_dir, tls_verify)
-    fmt = _check_format(fmt)
+    path, only = transports.input_ref(path, None)
+    trunc = not no_trunc
+    if quiet and fmt.strip() == goformat.TABLE:
+        fmt = "{{.ID}}"  # docker: -q is the ID template, unless --format asks for something else
+    tmpl_fields = list(listing.IMAGE_HEADERS)
+    goformat.parse(fmt, tmpl_fields, default_table="")  # a bad template fails before any input is read
     flt = listing.Filters.parse(filters)
     with open_source(path) as src:
         with common.progress(quiet or not exact) as prog:
-            prog.phase("reading images", len(src.candidates))
+            prog.phase("reading images", len(src.candidates), unit="items")
             summaries = listing.summarize(src.candidates, exact=exact, on_image=lambda: prog.advance(1))
 
         def resolve(ref: str) -> Any:
@@ -121,35 +154,27 @@ def images(
             return cand.image_id
 
         rows = listing.select(summaries, flt, all_images=all_images, resolve=resolve)
+        if only is not None:  # IN named an image: list that image's rows only
+            chosen = src.choose_candidate(only).image_id
+            rows = [r for r in rows if r.image.image_id == chosen]
     now = time.time()
-    if fmt == "json":
+    if json_out:
         _emit_json_lines([r.to_json(now) for r in rows])
         return
-    if quiet:
-        for r in rows:
-            sys.stdout.write((str(r.image.image_id) if no_trunc else r.image.image_id.short()) + "\n")
-        return
-    cols = ["REPOSITORY", "TAG"] + (["DIGEST"] if digests else []) + ["IMAGE ID", "CREATED", "SIZE"]
-    if sizes:
-        cols += ["SHARED SIZE", "UNIQUE SIZE"]
-    t = _table(*cols)
-    for r in rows:
-        img = r.image
-        cells = [r.repository, r.tag]
-        if digests:
-            cells.append(str(img.manifest_digest) if img.manifest_digest else listing.NONE)
-        cells += [str(img.image_id) if no_trunc else img.image_id.short(), listing.since_text(img.created_ns, now),
-                  _size(img.size, img.size_exact)]
-        if sizes:
-            cells += [_size(img.shared_size or 0, img.size_exact), _size(img.unique_size or 0, img.size_exact)]
-        t.add_row(*cells)
-    _table_console().print(t)
-
-
-def _size(n: int, exact: bool) -> str:
-    from ocisquash import listing
-
-    return listing.human_size(n) if exact else listing.human_size(n) + "*"
+    docker_rows = [r.fields(now, trunc=trunc) for r in rows]
+    # A PLATFORM column (and a Platform key in JSON) only when the input holds more than one platform.
+    multi = len({s.platform for s in summaries}) > 1
+    if not multi:
+        for d in docker_rows:
+            d["Platform"] = ""
+    default = "table {{.Repository}}\t{{.Tag}}\t" + ("{{.Digest}}\t" if digests else "") + "{{.ID}}\t" + \
+        ("{{.Platform}}\t" if multi else "") + "{{.CreatedSince}}\t{{.Size}}" + \
+        ("\t{{.SharedSize}}\t{{.UniqueSize}}" if sizes else "")
+    if fmt.strip() != goformat.TABLE and digests:
+        tmpl = goformat.parse(fmt, tmpl_fields, default_table=default)
+        if tmpl.table and not tmpl.uses("Digest"):
+            fmt += "\t{{.Digest}}"  # docker adds the digest column to a table template with --digests
+    _render(fmt, default, tmpl_fields, listing.IMAGE_HEADERS, docker_rows, optional=("Platform",))
 
 
 app.command("images", help=IMAGES_HELP)(images)
@@ -157,6 +182,13 @@ app.command("ls", help="List images (alias of images).\n\n" + IMAGES_HELP.split(
 
 
 # ---------------------------------------------------------------------------------------------- history
+
+HISTORY_FORMAT_HELP = (
+    "table (the default), json (one object per line, docker's keys), or a Go template such as "
+    "'{{.ID}}\\t{{.CreatedBy}}'. Fields: ID, CreatedSince, CreatedAt, CreatedBy, Size, Comment."
+)
+
+
 
 HISTORY_HELP = (
     "Show an image's history, like docker history.\n\n"
@@ -178,57 +210,68 @@ def history(
     no_trunc: bool = typer.Option(False, "--no-trunc", help="Don't truncate output."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only show image IDs."),
     exact: bool = typer.Option(False, "--exact", help="Decompress compressed layers for exact sizes."),
-    fmt: str = typer.Option("table", "--format", help="table, or json: one JSON object per line."),
+    fmt: str = typer.Option("table", "--format", metavar="FORMAT", help=HISTORY_FORMAT_HELP),
+    json_out: bool = typer.Option(False, "--json", help="ocisquash's own JSON, one object per line, sizes in "
+                                                        "bytes (see docs/commands.md)."),
     limit: list[str] | None = common.LIMIT_OPTION,
     creds: str | None = common.CREDS_OPTION,
     authfile: str | None = common.AUTHFILE_OPTION,
     cert_dir: str | None = common.CERT_DIR_OPTION,
     tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    from ocisquash import listing
+    from ocisquash import goformat, listing
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
-
     common.apply_registry(creds, authfile, cert_dir, tls_verify)
-    fmt = _check_format(fmt)
+    path, image = _input(path, image)
+    default = "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
+    if quiet and fmt.strip() == goformat.TABLE:
+        fmt = "{{.ID}}"
+    fields = list(listing.HISTORY_HEADERS)
+    goformat.parse(fmt, fields, default_table=default)  # a bad template fails before any input is read
     with open_source(path) as src:
-        img = src.choose(image, platform)
+        img = _choose(src, image, platform)
         rows = listing.history(img, exact=exact)
     now = time.time()
-    if fmt == "json":
+    if json_out:
         _emit_json_lines([r.to_json(now) for r in rows])
         return
-
-    def ident(r: listing.HistoryRow) -> str:
-        if r.id == listing.MISSING or no_trunc:
-            return r.id
-        return r.id.split(":", 1)[-1][:12]
-
-    if quiet:
-        for r in rows:
-            sys.stdout.write(ident(r) + "\n")
-        return
-    t = _table("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")
-    for r in rows:
-        t.add_row(ident(r), listing.since_text(r.created_ns, now),
-                  r.created_by.replace("\t", " ") if no_trunc else listing.ellipsis(r.created_by, 45),
-                  _size(r.size, r.size_exact), r.comment)
-    _table_console().print(t)
+    _render(fmt, default, fields, listing.HISTORY_HEADERS, [r.fields(now, trunc=not no_trunc) for r in rows])
 
 
 # ---------------------------------------------------------------------------------------------- analyze
 
 ANALYZE_HELP = (
-    "Show what each layer adds and how much of it later layers hide.\n\n"
-    "Per layer: the file bytes it adds, and the bytes of those files that a later layer overwrites or deletes "
-    "(a file overwritten twice counts once per hidden copy; a file still visible is not waste). The bar shows "
-    "# for bytes still visible and . for hidden bytes. The total is what squashing to one layer saves in "
-    "uncompressed file contents. Reads layer headers only (contents are skipped).\n\n"
+    "Show what each layer adds and how much of it later layers hide, with dive's efficiency figures.\n\n"
+    "Per layer: its size (uncompressed tar), the file bytes it adds, the bytes of those files that a later "
+    "layer overwrites or deletes, the history entry that made it, and a bar (# still visible, . hidden). "
+    "Efficiency and wasted bytes follow dive: a path found in several layers wastes all its copies but the "
+    "smallest (each copy counted once, unlike dive before its issue #684); efficiency is the bytes of each "
+    "path's smallest copy over the bytes of all copies; user wasted percent is wasted bytes over the bytes "
+    "of the layers above the first. Reads layer headers only, twice.\n\n"
+    "--ci checks dive's three rules and exits 1 with one line per broken rule: --lowest-efficiency "
+    "(0-1, default 0.9), --highest-wasted-bytes (a size such as 20MB; default disabled), "
+    "--highest-user-wasted-percent (0-1, default 0.1). Giving a rule implies --ci; 'disabled' turns one off.\n\n"
     "Examples:\n\n"
     "  ocisquash analyze app.tar\n\n"
-    "  ocisquash analyze layout/ --image app:1.0 --top 20 --json"
+    "  ocisquash analyze app.tar --ci --lowest-efficiency 0.95 --highest-wasted-bytes 20MB\n\n"
+    "  ocisquash analyze layout/ --image app:1.0 --top 50 --format json | jq .inefficiencies"
 )
+
+
+def _fraction(text: str | None, flag: str) -> float | None:
+    if text is None or text.strip().lower() == "disabled":
+        return None
+    try:
+        v = float(text)
+    except ValueError:
+        v = -1.0
+    if not 0.0 <= v <= 1.0:
+        from ocisquash.errors import UsageError
+
+        raise UsageError(f"{flag} {text!r}: expected a fraction from 0 to 1 (0.9 is 90%), or 'disabled'")
+    return v
 
 
 @app.command("analyze", help=ANALYZE_HELP)
@@ -236,8 +279,19 @@ def analyze(
     path: str = common.IMAGE_ARG,
     image: str | None = common.IMAGE_OPTION,
     platform: str | None = common.PLATFORM_OPTION,
-    top: int = typer.Option(10, "--top", min=0, max=20, help="How many of the largest hidden files to list (<= 20)."),
-    json_out: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+    top: int = typer.Option(10, "--top", min=0, help="How many duplicated paths and hidden files to list."),
+    fmt: str = typer.Option("table", "--format", metavar="FORMAT", help="table, or json (layers numbered from 1)."),
+    json_out: bool = typer.Option(False, "--json", help="The same as --format json."),
+    no_trunc: bool = typer.Option(False, "--no-trunc", help="Don't truncate CREATED BY."),
+    ci: bool = typer.Option(False, "--ci", help="Check dive's rules; exit 1 with one line per broken rule."),
+    lowest_efficiency: str | None = typer.Option(None, "--lowest-efficiency", metavar="0-1",
+                                                 help="CI rule: the least efficiency allowed (default 0.9)."),
+    highest_wasted_bytes: str | None = typer.Option(None, "--highest-wasted-bytes", metavar="SIZE",
+                                                    help="CI rule: the most wasted bytes allowed, e.g. 20MB "
+                                                         "(default disabled)."),
+    highest_user_wasted_percent: str | None = typer.Option(
+        None, "--highest-user-wasted-percent", metavar="0-1",
+        help="CI rule: the most wasted bytes allowed, as a fraction of the user layers' bytes (default 0.1)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     limit: list[str] | None = common.LIMIT_OPTION,
     creds: str | None = common.CREDS_OPTION,
@@ -249,34 +303,81 @@ def analyze(
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
-
     common.apply_registry(creds, authfile, cert_dir, tls_verify)
+    path, image = _input(path, image)
+    f = "json" if json_out else fmt.strip().lower()
+    if f not in ("table", "json"):
+        from ocisquash.errors import UsageError
+
+        raise UsageError(f"--format {fmt!r}: analyze prints 'table' or 'json'")
+    given = (lowest_efficiency, highest_wasted_bytes, highest_user_wasted_percent)
+    ci = ci or any(v is not None for v in given)
+    defaults = listing.CiRules()
+    wasted_limit = highest_wasted_bytes
+    rules = listing.CiRules(
+        defaults.lowest_efficiency if lowest_efficiency is None else _fraction(lowest_efficiency,
+                                                                               "--lowest-efficiency"),
+        None if wasted_limit is None or wasted_limit.strip().lower() == "disabled"
+        else listing.parse_size(wasted_limit),
+        defaults.highest_user_wasted_percent if highest_user_wasted_percent is None
+        else _fraction(highest_user_wasted_percent, "--highest-user-wasted-percent"),
+    )
     with open_source(path) as src:
-        img = src.choose(image, platform)
+        img = _choose(src, image, platform)
         with common.progress(quiet) as prog:
-            prog.phase("reading layer headers", len(img.layers))
+            prog.phase("reading layer headers", 2 * len(img.layers), unit="items")
             res = listing.analyze(img, top=top, on_layer=lambda i: prog.advance(1))
-    if json_out:
-        common.print_json(res.to_json())
-        return
-    t = _table("LAYER", "DIGEST", "ENTRIES", "ADDS", "HIDDEN LATER", "", right=("ENTRIES", "ADDS", "HIDDEN LATER"))
+    broken = rules.broken(res.efficiency) if ci else []
+    if f == "json":
+        out = res.to_json()
+        if ci:
+            out["ci"] = {"lowest_efficiency": rules.lowest_efficiency,
+                         "highest_wasted_bytes": rules.highest_wasted_bytes,
+                         "highest_user_wasted_percent": rules.highest_user_wasted_percent, "broken": broken}
+        common.print_json(out)
+    else:
+        _analyze_table(res, no_trunc)
+    if ci:
+        c = common.err_console()
+        for line in broken:
+            c.print(f"[bold red]fail:[/] {_esc(line)}")
+        if not broken and not quiet:
+            c.print("[green]ci: pass[/] (lowest-efficiency, highest-wasted-bytes, highest-user-wasted-percent)")
+        if broken:
+            raise typer.Exit(1)
+
+
+def _analyze_table(res: listing.Analysis, no_trunc: bool) -> None:
+    from ocisquash import listing
+    from ocisquash.goformat import align, printable
+
+    hs = listing.human_size
+    table = [["LAYER", "DIGEST", "SIZE", "ADDS", "HIDDEN LATER", "CREATED BY", ""]]
     for ly in res.layers:
-        t.add_row(str(ly.index + 1), (ly.digest or "-").split(":", 1)[-1][:12], str(ly.entries),
-                  listing.human_size(ly.bytes_added),
-                  f"{listing.human_size(ly.hidden_bytes)} ({ly.hidden_files} files)", ly.bar())
-    c = _table_console()
-    c.print(f"{res.image} ({res.image_id.short()}): {len(res.layers)} layers")
-    c.print(t)
+        made = ly.created_by.replace("\t", " ")
+        table.append([str(ly.index + 1), (ly.digest or "-").split(":", 1)[-1][:12], hs(ly.tar_bytes),
+                      hs(ly.bytes_added), f"{hs(ly.hidden_bytes)} ({ly.hidden_files} files)",
+                      printable(made if no_trunc else listing.ellipsis(made, 45)), ly.bar()])
+    eff = res.efficiency
+    lines = [f"{printable(res.image)} ({res.image_id.short()}): {len(res.layers)} layers"]
+    _emit_lines(lines)
+    _emit_lines(align(table, right=(0, 2, 3, 4), min_width=0), bold_first=True)
+    _emit_lines(["", f"efficiency {eff.score:.2%}; wasted {hs(eff.wasted_bytes)} (each duplicated path's copies "
+                     f"but the smallest); user wasted {eff.user_wasted_percent:.2%} of {hs(eff.user_bytes)}"])
+    if eff.inefficiencies and res.top:
+        dup = [["COUNT", "WASTED", "TOTAL", "PATH"]]
+        dup += [[str(x.count), hs(x.wasted_bytes), hs(x.total_bytes), printable(x.path)]
+                for x in eff.inefficiencies[:res.top]]
+        _emit_lines([""])
+        _emit_lines(align(dup, right=(0, 1, 2), min_width=0), bold_first=True)
     if res.largest_hidden:
-        h = _table("LARGEST HIDDEN FILES", "SIZE", "LAYER", right=("SIZE", "LAYER"))
-        for p, size, layer in res.largest_hidden:
-            h.add_row(p, listing.human_size(size), str(layer + 1))
-        c.print()
-        c.print(h)
-    c.print()
-    remain = listing.human_size(res.bytes_added - res.wasted_bytes)
-    c.print(f"a squash would drop {res.wasted_files} hidden files: {listing.human_size(res.wasted_bytes)} of "
-            f"{listing.human_size(res.bytes_added)} file contents ({remain} remain)")
+        hidden = [["LARGEST HIDDEN FILES", "SIZE", "LAYER"]]
+        hidden += [[printable(p), hs(size), str(layer + 1)] for p, size, layer in res.largest_hidden]
+        _emit_lines([""])
+        _emit_lines(align(hidden, right=(1, 2), min_width=0), bold_first=True)
+    remain = hs(res.bytes_added - res.dropped_bytes)
+    _emit_lines(["", f"a squash would drop {res.dropped_files} hidden files: {hs(res.dropped_bytes)} of "
+                     f"{hs(res.bytes_added)} file contents ({remain} remain)"])
 
 
 # ---------------------------------------------------------------------------------------------- validate
@@ -307,15 +408,16 @@ def validate(
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
-
     common.apply_registry(creds, authfile, cert_dir, tls_verify)
+    path, image = _input(path, None)
     with open_source(path) as src, common.progress(quiet) as prog:
+        only = src.choose_candidate(image).image_id if image is not None else None
         prog.phase("validating", listing.total_bytes(src))
-        res = listing.validate(src, on_bytes=prog.advance)
+        res = listing.validate(src, on_bytes=prog.advance, only=only)
     if json_out:
         common.print_json(res.to_json())
     else:
-        c = _table_console()
+        c = common.out_console()
         for f in res.findings:
             c.print(f"[red]mismatch:[/] {_esc(f.where)}: {_esc(f.message)}")
         if not quiet:

@@ -16,14 +16,12 @@ if TYPE_CHECKING:
 
 
 def human(n: int | None) -> str:
+    """A size as ``images`` and ``history`` print it (docker's units: 61.4kB), so the report compares with them."""
     if n is None:
         return "-"
-    f = float(n)
-    for unit in ("B", "kB", "MB", "GB", "TB"):
-        if abs(f) < 1000 or unit == "TB":
-            return f"{f:.0f} {unit}" if unit == "B" else f"{f:.1f} {unit}"
-        f /= 1000
-    return f"{n} B"
+    from ocisquash.listing import human_size
+
+    return human_size(n)
 
 
 def print_report(r: squash_lib.Report) -> None:
@@ -46,6 +44,8 @@ def print_report(r: squash_lib.Report) -> None:
     if r.squashed:
         c.print(f"dropped {r.files_dropped} hidden files ({human(r.bytes_dropped)}) that later layers overwrote or "
                 f"deleted; kept {r.kept_layers} parent layers; {r.seconds:.2f}s")
+    if r.squashed and not r.dry_run and r.config:
+        c.print(f"image ID {r.config.split(':', 1)[-1][:12]}" + (f", manifest {r.manifest}" if r.manifest else ""))
     if r.tags and not r.dry_run:
         c.print("tags: " + ", ".join(reference.familiar(t) if ":" in t or "/" in t else t for t in r.tags))
 
@@ -56,13 +56,17 @@ def print_report(r: squash_lib.Report) -> None:
         "Squash an image's layers into one merged layer (the default command).\n\n"
         "The result unpacks to exactly the same filesystem. By default every layer is squashed onto "
         "scratch; --parent keeps a base image's layers, --from-layer keeps the layers below a position. "
-        "IN and OUT may be '-' (stdin/stdout). OUT's format follows its path (directory: OCI layout, "
-        ".tar: docker save tarball) unless --format says otherwise; OUT may be the input layout itself, "
-        "to add the squashed image beside the original.\n\n"
+        "IN and OUT may be '-' (stdin/stdout); a pipe or FIFO as IN is read once, into a temporary file "
+        "beside OUT. OUT's format follows its path (directory: OCI layout; .tar or '-': docker save "
+        "tarball, also an OCI layout tar, whatever the input's form) unless --format says otherwise "
+        "(oci-archive: a pure OCI layout tar); OUT may be the input layout itself, to add the squashed image "
+        "beside the original. One layer above the cut still makes a new image, as docker's squash did; "
+        "none leaves the image unchanged. " + common.IN_OUT_HELP + "\n\n"
         "Examples:\n\n"
         "  docker save app:1.0 | ocisquash - - | docker load\n\n"
         "  ocisquash app.tar app-squashed.tar --tag app:squashed\n\n"
         "  ocisquash squash app.tar out.tar --parent debian:bookworm     # keep the base layers\n\n"
+        "  docker save app base | ocisquash - - --image app --parent base | docker load\n\n"
         "  ocisquash squash layout/ layout/ --image app:1.0 --from-layer -3 --tag app:1.0-flat\n\n"
         "  ocisquash squash app.tar --dry-run                           # how much would it save?"
     ),
@@ -79,8 +83,9 @@ def squash(
                                           help="Squash from this layer up: 1 is the bottom, -3 the last three; "
                                                "or a layer digest or diff ID."),
     tag: list[str] | None = typer.Option(None, "--tag", "-t", help="Name the result, name:tag (repeatable)."),
-    fmt: str | None = typer.Option(None, "--format", "-f", help="Output format: docker, oci or oci-dir."),
-    compression: str = typer.Option("gzip", "--compression", "-c", help="New layer's compression: gzip, zstd, none."),
+    fmt: str | None = typer.Option(None, "--format", help=common.FORMAT_HELP),
+    compression: str | None = typer.Option(None, "--compression", "-c",
+                                           help="New layer's compression: gzip (default), zstd, none."),
     level: int | None = typer.Option(None, "--level", help="Compression level (gzip 0-3, default 2; zstd 1-19, "
                                                           "default 3)."),
     message: str | None = typer.Option(None, "--message", "-m", help="Comment for the new history entry."),
@@ -97,6 +102,8 @@ def squash(
 ) -> None:
     common.apply_limits(limit)
     common.apply_registry(creds, authfile, cert_dir, tls_verify)
+    common.check_level(level, compression)
+    source, image, dest, fmt, tag = common.resolve_io(source, image, dest, fmt, tag)
     if dest is None and not dry_run:
         from ocisquash.errors import UsageError
 
@@ -105,7 +112,7 @@ def squash(
 
     opts = squash_lib.SquashOptions(
         image=image, platform=platform, parent=parent, from_layer=from_layer, tags=tag or [], fmt=fmt,
-        compression=compression, level=level, message=message, timestamp=timestamp, dry_run=dry_run,
+        compression=compression or "gzip", level=level, message=message, timestamp=timestamp, dry_run=dry_run,
     )
     with common.progress(quiet) as prog:
         report = squash_lib.squash(source, None if dry_run else dest, opts, on_phase=prog.phase,

@@ -1,0 +1,461 @@
+"""The public library API: open an input, choose an image, squash or convert it, list and validate.
+
+Everything here is re-exported by ``ocisquash`` (``import ocisquash; ocisquash.open(...)``). The work is
+done by the same functions the command line calls (``squash.squash``, ``convert.convert``,
+``listing.summarize``, ``listing.validate``); this module only turns typed options (enums, ``datetime``,
+``int``, a ``Cut``) into the strings those functions take, so the library and the CLI cannot disagree.
+A wrong option raises ``UsageError`` before anything is read; every other failure is an
+``OcisquashError`` subclass, as on the command line.
+
+An ``Image`` is a handle: squashing or converting it opens its input again by path and chooses the
+image with the same reference and platform the caller gave, exactly as ``ocisquash IN OUT --image REF``
+would. So an ``Image`` opened from standard input (``open("-")``) can be listed but not squashed; the
+one-shot functions ``squash_image`` and ``convert_image`` read ``-`` once, as the CLI does. (They are not called
+``squash`` and ``convert``: those names are the package's modules.)
+
+The heavy modules (codecs, merge, sinks: ~60 ms to import) load inside the functions, for start-up time:
+importing this module costs only ``enum``, ``dataclasses`` and ``datetime``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, Literal
+
+from ocisquash.errors import UsageError
+
+if TYPE_CHECKING:
+    from ocisquash import image as _image
+    from ocisquash import sources as _sources
+    from ocisquash.listing import ImageSummary, Validation
+    from ocisquash.squash import Report as SquashReport
+
+PathLike = str | os.PathLike[str]
+"""A filesystem path, as ``str`` or ``pathlib.Path``."""
+
+
+class Compression(enum.Enum):
+    """How the layers ocisquash writes are compressed (the squashed layer, or every layer on convert)."""
+
+    GZIP = "gzip"
+    """gzip through ISA-L: levels 0-3, default 2; what every tool reads."""
+    ZSTD = "zstd"
+    """zstd: levels 1-19, default 3; needs Docker 23+ or containerd 1.5+ to load."""
+    NONE = "none"
+    """Uncompressed tar (level 0 only)."""
+
+
+class OutputFormat(enum.Enum):
+    """What an output (or an input, as ``Source.format``) is."""
+
+    DOCKER = "docker"
+    """A ``docker save`` tarball in the Docker 25+ shape (also a valid OCI layout tar)."""
+    OCI = "oci"
+    """An OCI image layout in a tar."""
+    OCI_DIR = "oci-dir"
+    """An OCI image layout directory."""
+
+
+_LEVELS = {Compression.GZIP: (0, 3), Compression.ZSTD: (1, 19), Compression.NONE: (0, 0)}
+
+
+@dataclass(frozen=True)
+class Cut:
+    """Where a squash starts: every layer onto scratch, onto a parent image, or from a layer up.
+
+    Build one with ``Cut.scratch()``, ``Cut.onto(parent)`` or ``Cut.from_layer(n)``; the layers below
+    the cut are kept byte for byte and everything above becomes one layer.
+    """
+
+    kind: Literal["scratch", "parent", "layer"] = "scratch"
+    parent_ref: str | None = None
+    parent_path: str | None = None
+    layer: int | str | None = None
+
+    def __post_init__(self) -> None:
+        if self.kind == "scratch":
+            ok = self.parent_ref is None and self.parent_path is None and self.layer is None
+        elif self.kind == "parent":
+            ok = (self.parent_ref is not None or self.parent_path is not None) and self.layer is None
+        elif self.kind == "layer":
+            ok = self.parent_ref is None and self.parent_path is None and self.layer is not None
+        else:
+            raise UsageError(f"Cut kind {self.kind!r}: use Cut.scratch(), Cut.onto(...) or Cut.from_layer(...)")
+        if not ok:
+            raise UsageError(f"a {self.kind} Cut with the fields of another kind: build it with Cut.scratch(), "
+                             "Cut.onto(...) or Cut.from_layer(...)")
+
+    @classmethod
+    def scratch(cls) -> Cut:
+        """Squash every layer into one (the default)."""
+        return cls("scratch")
+
+    @classmethod
+    def onto(cls, parent: Image | str | None = None, *, path: PathLike | None = None) -> Cut:
+        """Keep a parent image's layers, as ``docker build --squash`` did; its diff IDs must be the
+        image's bottom ones. ``parent`` is an ``Image`` (from any ``Source``), or a reference (name:tag,
+        digest, image ID prefix) in the input being squashed, or in the input at ``path``."""
+        if isinstance(parent, Image):
+            if path is not None:
+                raise UsageError("Cut.onto(image, path=...): an Image knows its own path; give one or the other")
+            # Its digest names exactly this image (a platform's own manifest, in a multi-platform index).
+            return cls("parent", parent_ref=parent.manifest_digest or parent.id, parent_path=parent.source.path)
+        if parent is not None and (not isinstance(parent, str) or not parent):
+            raise UsageError(f"Cut.onto({parent!r}): the parent is an Image or a non-empty reference string")
+        if parent is None and path is None:
+            raise UsageError("Cut.onto() needs a parent: an Image, a reference, or path=")
+        return cls("parent", parent_ref=parent, parent_path=None if path is None else _path(path, "path"))
+
+    @classmethod
+    def from_layer(cls, layer: int | str) -> Cut:
+        """Keep the layers below ``layer``: a position (1 is the bottom, -3 squashes the top three) or a
+        layer digest or diff ID (``sha256:...``, or at least 12 hex digits of one)."""
+        if isinstance(layer, bool) or not isinstance(layer, int | str):
+            raise UsageError(f"Cut.from_layer({layer!r}): give a position (int) or a layer digest (str)")
+        if isinstance(layer, int) and layer == 0:
+            raise UsageError("Cut.from_layer(0): positions start at 1 (the bottom layer); -1 is the top one")
+        if isinstance(layer, str) and (not layer.strip() or (layer.strip().lstrip("-").isdigit() and len(layer) < 12)):
+            raise UsageError(f"Cut.from_layer({layer!r}): a digest string, or an int for a position")
+        return cls("layer", layer=layer)
+
+
+@dataclass(frozen=True)
+class ConvertReport:
+    """What ``convert_image`` (or ``Image.write``) wrote: the image, where, in which format, and its digests."""
+
+    image: str
+    output: str
+    format: OutputFormat
+    tags: list[str]
+    manifest: str
+    config: str
+    layers: list[str]
+
+
+class Source:
+    """An opened input (OCI layout directory or tar, or ``docker save`` tarball) and the images it holds.
+
+    Use it as a context manager, or ``close()`` it: a compressed tarball is spooled to a temporary file
+    that ``close()`` removes.
+    """
+
+    def __init__(self, path: str, inner: _sources.Source) -> None:
+        self.path = path
+        """The path it was opened from."""
+        self._inner: _sources.Source | None = inner
+
+    @property
+    def format(self) -> OutputFormat:
+        """What the input is, in the terms of ``OutputFormat``."""
+        return OutputFormat(self._open().kind)
+
+    @property
+    def closed(self) -> bool:
+        """Whether ``close()`` was called."""
+        return self._inner is None
+
+    def images(self, *, exact: bool = False) -> list[ImageSummary]:
+        """One summary per image (as ``ocisquash images`` lists them), reading JSON documents only unless
+        ``exact``, which decompresses compressed layers to give exact uncompressed sizes."""
+        from ocisquash import listing
+
+        return listing.summarize(self._open().candidates, exact=exact)
+
+    def image(self, ref: str | None = None, *, platform: str | None = None) -> Image:
+        """Choose an image: by ``name:tag``, manifest digest, or image ID prefix, or the only one when
+        ``ref`` is None; ``platform`` (``os/arch[/variant]``) inside a multi-platform index. Raises
+        ``NotFound`` or ``Ambiguous`` (whose hint lists the choices)."""
+        if ref is not None and (not isinstance(ref, str) or not ref):
+            raise UsageError(f"image reference {ref!r}: a non-empty string (name:tag, digest or image ID)")
+        if platform is not None:
+            _check_platform(platform)
+        inner = self._open().choose(ref, platform)
+        inner.check_consistent()
+        return Image(self, inner, ref, platform)
+
+    def validate(self) -> Validation:
+        """Recompute every digest, size, diff ID and chain ID of every image; the result lists every
+        mismatch (``ok`` is False if there is any) instead of raising on the first."""
+        from ocisquash import listing
+
+        return listing.validate(self._open())
+
+    def close(self) -> None:
+        """Release the input (and remove a spooled temporary copy). Idempotent."""
+        if self._inner is not None:
+            self._inner.close()
+            self._inner = None
+
+    def __enter__(self) -> Source:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<ocisquash.Source {self.path!r}{' closed' if self.closed else ''}>"
+
+    def _open(self) -> _sources.Source:
+        if self._inner is None:
+            raise UsageError(f"{self.path}: the Source is closed")
+        return self._inner
+
+
+class Image:
+    """One image of a ``Source``, as ``Source.image()`` chose it: its names, IDs and config, and the
+    operations on it (``squash``, ``write``). Valid while its ``Source`` is open."""
+
+    def __init__(self, source: Source, inner: _image.Image, ref: str | None, platform: str | None) -> None:
+        self.source = source
+        """The ``Source`` it was chosen from."""
+        self._inner = inner
+        self._ref = ref
+        self._platform = platform
+
+    @property
+    def names(self) -> list[str]:
+        """Its names (full references such as ``docker.io/library/app:1``, or bare layout tags)."""
+        return list(self._inner.names)
+
+    @property
+    def id(self) -> str:
+        """The image ID: the config's digest, ``sha256:...``."""
+        return str(self._inner.id)
+
+    @property
+    def manifest_digest(self) -> str | None:
+        """The manifest's digest, or None in a ``docker save`` tarball that holds no manifest blob."""
+        d = self._inner.manifest_digest
+        return None if d is None else str(d)
+
+    @property
+    def diff_ids(self) -> list[str]:
+        """The uncompressed digests of its layers, bottom first (``rootfs.diff_ids``)."""
+        return [str(d) for d in self._inner.config.diff_ids]
+
+    @property
+    def config(self) -> dict[str, Any]:
+        """A copy of the image config (the JSON object)."""
+        import copy
+
+        return copy.deepcopy(self._inner.config.obj)
+
+    def squash(self, output: PathLike | None, *, cut: Cut | None = None, tags: Sequence[str] = (),
+               format: OutputFormat | None = None, compression: Compression = Compression.GZIP,
+               level: int | None = None, message: str | None = None, timestamp: dt.datetime | None = None,
+               on_phase: Callable[[str, int | None], None] | None = None,
+               on_progress: Callable[[int], None] | None = None) -> SquashReport:
+        """Squash this image; see ``ocisquash.squash_image`` for every option."""
+        self._reopenable()
+        return squash_image(self.source.path, output, image=self._ref, platform=self._platform, cut=cut, tags=tags,
+                            format=format, compression=compression, level=level, message=message,
+                            timestamp=timestamp, on_phase=on_phase, on_progress=on_progress)
+
+    def write(self, output: PathLike, *, format: OutputFormat | None = None, tags: Sequence[str] = (),
+              compression: Compression | None = None, level: int | None = None) -> ConvertReport:
+        """Write this image unchanged (or with its layers recompressed) to ``output``; see
+        ``ocisquash.convert_image``."""
+        self._reopenable()
+        return convert_image(self.source.path, output, image=self._ref, platform=self._platform, format=format,
+                             tags=tags, compression=compression, level=level)
+
+    def _reopenable(self) -> None:
+        self.source._open()
+        if self.source.path == "-":
+            raise UsageError("an Image from standard input cannot be squashed or written: that reads its input "
+                             "again, and standard input has gone",
+                             hint="ocisquash.squash_image('-', ...) and convert_image('-', ...) read it once")
+
+    def __repr__(self) -> str:
+        return f"<ocisquash.Image {self._inner.label} {self.id[:19]}>"
+
+
+def open(path: PathLike) -> Source:  # ocisquash.open, as tarfile.open: shadows the builtin in this module only
+    """Open an input: an OCI layout directory, an OCI layout tar, or a ``docker save`` tarball (plain or
+    compressed whole), or ``-``: standard input, for listing and validating (an ``Image`` from it cannot
+    be squashed: see the module's docstring). Reads only the JSON documents. Raises ``FormatError``
+    when it is none of these."""
+    p = _path(path, "path")
+    from ocisquash import sources
+
+    return Source(p, sources.open_source(p))
+
+
+def squash_image(input: PathLike, output: PathLike | None, *, image: str | None = None,
+                 platform: str | None = None, cut: Cut | None = None, tags: Sequence[str] = (),
+                 format: OutputFormat | None = None, compression: Compression = Compression.GZIP,
+                 level: int | None = None, message: str | None = None, timestamp: dt.datetime | None = None,
+                 on_phase: Callable[[str, int | None], None] | None = None,
+                 on_progress: Callable[[int], None] | None = None) -> SquashReport:
+    """Squash an image of ``input`` into one layer above ``cut`` and write it to ``output``.
+
+    - ``input``: a path, or ``-`` for standard input; ``image``/``platform`` choose as ``Source.image``.
+    - ``output``: a path (``-`` for standard output), or None to compute the report and write nothing.
+      The input's own layout directory adds the squashed image beside the original.
+    - ``cut``: ``Cut.scratch()`` (the default), ``Cut.onto(parent)`` or ``Cut.from_layer(n)``.
+    - ``tags``: names for the result (``name:tag``); by default the input image's names.
+    - ``format``: by default from the output's path (a directory or a name without ``.tar`` is an OCI
+      layout directory, ``.tar`` a docker tarball).
+    - ``compression``/``level``: of the new layer.
+    - ``message``: the new history entry's comment; ``timestamp``: the image's ``created`` (an aware
+      ``datetime``; by default ``SOURCE_DATE_EPOCH`` or now). The same input, options and timestamp give
+      byte-identical output.
+    - ``on_phase(description, total)``/``on_progress(n)``: progress callbacks.
+
+    Returns the report (sizes before and after, files dropped, digests of what was written). The output
+    appears complete or not at all; the input is never changed.
+    """
+    from ocisquash import squash as squash_lib
+
+    src = _path(input, "input")
+    cut = _check_cut(cut)
+    opts = squash_lib.SquashOptions(
+        image=_check_ref(image), platform=_check_platform(platform), tags=_check_tags(tags),
+        fmt=_check_format(format), compression=_check_compression(compression).value,
+        level=_check_level(compression, level), message=_check_message(message),
+        timestamp=_check_timestamp(timestamp),
+    )
+    if cut.kind == "parent":
+        opts.parent = _parent_spec(cut, src)
+    elif cut.kind == "layer":
+        layer = str(cut.layer).strip()
+        # squash reads an all-digit string as a position: a hex prefix that happens to be all digits
+        # ("123456789012") is spelt with its algorithm so that it stays a digest.
+        opts.from_layer = "sha256:" + layer if isinstance(cut.layer, str) and layer.isdigit() else layer
+    dest = None if output is None else _path(output, "output")
+    opts.dry_run = dest is None
+    return squash_lib.squash(src, dest, opts, on_phase=on_phase, on_progress=on_progress)
+
+
+def convert_image(input: PathLike, output: PathLike, *, image: str | None = None, platform: str | None = None,
+                  format: OutputFormat | None = None, tags: Sequence[str] = (),
+                  compression: Compression | None = None, level: int | None = None) -> ConvertReport:
+    """Copy an image of ``input`` (a path or ``-``) to ``output`` in another format, verifying every blob;
+    ``compression`` recompresses every layer (None keeps each as it is). Options as in ``squash_image``."""
+    from ocisquash import convert as convert_lib
+
+    src = _path(input, "input")
+    dest = _path(output, "output")
+    codec = None if compression is None else _check_compression(compression)
+    result = convert_lib.convert(
+        src, dest, image=_check_ref(image), platform=_check_platform(platform), tags=_check_tags(tags),
+        fmt=_check_format(format), compression=None if codec is None else codec.value,
+        level=None if codec is None else _check_level(codec, level),
+    )
+    return ConvertReport(image=result["image"], output=result["output"], format=OutputFormat(result["format"]),
+                         tags=list(result["tags"]), manifest=result["manifest"], config=result["config"],
+                         layers=list(result["layers"]))
+
+
+def list_images(path: PathLike, *, exact: bool = False) -> list[ImageSummary]:
+    """The images ``path`` holds, one summary each (see ``Source.images``)."""
+    with open(path) as src:
+        return src.images(exact=exact)
+
+
+def validate_input(path: PathLike) -> Validation:
+    """Check every digest, size, diff ID and chain ID in ``path`` (see ``Source.validate``)."""
+    with open(path) as src:
+        return src.validate()
+
+
+# ---------------------------------------------------------------------------------- typed options -> strings
+
+
+def _path(p: object, what: str) -> str:
+    if isinstance(p, str | os.PathLike):
+        s = os.fspath(p)
+        if isinstance(s, str) and s:
+            return s
+    raise UsageError(f"{what} {p!r}: expected a path (str or os.PathLike)")
+
+
+def _check_cut(cut: object) -> Cut:
+    if cut is None:
+        return Cut.scratch()
+    if not isinstance(cut, Cut):
+        raise UsageError(f"cut={cut!r}: use Cut.scratch(), Cut.onto(...) or Cut.from_layer(...)")
+    return cut
+
+
+def _parent_spec(cut: Cut, src: str) -> str:
+    """``SquashOptions.parent``: ``FILE:REF`` or ``FILE``. A parent in the input itself is spelt with the
+    input's path too, so a reference that happens to be a file name in the current directory is still
+    a reference."""
+    where = cut.parent_path if cut.parent_path is not None else src
+    if where == "-":
+        raise UsageError("Cut.onto(ref) with standard input: the parent would need a second read of it",
+                         hint="give the parent's file: Cut.onto(ref, path=...)")
+    return where if cut.parent_ref is None else f"{where}:{cut.parent_ref}"
+
+
+def _check_ref(ref: object) -> str | None:
+    if ref is None or (isinstance(ref, str) and ref):
+        return ref
+    raise UsageError(f"image={ref!r}: a non-empty reference string (name:tag, digest or image ID)")
+
+
+def _check_platform(platform: object) -> str | None:
+    if platform is None:
+        return None
+    parts = platform.split("/") if isinstance(platform, str) else []
+    if len(parts) not in (2, 3) or not all(parts):
+        raise UsageError(f"platform={platform!r}: expected 'os/arch' or 'os/arch/variant', e.g. 'linux/arm64'")
+    return str(platform)
+
+
+def _check_tags(tags: object) -> list[str]:
+    # A str is a Sequence[str] too: "app:1" would become six one-letter tags.
+    if isinstance(tags, str) or not isinstance(tags, Sequence | set | frozenset):
+        raise UsageError(f"tags={tags!r}: a list of name:tag strings")
+    out = list(tags)
+    for t in out:
+        if not isinstance(t, str) or not t:
+            raise UsageError(f"tag {t!r}: a non-empty name:tag string")
+    return out
+
+
+def _check_format(fmt: object) -> str | None:
+    if fmt is None:
+        return None
+    if not isinstance(fmt, OutputFormat):
+        raise UsageError(f"format={fmt!r}: use OutputFormat.DOCKER, OutputFormat.OCI or OutputFormat.OCI_DIR")
+    return fmt.value
+
+
+def _check_compression(c: object) -> Compression:
+    if not isinstance(c, Compression):
+        raise UsageError(f"compression={c!r}: use Compression.GZIP, Compression.ZSTD or Compression.NONE")
+    return c
+
+
+def _check_level(c: Compression, level: object) -> int | None:
+    if level is None:
+        return None
+    if isinstance(level, bool) or not isinstance(level, int):
+        raise UsageError(f"level={level!r}: an int")
+    lo, hi = _LEVELS[c]
+    if not lo <= level <= hi:
+        raise UsageError(f"level={level} is out of range for {c.value}: {lo} to {hi}")
+    return level
+
+
+def _check_message(message: object) -> str | None:
+    if message is None or isinstance(message, str):
+        return message
+    raise UsageError(f"message={message!r}: a string")
+
+
+def _check_timestamp(t: object) -> str | None:
+    if t is None:
+        return None
+    if not isinstance(t, dt.datetime):
+        raise UsageError(f"timestamp={t!r}: a datetime.datetime with a time zone")
+    if t.tzinfo is None or t.utcoffset() is None:
+        raise UsageError(f"timestamp={t!r}: a naive datetime is ambiguous; give it a time zone, e.g. "
+                         "datetime(..., tzinfo=timezone.utc)")
+    return t.isoformat()

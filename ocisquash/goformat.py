@@ -1,0 +1,239 @@
+"""Docker's ``--format`` for listings: a small Go-template subset, docker's JSON lines, aligned tables.
+
+``docker images --format`` takes ``table`` (the default table), ``json`` (one ``{{json .}}`` object per
+line), or a Go template such as ``'{{.Repository}}:{{.Tag}}'`` or ``'table {{.ID}}\\t{{.Size}}'`` (a
+``table`` prefix prints a header row made of the fields' column names and aligns the columns). This
+module implements the subset that covers those uses:
+
+- literal text, with the two-character sequences ``\\t`` and ``\\n`` turned into a tab and a newline
+  (docker does the same, so a shell-quoted ``'\\t'`` works);
+- ``{{.Field}}``, ``{{json .Field}}``, ``{{json .}}``, with ``{{-``/``-}}`` trimming spaces around them.
+
+Anything else (``if``, ``range``, pipes, other functions) is refused with a usage error that says what is
+supported, and an unknown field names the valid ones: better one clear line than Go's half-rendered output.
+
+Tables are aligned the way docker's ``tabwriter`` does it (a column is as wide as its widest cell plus 3
+spaces, at least 10; the last column is not padded), never cut to the terminal width: a terminal wraps
+a long line instead, as it does for docker. Lines never end in spaces.
+
+Every value printed in text form goes through ``printable()`` first: an image's history or labels are
+untrusted, and a raw escape sequence or carriage return from them must not reach the terminal.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import unicodedata
+from collections.abc import Callable, Collection, Mapping, Sequence
+from dataclasses import dataclass
+
+from ocisquash.errors import UsageError
+
+TABLE = "table"
+JSON = "json"
+MIN_WIDTH = 10
+PADDING = 3
+
+# Go's encoding/json escapes these for HTML safety; docker's JSON lines carry them, so we do too, and
+# escape the control characters a terminal would act on (DEL, C1 controls, bidi overrides) as well.
+_JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028", "\u2029": "\\u2029"}
+_JSON_RE = re.compile("[<>&\u2028\u2029\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _unsafe(ch: str) -> bool:
+    cat = unicodedata.category(ch)
+    return cat == "Cc" or (cat == "Cf" and unicodedata.bidirectional(ch) in
+                           ("LRE", "RLE", "LRO", "RLO", "PDF", "LRI", "RLI", "FSI", "PDI", "LRM", "RLM", "ALM"))
+
+
+def printable(text: str) -> str:
+    """``text`` with every control character (and bidi override) shown as an escape: ``\\n``, ``\\x1b``."""
+    if text.isprintable():
+        return text
+    out = []
+    for ch in text:
+        if not _unsafe(ch):
+            out.append(ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ch == "\r":
+            out.append("\\r")
+        elif ord(ch) < 0x100:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(f"\\u{ord(ch):04x}")
+    return "".join(out)
+
+
+def go_json(value: object) -> str:
+    """``value`` as Go's ``json.Marshal`` writes it (compact, sorted keys, HTML characters escaped)."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), sort_keys=True)
+    return _JSON_RE.sub(lambda m: _JSON_ESCAPES.get(m.group(), f"\\u{ord(m.group()):04x}"), text)
+
+
+# ------------------------------------------------------------------------------------------ tables
+
+
+def _width(text: str) -> int:
+    from rich.cells import cell_len  # terminal cells: a CJK character takes two
+
+    return cell_len(text)
+
+
+def align(rows: Sequence[Sequence[str]], *, right: Sequence[int] = (), min_width: int = MIN_WIDTH,
+          padding: int = PADDING) -> list[str]:
+    """Rows of cells as aligned lines. Every cell but a row's last is padded to its column's width."""
+    widths: list[int] = []
+    for row in rows:
+        # A row's last cell is not padded, so it widens its column only when right-aligned.
+        for i, cell in enumerate(row if len(row) - 1 in right else row[:-1]):
+            w = max(_width(cell) + padding, min_width)
+            if i == len(widths):
+                widths.append(w)
+            elif w > widths[i]:
+                widths[i] = w
+    lines = []
+    for row in rows:
+        parts = []
+        for i, cell in enumerate(row):
+            if i == len(row) - 1:
+                if i in right:
+                    cell = " " * (widths[i] - padding - _width(cell)) + cell
+                parts.append(cell)
+                continue
+            gap = widths[i] - _width(cell)
+            parts.append(" " * (gap - padding) + cell + " " * padding if i in right else cell + " " * gap)
+        lines.append("".join(parts).rstrip(" "))
+    return lines
+
+
+def tabulate(text: str) -> list[str]:
+    """Docker's tabwriter over rendered template text: tab-separated cells, newline-separated rows."""
+    return align([line.split("\t") for line in text.split("\n")])
+
+
+# ------------------------------------------------------------------------------------------ templates
+
+
+_ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
+_FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)\Z")
+_SUPPORTED = "{{.Field}}, {{json .Field}}, {{json .}}, \\t, \\n, and a 'table ' prefix"
+
+
+@dataclass(frozen=True)
+class _Action:
+    field: str | None
+    """The field, or None for ``.`` (the whole row)."""
+    as_json: bool
+
+
+Piece = str | _Action
+
+
+@dataclass(frozen=True)
+class Template:
+    """A parsed ``--format`` value for a listing with the fields ``headers`` names."""
+
+    pieces: tuple[Piece, ...]
+    table: bool
+    """Print a header row and align the columns (``table`` or a ``table ...`` template)."""
+    is_json: bool
+    """``json``: one object per row (``{{json .}}``)."""
+
+    def uses(self, name: str) -> bool:
+        return any(isinstance(p, _Action) and p.field == name for p in self.pieces)
+
+    def render(self, row: Mapping[str, str], optional: Collection[str] = ()) -> str:
+        """One row as text; ``optional`` fields are left out of ``{{json .}}`` when they are empty."""
+        out = []
+        for p in self.pieces:
+            if isinstance(p, str):
+                out.append(p)
+            elif p.field is None:
+                whole = {k: v for k, v in row.items() if v or k not in optional}
+                out.append(go_json(whole) if p.as_json else go_map(whole))
+            elif p.as_json:
+                out.append(go_json(row[p.field]))
+            else:
+                out.append(printable(row[p.field]))
+        return "".join(out)
+
+    def header(self, headers: Mapping[str, str]) -> str:
+        return "".join(p if isinstance(p, str) else headers.get(p.field or "", "") for p in self.pieces)
+
+
+def go_map(row: Mapping[str, str]) -> str:
+    """How Go's template prints a map: ``map[Key:value ...]`` in key order."""
+    return "map[" + " ".join(f"{k}:{printable(row[k])}" for k in sorted(row)) + "]"
+
+
+def parse(fmt: str, fields: Sequence[str], *, default_table: str) -> Template:
+    """Parse a ``--format`` value; ``default_table`` is the template ``table`` stands for."""
+    source = fmt
+    if source.strip() == JSON:
+        source = "{{json .}}"
+        is_json = True
+    else:
+        is_json = False
+    if source.strip() == TABLE:
+        source = default_table
+    table = source.startswith(TABLE)
+    if table:
+        source = source[len(TABLE):]
+    source = source.strip(" ").replace("\\t", "\t").replace("\\n", "\n")
+    pieces: list[Piece] = []
+    pos = 0
+    trim_next = False  # the previous action ended in "-}}": drop the spaces that follow it
+    for m in _ACTION.finditer(source):
+        text = source[pos:m.start()]
+        if trim_next:
+            text = text.lstrip(" \t\n")
+        if m.group(1):
+            text = text.rstrip(" \t\n")
+        if text:
+            pieces.append(text)
+        pieces.append(_action(m.group(2), fmt, fields))
+        pos = m.end()
+        trim_next = bool(m.group(3))
+    rest = source[pos:]
+    if trim_next:
+        rest = rest.lstrip(" \t\n")
+    if "{{" in rest:
+        raise UsageError(f"--format {fmt!r}: unclosed action '{{{{'", hint=f"supported: {_SUPPORTED}")
+    if rest:
+        pieces.append(rest)
+    return Template(tuple(pieces), table, is_json)
+
+
+def _action(body: str, fmt: str, fields: Sequence[str]) -> _Action:
+    words = body.split()
+    as_json = bool(words) and words[0] == "json"
+    if as_json:
+        words = words[1:]
+    if len(words) != 1:
+        raise UsageError(f"--format {fmt!r}: cannot use {{{{{body}}}}} here", hint=f"supported: {_SUPPORTED}")
+    if words[0] == ".":
+        return _Action(None, as_json)
+    m = _FIELD.match(words[0])
+    if not m:
+        raise UsageError(f"--format {fmt!r}: cannot use {{{{{body}}}}} here", hint=f"supported: {_SUPPORTED}")
+    name = m.group(1)
+    if name not in fields:
+        raise UsageError(f"--format {fmt!r}: no field {name!r}; valid fields: {', '.join(fields)}",
+                         hint="field names are case-sensitive, as in docker: {{.ID}}, {{.Repository}}")
+    return _Action(name, as_json)
+
+
+def write(template: Template, rows: Sequence[Mapping[str, str]], headers: Mapping[str, str],
+          emit: Callable[[str], None], optional: Collection[str] = ()) -> None:
+    """Render every row (and the header row of a table) and hand each finished line to ``emit``."""
+    if template.table:
+        text = "\n".join([template.header(headers), *(template.render(r, optional) for r in rows)])
+        for line in tabulate(text):
+            emit(line)
+        return
+    for r in rows:
+        emit(template.render(r, optional))

@@ -1,0 +1,141 @@
+"""``analyze`` as dive reports it: efficiency and wasted bytes (a duplicated path's copies counted once,
+unlike dive before its issue #684), per-layer created_by, ``--ci`` rules, ``--top`` past 20, JSON layers
+numbered from 1. Expected figures are worked out by hand from the layers below."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+import tarfile
+from pathlib import Path
+
+import pytest
+from listing_inputs import Img, layer_tar, write_oci
+
+from ocisquash import listing
+
+T1 = "2023-01-01T00:00:00Z"
+L1 = layer_tar({"a": b"1" * 100, "b": b"2" * 200, "keep": b"k" * 7, "d/x": b"x" * 40, "d/y": b"y" * 60,
+                "o/p": b"p" * 5})
+L2 = layer_tar({"a": b"3" * 300, ".wh.b": b"", ".wh.d": b"", "o/.wh..wh..opq": b"", "o/q": b"q" * 9})
+L3 = layer_tar({"a": b"4" * 50})
+HISTORY = [{"created": T1, "created_by": "ADD rootfs.tar /"},
+           {"created": T1, "created_by": "ENV X=1", "empty_layer": True},
+           {"created": T1, "created_by": "RUN rm -rf /b /d && make"},
+           {"created": T1, "created_by": "RUN make again"}]
+# Copies per path: a 100+300+50 (keep 50: waste 400); b 200 + its whiteout 200 (waste 200); d/x 40+40 and
+# d/y 60+60 (the whiteout of d deletes both: waste 40 and 60); o/p 5+5 (the opaque o deletes it: 5); keep 7
+# and o/q 9 once. All copies: 1076 bytes; smallest copies: 371; user layers (2 and 3) add 309 + 50 bytes.
+EFFICIENCY = 371 / 1076
+WASTED = 705
+USER = 359
+
+
+def ocisquash(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "ocisquash", *args], capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture
+def image(tmp_path: Path) -> Path:
+    return write_oci(tmp_path / "an", [Img(["docker.io/acme/an:1"], T1, [L1, L2, L3], gzip=True, history=HISTORY)])
+
+
+def test_efficiency_and_wasted_bytes_count_each_path_once(image: Path) -> None:
+    p = ocisquash("analyze", str(image), "--format", "json")
+    assert p.returncode == 0, p.stderr
+    o = json.loads(p.stdout)
+    assert o["efficiency"] == pytest.approx(EFFICIENCY)
+    assert (o["wasted_bytes"], o["user_bytes"]) == (WASTED, USER)
+    assert o["user_wasted_percent"] == pytest.approx(WASTED / USER)
+    assert [(x["path"], x["count"], x["total_bytes"], x["wasted_bytes"]) for x in o["inefficiencies"]] == [
+        ("a", 3, 450, 400), ("b", 2, 400, 200), ("d/y", 2, 120, 60), ("d/x", 2, 80, 40), ("o/p", 2, 10, 5)]
+    assert [ly["layer"] for ly in o["layers"]] == [1, 2, 3]
+    assert [ly["created_by"] for ly in o["layers"]] == ["ADD rootfs.tar /", "RUN rm -rf /b /d && make",
+                                                        "RUN make again"]
+    assert [ly["tar_size"] for ly in o["layers"]] == [len(L1), len(L2), len(L3)]
+    assert json.loads(ocisquash("analyze", str(image), "--json").stdout) == o
+
+
+def test_table_shows_created_by_and_efficiency(image: Path) -> None:
+    p = ocisquash("analyze", str(image))
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    header = lines[1]
+    assert header.split()[:4] == ["LAYER", "DIGEST", "SIZE", "ADDS"] and "CREATED BY" in header
+    col = header.index("CREATED BY")
+    assert [ln[col:].split("  ")[0] for ln in lines[2:5]] == ["ADD rootfs.tar /", "RUN rm -rf /b /d && make",
+                                                                 "RUN make again"]
+    assert f"efficiency {EFFICIENCY:.2%}; wasted 705B" in p.stdout
+    dup = lines[lines.index(next(ln for ln in lines if ln.split()[:2] == ["COUNT", "WASTED"])) + 1:]
+    assert dup[0].split() == ["3", "400B", "450B", "a"]
+
+
+def test_ci_rules_fail_with_one_line_each(image: Path) -> None:
+    p = ocisquash("analyze", str(image), "--ci", "-q")
+    assert p.returncode == 1
+    assert p.stderr.splitlines() == [  # dive's defaults: efficiency >= 0.9, user wasted <= 0.1
+        f"fail: lowest-efficiency: image efficiency {EFFICIENCY:.4f} is below 0.9",
+        f"fail: highest-user-wasted-percent: {WASTED / USER:.4f} of the user layers' bytes wasted, more than 0.1"]
+    p = ocisquash("analyze", str(image), "--highest-wasted-bytes", "700B", "--lowest-efficiency", "0.3",
+                  "--highest-user-wasted-percent", "disabled")  # a rule given means --ci
+    assert p.returncode == 1
+    assert p.stderr.splitlines() == ["fail: highest-wasted-bytes: 705B (705 bytes) wasted, more than 700B"]
+    p = ocisquash("analyze", str(image), "--ci", "--lowest-efficiency", "0.3", "--highest-wasted-bytes", "1kB",
+                  "--highest-user-wasted-percent", "2")
+    assert p.returncode == 2  # a percent is a fraction from 0 to 1, as dive's
+    p = ocisquash("analyze", str(image), "--ci", "--lowest-efficiency", "0.3", "--highest-wasted-bytes", "1kB",
+                  "--highest-user-wasted-percent", "disabled", "--format", "json")
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["ci"] == {"lowest_efficiency": 0.3, "highest_wasted_bytes": 1000,
+                                          "highest_user_wasted_percent": None, "broken": []}
+    assert p.stderr.startswith("ci: pass")
+
+
+@pytest.mark.parametrize("args", [["--lowest-efficiency", "high"], ["--highest-wasted-bytes", "lots"],
+                                  ["--format", "yaml"]])
+def test_bad_rule_values_are_usage_errors(image: Path, args: list[str]) -> None:
+    p = ocisquash("analyze", str(image), *args)
+    assert p.returncode == 2 and p.stderr.startswith("error: ") and "Traceback" not in p.stderr
+
+
+def test_top_is_not_capped_at_20(tmp_path: Path) -> None:
+    files = {f"f{i:02}": b"v" * (i + 1) for i in range(30)}
+    path = write_oci(tmp_path / "many", [Img(["docker.io/acme/many:1"], T1, [layer_tar(files), layer_tar(files)])])
+    o = json.loads(ocisquash("analyze", str(path), "--top", "25", "--format", "json").stdout)
+    assert len(o["inefficiencies"]) == 25 and o["inefficiencies"][0]["path"] == "f29"
+    text = ocisquash("analyze", str(path), "--top", "25").stdout
+    assert sum(1 for ln in text.splitlines() if ln.split()[:1] == ["2"] and ln.split()[-1].startswith("f")) == 25
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+@pytest.mark.parametrize("seekable", [True, False])
+def test_tar_members_reads_what_tarfile_reads(fmt: int, seekable: bool) -> None:
+    long_dir = "/".join(["deep-directory-name"] * 6)  # 119 characters: ustar's prefix, GNU's L, PAX's path
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as t:
+        for name, kind, data in [("a", tarfile.DIRTYPE, b""), ("a/file", tarfile.REGTYPE, b"x" * 700),
+                                 (f"{long_dir}/f", tarfile.REGTYPE, b"y" * 1025), ("a/link", tarfile.SYMTYPE, b""),
+                                 ("a/hard", tarfile.LNKTYPE, b""), ("a/.wh.gone", tarfile.REGTYPE, b""),
+                                 ("ünï/cödé", tarfile.REGTYPE, b"z" * 3)]:
+            if fmt == tarfile.USTAR_FORMAT and not name.isascii():
+                continue
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.size = kind, len(data)
+            ti.linkname = "a/file" if kind in (tarfile.SYMTYPE, tarfile.LNKTYPE) else ""
+            t.addfile(ti, io.BytesIO(data))
+    raw = buf.getvalue()
+    with tarfile.open(fileobj=io.BytesIO(raw)) as t:
+        want = [(m.name, m.size, m.isreg()) for m in t]
+
+    class Stream(io.RawIOBase):  # no seek: the stream of a compressed layer
+        def __init__(self) -> None:
+            self._b = io.BytesIO(raw)
+
+        def read(self, n: int = -1) -> bytes:
+            return self._b.read(n)
+
+    stream = io.BytesIO(raw) if seekable else Stream()
+    got = [(n.rstrip("/"), size, reg) for n, size, reg in listing.tar_members(stream)]
+    assert got == want and len(got) >= 6
