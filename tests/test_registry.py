@@ -675,3 +675,67 @@ def test_mount_refused_falls_back_to_upload(no_sleep: None) -> None:
     n = len(log)
     assert out.adopt_layer(layer) is False
     assert [m for m, _ in log[n:]] == ["HEAD"]
+
+
+# ------------------------------------------------------- docker:// beside the file forms (main's rules)
+
+
+def test_registry_out_from_a_pipe_and_from_the_layout_it_is_run_in(plain: registryd.Registry,
+                                                                  sample_docker: BuiltImage, trap_oci: BuiltImage,
+                                                                  tmp_path: Path) -> None:
+    """Standard input is spooled to $TMPDIR for a registry OUT (it has no directory to spool beside), and
+    an IN layout that is the working directory does not hold a relative ``docker://`` OUT (it is no path)."""
+    h = plain.host
+    work = tmp_path / "work"
+    work.mkdir()
+    with sample_docker.path.open("rb") as stdin:
+        p = subprocess.run([*OCISQUASH, "-", f"docker://{h}/pipe/app:1", "--tls-verify=false", "-q"], stdin=stdin,
+                           capture_output=True, text=True, timeout=300, cwd=work, check=False)
+    assert p.returncode == 0, p.stderr
+    assert list(work.iterdir()) == []  # nothing spooled in (or under "docker:/" of) the working directory
+    assert len(manifest_of(f"docker://{h}/pipe/app:1")["layers"]) == 1  # type: ignore[arg-type]
+    assert_same_rootfs(str(sample_docker.path), pull(f"docker://{h}/pipe/app:1", tmp_path / "pipe"), tmp_path)
+    p = subprocess.run([*OCISQUASH, ".", f"docker://{h}/here/app:1", "--image", "latest", "--tls-verify=false",
+                        "-q"], capture_output=True, text=True, timeout=300, cwd=trap_oci.path, check=False)
+    assert p.returncode == 0, p.stderr
+    assert_same_rootfs(f"{trap_oci.path}:latest", pull(f"docker://{h}/here/app:1", tmp_path / "here"), tmp_path)
+
+
+def test_docker_transport_is_parsed_with_skopeos_others(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``docker://`` is a registry wherever IN and OUT are parsed, even beside a file named ``docker``
+    (which FILE:REF would otherwise take it for); a pipe read for a registry OUT is spooled to $TMPDIR,
+    not under a "directory" of the reference."""
+    from ocisquash import spool, transports
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "docker").write_bytes(b"")
+    ref = "docker://localhost:5000/app/x:1"
+    assert transports.parse(ref) == transports.Ref(ref)
+    assert transports.input_ref(ref, "other") == (ref, "other")
+    assert transports.output_ref(ref, None, ["t"]) == (ref, None, ["t"])
+    (tmp_path / "docker:" / "localhost:5000" / "app").mkdir(parents=True)
+    assert spool.beside(ref) is None
+
+
+def test_platform_all_takes_a_platform_from_the_config() -> None:
+    """--platform all on a docker tarball: its image's platform is its config's, as --platform judges it."""
+    rep = json.loads(ok("testdata/sample.docker.tar", "--platform", "all", "--dry-run", "--json").stdout)
+    assert [p["image"] for p in rep["platforms"]] == ["docker.io/ocisquash/sample:latest [linux/amd64]"]
+
+
+def test_platform_all_refuses_an_image_without_a_platform(tmp_path: Path) -> None:
+    """An image whose index entry names no platform and whose config names no architecture has no
+    platform to squash it for (nor to choose its parent by, nor to list in the index): an error."""
+    from listing_inputs import Img, layer_tar, write_oci
+
+    class NoArch(Img):
+        def build(self) -> None:
+            super().build()
+            cfg = json.loads(self.config)
+            cfg["architecture"] = ""
+            self.config = json.dumps(cfg).encode()
+
+    layout = write_oci(tmp_path / "lay", [NoArch(["x/app:1"], "2024-01-01T00:00:00Z",
+                                                 [layer_tar({"a": b"1"}), layer_tar({"b": b"2"})])])
+    line = one_line_error(ocisquash(str(layout), "--platform", "all", "--dry-run"))
+    assert "names no platform" in line and "x/app:1" in line
