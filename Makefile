@@ -4,8 +4,11 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 # docker.io/containerd/busybox-static: the real-client tests' own dockerd (busybox is docker build's shell);
 # apparmor: dockerd must load its profile where the kernel enforces AppArmor (Debian's default)
-DEBS := umoci skopeo podman buildah libmagic1 jq oci-image-tool docker.io containerd runc iptables busybox-static apparmor
-DEB_TOOLS := umoci skopeo podman buildah jq oci-image-tool dockerd containerd ctr runc iptables busybox
+# docker-registry, apache2-utils (htpasswd), openssl: the registry tests' own registry, passwords and CA
+DEBS := umoci skopeo podman buildah libmagic1 jq oci-image-tool docker.io containerd runc iptables busybox-static apparmor \
+	docker-registry apache2-utils openssl
+DEB_TOOLS := umoci skopeo podman buildah jq oci-image-tool dockerd containerd ctr runc iptables busybox \
+	docker-registry htpasswd openssl
 
 .PHONY: setup debs venv demo test lint pytest fuzz clean bench
 

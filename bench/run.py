@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import imagebuild
+import registry_rows
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -341,6 +342,10 @@ def make_rows(squash: list[str], big: dict[str, Any], tiny: dict[str, Any], work
         Row("codec", "isal: inflate input layers + deflate squashed layer", [], o / "codec.gz", [oci]),
         Row("verify-floor", "sha256 IN.docker.tar; write + sha256 + fsync the squashed layer (2 threads)", [],
             o / "floor.tar", [docker]),
+        Row("reg-squash", "ocisquash squash docker://…/src docker://…/new (local registry, to scratch)"),
+        Row("reg-parent", f"ocisquash squash docker://…/src docker://…/new --from-layer {registry_rows.KEEP + 1} "
+            "(kept layers mounted)"),
+        Row("reg-push", "skopeo copy OUT.oci (sq-gzip's output) docker://… (a file squash's transfer)"),
         Row("crane", "crane flatten", skip="crane is not on PATH"),
         Row("docker-squash", "docker-squash", skip="docker-squash is not on PATH"),
     ]
@@ -576,13 +581,20 @@ def main(argv: list[str] | None = None) -> int:
             floor_row.warm.append(ref)
             floor_row.note = "the least a verifying docker->docker squash does, no tar parsed (bench/verify_floor.py)"
 
+    reg = registry_rows.setup(work, Path(big["oci"]), squash, by)
     load0 = os.getloadavg()
     if load0[0] > 0.5:
         print(f"warning: load average {load0[0]:.1f} before the runs: other processes compete for the CPU; "
               "see the 'others cpu s' column", file=sys.stderr)
     t0 = time.monotonic()
-    for r in rows:
-        run_row(r, args.repeat, work, env, args.timeout)
+    try:
+        for r in rows:
+            since = reg.mark() if reg is not None and r.name in registry_rows.NAMES else 0
+            run_row(r, args.repeat, work, env, args.timeout)
+            if reg is not None and r.name in registry_rows.NAMES and r.ok:
+                r.note = registry_rows.note(reg, since, reg.mark(), len(r.samples))
+    finally:
+        registry_rows.stop(reg)
     elapsed = time.monotonic() - t0
     global LAUNCH
     if LAUNCH is None:

@@ -7,7 +7,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from ocisquash import compression as codecs
-from ocisquash import reference, sink, spool, transfer
+from ocisquash import reference, registry, sink, spool, transfer
 from ocisquash.errors import UsageError
 from ocisquash.image import Layer
 from ocisquash.samefile import refuse_overlap
@@ -57,6 +57,8 @@ def convert(src_path: str, dest: str, *, image: str | None = None, platform: str
         img.check_consistent()
         out_fmt = fmt or sink.guess_format(dest)
         names = output_tags(img.names, tags or [])
+        if registry.is_registry_ref(dest):
+            names = registry.output_tags(dest, tags or [])
         out = sink.open_sink(dest, out_fmt)
         try:
             if on_bytes is not None:

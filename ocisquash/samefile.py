@@ -53,14 +53,19 @@ def refuse_overlap(out: str | None, inputs: list[tuple[str, str]]) -> None:
     """Raise ``UsageError`` (exit 2) when ``out`` would overwrite an input.
 
     ``inputs``: ``(what, path)`` pairs, e.g. ``("IN", "app.tar")`` or ``("--parent", "base.tar")``;
-    ``-`` is standard input (for IN) or output (for OUT), compared when it is a regular file.
+    ``-`` is standard input (for IN) or output (for OUT), compared when it is a regular file. A
+    ``docker://`` reference names no file: it is never compared (a registry is not the file system).
     """
-    if out is None:
+    from ocisquash.registry.ref import is_registry_ref
+
+    if out is None or is_registry_ref(out):
         return
     out_id = _identity(out, 1)
     out_above: list[tuple[int, int]] | None = None
     shown = "standard output" if out == "-" else out
     for what, path in inputs:
+        if is_registry_ref(path):
+            continue
         in_id = _identity(path, 0)
         if in_id is None:
             continue

@@ -774,7 +774,12 @@ def _umask() -> int:
 
 
 def open_sink(path: str, fmt: str) -> Sink:
-    """``fmt``: ``docker`` (docker save tar), ``oci`` (OCI layout tar) or ``oci-dir``."""
+    """``fmt``: ``docker`` (docker save tar), ``oci`` (OCI layout tar) or ``oci-dir``; a ``docker://``
+    reference is a registry (``fmt`` does not apply)."""
+    from ocisquash import registry
+
+    if registry.is_registry_ref(path):
+        return registry.open_sink(path)
     if fmt == "oci-dir":
         if path == "-":
             raise OutputError("an OCI layout directory cannot go to standard output", hint="use --format oci or docker")

@@ -44,6 +44,11 @@ class Source:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
+    def matching(self, ref: str | None) -> list[Candidate]:
+        """Every candidate ``ref`` names (all of them for None), one per image and platform, each with
+        its platform known as ``--platform`` judges it: its index entry's, else its config's."""
+        return [_with_platform(c) for c in _dedupe([c for c in self.candidates if ref is None or _matches(ref, c)])]
+
     def choose(self, ref: str | None = None, platform: str | None = None) -> Image:
         return self.choose_candidate(ref, platform).load()
 
@@ -157,8 +162,13 @@ def open_source(path: str, spool_dir: str | None = None) -> Source:
     """Open an input; raises a clear error when it is none of the formats ocisquash reads.
 
     An input that can be read only once (``-``, a FIFO) is opened once and spooled to a temporary
-    file in ``spool_dir`` (``$TMPDIR`` when None), removed when the source is closed.
+    file in ``spool_dir`` (``$TMPDIR`` when None), removed when the source is closed. A ``docker://``
+    reference is a registry image (``ocisquash.registry``).
     """
+    from ocisquash import registry
+
+    if registry.is_registry_ref(path):
+        return registry.open_source(path)
     if path != "-" and not os.path.lexists(path):
         raise FormatError(f"{path}: no such file or directory")
     if spool.read_once(path):

@@ -39,8 +39,11 @@ def read_once(path: str) -> bool:
 
 def beside(dest: str | None) -> str | None:
     """Where to spool for an output ``dest``: its directory (the space is needed there anyway, and
-    ``$TMPDIR`` is often a small tmpfs), or None (``$TMPDIR``) for standard output or no output."""
-    if dest is None or dest == "-":
+    ``$TMPDIR`` is often a small tmpfs), or None (``$TMPDIR``) for standard output, a registry
+    (``docker://``) or no output."""
+    from ocisquash.registry.ref import is_registry_ref
+
+    if dest is None or dest == "-" or is_registry_ref(dest):
         return None
     return os.path.dirname(os.path.abspath(dest))
 

@@ -18,10 +18,10 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, BinaryIO
 
-from ocisquash import compression, merge, model, sink, spool, transfer
+from ocisquash import compression, merge, model, registry, sink, spool, transfer
 from ocisquash.convert import check_format, output_tags
 from ocisquash.digest import Digest
-from ocisquash.errors import FormatError, UsageError
+from ocisquash.errors import FormatError, OcisquashError, UsageError
 from ocisquash.image import Image, Layer
 from ocisquash.samefile import refuse_overlap
 from ocisquash.sources import Source, open_source
@@ -61,6 +61,7 @@ class Report:
     bytes_dropped: int
     seconds: float
     tags: list[str] = field(default_factory=list)
+    platforms: list[dict[str, Any]] | None = None  # --platform all: each platform's own report
     manifest: str | None = None
     config: str | None = None
     diff_id: str | None = None
@@ -162,24 +163,31 @@ def _layer_input(ly: Layer, verify_scan: bool) -> merge.LayerInput:
                             open_scan=partial(ly.open_scan, verify=True), work=ly.size, open_once=ly.open)
 
 
-def _parent_diff_ids(opts: SquashOptions, src_path: str, src: Source) -> tuple[list[Digest], Digest] | None:
-    """The ``--parent`` image's diff IDs and its image ID (what ``docker build --squash`` names it by).
+def _parent_diff_ids(opts: SquashOptions, src_path: str, src: Source,
+                     platform: str | None) -> tuple[list[Digest], Digest] | None:
+    """The ``--parent`` image's diff IDs and its image ID (what ``docker build --squash`` names it by),
+    for ``platform`` (each platform of ``--platform all`` has its own parent).
 
     A parent in IN itself is chosen from the already open ``src``: IN may be a pipe, read only once."""
     if opts.parent is None:
         return None
     path, name = _parent_location(opts.parent, src_path)
     if path == src_path or _same_file(path, src_path):
-        parent = src.choose(name, opts.platform)
+        parent = src.choose(name, platform)
     else:
         with open_source(path) as ps:
-            parent = ps.choose(name, opts.platform)
+            parent = ps.choose(name, platform)
     return list(parent.config.diff_ids), parent.id
 
 
 def _parent_location(ref: str, src_path: str) -> tuple[str, str | None]:
     """Where ``--parent`` points: ``(path, name)``; FILE or FILE:REF names a parent in another input
-    (a path that exists wins over a reference), anything else an image in IN."""
+    (a path that exists wins over a reference), a ``docker://`` reference a registry image, anything
+    else an image in IN."""
+    from ocisquash.registry import is_registry_ref
+
+    if is_registry_ref(ref):
+        return ref, None
     if os.path.exists(ref):
         return ref, None
     head, sep, tail = ref.rpartition(":")
@@ -206,106 +214,246 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
     codec = compression.parse_codec(opts.compression)
     level = compression.check_level(codec, opts.level)
     created = parse_timestamp(opts.timestamp)
+    every = opts.platform is not None and opts.platform.strip().lower() == ALL_PLATFORMS
     if not opts.dry_run:
         read = [("IN", src_path)]
         if opts.parent is not None:
             read.append(("--parent", _parent_location(opts.parent, src_path)[0]))
         refuse_overlap(dest, read)
     with open_source(src_path, spool.beside(dest)) as src:
-        parent = _parent_diff_ids(opts, src_path, src)
-        parent_ids = parent[0] if parent is not None else None
+        if every:
+            return _squash_every_platform(src, src_path, dest, opts, codec, level, created, t0, on_phase,
+                                          on_progress)
+        parent = _parent_diff_ids(opts, src_path, src, opts.platform)
         image = src.choose(opts.image, opts.platform)
-        image.check_consistent()
-        keep = resolve_cut(image, opts.from_layer, parent_ids)
-        n = len(image.layers)
-        before_c = sum(ly.size for ly in image.layers)
-        inputs = layer_inputs(image, verify_scan=opts.dry_run or dest is None)
-        # One layer above the cut is still squashed, as moby's SquashImage(id, parent) does: it
-        # writes that layer again (the daemon's diff of it against the parent) in a new image whose
-        # history follows the squash convention. Only no layer at all leaves nothing to do.
-        nothing = n == keep
         same_layout = dest is not None and os.path.isdir(dest) and os.path.isdir(src_path) and \
             os.path.samefile(dest, src_path)
         tags = _layout_tags(image, opts.tags) if same_layout else output_tags(image.names, opts.tags)
-
-        def new_report(plan: merge.MergePlan) -> Report:
-            stats = plan_totals(plan)
-            report = Report(
-                image=image.label, output=dest, squashed=not nothing, layers_before=n,
-                layers_after=n if nothing else keep + 1, kept_layers=keep,
-                bytes_before_uncompressed=stats["bytes_before"], bytes_after_uncompressed=None,
-                bytes_before_compressed=before_c, bytes_after_compressed=None,
-                files_dropped=stats["files_dropped"], bytes_dropped=stats["bytes_dropped"],
-                seconds=0.0, tags=tags, dry_run=opts.dry_run,
-            )
-            if nothing:
-                report.note = "nothing to squash: no layers above the cut; written unchanged"
-                report.bytes_after_uncompressed = report.bytes_before_uncompressed
-                report.bytes_after_compressed = before_c
-                report.files_dropped = report.bytes_dropped = 0
-            elif opts.dry_run or dest is None:
-                report.bytes_after_uncompressed = stats["bytes_after"]
-            return report
-
+        if dest is not None and registry.is_registry_ref(dest):
+            tags = registry.output_tags(dest, opts.tags)
         if opts.dry_run or dest is None:
-            if on_phase:
-                on_phase("reading layers", None)
-            report = new_report(merge.plan(inputs, keep))
+            report, _ = _squash_one(image, None, parent, opts, codec, level, created, tags, on_phase, on_progress)
+            report.output = dest
             report.seconds = round(time.monotonic() - t0, 3)
             return report
         out_fmt = opts.fmt or sink.guess_format(dest)
         out = sink.open_sink(dest, out_fmt)
         try:
-            if nothing:
-                if on_phase:
-                    on_phase("reading layers", None)
-                report = new_report(merge.plan(inputs, keep))
-                written = transfer.write_image(out, image, transfer.plan_convert(image, None, None), tags=tags)
-            else:
-                plans: list[merge.MergePlan] = []
-
-                squashed = image.layers[keep:]
-                # Progress counts uncompressed bytes: a total is known only when the layers are plain.
-                plain = sum(ly.size for ly in squashed) if all(ly.seekable_plain for ly in squashed) else None
-
-                def planned(plan: merge.MergePlan) -> None:
-                    plans.append(plan)
-                    left = plan.bytes_to_copy()
-                    if on_phase and left:
-                        on_phase("copying", left)
-
-                def produce(w: BinaryIO) -> None:
-                    # Each squashed layer read once; merge.Retry falls back to the two passes.
-                    if on_phase:
-                        on_phase("squashing", plain)
-                    merge.stream(inputs, keep, w, progress=on_progress, on_plan=planned)
-
-                def produce_two_pass(w: BinaryIO) -> None:
-                    if on_phase:
-                        on_phase("reading layers", None)
-                    plan = merge.plan(inputs, keep)
-                    planned(plan)
-                    merge.write(plan, inputs, w, progress=on_progress)
-
-                new_layers = [transfer.OutLayer("copy", ly) for ly in image.layers[:keep]]
-                new_layers.append(transfer.OutLayer("generate", codec=codec, level=level, produce=produce))
-                fallback = transfer.OutLayer("generate", codec=codec, level=level, produce=produce_two_pass)
-                results: list[transfer.LayerResult] = []
-                written = _write_squashed(out, image, keep, new_layers, fallback, tags, created, opts,
-                                          parent[1] if parent is not None else None, results)
-                report = new_report(plans[-1])
-                report.bytes_after_compressed = sum(r.descriptor.size for r in results)
-                kept_unc = sum(r.uncompressed_size or 0 for r in results[:-1])
-                report.bytes_after_uncompressed = kept_unc + (results[-1].uncompressed_size or 0)
-                report.diff_id = str(results[-1].diff_id)
+            report, written = _squash_one(image, out, parent, opts, codec, level, created, tags, on_phase,
+                                          on_progress)
             out.commit()
         except BaseException:
             out.abort()
             raise
+    report.output = dest
     report.manifest = str(written.manifest.digest)
     report.config = str(written.config_digest)
     report.seconds = round(time.monotonic() - t0, 3)
     return report
+
+
+ALL_PLATFORMS = "all"
+
+
+def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: SquashOptions,
+                           codec: compression.Codec, level: int | None, created: dt.datetime, t0: float,
+                           on_phase: Callable[[str, int | None], None] | None,
+                           on_progress: Callable[[int], None] | None) -> Report:
+    """``--platform all``: squash every platform of the chosen image and write an index of the results
+    with the same platforms and descriptor annotations. Each platform's ``--parent`` is the parent's
+    image for that platform. Attestation manifests are dropped: they describe the unsquashed images
+    (their layers, their provenance), which the output no longer holds, so re-pointing them at the
+    squashed images would attest to something that was never built."""
+    cands = src.matching(opts.image)
+    if not cands:
+        raise UsageError(f"{src.label}: no image matches {opts.image!r}")
+    groups = {tuple(c.names) for c in cands}
+    if len(groups) > 1:
+        raise UsageError(f"{src.label}: --platform all needs one image; it holds {len(groups)}",
+                         hint="choose one with --image")
+    for c in cands:
+        # --platform's rule: each image is for one platform (its index entry's, else its config's), and
+        # each platform's --parent is chosen for it; without one there is no parent to choose or index
+        # entry to write.
+        if c.platform is None or len([p for p in c.platform.split("/") if p]) < 2:
+            what = c.names[0] if c.names else str(c.manifest_digest or c.image_id)
+            raise FormatError(f"{src.label}: {what} names no platform (neither its index entry nor its config "
+                              "gives os and architecture)", hint="squash it without --platform all")
+    if dest is not None and not opts.dry_run:
+        out_fmt = opts.fmt or sink.guess_format(dest)
+        if out_fmt == "docker":
+            if opts.fmt == "docker":
+                raise UsageError("--platform all writes an image index, which a docker save tarball cannot hold",
+                                 hint="use --format oci (an OCI layout tar that docker load reads too) or a directory")
+            out_fmt = "oci"
+    names = list(cands[0].names)
+    if dest is not None and registry.is_registry_ref(dest):
+        tags = registry.output_tags(dest, opts.tags)
+    else:
+        tags = output_tags(names, opts.tags)
+    out = None if opts.dry_run or dest is None else sink.open_sink(dest, out_fmt)
+    reports: list[Report] = []
+    children: list[model.Descriptor] = []
+    try:
+        for c in cands:
+            image = c.load()
+            parent = _parent_diff_ids(opts, src_path, src, c.platform)
+            report, written = _squash_one(image, out, parent, opts, codec, level, created, [], on_phase, on_progress)
+            report.image = f"{image.label} [{c.platform or '?'}]"
+            reports.append(report)
+            if out is None:
+                continue
+            src_desc = image.manifest_descriptor
+            ann = {k: v for k, v in (src_desc.annotations if src_desc else {}).items()
+                   if k not in (model.REF_NAME, model.CONTAINERD_NAME)}
+            plat = (src_desc.platform if src_desc is not None and src_desc.platform is not None
+                    else written.platform)
+            children.append(model.Descriptor(written.manifest.media_type, written.manifest.digest,
+                                             written.manifest.size, ann, plat))
+        index_desc = None
+        if out is not None:
+            docker = all(d.media_type == model.DOCKER_MANIFEST for d in children)
+            mt = model.DOCKER_LIST if docker else model.OCI_INDEX
+            data = model.canonical_json({"schemaVersion": 2, "mediaType": mt,
+                                         "manifests": [d.to_json() for d in children]})
+            d, size = out.put_bytes(data)
+            index_desc = model.Descriptor(mt, d, size)
+            # The index stands for the platforms' images: it alone is named in the output.
+            out.images[:] = [sink.WrittenImage(manifest=index_desc, config_digest=d, layer_digests=[], tags=tags)]
+            out.commit()
+    except BaseException:
+        if out is not None:
+            out.abort()
+        raise
+    dropped = _attestations(src, names)
+    total = Report(
+        image=f"{names[0] if names else src.label} ({len(reports)} platforms)", output=dest,
+        squashed=any(r.squashed for r in reports),
+        layers_before=sum(r.layers_before for r in reports), layers_after=sum(r.layers_after for r in reports),
+        kept_layers=sum(r.kept_layers for r in reports),
+        bytes_before_uncompressed=sum(r.bytes_before_uncompressed for r in reports),
+        bytes_after_uncompressed=_sum_or_none([r.bytes_after_uncompressed for r in reports]),
+        bytes_before_compressed=sum(r.bytes_before_compressed for r in reports),
+        bytes_after_compressed=_sum_or_none([r.bytes_after_compressed for r in reports]),
+        files_dropped=sum(r.files_dropped for r in reports), bytes_dropped=sum(r.bytes_dropped for r in reports),
+        seconds=round(time.monotonic() - t0, 3), tags=tags, dry_run=opts.dry_run,
+        manifest=str(index_desc.digest) if index_desc is not None else None,
+        platforms=[r.to_json() for r in reports],
+    )
+    if dropped:
+        total.note = (f"dropped {dropped} attestation manifest{'s' if dropped > 1 else ''}: they describe the "
+                      "unsquashed images, which the output does not hold")
+    return total
+
+
+def _sum_or_none(values: list[int | None]) -> int | None:
+    return None if any(v is None for v in values) else sum(v for v in values if v is not None)
+
+
+def _attestations(src: Source, names: list[str]) -> int:
+    """How many attestation manifests the index of the image named ``names`` lists (layouts and
+    registries: a docker tarball holds none)."""
+    from ocisquash import layout
+
+    if src.kind == "docker":
+        return 0
+    try:
+        top = layout.read_index_json(src.tree)
+        count = 0
+        for d in top.manifests:
+            if (names and layout.names_of(d) != names) or d.media_type not in model.INDEX_TYPES:
+                continue
+            idx = model.Index.parse(layout.read_blob(src.tree, d, "index"), src.label, media_type=d.media_type)
+            count += sum(1 for m in idx.manifests if layout._is_attestation(m))
+        return count
+    except OcisquashError:
+        return 0
+
+
+def _squash_one(image: Image, out: sink.Sink | None, parent: tuple[list[Digest], Digest] | None,
+                opts: SquashOptions, codec: compression.Codec, level: int | None, created: dt.datetime,
+                tags: list[str], on_phase: Callable[[str, int | None], None] | None,
+                on_progress: Callable[[int], None] | None) -> tuple[Report, sink.WrittenImage]:
+    """Squash one image into ``out`` (None: a dry run, only the report); the caller commits."""
+    image.check_consistent()
+    parent_ids = parent[0] if parent is not None else None
+    keep = resolve_cut(image, opts.from_layer, parent_ids)
+    n = len(image.layers)
+    before_c = sum(ly.size for ly in image.layers)
+    inputs = layer_inputs(image, verify_scan=out is None)
+    # One layer above the cut is still squashed, as moby's SquashImage(id, parent) does: it
+    # writes that layer again (the daemon's diff of it against the parent) in a new image whose
+    # history follows the squash convention. Only no layer at all leaves nothing to do.
+    nothing = n == keep
+
+    def new_report(plan: merge.MergePlan) -> Report:
+        stats = plan_totals(plan)
+        report = Report(
+            image=image.label, output=None, squashed=not nothing, layers_before=n,
+            layers_after=n if nothing else keep + 1, kept_layers=keep,
+            bytes_before_uncompressed=stats["bytes_before"], bytes_after_uncompressed=None,
+            bytes_before_compressed=before_c, bytes_after_compressed=None,
+            files_dropped=stats["files_dropped"], bytes_dropped=stats["bytes_dropped"],
+            seconds=0.0, tags=tags, dry_run=opts.dry_run,
+        )
+        if nothing:
+            report.note = "nothing to squash: no layers above the cut; written unchanged"
+            report.bytes_after_uncompressed = report.bytes_before_uncompressed
+            report.bytes_after_compressed = before_c
+            report.files_dropped = report.bytes_dropped = 0
+        elif out is None:
+            report.bytes_after_uncompressed = stats["bytes_after"]
+        return report
+
+    if out is None:
+        if on_phase:
+            on_phase("reading layers", None)
+        return new_report(merge.plan(inputs, keep)), None  # type: ignore[return-value]
+    if nothing:
+        if on_phase:
+            on_phase("reading layers", None)
+        report = new_report(merge.plan(inputs, keep))
+        written = transfer.write_image(out, image, transfer.plan_convert(image, None, None), tags=tags)
+        return report, written
+    plans: list[merge.MergePlan] = []
+
+    squashed = image.layers[keep:]
+    # Progress counts uncompressed bytes: a total is known only when the layers are plain.
+    plain = sum(ly.size for ly in squashed) if all(ly.seekable_plain for ly in squashed) else None
+
+    def planned(plan: merge.MergePlan) -> None:
+        plans.append(plan)
+        left = plan.bytes_to_copy()
+        if on_phase and left:
+            on_phase("copying", left)
+
+    def produce(w: BinaryIO) -> None:
+        # Each squashed layer read once; merge.Retry falls back to the two passes.
+        if on_phase:
+            on_phase("squashing", plain)
+        merge.stream(inputs, keep, w, progress=on_progress, on_plan=planned)
+
+    def produce_two_pass(w: BinaryIO) -> None:
+        if on_phase:
+            on_phase("reading layers", None)
+        plan = merge.plan(inputs, keep)
+        planned(plan)
+        merge.write(plan, inputs, w, progress=on_progress)
+
+    new_layers = [transfer.OutLayer("copy", ly) for ly in image.layers[:keep]]
+    new_layers.append(transfer.OutLayer("generate", codec=codec, level=level, produce=produce))
+    fallback = transfer.OutLayer("generate", codec=codec, level=level, produce=produce_two_pass)
+    results: list[transfer.LayerResult] = []
+    written = _write_squashed(out, image, keep, new_layers, fallback, tags, created, opts,
+                              parent[1] if parent is not None else None, results)
+    report = new_report(plans[-1])
+    report.bytes_after_compressed = sum(r.descriptor.size for r in results)
+    # a kept layer a registry already had (or mounted) was not copied: its size is the scan's count
+    kept_unc = sum(r.uncompressed_size if r.uncompressed_size is not None else plans[-1].layers[i].tar_bytes
+                   for i, r in enumerate(results[:-1]))
+    report.bytes_after_uncompressed = kept_unc + (results[-1].uncompressed_size or 0)
+    report.diff_id = str(results[-1].diff_id)
+    return report, written
 
 
 _LAYOUT_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")

@@ -66,6 +66,13 @@ class _TeeReader(Reader):
 
 def _copy_layer(sink: Sink, layer: Layer, docker: bool) -> LayerResult:
     codec = layer.codec
+    # A registry output places a blob it has already, or can mount from another repository, without
+    # its bytes: kept parent layers are never uploaded again.
+    adopt = getattr(sink, "adopt_layer", None)
+    if adopt is not None and layer.digest is not None and adopt(layer):
+        mt = _media_type(layer, codec, docker)
+        desc = Descriptor(mt, layer.digest, layer.size, dict(layer.annotations), None, layer.urls)
+        return LayerResult(desc, layer.diff_id, None)
     counted: list[int] = [0]
 
     def produce(out: BinaryIO) -> None:

@@ -4,7 +4,10 @@ An input or output may be written as skopeo writes it:
 
 - ``docker-archive:PATH[:REF]`` — a ``docker save`` tarball;
 - ``oci:DIR[:REF]`` — an OCI image layout directory;
-- ``oci-archive:PATH[:REF]`` — an OCI image layout in a tar.
+- ``oci-archive:PATH[:REF]`` — an OCI image layout in a tar;
+- ``docker://HOST/REPO[:TAG|@DIGEST]`` — an image in a registry (``ocisquash.registry``). The whole
+  reference is what the registry code opens: its tag is part of it, so it has no REF, and
+  ``--format`` does not apply to it as an output.
 
 PATH ends at the first ``:`` (as in containers/image). For an input, REF names the image (what
 ``--image`` takes); for an output, the name to give it (what ``--tag`` takes). A plain ``FILE:REF``, where
@@ -21,6 +24,7 @@ import os
 from dataclasses import dataclass
 
 from ocisquash.errors import UsageError
+from ocisquash.registry.ref import is_registry_ref
 
 TRANSPORTS = {"docker-archive": "docker", "oci-archive": "oci", "oci": "oci-dir"}
 """skopeo's transport -> the format name the library takes."""
@@ -32,14 +36,17 @@ FORMATS = {"docker-archive": "docker", "docker": "docker", "oci-archive": "oci",
 @dataclass(frozen=True)
 class Ref:
     path: str
+    """A path, or a whole ``docker://`` reference."""
     ref: str | None = None
     fmt: str | None = None
     """The library's format name when a transport prefix gave one."""
 
 
 def parse(text: str, *, file_ref: bool = True) -> Ref:
-    """``docker-archive:PATH[:REF]``, ``oci:DIR[:REF]``, ``oci-archive:PATH[:REF]``, a path, or (with
-    ``file_ref``, for inputs) ``FILE:REF``."""
+    """``docker-archive:PATH[:REF]``, ``oci:DIR[:REF]``, ``oci-archive:PATH[:REF]``, ``docker://…``, a path,
+    or (with ``file_ref``, for inputs) ``FILE:REF``."""
+    if is_registry_ref(text):
+        return Ref(text)  # before the path test: sources and sinks take docker:// as a registry, path or not
     if text == "-" or os.path.lexists(text):
         return Ref(text)
     head, sep, rest = text.partition(":")

@@ -178,7 +178,8 @@ FORMAT_HELP = ("Output format: docker-archive (a docker save tar), oci-archive (
                "(an OCI layout directory); docker and oci are the old names (oci is the tar here, unlike "
                "skopeo's oci:, a directory).")
 IN_OUT_HELP = ("IN and OUT may also be skopeo references: docker-archive:PATH[:REF], oci:DIR[:REF], "
-               "oci-archive:PATH[:REF] (REF: the image to read, or the name to write).")
+               "oci-archive:PATH[:REF] (REF: the image to read, or the name to write), docker://HOST/REPO:TAG "
+               "(a registry: see --creds, --authfile, --cert-dir, --tls-verify).")
 
 LIMIT_OPTION = typer.Option(
     None, "--limit", metavar="NAME=N",
@@ -191,7 +192,31 @@ PLATFORM_OPTION = typer.Option(None, "--platform", metavar="OS/ARCH[/VARIANT]",
                                     "(its index entry's platform, else its config's).")
 
 _INPUT_HELP = ("OCI layout dir, OCI tar, docker save tar, or -; or docker-archive:PATH[:REF], oci:DIR[:REF], "
-               "oci-archive:PATH[:REF], FILE:REF (REF names the image).")
+               "oci-archive:PATH[:REF], FILE:REF (REF names the image), or docker://HOST/REPO:TAG (a registry).")
 IN_ARG = typer.Argument(..., metavar="IN", help="Input: " + _INPUT_HELP)
 IMAGE_ARG = typer.Argument(..., metavar="IMAGE", help=_INPUT_HELP)
 PATH_ARG = typer.Argument(..., metavar="PATH", help=_INPUT_HELP)
+
+# Registry options (docker://HOST/REPO:TAG as IN or OUT), named and meant as skopeo's.
+CREDS_OPTION = typer.Option(None, "--creds", metavar="USER:PASSWORD",
+                            help="Registry credentials (else --authfile, $REGISTRY_AUTH_FILE, "
+                                 "${XDG_RUNTIME_DIR}/containers/auth.json, ~/.docker/config.json).")
+AUTHFILE_OPTION = typer.Option(None, "--authfile", metavar="FILE",
+                               help="Registry credentials file (containers-auth.json / docker config.json).")
+CERT_DIR_OPTION = typer.Option(None, "--cert-dir", metavar="DIR",
+                               help="Registry TLS: CA certificates (*.crt) and client certificate "
+                                    "(*.cert + *.key), as in containers-certs.d.")
+TLS_VERIFY_OPTION = typer.Option("true", "--tls-verify", metavar="BOOL",
+                                 help="Verify registry TLS certificates (--tls-verify=false also allows HTTP).")
+
+
+def apply_registry(creds: str | None, authfile: str | None, cert_dir: str | None, tls_verify: str) -> None:
+    """Hand the registry options to every registry source and sink of this run."""
+    from ocisquash import registry
+    from ocisquash.errors import UsageError
+
+    value = tls_verify.strip().lower()
+    if value not in ("true", "false", "1", "0", "yes", "no"):
+        raise UsageError(f"--tls-verify={tls_verify!r}: expected true or false")
+    registry.configure(registry.RegistryOptions(registry.AuthOptions(creds, authfile), cert_dir,
+                                                value in ("true", "1", "yes")))

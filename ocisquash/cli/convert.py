@@ -38,11 +38,16 @@ def _register() -> None:
         quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
         json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
         limit: list[str] | None = common.LIMIT_OPTION,
+        creds: str | None = common.CREDS_OPTION,
+        authfile: str | None = common.AUTHFILE_OPTION,
+        cert_dir: str | None = common.CERT_DIR_OPTION,
+        tls_verify: str = common.TLS_VERIFY_OPTION,
     ) -> None:
         # The library (codecs, sources, sinks: ~60 ms to import) loads only when the command runs, for start-up time.
         from ocisquash import convert as convert_lib
 
         common.apply_limits(limit)
+        common.apply_registry(creds, authfile, cert_dir, tls_verify)
         common.check_level(level, compression)
         source, image, out, fmt, tag = common.resolve_io(source, image, dest, fmt, tag)
         dest = out or dest

@@ -127,11 +127,16 @@ def images(
     json_out: bool = typer.Option(False, "--json", help="ocisquash's own JSON, one object per line, sizes in "
                                                         "bytes (see docs/commands.md)."),
     limit: list[str] | None = common.LIMIT_OPTION,
+    creds: str | None = common.CREDS_OPTION,
+    authfile: str | None = common.AUTHFILE_OPTION,
+    cert_dir: str | None = common.CERT_DIR_OPTION,
+    tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
     from ocisquash import goformat, listing, transports
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
+    common.apply_registry(creds, authfile, cert_dir, tls_verify)
     path, only = transports.input_ref(path, None)
     trunc = not no_trunc
     if quiet and fmt.strip() == goformat.TABLE:
@@ -209,11 +214,16 @@ def history(
     json_out: bool = typer.Option(False, "--json", help="ocisquash's own JSON, one object per line, sizes in "
                                                         "bytes (see docs/commands.md)."),
     limit: list[str] | None = common.LIMIT_OPTION,
+    creds: str | None = common.CREDS_OPTION,
+    authfile: str | None = common.AUTHFILE_OPTION,
+    cert_dir: str | None = common.CERT_DIR_OPTION,
+    tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
     from ocisquash import goformat, listing
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
+    common.apply_registry(creds, authfile, cert_dir, tls_verify)
     path, image = _input(path, image)
     default = "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
     if quiet and fmt.strip() == goformat.TABLE:
@@ -284,11 +294,16 @@ def analyze(
         help="CI rule: the most wasted bytes allowed, as a fraction of the user layers' bytes (default 0.1)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
     limit: list[str] | None = common.LIMIT_OPTION,
+    creds: str | None = common.CREDS_OPTION,
+    authfile: str | None = common.AUTHFILE_OPTION,
+    cert_dir: str | None = common.CERT_DIR_OPTION,
+    tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
     from ocisquash import listing
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
+    common.apply_registry(creds, authfile, cert_dir, tls_verify)
     path, image = _input(path, image)
     f = "json" if json_out else fmt.strip().lower()
     if f not in ("table", "json"):
@@ -384,11 +399,16 @@ def validate(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary; only the exit status "
                                                             "and the findings."),
     limit: list[str] | None = common.LIMIT_OPTION,
+    creds: str | None = common.CREDS_OPTION,
+    authfile: str | None = common.AUTHFILE_OPTION,
+    cert_dir: str | None = common.CERT_DIR_OPTION,
+    tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
     from ocisquash import listing
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
+    common.apply_registry(creds, authfile, cert_dir, tls_verify)
     path, image = _input(path, None)
     with open_source(path) as src, common.progress(quiet) as prog:
         only = src.choose_candidate(image).image_id if image is not None else None

@@ -95,8 +95,13 @@ def squash(
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no report."),
     limit: list[str] | None = common.LIMIT_OPTION,
+    creds: str | None = common.CREDS_OPTION,
+    authfile: str | None = common.AUTHFILE_OPTION,
+    cert_dir: str | None = common.CERT_DIR_OPTION,
+    tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
     common.apply_limits(limit)
+    common.apply_registry(creds, authfile, cert_dir, tls_verify)
     common.check_level(level, compression)
     source, image, dest, fmt, tag = common.resolve_io(source, image, dest, fmt, tag)
     if dest is None and not dry_run:

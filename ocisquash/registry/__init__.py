@@ -1,0 +1,83 @@
+"""Registries as inputs and outputs: ``docker://HOST/REPO[:TAG|@DIGEST]`` (see ``client``).
+
+``is_registry_ref`` is the one test callers make; ``open_source`` gives a ``sources.Source`` whose
+images stream from the registry, ``open_sink`` a ``Sink`` that pushes to it. The options the CLI
+gives (``--creds``, ``--authfile``, ``--cert-dir``, ``--tls-verify``) are set once with
+``configure``.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ocisquash.registry.options import AuthOptions, RegistryOptions, configure, current
+from ocisquash.registry.ref import is_registry_ref
+
+if TYPE_CHECKING:
+    from ocisquash.registry.sink import RegistrySink
+    from ocisquash.sources import Source
+
+__all__ = ["AuthOptions", "RegistryOptions", "configure", "current", "is_registry_ref", "open_sink", "open_source"]
+
+
+def open_source(text: str) -> Source:
+    """A registry reference as an input: a virtual OCI layout of the one image (or index) it names."""
+    from ocisquash import layout
+    from ocisquash.image import Candidate, Image
+    from ocisquash.registry.ref import parse
+    from ocisquash.registry.sink import Origin, OriginOpener
+    from ocisquash.registry.source import RegistryTree
+    from ocisquash.sources import Source
+
+    ref = parse(text)
+    tree = RegistryTree(ref)
+    src = Source(text, "registry", tree)
+    origin = Origin(ref.api_host, ref.repo)
+    try:
+        cands = []
+        for e in layout.entries(tree):
+            def load(e: layout.Entry = e) -> Image:
+                img = layout.load(tree, e)
+                for ly in img.layers:
+                    ly.opener = OriginOpener(ly.opener, origin)
+                return img
+
+            cands.append(Candidate(names=list(e.names), image_id=e.manifest.config.digest,
+                                   manifest_digest=e.descriptor.digest, load=load,
+                                   platform=str(e.platform) if e.platform else None))
+        src.candidates = cands
+    except BaseException:
+        tree.close()
+        raise
+    return src
+
+
+def open_sink(text: str) -> RegistrySink:
+    from ocisquash.registry.ref import parse
+    from ocisquash.registry.sink import RegistrySink
+
+    return RegistrySink(parse(text))
+
+
+def output_tags(dest: str, tags: list[str]) -> list[str]:
+    """The names a registry output gets: OUT's own ``host/repo:tag``, and each ``--tag`` (a bare tag,
+    or a reference in OUT's repository: a registry can only tag inside the repository pushed to)."""
+    from ocisquash import reference
+    from ocisquash.errors import UsageError
+    from ocisquash.registry.ref import parse
+
+    ref = parse(dest)
+    out = [ref.with_tag()]
+    for t in tags:
+        name, tag, digest = reference.split(t) if ("/" in t or ":" in t) else (ref.name, t, None)
+        if digest is not None or not tag:
+            raise UsageError(f"--tag {t!r}: give a tag for {ref.name}")
+        if reference.normalize_name(name) != reference.normalize_name(ref.name):
+            raise UsageError(f"--tag {t!r}: a registry output is tagged only in its own repository {ref.name}",
+                             hint=f"use --tag {tag}, or push again to docker://{name}:{tag}")
+        full = f"{ref.name}:{tag}"
+        if not reference.is_valid_tagged(full):
+            raise UsageError(f"--tag {t!r} is not a valid tag")
+        if full not in out:
+            out.append(full)
+    return out

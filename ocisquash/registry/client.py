@@ -1,0 +1,431 @@
+"""A client of the OCI distribution API on httpx: TLS, auth, retries, streamed blobs.
+
+One ``Client`` per registry host and set of repositories: one keep-alive connection pool, one
+bearer token for the scopes it needs. Every request is retried, a bounded number of times with
+exponential backoff, on 429, 5xx and dropped connections; a blob download that drops mid-way
+resumes with a ``Range`` request. A 401 is answered once per challenge: ``Basic`` with the
+credentials found (``auth.find``, looked up only then), ``Bearer`` by the token flow of the
+distribution token spec (``realm?service=…&scope=…``, basic auth to the realm when credentials
+exist). Credentials and tokens appear in no message, log or ``repr``.
+
+TLS is verified by default against the system store plus a certs.d directory (``--cert-dir``, else
+``/etc/containers/certs.d/HOST`` and ``/etc/docker/certs.d/HOST``): ``*.crt`` are extra CAs,
+``NAME.cert`` with ``NAME.key`` a client certificate. ``--tls-verify=false`` accepts any
+certificate and, like skopeo, falls back to plain HTTP when the registry does not speak TLS.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import glob
+import os
+import ssl
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import httpx
+
+from ocisquash.errors import FormatError, MissingBlob, NotFound, OcisquashError, UsageError
+from ocisquash.registry import auth
+from ocisquash.registry.auth import AuthError, Credentials
+from ocisquash.registry.options import RegistryOptions, current
+from ocisquash.registry.ref import RegistryRef
+from ocisquash.streams import Reader
+
+MAX_ATTEMPTS = 5  # tries of one request on 429/5xx/dropped connections
+MAX_RESUMES = 5  # Range re-requests of one blob download
+BACKOFF_FIRST = 0.25  # seconds; doubled each try
+BACKOFF_MAX = 8.0  # also the cap on a server's Retry-After
+MAX_MANIFEST = 4 << 20  # what registries accept (distribution's own cap), so what we accept
+RETRY_STATUS = (429, 500, 502, 503, 504)
+CERT_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
+
+
+class RegistryError(OcisquashError):
+    """The registry refused a request or could not be reached."""
+
+
+def _ssl_context(host: str, opts: RegistryOptions) -> ssl.SSLContext:
+    if not opts.tls_verify:
+        ctx = ssl.create_default_context()
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    else:
+        ctx = ssl.create_default_context()
+    if opts.cert_dir is not None:
+        if not os.path.isdir(opts.cert_dir):
+            raise UsageError(f"--cert-dir {opts.cert_dir}: not a directory")
+        dirs = [opts.cert_dir]
+    else:
+        dirs = [os.path.join(d, host) for d in CERT_DIRS if os.path.isdir(os.path.join(d, host))]
+    for d in dirs:
+        for ca in sorted(glob.glob(os.path.join(d, "*.crt"))):
+            try:
+                ctx.load_verify_locations(cafile=ca)
+            except (ssl.SSLError, OSError) as e:
+                raise UsageError(f"{ca}: not a readable CA certificate ({e.__class__.__name__})") from None
+        for cert in sorted(glob.glob(os.path.join(d, "*.cert"))):
+            key = cert[: -len(".cert")] + ".key"
+            if not os.path.exists(key):
+                raise UsageError(f"{cert}: client certificate without its key {os.path.basename(key)}")
+            try:
+                ctx.load_cert_chain(cert, key)
+            except (ssl.SSLError, OSError) as e:
+                raise UsageError(f"{cert}: cannot load the client certificate ({e.__class__.__name__})") from None
+    return ctx
+
+
+def _is_tls_failure(e: BaseException) -> bool:
+    seen: BaseException | None = e
+    for _ in range(8):  # the cause chain is short; bounded anyway
+        if seen is None:
+            return False
+        if isinstance(seen, ssl.SSLError):
+            return True
+        text = str(seen)
+        if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text or "TLS" in text or "WRONG_VERSION" in text:
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def _reason(e: BaseException) -> str:
+    text = str(e) or type(e).__name__
+    return text.splitlines()[0][:200]
+
+
+class Client:
+    """Requests to one registry for ``ref.repo`` (and ``extra_repos``, for cross-repository mounts)."""
+
+    def __init__(self, ref: RegistryRef, opts: RegistryOptions | None = None, *, push: bool = False,
+                 transport: httpx.BaseTransport | None = None) -> None:
+        self.ref = ref
+        self.opts = opts if opts is not None else current()
+        self.host = ref.api_host
+        self.scheme = "https"
+        self._transport = transport
+        self._scopes: dict[str, set[str]] = {ref.repo: {"pull", "push"} if push else {"pull"}}
+        self._token: str | None = None
+        self._basic: str | None = None
+        self._creds: Credentials | None = None
+        self._creds_looked = False
+        self._ctx = _ssl_context(ref.host, self.opts) if transport is None else None
+        self._http: httpx.Client | None = None
+        self._pid = 0
+        self._probed = False
+
+    # ---- plumbing
+    def _client(self) -> httpx.Client:
+        # Layers are opened in forked worker processes too: a pool inherited across fork shares its
+        # sockets with the parent, so a child builds its own.
+        if self._http is None or self._pid != os.getpid():
+            self._http = httpx.Client(
+                verify=self._ctx if self._ctx is not None else True, transport=self._transport,
+                timeout=httpx.Timeout(60.0, connect=15.0), follow_redirects=True,
+                headers={"User-Agent": "ocisquash"},
+            )
+            self._pid = os.getpid()
+        return self._http
+
+    def close(self) -> None:
+        if self._http is not None and self._pid == os.getpid():
+            self._http.close()
+        self._http = None
+
+    def url(self, path: str) -> str:
+        if path.startswith(("http://", "https://")):
+            return path
+        return f"{self.scheme}://{self.host}{path}"
+
+    def want_scope(self, repo: str, actions: set[str]) -> None:
+        have = self._scopes.setdefault(repo, set())
+        if not actions <= have:
+            have |= actions
+            self._token = None  # the next 401 asks for a token with every scope
+
+    def _credentials(self) -> Credentials | None:
+        if not self._creds_looked:
+            self._creds = auth.find(self.ref, self.opts.auth)
+            self._creds_looked = True
+        return self._creds
+
+    def _probe(self) -> None:
+        """With --tls-verify=false, find out once whether the registry speaks TLS at all."""
+        if self._probed:
+            return
+        self._probed = True
+        if self.opts.tls_verify or self._transport is not None:
+            return
+        try:
+            self._client().get(self.url("/v2/")).close()
+        except httpx.TransportError as e:
+            if _is_tls_failure(e):
+                self.scheme = "http"
+
+    def request(self, method: str, path: str, *, what: str, headers: dict[str, str] | None = None,
+                content: bytes | Callable[[], Iterator[bytes]] | None = None, stream: bool = False,
+                params: dict[str, str] | None = None) -> httpx.Response:
+        """Send with auth and retries; returns the response of any status (callers map errors)."""
+        self._probe()
+        answered: set[str] = set()
+        attempt = 0
+        while True:  # bounded: MAX_ATTEMPTS retries plus one answer per distinct challenge
+            attempt += 1
+            hdrs = dict(headers or {})
+            if self._token is not None:
+                hdrs["Authorization"] = "Bearer " + self._token
+            elif self._basic is not None:
+                hdrs["Authorization"] = self._basic
+            try:
+                # a callable body is made again for each try: an iterator can be sent only once
+                body = content() if callable(content) else content
+                # merged by hand: httpx's params= would replace the query an upload Location carries
+                url = httpx.URL(self.url(path))
+                if params:
+                    url = url.copy_merge_params(params)
+                req = self._client().build_request(method, url, headers=hdrs, content=body)
+                resp = self._client().send(req, stream=stream)
+            except httpx.TransportError as e:
+                if _is_tls_failure(e):
+                    raise RegistryError(f"{self.host}: TLS handshake failed: {_reason(e)}",
+                                        hint="give the registry's CA with --cert-dir DIR (DIR/ca.crt), or "
+                                             "--tls-verify=false for a test registry") from None
+                if attempt >= MAX_ATTEMPTS:
+                    raise RegistryError(f"{self.host}: {what}: connection failed after {attempt} tries: "
+                                        f"{_reason(e)}") from None
+                time.sleep(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (attempt - 1)))
+                continue
+            if resp.status_code == 401:
+                challenge = resp.headers.get("www-authenticate", "")
+                key = challenge + "|" + ",".join(sorted(self._scope_list()))
+                if key in answered or len(answered) >= 4:
+                    return resp
+                answered.add(key)
+                self._close(resp)
+                self._answer(challenge, what)
+                attempt -= 1  # an auth round-trip is not a failed try
+                continue
+            if resp.status_code in RETRY_STATUS and attempt < MAX_ATTEMPTS:
+                delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (attempt - 1))
+                with contextlib.suppress(ValueError):
+                    delay = min(BACKOFF_MAX, max(delay, float(resp.headers.get("retry-after", ""))))
+                self._close(resp)
+                time.sleep(delay)
+                continue
+            return resp
+
+    @staticmethod
+    def _close(resp: httpx.Response) -> None:
+        with contextlib.suppress(httpx.HTTPError):
+            resp.read()
+        resp.close()
+
+    def _scope_list(self) -> list[str]:
+        return [f"repository:{repo}:{','.join(sorted(acts))}" for repo, acts in sorted(self._scopes.items())]
+
+    def _answer(self, challenge: str, what: str) -> None:
+        scheme, params = auth.parse_challenge(challenge)
+        creds = self._credentials()
+        if scheme == "basic":
+            if creds is None:
+                raise AuthError(f"{self.host}: {what}: authentication required",
+                                hint="log in (podman login / docker login), or give --creds USER:PASSWORD or "
+                                     "--authfile FILE")
+            self._basic = creds.basic_header()
+            self._token = None
+            return
+        if scheme != "bearer" or "realm" not in params:
+            raise AuthError(f"{self.host}: {what}: unsupported authentication challenge {scheme or '(none)'!r}")
+        scopes = self._scope_list()
+        if params.get("scope"):
+            for s in params["scope"].split(" "):
+                if s and s not in scopes:
+                    scopes.append(s)
+        self._token = self._fetch_token(params["realm"], params.get("service"), scopes, creds, what)
+
+    def _fetch_token(self, realm: str, service: str | None, scopes: list[str], creds: Credentials | None,
+                     what: str) -> str:
+        q: list[tuple[str, str | int | float | bool | None]] = []
+        if service:
+            q.append(("service", service))
+        q += [("scope", s) for s in scopes]
+        hdrs = {"Authorization": creds.basic_header()} if creds is not None else {}
+        resp = None
+        for attempt in range(1, MAX_ATTEMPTS + 1):
+            try:
+                resp = self._client().get(realm, params=q, headers=hdrs)
+            except httpx.TransportError as e:
+                if attempt == MAX_ATTEMPTS:
+                    raise RegistryError(f"{self.host}: token service unreachable: {_reason(e)}") from None
+                time.sleep(BACKOFF_FIRST * 2 ** (attempt - 1))
+                continue
+            if resp.status_code in RETRY_STATUS and attempt < MAX_ATTEMPTS:
+                time.sleep(BACKOFF_FIRST * 2 ** (attempt - 1))
+                continue
+            break
+        assert resp is not None
+        if resp.status_code in (401, 403):
+            raise AuthError(f"{self.host}: {what}: the token service refused "
+                            f"{'the credentials' if creds else 'anonymous access'} ({resp.status_code})",
+                            hint=None if creds else "give --creds USER:PASSWORD or --authfile FILE")
+        if resp.status_code != 200:
+            raise RegistryError(f"{self.host}: token service answered {resp.status_code}")
+        try:
+            obj = resp.json()
+            token = obj.get("token") or obj.get("access_token")
+        except ValueError:
+            token = None
+        if not isinstance(token, str) or not token:
+            raise RegistryError(f"{self.host}: token service gave no token")
+        return token
+
+    # ---- errors
+    def fail(self, resp: httpx.Response, what: str) -> OcisquashError:
+        """A one-line error for a failed response (the registry's error code, never a header)."""
+        code, message = _error_body(resp)
+        detail = f" ({code}: {message})" if code else ""
+        s = resp.status_code
+        where = f"{self.ref.host}/{self.ref.repo}"
+        if s == 401:
+            creds = self._creds
+            return AuthError(f"{where}: {what}: unauthorized{detail}",
+                             hint="the credentials were refused" if creds else
+                             "give --creds USER:PASSWORD or --authfile FILE")
+        if s == 403:
+            return AuthError(f"{where}: {what}: denied{detail}",
+                             hint="the credentials have no access to this repository")
+        if s == 404:
+            if code in ("MANIFEST_UNKNOWN", "NAME_UNKNOWN", "") and "manifest" in what:
+                return NotFound(f"{where}: manifest unknown: {what.split()[-1]}{detail}")
+            if "blob" in what:
+                return MissingBlob(f"{where}: {what}: blob unknown{detail}")
+            return NotFound(f"{where}: {what}: not found{detail}")
+        return RegistryError(f"{where}: {what}: HTTP {s}{detail}")
+
+    # ---- API
+    def get_manifest(self, reference: str, accept: str) -> tuple[bytes, str, str | None]:
+        """``(bytes, media type, Docker-Content-Digest)`` of a manifest; over ``MAX_MANIFEST`` refused."""
+        what = f"manifest {reference}"
+        resp = self.request("GET", f"/v2/{self.ref.repo}/manifests/{reference}", what=what,
+                            headers={"Accept": accept}, stream=True)
+        try:
+            if resp.status_code != 200:
+                resp.read()
+                raise self.fail(resp, what)
+            length = resp.headers.get("content-length")
+            if length is not None and length.isdigit() and int(length) > MAX_MANIFEST:
+                raise FormatError(f"{self.ref.host}/{self.ref.repo}: {what} is {length} bytes, over the "
+                                  f"{MAX_MANIFEST >> 20} MiB registries accept")
+            buf = bytearray()
+            for chunk in resp.iter_bytes():
+                buf += chunk
+                if len(buf) > MAX_MANIFEST:
+                    raise FormatError(f"{self.ref.host}/{self.ref.repo}: {what} is over the "
+                                      f"{MAX_MANIFEST >> 20} MiB registries accept")
+            ctype = resp.headers.get("content-type", "").split(";")[0].strip()
+            return bytes(buf), ctype, resp.headers.get("docker-content-digest")
+        finally:
+            resp.close()
+
+    def head_manifest(self, reference: str, accept: str) -> httpx.Response:
+        what = f"manifest {reference}"
+        resp = self.request("HEAD", f"/v2/{self.ref.repo}/manifests/{reference}", what=what,
+                            headers={"Accept": accept})
+        resp.close()
+        return resp
+
+    def open_blob(self, digest: str, what: str) -> BlobStream:
+        return BlobStream(self, digest, what)
+
+    def has_blob(self, digest: str) -> bool:
+        resp = self.request("HEAD", f"/v2/{self.ref.repo}/blobs/{digest}", what=f"blob {digest}")
+        resp.close()
+        if resp.status_code == 200:
+            return True
+        if resp.status_code == 404:
+            return False
+        raise self.fail(resp, f"blob {digest}")
+
+
+def _error_body(resp: httpx.Response) -> tuple[str, str]:
+    try:
+        obj: Any = resp.json()
+        err = obj["errors"][0]
+        return str(err.get("code", ""))[:64], str(err.get("message", ""))[:200]
+    except Exception:
+        return "", ""
+
+
+class BlobStream(Reader):
+    """A blob's bytes as a stream, resumed with ``Range`` where the connection drops."""
+
+    def __init__(self, client: Client, digest: str, what: str) -> None:
+        self._c = client
+        self._digest = digest
+        self._what = what
+        self._offset = 0
+        self._resumes = 0
+        self._buf = b""
+        self._resp: httpx.Response | None = None
+        self._chunks: Iterator[bytes] | None = None
+        self._eof = False
+        self._open()
+
+    def _open(self) -> None:
+        headers = {"Range": f"bytes={self._offset}-"} if self._offset else {}
+        resp = self._c.request("GET", f"/v2/{self._c.ref.repo}/blobs/{self._digest}", what=self._what,
+                               headers=headers, stream=True)
+        if resp.status_code not in (200, 206):
+            resp.read()
+            resp.close()
+            raise self._c.fail(resp, f"blob {self._digest}")
+        skip = self._offset if resp.status_code == 200 else 0  # no Range support: skip what we have
+        self._resp = resp
+        # no chunk_size: a chunker would hold back bytes a dropped connection then loses
+        self._chunks = resp.iter_raw() if _identity(resp) else resp.iter_bytes()
+        while skip > 0:
+            chunk = next(self._chunks, b"")
+            if not chunk:
+                raise RegistryError(f"{self._what}: the registry sent less than before on a retry")
+            if len(chunk) > skip:
+                self._buf = chunk[skip:]
+            skip -= min(skip, len(chunk))
+
+    def read(self, n: int = -1) -> bytes:
+        if n is None or n < 0:
+            out = bytearray()
+            while chunk := self.read(1 << 20):
+                out += chunk
+            return bytes(out)
+        while not self._buf and not self._eof:
+            assert self._chunks is not None
+            try:
+                self._buf = next(self._chunks, b"")
+            except httpx.TransportError as e:
+                self._reopen(e)
+                continue
+            if not self._buf:
+                self._eof = True
+        data, self._buf = self._buf[:n], self._buf[n:]
+        self._offset += len(data)
+        return data
+
+    def _reopen(self, e: BaseException) -> None:
+        self._resumes += 1
+        if self._resumes > MAX_RESUMES:
+            raise RegistryError(f"{self._what}: download dropped {self._resumes} times: {_reason(e)}") from None
+        if self._resp is not None:
+            self._resp.close()
+        time.sleep(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._resumes - 1)))
+        self._open()
+
+    def close(self) -> None:
+        if self._resp is not None:
+            self._resp.close()
+            self._resp = None
+
+
+def _identity(resp: httpx.Response) -> bool:
+    # A blob is served as its own bytes; a Content-Encoding would be a transfer detail, decoded by httpx.
+    return resp.headers.get("content-encoding", "identity").lower() in ("", "identity")

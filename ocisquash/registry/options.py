@@ -1,0 +1,36 @@
+"""The registry options of a run (``--creds``, ``--authfile``, ``--cert-dir``, ``--tls-verify``), set
+once by the CLI. Kept apart from ``client`` so setting them costs no import of the HTTP stack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class AuthOptions:
+    """The CLI's ``--creds`` and ``--authfile``."""
+
+    creds: str | None = field(default=None, repr=False)
+    authfile: str | None = None
+
+
+@dataclass(frozen=True)
+class RegistryOptions:
+    """Auth (``--creds``, ``--authfile``) and TLS (``--cert-dir``, ``--tls-verify``)."""
+
+    auth: AuthOptions = field(default_factory=AuthOptions)
+    cert_dir: str | None = None
+    tls_verify: bool = True
+
+
+_OPTIONS = RegistryOptions()
+
+
+def configure(opts: RegistryOptions) -> None:
+    """Set the options every registry source and sink of this process uses (the CLI calls this)."""
+    global _OPTIONS
+    _OPTIONS = opts
+
+
+def current() -> RegistryOptions:
+    return _OPTIONS
