@@ -11,20 +11,21 @@ regular files, so a layout cannot point a reader outside itself.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 import stat
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from typing import IO, BinaryIO, Protocol
 
-from ocisquash import limits
+from ocisquash import limits, tarheader
 from ocisquash.compression import Codec, decompressing_reader, sniff_bytes
-from ocisquash.errors import FormatError, MissingBlob, OcisquashError, UnsafePath
+from ocisquash.errors import FormatError, MissingBlob, UnsafePath
 from ocisquash.streams import CountingReader, Reader
 
 MAX_LINK_HOPS = 16
+_SPECIAL = {"3": "character device", "4": "block device", "6": "FIFO"}
 
 
 class Tree(Protocol):
@@ -43,6 +44,23 @@ class Tree(Protocol):
     def is_seekable_file(self, name: str) -> bool: ...
 
     def names(self) -> list[str]: ...
+
+
+def kind_of_mode(mode: int) -> str:
+    """What a file of this mode is, for errors: "a FIFO", "a socket", "a character device"..."""
+    for test, what in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return what
+    return "a special file"
+
+
+def file_kind(path: str) -> str:
+    try:
+        return kind_of_mode(os.lstat(path).st_mode)
+    except OSError:
+        return "unreadable"
 
 
 def clean_member_name(name: str, where: str) -> str:
@@ -123,37 +141,30 @@ class TarTree:
     def _index(self) -> None:
         cap = limits.current().max_outer_members
         try:
-            with tarfile.open(self.path, "r:") as tf:
-                for ti in tf:
+            with open(self.path, "rb") as f:
+                for h in tarheader.headers(f, self.label):
                     if len(self._members) >= cap:
                         raise limits.exceeded("max_outer_members", f"{self.label}: more than {cap} members")
-                    name = clean_member_name(ti.name, self.label)
+                    name = clean_member_name(h.name, self.label)
                     if not name:
                         continue
                     if name in self._members:
                         raise UnsafePath(f"{self.label}: member {name!r} appears twice (readers disagree on which "
                                          "copy wins)")
-                    if ti.isdir():
+                    if h.type == "5":
                         m = _Member(0, 0, "dir")
-                    elif ti.issym():
-                        m = _Member(0, 0, "symlink", ti.linkname)
-                    elif ti.islnk():
-                        m = _Member(0, 0, "hardlink", clean_member_name(ti.linkname, self.label))
-                    elif ti.isreg():
-                        if ti.issparse():
-                            raise FormatError(f"{self.label}: member {name!r} is a sparse file")
-                        m = _Member(ti.offset_data, ti.size, "file")
+                    elif h.type == "2":
+                        m = _Member(0, 0, "symlink", h.linkname)
+                    elif h.type == "1":
+                        m = _Member(0, 0, "hardlink", clean_member_name(h.linkname, self.label))
+                    elif h.type == "0":
+                        m = _Member(h.offset, h.size, "file")
                     else:
-                        continue
+                        # a device, FIFO or unknown type: named so that reading it is a clear error
+                        m = _Member(0, 0, _SPECIAL.get(h.type, f"member of tar type {h.type!r}"))
                     self._members[name] = m
-        except OcisquashError:
-            raise
-        except (tarfile.TarError, EOFError, OSError, UnicodeError) as e:
-            raise FormatError(f"{self.label}: not a readable tar archive ({e or type(e).__name__})") from None
-        end = os.path.getsize(self.path)
-        for name, m in self._members.items():
-            if m.kind == "file" and m.offset + m.size > end:
-                raise FormatError(f"{self.label}: member {name!r} is truncated")
+        except OSError as e:
+            raise FormatError(f"{self.label}: cannot read: {e.strerror or e}") from None
 
     def _resolve(self, name: str) -> _Member:
         name = clean_member_name(name, self.label)
@@ -174,7 +185,9 @@ class TarTree:
                     raise UnsafePath(f"{self.label}: member {name!r} is a symlink leaving the archive")
                 name = target
                 continue
-            raise FormatError(f"{self.label}: member {name!r} is a directory, not a file")
+            if m.kind == "dir":
+                raise FormatError(f"{self.label}: member {name!r} is a directory, not a file")
+            raise FormatError(f"{self.label}: member {name!r} is a {m.kind}, not a regular file")
         raise UnsafePath(f"{self.label}: member {name!r}: too many links (a cycle?)")
 
     def exists(self, name: str) -> bool:
@@ -220,27 +233,31 @@ class DirTree:
     def _path(self, name: str) -> str:
         return os.path.join(self.root, clean_member_name(name, self.label))
 
-    def _open_fd(self, name: str) -> int:
+    def _open_fd(self, name: str) -> tuple[int, os.stat_result]:
         path = self._path(name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+            # O_NONBLOCK: opening a FIFO someone planted here must not wait for a writer; the type check
+            # below then refuses it (the flag means nothing for the regular files we go on to read).
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             raise MissingBlob(f"{self.label}: {name} is missing") from None
         except OSError as e:
-            if e.errno == 40:  # ELOOP: the last component is a symlink
+            if e.errno == errno.ELOOP:  # the last component is a symlink
                 raise UnsafePath(f"{self.label}: {name} is a symlink; layouts must hold regular files") from None
+            if e.errno == errno.ENXIO:  # a socket (or a FIFO on some systems)
+                raise FormatError(f"{self.label}: {name} is {file_kind(path)}, not a regular file") from None
             raise FormatError(f"{self.label}: cannot open {name}: {e.strerror}") from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            raise FormatError(f"{self.label}: {name} is not a regular file")
+            raise FormatError(f"{self.label}: {name} is {kind_of_mode(st.st_mode)}, not a regular file")
         # O_NOFOLLOW guards only the last component: the directories above must not be links either.
         rel = clean_member_name(name, self.label).split("/")[:-1]
         for i in range(len(rel)):
             if os.path.islink(os.path.join(self.root, *rel[: i + 1])):
                 os.close(fd)
                 raise UnsafePath(f"{self.label}: {name} lies behind a symlinked directory")
-        return fd
+        return fd, st
 
     def exists(self, name: str) -> bool:
         return os.path.lexists(self._path(name))
@@ -249,10 +266,15 @@ class DirTree:
         return os.lstat(self._path(name)).st_size
 
     def open(self, name: str) -> IO[bytes]:
-        return os.fdopen(self._open_fd(name), "rb")
+        return os.fdopen(self._open_fd(name)[0], "rb")
 
     def read(self, name: str, max_size: int) -> bytes:
-        with self.open(name) as f:
+        fd, st = self._open_fd(name)
+        with os.fdopen(fd, "rb") as f:
+            # the size first: a huge file is refused before a byte of it is read
+            if st.st_size > max_size:
+                raise limits.exceeded("max_json", f"{self.label}: {name} is {st.st_size} bytes, over the cap of "
+                                                  f"{max_size}")
             data = f.read(max_size + 1)
         if len(data) > max_size:
             raise limits.exceeded("max_json", f"{self.label}: {name} is over the cap of {max_size} bytes")
@@ -276,6 +298,13 @@ def open_tar_input(path: str, stream: BinaryIO | None = None) -> TarTree:
     """Index a tarball given by path (or ``-``/a stream): plain files in place, others spooled first."""
     label = "<stdin>" if path == "-" else path
     if stream is None and path != "-":
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as e:
+            raise FormatError(f"{label}: cannot read: {e.strerror}") from None
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+            # a device never ends (/dev/zero) or is not an archive; a socket cannot be opened at all
+            raise FormatError(f"{label}: is {kind_of_mode(mode)}, not an image file")
         try:
             with open(path, "rb") as f:
                 head = f.read(512)
