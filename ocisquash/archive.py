@@ -22,7 +22,7 @@ from typing import IO, BinaryIO, Protocol
 from ocisquash import limits, tarheader
 from ocisquash.compression import Codec, decompressing_reader, sniff_bytes
 from ocisquash.errors import FormatError, MissingBlob, UnsafePath
-from ocisquash.streams import CountingReader, Reader
+from ocisquash.streams import Reader
 
 MAX_LINK_HOPS = 16
 _SPECIAL = {"3": "character device", "4": "block device", "6": "FIFO"}
@@ -75,6 +75,20 @@ def clean_member_name(name: str, where: str) -> str:
     return "/".join(parts)
 
 
+class JsonBudget:
+    """Counts the bytes of JSON documents a tree serves (``read``) against ``max_json_total``: whatever an
+    input names, a run reads a bounded amount of JSON (the callers read each document once when they can)."""
+
+    json_read = 0
+
+    def charge(self, label: str, name: str, n: int) -> None:
+        self.json_read += n
+        cap = limits.current().max_json_total
+        if self.json_read > cap:
+            raise limits.exceeded("max_json_total", f"{label}: reading {name} takes the JSON read in this run "
+                                                    f"past {cap} bytes")
+
+
 class RangeReader(Reader):
     """Reads ``size`` bytes at ``offset`` of a file, through its own file handle."""
 
@@ -104,9 +118,10 @@ class RangeReader(Reader):
 
     def seek(self, pos: int, whence: int = 0) -> int:
         cur = self._size - self._left
-        new = pos if whence == 0 else cur + pos if whence == 1 else self._size + pos
-        new = max(0, min(new, self._size))
-        self._f.seek(self._start + new)
+        new = max(0, pos if whence == 0 else cur + pos if whence == 1 else self._size + pos)
+        # Past the end is allowed, as in a file (reads then return nothing), and reported as such: a
+        # reader that skips a member's data by seeking learns that the member is truncated.
+        self._f.seek(self._start + min(new, self._size))
         self._left = self._size - new
         return new
 
@@ -128,7 +143,7 @@ class _Member:
     link: str = ""
 
 
-class TarTree:
+class TarTree(JsonBudget):
     """An uncompressed tar file on disk, indexed once; members are served as byte ranges."""
 
     def __init__(self, path: str, label: str, *, temp: bool = False) -> None:
@@ -208,6 +223,7 @@ class TarTree:
         m = self._resolve(name)
         if m.size > max_size:
             raise limits.exceeded("max_json", f"{self.label}: {name} is {m.size} bytes, over the cap of {max_size}")
+        self.charge(self.label, name, m.size)
         with self.open(name) as f:
             return f.read()
 
@@ -223,7 +239,7 @@ class TarTree:
                 os.unlink(self.path)
 
 
-class DirTree:
+class DirTree(JsonBudget):
     """A directory read with O_NOFOLLOW on every component we open; only regular files are served."""
 
     def __init__(self, root: str) -> None:
@@ -275,6 +291,7 @@ class DirTree:
             if st.st_size > max_size:
                 raise limits.exceeded("max_json", f"{self.label}: {name} is {st.st_size} bytes, over the cap of "
                                                   f"{max_size}")
+            self.charge(self.label, name, st.st_size)
             data = f.read(max_size + 1)
         if len(data) > max_size:
             raise limits.exceeded("max_json", f"{self.label}: {name} is over the cap of {max_size} bytes")
@@ -318,14 +335,10 @@ def open_tar_input(path: str, stream: BinaryIO | None = None) -> TarTree:
     fd, tmp = tempfile.mkstemp(prefix="ocisquash-input-", suffix=".tar")
     try:
         with os.fdopen(fd, "wb") as out:
-            counted = CountingReader(src)
-            reader = decompressing_reader(counted, label)  # type: ignore[arg-type]
-            written = 0
+            # a whole tarball has no byte cap of its own, but a bomb is still a bomb: max_spool_ratio
+            reader = decompressing_reader(src, label, spool=True)
             while data := reader.read(1 << 20):
                 out.write(data)
-                written += len(data)
-                # a whole tarball has no per-layer byte cap, but a bomb is still a bomb
-                limits.check_expansion(label, written, counted.count, total_cap=False)
         src.close()
         return TarTree(tmp, label, temp=True)
     except BaseException:

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import IO, Any, BinaryIO
 
-from ocisquash import model, reference
+from ocisquash import limits, model, reference
 from ocisquash.compression import Codec, compressing_writer
 from ocisquash.digest import Digest, HashingWriter
 from ocisquash.errors import FormatError, OutputError
@@ -334,8 +334,11 @@ class OciDirSink(Sink):
         index_path = os.path.join(self.root, "index.json")
         existing: list[dict[str, Any]] = []
         if self.existing:
-            with open(index_path, "rb") as f:
-                idx = model.load_json(f.read(), f"{self.label}: index.json")
+            # through the layout reader: a FIFO is refused without blocking, a huge file by its size unread
+            from ocisquash.archive import DirTree
+
+            idx = model.load_json(DirTree(self.root).read("index.json", limits.current().max_json),
+                                  f"{self.label}: index.json")
             if not isinstance(idx, dict) or not isinstance(idx.get("manifests"), list):
                 raise FormatError(f"{self.label}: index.json has no manifests list")
             existing = idx["manifests"]

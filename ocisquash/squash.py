@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 from ocisquash import compression, merge, model, sink, transfer
 from ocisquash.convert import check_format, output_tags
 from ocisquash.digest import Digest
-from ocisquash.errors import FormatError, UsageError
+from ocisquash.errors import FormatError, UsageError, printable
 from ocisquash.image import Image, Layer
 from ocisquash.sources import open_source
 
@@ -76,7 +76,10 @@ def parse_timestamp(text: str | None) -> dt.datetime:
         if raw.lstrip("-").isdigit():
             return dt.datetime.fromtimestamp(int(raw), dt.UTC)
         t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+        t = t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+        # 0001-01-01T00:00:00+01:00 is before year 1 in UTC: datetime cannot hold it, so find out here
+        t.astimezone(dt.UTC)
+        return t
     except (ValueError, OverflowError, OSError):
         src = "--timestamp" if text is not None else "SOURCE_DATE_EPOCH"
         raise UsageError(f"{src}={raw!r}: expected seconds since the epoch or an RFC 3339 time") from None
@@ -188,6 +191,12 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
     codec = compression.parse_codec(opts.compression)
     level = compression.check_level(codec, opts.level)
     created = parse_timestamp(opts.timestamp)
+    for flag, values in (("--message", [opts.message or ""]), ("--tag", opts.tags)):
+        for v in values:
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:  # undecodable bytes of argv arrive as lone surrogates
+                raise UsageError(f"{flag} {printable(v)!r}: not valid UTF-8 text") from None
     parent = _parent_diff_ids(opts, src_path)
     parent_ids = parent[0] if parent is not None else None
     with open_source(src_path) as src:

@@ -58,10 +58,9 @@ def _check_format(fmt: str) -> str:
 
 
 def _emit_json_lines(objs: list[dict[str, Any]]) -> None:
-    import json
 
     for o in objs:
-        sys.stdout.write(json.dumps(o, ensure_ascii=False) + "\n")
+        sys.stdout.write(common.json_line(o) + "\n")
     sys.stdout.flush()
 
 
@@ -136,7 +135,7 @@ def images(
                   _size(img.size, img.size_exact)]
         if sizes:
             cells += [_size(img.shared_size or 0, img.size_exact), _size(img.unique_size or 0, img.size_exact)]
-        t.add_row(*cells)
+        t.add_row(*map(common.cell, cells))
     _table_console().print(t)
 
 
@@ -199,9 +198,10 @@ def history(
         return
     t = _table("IMAGE", "CREATED", "CREATED BY", "SIZE", "COMMENT")
     for r in rows:
-        t.add_row(ident(r), listing.since_text(r.created_ns, now),
-                  r.created_by.replace("\t", " ") if no_trunc else listing.ellipsis(r.created_by, 45),
-                  _size(r.size, r.size_exact), r.comment)
+        t.add_row(*map(common.cell, (
+            ident(r), listing.since_text(r.created_ns, now),
+            r.created_by.replace("\t", " ") if no_trunc else listing.ellipsis(r.created_by, 45),
+            _size(r.size, r.size_exact), r.comment)))
     _table_console().print(t)
 
 
@@ -243,16 +243,17 @@ def analyze(
         return
     t = _table("LAYER", "DIGEST", "ENTRIES", "ADDS", "HIDDEN LATER", "", right=("ENTRIES", "ADDS", "HIDDEN LATER"))
     for ly in res.layers:
-        t.add_row(str(ly.index + 1), (ly.digest or "-").split(":", 1)[-1][:12], str(ly.entries),
-                  listing.human_size(ly.bytes_added),
-                  f"{listing.human_size(ly.hidden_bytes)} ({ly.hidden_files} files)", ly.bar())
+        t.add_row(*map(common.cell, (
+            str(ly.index + 1), (ly.digest or "-").split(":", 1)[-1][:12], str(ly.entries),
+            listing.human_size(ly.bytes_added), f"{listing.human_size(ly.hidden_bytes)} ({ly.hidden_files} files)",
+            ly.bar())))
     c = _table_console()
-    c.print(f"{res.image} ({res.image_id.short()}): {len(res.layers)} layers")
+    c.print(f"{_esc(res.image)} ({res.image_id.short()}): {len(res.layers)} layers")
     c.print(t)
     if res.largest_hidden:
         h = _table("LARGEST HIDDEN FILES", "SIZE", "LAYER", right=("SIZE", "LAYER"))
         for p, size, layer in res.largest_hidden:
-            h.add_row(p, listing.human_size(size), str(layer + 1))
+            h.add_row(*map(common.cell, (p, listing.human_size(size), str(layer + 1))))
         c.print()
         c.print(h)
     c.print()
@@ -303,6 +304,4 @@ def validate(
 
 
 def _esc(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
+    return common.safe(text)
