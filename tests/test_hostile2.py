@@ -745,3 +745,52 @@ def test_pax_size_lie_is_truncation_everywhere(tmp_path: Path, cmd: str) -> None
     r = cli(*args)
     assert r.rc == 1, (r.rc, r.out, r.err)
     assert "truncated" in r.err + r.out, r.err + r.out
+
+
+# ======================================================================================== the header reader itself
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_tarheader_agrees_with_tarfile_on_valid_archives(tmp_path: Path, fmt: int) -> None:
+    """Names (long ones: ustar prefix, GNU L/K, PAX path/linkpath), types, sizes and data offsets as
+    tarfile reads them from archives it wrote itself."""
+    from ocisquash import tarheader
+
+    long_dir = "d" * 90 + "/" + "e" * 60
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for name, type_, data, link in [
+            ("a", tarfile.REGTYPE, b"x" * 700, ""), ("dir/", tarfile.DIRTYPE, None, ""),
+            (long_dir + "/file", tarfile.REGTYPE, b"y" * 513, ""), ("l", tarfile.SYMTYPE, None, "a"),
+            ("h", tarfile.LNKTYPE, None, "a"), ("fifo", tarfile.FIFOTYPE, None, ""),
+            ("ll" if fmt == tarfile.USTAR_FORMAT else "L" * 150, tarfile.SYMTYPE, None,
+             "t" if fmt == tarfile.USTAR_FORMAT else "T" * 150),
+            ("caf\udce9" if fmt != tarfile.USTAR_FORMAT else "cafe", tarfile.REGTYPE, b"", ""),
+        ]:
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.linkname, ti.mtime = type_, link, I.MTIME
+            if data is not None:
+                ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    p = tmp_path / "t.tar"
+    p.write_bytes(buf.getvalue())
+    with open(p, "rb") as f:
+        got = [(h.name, h.type, h.size, h.offset if h.type == "0" else None, h.linkname)
+               for h in tarheader.headers(f, "t")]
+    with tarfile.open(p, encoding="utf-8", errors="surrogateescape") as tf:
+        want = [(ti.name + ("/" if ti.isdir() and not ti.name.endswith("/") else ""),
+                 ti.type.decode(), ti.size if ti.isreg() else 0, ti.offset_data if ti.isreg() else None,
+                 ti.linkname) for ti in tf]
+    got = [(n if t != "5" or n.endswith("/") else n + "/", t, *rest) for n, t, *rest in got]
+    assert got == want
+
+
+def test_tarheader_refuses_a_single_truncated_member(tmp_path: Path) -> None:
+    from ocisquash import tarheader
+    from ocisquash.errors import FormatError
+
+    raw = I.tar_of({"a": b"x" * 5000})
+    for cut in (100, 512 + 10, 1200):
+        p = tmp_path / "t.tar"
+        p.write_bytes(raw[:cut])
+        with open(p, "rb") as f, pytest.raises(FormatError, match="unexpected end of data"):
+            list(tarheader.headers(f, "t"))
