@@ -420,11 +420,20 @@ class ImageConfig:
         rtype = rootfs.req_str("type")
         if rtype != "layers":
             raise FormatError(f"{where}: rootfs.type is {rtype!r}; only 'layers' is defined")
-        ids = tuple(
-            Digest.parse(d, where=f"{where}: rootfs.diff_ids[{i}]")
-            for i, d in enumerate(rootfs.items("diff_ids", required=True))
-        )
-        hist = tuple(History.parse(Fields(h, where, f"history[{i}]")) for i, h in enumerate(f.items("history")))
+        from ocisquash import limits
+
+        lim = limits.current()
+        raw_ids = rootfs.items("diff_ids", required=True)
+        if len(raw_ids) > lim.max_layers:
+            raise limits.exceeded("max_layers", f"{where}: the image has {len(raw_ids)} layers (diff IDs), over the "
+                                                f"cap of {lim.max_layers}")
+        ids = tuple(Digest.parse(d, where=f"{where}: rootfs.diff_ids[{i}]") for i, d in enumerate(raw_ids))
+        raw_hist = f.items("history")
+        # Each entry becomes an object here and a table row later: a million entries take gigabytes.
+        if len(raw_hist) > lim.max_history:
+            raise limits.exceeded("max_history", f"{where}: {len(raw_hist)} history entries, over the cap of "
+                                                 f"{lim.max_history}")
+        hist = tuple(History.parse(Fields(h, where, f"history[{i}]")) for i, h in enumerate(raw_hist))
         run = f.obj.get("config")
         labels = Fields(run, where, "config").str_map("Labels") if run is not None else {}
         if run is not None:

@@ -479,6 +479,34 @@ def test_config_with_millions_of_history_entries(tmp_path: Path) -> None:
         assert_rss(r, "config of 5 million history entries")
 
 
+def _config_field(tmp_path: Path, field: str, body: bytes) -> Path:
+    def put(cfg: dict) -> bytes:  # type: ignore[type-arg]
+        cfg[field] = None
+        return I.jbytes(cfg).replace(b'"%s":null' % field.encode(), b'"%s":' % field.encode() + body)
+
+    return _docker_with_config(tmp_path, put)
+
+
+def test_history_entries_are_capped(tmp_path: Path) -> None:
+    p = _config_field(tmp_path, "history", b"[" + b",".join([b'{"created_by":"x"}'] * 10_001) + b"]")
+    for args in (["history", p], ["images", p], ["squash", p, tmp_path / "o.tar", "-t", "x:1"]):
+        r = cli(*args)
+        assert_clean_error(r, "max_history")
+        assert_rss(r, "10,001 history entries")
+
+
+@pytest.mark.parametrize("body", [b"[" + b",".join([b"{}"] * 249_000) + b"]",
+                                  b"[" + b",".join([b'{"a":[1]}'] * 124_000) + b"]"],
+                         ids=["objects", "nested"])
+def test_json_just_under_the_values_cap_stays_small(tmp_path: Path, body: bytes) -> None:
+    """Memory bounded by the cap's design: the most objects a config may hold, parsed and copied by a squash."""
+    p = _config_field(tmp_path, "x", body)
+    for args in (["history", p], ["squash", p, tmp_path / "o.tar", "-t", "x:1"]):
+        r = cli(*args, timeout=120)
+        assert r.rc == 0, r.err
+        assert_rss(r, f"a config of {body.count(b'{')} objects ({args[0]})")
+
+
 @pytest.mark.slow
 def test_huge_existing_out_index_json(tmp_path: Path) -> None:
     """An OUT layout whose index.json is 1.5 GiB (sparse): its size is checked before it is read."""
