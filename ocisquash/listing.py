@@ -605,6 +605,7 @@ class _Validator:
         """The sha256 of a layer's decompressed stream (every byte to EOF); None (and a finding) on error."""
         if path in self._unpacked:
             return self._unpacked[path]
+        from ocisquash import tarheader
         from ocisquash.compression import decompressing_reader
         from ocisquash.digest import HashingReader
         from ocisquash.errors import OcisquashError
@@ -613,6 +614,16 @@ class _Validator:
         try:
             f = self.tree.open(path)
             r = HashingReader(decompressing_reader(f, path, codec))
+            watched = _Watched(r)
+            try:
+                # the layer must be a whole tar, not only hash right: a member whose (PAX) size runs past
+                # the end is a truncated layer that every unpacker refuses
+                for _ in tarheader.headers(watched, path, stream=True):  # type: ignore[arg-type]
+                    pass
+            except OcisquashError as e:
+                if watched.failed:
+                    raise  # the stream itself failed (corrupt, a bomb): reported below as such
+                self.bad(path, f"not a valid layer tar: {e}")
             r.drain()
             res = r.digest()
         except OcisquashError as e:
@@ -768,6 +779,21 @@ class _Validator:
             if self.blob(cpath, _claimed(cpath), None, f"{name}: config"):
                 cfg = self.config(cpath, f"{name}: {cpath}")
             self.image(name, cfg, [(p, _claimed(p), None, None) for p in lpaths])
+
+
+class _Watched:
+    """A reader that remembers whether a read of the stream underneath failed."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self.failed = False
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            return bytes(self._raw.read(n))
+        except BaseException:
+            self.failed = True
+            raise
 
 
 def validate(source: Any, on_bytes: Callable[[int], None] | None = None) -> Validation:

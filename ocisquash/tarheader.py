@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 from ocisquash import limits
 from ocisquash.errors import FormatError
@@ -150,11 +150,63 @@ class _File:
         return self.f.read(size)
 
 
-def headers(f: BinaryIO, label: str) -> Iterator[Header]:
-    """Every member header of the uncompressed tar file ``f`` (seekable), in order."""
+class _Stream:
+    """The same over a stream read once (a decompressing reader): data is skipped by reading it."""
+
+    def __init__(self, f: Any, label: str) -> None:
+        self.f = f
+        self.label = label
+        self.pos = 0
+
+    def _take(self, n: int) -> int:
+        got = 0
+        while got < n:
+            chunk = self.f.read(min(n - got, 1 << 20))
+            if not chunk:
+                break
+            got += len(chunk)
+        self.pos += got
+        return got
+
+    def block(self) -> bytes | None:
+        data = b""
+        while len(data) < BLOCK:
+            chunk = self.f.read(BLOCK - len(data))
+            if not chunk:
+                break
+            data += chunk
+        if not data:
+            return None
+        if len(data) < BLOCK:
+            raise _bad(self.label, "unexpected end of data: a header is cut short")
+        self.pos += BLOCK
+        return data
+
+    def skip(self, size: int, what: str) -> int:
+        start = self.pos
+        padded = (size + BLOCK - 1) // BLOCK * BLOCK
+        if self._take(padded) < padded:
+            raise _bad(self.label, f"unexpected end of data: {what} is truncated")
+        return start
+
+    def read(self, size: int, what: str) -> bytes:
+        padded = (size + BLOCK - 1) // BLOCK * BLOCK
+        data = b""
+        while len(data) < padded:
+            chunk = self.f.read(padded - len(data))
+            if not chunk:
+                raise _bad(self.label, f"unexpected end of data: {what} is truncated")
+            data += chunk
+        self.pos += padded
+        return data[:size]
+
+
+def headers(f: BinaryIO, label: str, *, stream: bool = False) -> Iterator[Header]:
+    """Every member header of the uncompressed tar ``f``, in order: a seekable file whose member data is
+    skipped by offset, or (``stream``) a stream read once, whose data is read and dropped."""
     cap = limits.current().max_pax_header
     max_path = limits.current().max_path
-    src = _File(f, label)
+    src: _File | _Stream = _Stream(f, label) if stream else _File(f, label)
     pax: dict[str, str] = {}
     glob: dict[str, str] = {}
     longname: bytes | None = None
@@ -163,7 +215,7 @@ def headers(f: BinaryIO, label: str) -> Iterator[Header]:
     while True:
         block = src.block()
         if block is None:
-            if first:
+            if first and not stream:
                 raise _bad(label, "empty file")
             if pax or longname is not None or longlink is not None:
                 raise _bad(label, "unexpected end of data: an extended header has no member")

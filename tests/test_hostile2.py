@@ -763,7 +763,7 @@ def _lying_layer() -> bytes:
             + pad(b"abc") + bytes(1024))
 
 
-@pytest.mark.parametrize("cmd", ["analyze", "dry-run", "squash"])
+@pytest.mark.parametrize("cmd", ["analyze", "dry-run", "squash", "validate"])
 def test_pax_size_lie_is_truncation_everywhere(tmp_path: Path, cmd: str) -> None:
     m = I.members_docker(layers=[_lying_layer()])
     p = tmp_path / "lie.tar"
