@@ -782,18 +782,25 @@ class _Validator:
 
 
 class _Watched:
-    """A reader that remembers whether a read of the stream underneath failed."""
+    """A buffered reader (a tar walk reads 512-byte headers) that remembers whether a read of the stream
+    underneath failed."""
 
     def __init__(self, raw: Any) -> None:
         self._raw = raw
+        self._buf = b""
+        self._pos = 0
         self.failed = False
 
-    def read(self, n: int = -1) -> bytes:
-        try:
-            return bytes(self._raw.read(n))
-        except BaseException:
-            self.failed = True
-            raise
+    def read(self, n: int) -> bytes:
+        if self._pos >= len(self._buf):
+            try:
+                self._buf, self._pos = bytes(self._raw.read(1 << 20)), 0
+            except BaseException:
+                self.failed = True
+                raise
+        out = self._buf[self._pos:self._pos + n]
+        self._pos += len(out)
+        return out
 
 
 def validate(source: Any, on_bytes: Callable[[int], None] | None = None) -> Validation:
