@@ -112,7 +112,7 @@ class Progressor:
             return
         if self._task is not None:
             self._p.remove_task(self._task)
-        self._task = self._p.add_task(description, total=total)
+        self._task = self._p.add_task(_escape(description), total=total)
 
     def advance(self, n: int) -> None:
         if self._p is not None and self._task is not None:
@@ -120,7 +120,7 @@ class Progressor:
 
     def describe(self, description: str) -> None:
         if self._p is not None and self._task is not None:
-            self._p.update(self._task, description=description)
+            self._p.update(self._task, description=_escape(description))
 
 
 @contextmanager
