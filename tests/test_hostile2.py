@@ -810,11 +810,15 @@ def _lying_layer() -> bytes:
             + pad(b"abc") + bytes(1024))
 
 
+@pytest.mark.parametrize("kind", ["docker-tar", "oci-dir-gzip", "oci-dir-plain"])
 @pytest.mark.parametrize("cmd", ["analyze", "dry-run", "squash", "validate"])
-def test_pax_size_lie_is_truncation_everywhere(tmp_path: Path, cmd: str) -> None:
-    m = I.members_docker(layers=[_lying_layer()])
-    p = tmp_path / "lie.tar"
-    p.write_bytes(I.tar_of(m))
+def test_pax_size_lie_is_truncation_everywhere(tmp_path: Path, cmd: str, kind: str) -> None:
+    if kind == "docker-tar":
+        p = tmp_path / "lie.tar"
+        p.write_bytes(I.tar_of(I.members_docker(layers=[_lying_layer()])))
+    else:
+        p = layout_dir(tmp_path, I.members_oci(layers=[_lying_layer()], codec=kind.rsplit("-", 1)[1]
+                                               .replace("plain", "none")))
     args = {"analyze": ["analyze", p], "dry-run": ["squash", "--dry-run", p, tmp_path / "o.tar"],
             "squash": ["squash", p, tmp_path / "o.tar"], "validate": ["validate", p]}[cmd]
     r = cli(*args)
