@@ -11,20 +11,21 @@ regular files, so a layout cannot point a reader outside itself.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import posixpath
 import stat
-import tarfile
 import tempfile
 from dataclasses import dataclass
 from typing import IO, BinaryIO, Protocol
 
-from ocisquash import limits
+from ocisquash import limits, tarheader
 from ocisquash.compression import Codec, decompressing_reader, sniff_bytes
-from ocisquash.errors import FormatError, MissingBlob, OcisquashError, UnsafePath
-from ocisquash.streams import CountingReader, Reader
+from ocisquash.errors import FormatError, MissingBlob, UnsafePath
+from ocisquash.streams import Reader
 
 MAX_LINK_HOPS = 16
+_SPECIAL = {"3": "character device", "4": "block device", "6": "FIFO"}
 
 
 class Tree(Protocol):
@@ -45,6 +46,23 @@ class Tree(Protocol):
     def names(self) -> list[str]: ...
 
 
+def kind_of_mode(mode: int) -> str:
+    """What a file of this mode is, for errors: "a FIFO", "a socket", "a character device"..."""
+    for test, what in ((stat.S_ISREG, "a regular file"), (stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"),
+                       (stat.S_ISSOCK, "a socket"), (stat.S_ISCHR, "a character device"),
+                       (stat.S_ISBLK, "a block device"), (stat.S_ISLNK, "a symlink")):
+        if test(mode):
+            return what
+    return "a special file"
+
+
+def file_kind(path: str) -> str:
+    try:
+        return kind_of_mode(os.lstat(path).st_mode)
+    except OSError:
+        return "unreadable"
+
+
 def clean_member_name(name: str, where: str) -> str:
     """Normalise an outer-tar member name; reject what could escape or mean two things."""
     if "\x00" in name or "\\" in name:
@@ -55,6 +73,20 @@ def clean_member_name(name: str, where: str) -> str:
     if any(p == ".." for p in parts):
         raise UnsafePath(f"{where}: member name {name!r} contains '..'")
     return "/".join(parts)
+
+
+class JsonBudget:
+    """Counts the bytes of JSON documents a tree serves (``read``) against ``max_json_total``: whatever an
+    input names, a run reads a bounded amount of JSON (the callers read each document once when they can)."""
+
+    json_read = 0
+
+    def charge(self, label: str, name: str, n: int) -> None:
+        self.json_read += n
+        cap = limits.current().max_json_total
+        if self.json_read > cap:
+            raise limits.exceeded("max_json_total", f"{label}: reading {name} takes the JSON read in this run "
+                                                    f"past {cap} bytes")
 
 
 class RangeReader(Reader):
@@ -86,9 +118,10 @@ class RangeReader(Reader):
 
     def seek(self, pos: int, whence: int = 0) -> int:
         cur = self._size - self._left
-        new = pos if whence == 0 else cur + pos if whence == 1 else self._size + pos
-        new = max(0, min(new, self._size))
-        self._f.seek(self._start + new)
+        new = max(0, pos if whence == 0 else cur + pos if whence == 1 else self._size + pos)
+        # Past the end is allowed, as in a file (reads then return nothing), and reported as such: a
+        # reader that skips a member's data by seeking learns that the member is truncated.
+        self._f.seek(self._start + min(new, self._size))
         self._left = self._size - new
         return new
 
@@ -110,50 +143,44 @@ class _Member:
     link: str = ""
 
 
-class TarTree:
+class TarTree(JsonBudget):
     """An uncompressed tar file on disk, indexed once; members are served as byte ranges."""
 
-    def __init__(self, path: str, label: str, *, temp: bool = False) -> None:
+    def __init__(self, path: str, label: str, *, temp: bool = False, fd: int | None = None) -> None:
         self.path = path
         self.label = label
         self._temp = temp
+        self._fd = fd  # an unlinked spool read back as /proc/self/fd/N: closing it frees the space
         self._members: dict[str, _Member] = {}
         self._index()
 
     def _index(self) -> None:
         cap = limits.current().max_outer_members
         try:
-            with tarfile.open(self.path, "r:") as tf:
-                for ti in tf:
+            with open(self.path, "rb") as f:
+                for h in tarheader.headers(f, self.label):
                     if len(self._members) >= cap:
                         raise limits.exceeded("max_outer_members", f"{self.label}: more than {cap} members")
-                    name = clean_member_name(ti.name, self.label)
+                    name = clean_member_name(h.name, self.label)
                     if not name:
                         continue
                     if name in self._members:
                         raise UnsafePath(f"{self.label}: member {name!r} appears twice (readers disagree on which "
                                          "copy wins)")
-                    if ti.isdir():
+                    if h.type == "5":
                         m = _Member(0, 0, "dir")
-                    elif ti.issym():
-                        m = _Member(0, 0, "symlink", ti.linkname)
-                    elif ti.islnk():
-                        m = _Member(0, 0, "hardlink", clean_member_name(ti.linkname, self.label))
-                    elif ti.isreg():
-                        if ti.issparse():
-                            raise FormatError(f"{self.label}: member {name!r} is a sparse file")
-                        m = _Member(ti.offset_data, ti.size, "file")
+                    elif h.type == "2":
+                        m = _Member(0, 0, "symlink", h.linkname)
+                    elif h.type == "1":
+                        m = _Member(0, 0, "hardlink", clean_member_name(h.linkname, self.label))
+                    elif h.type == "0":
+                        m = _Member(h.offset, h.size, "file")
                     else:
-                        continue
+                        # a device, FIFO or unknown type: named so that reading it is a clear error
+                        m = _Member(0, 0, _SPECIAL.get(h.type, f"member of tar type {h.type!r}"))
                     self._members[name] = m
-        except OcisquashError:
-            raise
-        except (tarfile.TarError, EOFError, OSError, UnicodeError) as e:
-            raise FormatError(f"{self.label}: not a readable tar archive ({e or type(e).__name__})") from None
-        end = os.path.getsize(self.path)
-        for name, m in self._members.items():
-            if m.kind == "file" and m.offset + m.size > end:
-                raise FormatError(f"{self.label}: member {name!r} is truncated")
+        except OSError as e:
+            raise FormatError(f"{self.label}: cannot read: {e.strerror or e}") from None
 
     def _resolve(self, name: str) -> _Member:
         name = clean_member_name(name, self.label)
@@ -174,7 +201,9 @@ class TarTree:
                     raise UnsafePath(f"{self.label}: member {name!r} is a symlink leaving the archive")
                 name = target
                 continue
-            raise FormatError(f"{self.label}: member {name!r} is a directory, not a file")
+            if m.kind == "dir":
+                raise FormatError(f"{self.label}: member {name!r} is a directory, not a file")
+            raise FormatError(f"{self.label}: member {name!r} is a {m.kind}, not a regular file")
         raise UnsafePath(f"{self.label}: member {name!r}: too many links (a cycle?)")
 
     def exists(self, name: str) -> bool:
@@ -195,6 +224,7 @@ class TarTree:
         m = self._resolve(name)
         if m.size > max_size:
             raise limits.exceeded("max_json", f"{self.label}: {name} is {m.size} bytes, over the cap of {max_size}")
+        self.charge(self.label, name, m.size)
         with self.open(name) as f:
             return f.read()
 
@@ -208,9 +238,13 @@ class TarTree:
         if self._temp:
             with contextlib.suppress(OSError):
                 os.unlink(self.path)
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
 
 
-class DirTree:
+class DirTree(JsonBudget):
     """A directory read with O_NOFOLLOW on every component we open; only regular files are served."""
 
     def __init__(self, root: str) -> None:
@@ -220,27 +254,31 @@ class DirTree:
     def _path(self, name: str) -> str:
         return os.path.join(self.root, clean_member_name(name, self.label))
 
-    def _open_fd(self, name: str) -> int:
+    def _open_fd(self, name: str) -> tuple[int, os.stat_result]:
         path = self._path(name)
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0))
+            # O_NONBLOCK: opening a FIFO someone planted here must not wait for a writer; the type check
+            # below then refuses it (the flag means nothing for the regular files we go on to read).
+            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
         except FileNotFoundError:
             raise MissingBlob(f"{self.label}: {name} is missing") from None
         except OSError as e:
-            if e.errno == 40:  # ELOOP: the last component is a symlink
+            if e.errno == errno.ELOOP:  # the last component is a symlink
                 raise UnsafePath(f"{self.label}: {name} is a symlink; layouts must hold regular files") from None
+            if e.errno == errno.ENXIO:  # a socket (or a FIFO on some systems)
+                raise FormatError(f"{self.label}: {name} is {file_kind(path)}, not a regular file") from None
             raise FormatError(f"{self.label}: cannot open {name}: {e.strerror}") from None
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
-            raise FormatError(f"{self.label}: {name} is not a regular file")
+            raise FormatError(f"{self.label}: {name} is {kind_of_mode(st.st_mode)}, not a regular file")
         # O_NOFOLLOW guards only the last component: the directories above must not be links either.
         rel = clean_member_name(name, self.label).split("/")[:-1]
         for i in range(len(rel)):
             if os.path.islink(os.path.join(self.root, *rel[: i + 1])):
                 os.close(fd)
                 raise UnsafePath(f"{self.label}: {name} lies behind a symlinked directory")
-        return fd
+        return fd, st
 
     def exists(self, name: str) -> bool:
         return os.path.lexists(self._path(name))
@@ -249,10 +287,16 @@ class DirTree:
         return os.lstat(self._path(name)).st_size
 
     def open(self, name: str) -> IO[bytes]:
-        return os.fdopen(self._open_fd(name), "rb")
+        return os.fdopen(self._open_fd(name)[0], "rb")
 
     def read(self, name: str, max_size: int) -> bytes:
-        with self.open(name) as f:
+        fd, st = self._open_fd(name)
+        with os.fdopen(fd, "rb") as f:
+            # the size first: a huge file is refused before a byte of it is read
+            if st.st_size > max_size:
+                raise limits.exceeded("max_json", f"{self.label}: {name} is {st.st_size} bytes, over the cap of "
+                                                  f"{max_size}")
+            self.charge(self.label, name, st.st_size)
             data = f.read(max_size + 1)
         if len(data) > max_size:
             raise limits.exceeded("max_json", f"{self.label}: {name} is over the cap of {max_size} bytes")
@@ -277,6 +321,13 @@ def open_tar_input(path: str, stream: BinaryIO | None = None) -> TarTree:
     label = "<stdin>" if path == "-" else path
     if stream is None and path != "-":
         try:
+            mode = os.stat(path).st_mode
+        except OSError as e:
+            raise FormatError(f"{label}: cannot read: {e.strerror}") from None
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode) or stat.S_ISSOCK(mode):
+            # a device never ends (/dev/zero) or is not an archive; a socket cannot be opened at all
+            raise FormatError(f"{label}: is {kind_of_mode(mode)}, not an image file")
+        try:
             with open(path, "rb") as f:
                 head = f.read(512)
         except OSError as e:
@@ -289,14 +340,10 @@ def open_tar_input(path: str, stream: BinaryIO | None = None) -> TarTree:
     fd, tmp = tempfile.mkstemp(prefix="ocisquash-input-", suffix=".tar")
     try:
         with os.fdopen(fd, "wb") as out:
-            counted = CountingReader(src)
-            reader = decompressing_reader(counted, label)  # type: ignore[arg-type]
-            written = 0
+            # a whole tarball has no byte cap of its own, but a bomb is still a bomb: max_spool_ratio
+            reader = decompressing_reader(src, label, spool=True)
             while data := reader.read(1 << 20):
                 out.write(data)
-                written += len(data)
-                # a whole tarball has no per-layer byte cap, but a bomb is still a bomb
-                limits.check_expansion(label, written, counted.count, total_cap=False)
         src.close()
         return TarTree(tmp, label, temp=True)
     except BaseException:

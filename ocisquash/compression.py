@@ -8,8 +8,10 @@ fastest well-kept gzip codec on PyPI, with its compression on a background threa
 
 from __future__ import annotations
 
+import _compression
 import bz2
 import enum
+import io
 import lzma
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
@@ -19,9 +21,9 @@ import isal.igzip as igzip
 import isal.igzip_lib as igzip_lib
 import isal.igzip_threaded as igzip_threaded
 
-from ocisquash import model
+from ocisquash import limits, model
 from ocisquash.errors import FormatError, UsageError
-from ocisquash.streams import Reader
+from ocisquash.streams import CountingReader, Reader
 
 # python-magic (~10-15 ms to import, with ctypes and logging, and it loads libmagic) and zstandard are imported
 # where they are needed, for start-up time: magic only when no magic bytes match, zstandard only for zstd.
@@ -179,6 +181,9 @@ class _ErrorMapping(Reader):
             raise
         except self._errors as e:
             msg = str(e) or type(e).__name__
+            if isinstance(e, lzma.LZMAError) and "Memory usage limit" in msg:
+                raise FormatError(f"{self._what}: this xz stream needs more than {XZ_MEMLIMIT >> 20} MiB of memory "
+                                  "to decompress (its dictionary is larger than any real image uses)") from None
             if isinstance(e, EOFError):
                 msg = "truncated stream (ended before the end marker)"
             raise FormatError(f"{self._what}: corrupt {self._codec.value} data: {msg}") from None
@@ -252,8 +257,40 @@ class _ZstdFrameCheck(Reader):
                 self._state = "magic"
 
 
-def decompressing_reader(raw: IO[bytes] | BinaryIO, what: str, codec: Codec | None = None) -> BinaryIO:
-    """A reader of the decompressed bytes of ``raw``, sniffing the codec when ``codec`` is None."""
+# xz -9 (a 64 MiB dictionary) needs 65 MiB to decompress: twice that takes every preset and custom
+# setting a real image uses, and keeps a header declaring a 2 GiB dictionary from being honoured.
+XZ_MEMLIMIT = 128 << 20
+
+
+class _Capped(Reader):
+    """Applies the decompression caps (``limits.check_expansion``) to every read of a decompressed stream."""
+
+    def __init__(self, inner: Any, counted: CountingReader, what: str, spool: bool) -> None:
+        self._raw = inner
+        self._counted = counted
+        self._what = what
+        self._spool = spool
+        self._out = 0
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self._raw.read(n)
+        self._out += len(data)
+        if self._out > limits.RATIO_FLOOR:
+            limits.check_expansion(self._what, self._out, self._counted.count, total_cap=not self._spool,
+                                   spool=self._spool)
+        return data
+
+
+def decompressing_reader(raw: IO[bytes] | BinaryIO, what: str, codec: Codec | None = None, *,
+                         spool: bool = False) -> BinaryIO:
+    """A reader of the decompressed bytes of ``raw``, sniffing the codec when ``codec`` is None.
+
+    Every compressed stream is capped (``max_layer_bytes`` and ``max_ratio``; a whole tarball being
+    spooled, ``spool``, by ``max_ratio`` and ``max_spool_ratio``), whichever command reads it; xz has a
+    memory limit.
+    """
+    counted = CountingReader(raw)
+    raw = cast(BinaryIO, counted)
     head = _read_head(raw)
     sniffed = sniff_bytes(head)
     if codec is not None and codec is not sniffed and head:
@@ -272,8 +309,10 @@ def decompressing_reader(raw: IO[bytes] | BinaryIO, what: str, codec: Codec | No
     elif sniffed is Codec.BZIP2:
         inner = bz2.BZ2File(cast(BinaryIO, src), "rb")
     else:
-        inner = lzma.LZMAFile(cast(BinaryIO, src), "rb")  # noqa: SIM115 - closed by _ErrorMapping.close
-    return cast(BinaryIO, _ErrorMapping(inner, what, sniffed))
+        # LZMAFile takes no memory limit: the same decompressing reader it builds, with one
+        inner = io.BufferedReader(_compression.DecompressReader(
+            cast(Any, src), lzma.LZMADecompressor, trailing_error=lzma.LZMAError, memlimit=XZ_MEMLIMIT))
+    return cast(BinaryIO, _Capped(_ErrorMapping(inner, what, sniffed), counted, what, spool))
 
 
 class _NoClose:

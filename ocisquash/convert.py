@@ -29,6 +29,9 @@ def output_tags(names: list[str], tags: list[str]) -> list[str]:
     out: list[str] = []
     for t in chosen:
         full = reference.normalize(t) if ("/" in t or ":" in t or tags) else t
+        if tags and reference.name_too_long(full):
+            raise UsageError(f"--tag {t!r}: the repository name is over {reference.NAME_TOTAL_LENGTH_MAX} "
+                             "characters (docker's limit, counting the registry)")
         if tags and not reference.is_valid_tagged(full):
             raise UsageError(f"--tag {t!r} is not a valid name:tag")
         if full not in out:

@@ -36,6 +36,9 @@ def candidates(tree: TarTree) -> list[Candidate]:
         raise limits.exceeded("max_images", f"{where}: {len(items)} images")
     by_config = _layout_manifests(tree)
     out = []
+    # Many items may name one config: read and hash each member once (a fan-out of 10,000 items naming
+    # one 16 MiB config would otherwise hash 160 GB).
+    config_digests: dict[str, Digest] = {}
     for i, item in enumerate(items):
         f = model.Fields(item, where, f"[{i}]")
         config_path = f.req_str("Config")
@@ -44,7 +47,8 @@ def candidates(tree: TarTree) -> list[Candidate]:
             raise FormatError(f"{where}: [{i}] has no Layers")
         tags = f.str_list("RepoTags")
         # The image ID is the digest of the config bytes: a small JSON read, checked again on load.
-        cfg_digest = Digest.of(tree.read(config_path, cap))
+        cfg_digest = config_digests.get(config_path) or Digest.of(tree.read(config_path, cap))
+        config_digests[config_path] = cfg_digest
         claimed = _claimed(config_path)
         if claimed is not None and claimed != cfg_digest:
             raise DigestMismatch(f"{tree.label}: {config_path} hashes to {cfg_digest}, not the digest its name claims")

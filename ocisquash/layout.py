@@ -137,8 +137,10 @@ def entries(tree: Tree) -> list[Entry]:
     index = read_index_json(tree)
     out: list[Entry] = []
     visits = [0]
+    docs: dict[tuple[Digest, str], Index | Manifest | None] = {}
+    sizes: dict[Digest, int] = {}
     for desc in index.manifests:
-        _walk(tree, desc, desc, out, depth=0, seen=set(), visits=visits)
+        _walk(tree, desc, desc, out, depth=0, seen=set(), visits=visits, docs=docs, sizes=sizes)
     cap = limits.current().max_images
     if len(out) > cap:
         raise limits.exceeded("max_images", f"{tree.label}: holds {len(out)} images, over the cap of {cap}")
@@ -155,7 +157,7 @@ def _is_attestation(desc: Descriptor) -> bool:
 
 
 def _walk(tree: Tree, desc: Descriptor, top: Descriptor, out: list[Entry], depth: int, seen: set[Digest],
-          visits: list[int]) -> None:
+          visits: list[int], docs: dict[tuple[Digest, str], Index | Manifest | None], sizes: dict[Digest, int]) -> None:
     # Indexes may repeat a child many times at every level: count descriptors walked, or a small
     # file fans out to billions of visits (found by fuzzing).
     visits[0] += 1
@@ -176,22 +178,35 @@ def _walk(tree: Tree, desc: Descriptor, top: Descriptor, out: list[Entry], depth
         if desc is not top:
             return  # a platform nobody pulled: fine until someone asks for it
         raise MissingBlob(f"{tree.label}: manifest {desc.digest} named in index.json is missing")
-    data = read_blob(tree, desc, "manifest")
-    where = f"{tree.label}: {desc.digest}"
-    obj = model.load_json(data, where)
-    kind = model.document_kind(obj, desc.media_type)
-    if kind == "index":
+    # Each document is read, verified and parsed once per walk (``docs``), however many descriptors name
+    # it: 10,000 index entries naming one 16 MiB manifest would otherwise read 160 GB and hold it all.
+    key = (desc.digest, desc.media_type)
+    if key not in docs:
+        data = read_blob(tree, desc, "manifest")
+        where = f"{tree.label}: {desc.digest}"
+        obj = model.load_json(data, where)
+        kind = model.document_kind(obj, desc.media_type)
+        doc: Index | Manifest | None = None
+        if kind == "index":
+            doc = Index.parse(data, where, media_type=desc.media_type)
+        elif kind == "manifest":
+            doc = Manifest.parse(data, where, media_type=desc.media_type)
+        docs[key] = doc
+        sizes[desc.digest] = desc.size
+    elif sizes[desc.digest] != desc.size:
+        raise DigestMismatch(f"{tree.label}: manifest {desc.digest} is {sizes[desc.digest]} bytes, "
+                             f"its descriptor says {desc.size}")
+    doc = docs[key]
+    if isinstance(doc, Index):
         max_depth = limits.current().max_index_depth
         if depth + 1 > max_depth:
             raise limits.exceeded("max_index_depth", f"{tree.label}: image indexes nested deeper than {max_depth}")
-        idx = Index.parse(data, where, media_type=desc.media_type)
-        for child in idx.manifests:
-            _walk(tree, child, top, out, depth + 1, seen | {desc.digest}, visits)
-    elif kind == "manifest":
-        man = Manifest.parse(data, where, media_type=desc.media_type)
-        if man.config.media_type not in model.CONFIG_TYPES:
+        for child in doc.manifests:
+            _walk(tree, child, top, out, depth + 1, seen | {desc.digest}, visits, docs, sizes)
+    elif isinstance(doc, Manifest):
+        if doc.config.media_type not in model.CONFIG_TYPES:
             return  # an artifact, not an image
-        out.append(Entry(names_of(top), desc, man, desc.platform, top, dict(top.annotations)))
+        out.append(Entry(names_of(top), desc, doc, desc.platform, top, dict(top.annotations)))
 
 
 def load(tree: Tree, entry: Entry, *, source: str = "") -> Image:

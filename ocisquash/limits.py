@@ -17,12 +17,26 @@ from ocisquash.errors import LimitExceeded, UsageError
 @dataclass(frozen=True)
 class Limits:
     max_json: int = 16 << 20  # bytes of one JSON document (containerd: 20 MiB, skopeo: 4 MiB)
+    # bytes of JSON documents one run reads in all, every read counted (each document is read and hashed
+    # once per run when it can be, so real inputs read each a few times at most): bounds the work an input
+    # that names one big document 10,000 times can cause; 10,000 images with 30 KB configs read ~1 GB
+    max_json_total: int = 1 << 30
+    # values (objects, lists, strings, numbers) in one JSON document, counted from an upper bound taken
+    # before parsing: 16 MiB of ``{}`` is 5.6 million objects and ~2 GB once parsed (and copied by a
+    # squash); 500,000 measured peaks under 300 MB; a real config or index holds thousands (10,000
+    # index entries of ~10 values each: 100,000)
+    max_json_values: int = 500_000
+    # entries in an image config's history: one per build step (Docker refuses over 125 layers; steps that
+    # make no layer add a few more); each becomes an object and a table row, ~4 KB in all per entry
+    max_history: int = 10_000
     max_index_depth: int = 8  # nested image indexes
     max_images: int = 10_000  # images in one input
     max_layers: int = 1_000  # layers in one image (Docker refuses chains over 125)
     max_outer_members: int = 1_000_000  # members of an outer tarball
     max_entries_per_layer: int = 10_000_000  # tar entries in one layer
-    max_path: int = 65_536  # bytes of one path or link target inside a layer
+    # bytes of one path or link target in a layer or an outer tar: Linux's PATH_MAX, so no unpacker could
+    # create a longer one anyway (and 10,000 names of 60 KB would take ~2 GB to hold)
+    max_path: int = 4096
     max_pax_header: int = 1 << 20  # bytes of a PAX or GNU long-name header (Go refuses more than 1 MiB)
     max_layer_bytes: int = 1 << 40  # decompressed bytes of one layer
     # decompressed bytes / compressed bytes of one layer (bombs), above 64 MiB; deflate itself tops out
@@ -30,6 +44,10 @@ class Limits:
     max_ratio: int = 2_000
     # decompressed bytes of an input that can be read only once (stdin, a FIFO), held in a temporary file
     max_spool: int = 1 << 40
+    # decompressed bytes / compressed bytes of a whole compressed tarball spooled to TMPDIR, once past 1 GiB:
+    # it holds layers that are mostly compressed already (real ones measure 1-5:1), while gzip of zeros
+    # reaches 1032:1, under max_ratio, so a 4 MB file would fill 4 GB of TMPDIR; now it stops at 1 GiB
+    max_spool_ratio: int = 100
 
 
 _current: Limits | None = None
@@ -63,13 +81,19 @@ def reset() -> None:
     _current = None
 
 
-def _parse(name: str, raw: str) -> int:
+MAX_VALUE = 1 << 62  # a cap is used as a read size and in sums: it must stay a C ssize_t with room to add
+
+
+def _parse(name: str, raw: str, source: str | None = None) -> int:
+    where = f"{source or env_name(name)}={raw[:40]!r}"
     try:
-        v = int(raw)
+        v = int(raw) if len(raw) <= 40 else int("x")
     except ValueError:
-        raise UsageError(f"{env_name(name)}={raw!r}: not a whole number") from None
+        raise UsageError(f"{where}: not a whole number (at most {MAX_VALUE})") from None
     if v <= 0:
-        raise UsageError(f"{env_name(name)}={raw!r}: must be positive")
+        raise UsageError(f"{where}: must be positive")
+    if v > MAX_VALUE:
+        raise UsageError(f"{where}: too large (at most {MAX_VALUE})")
     return v
 
 
@@ -82,21 +106,28 @@ def parse_option(text: str) -> tuple[str, int]:
     names = [f.name for f in dataclasses.fields(Limits)]
     if not sep or name not in names:
         raise UsageError(f"--limit {text!r}: expected NAME=VALUE with NAME one of {', '.join(names)}")
-    return name, _parse(name, raw)
+    return name, _parse(name, raw, f"--limit {name}")
 
 
 RATIO_FLOOR = 64 << 20  # the ratio cap applies only past this many decompressed bytes
+SPOOL_RATIO_FLOOR = 1 << 30  # and max_spool_ratio only once a spooled tarball is past 1 GiB
 
 
-def check_expansion(what: str, decompressed: int, compressed: int, *, total_cap: bool = True) -> None:
+def check_expansion(what: str, decompressed: int, compressed: int, *, total_cap: bool = True,
+                    spool: bool = False) -> None:
     """Raise when a decompressed stream grows past ``max_layer_bytes`` (with ``total_cap``) or, once past
-    ``RATIO_FLOOR`` bytes, past ``max_ratio`` times the compressed bytes read so far (a bomb)."""
+    ``RATIO_FLOOR`` bytes, past ``max_ratio`` times the compressed bytes read so far (a bomb); a whole
+    tarball being spooled (``spool``) also past ``max_spool_ratio`` once over ``SPOOL_RATIO_FLOOR``."""
     lim = current()
     if total_cap and decompressed > lim.max_layer_bytes:
         raise exceeded("max_layer_bytes", f"{what}: decompresses to more than {lim.max_layer_bytes} bytes")
-    if decompressed > RATIO_FLOOR and decompressed > lim.max_ratio * max(compressed, 1):
-        raise exceeded("max_ratio", f"{what}: decompresses to more than {lim.max_ratio} times its compressed "
-                                    f"size ({decompressed} bytes from {compressed}): a decompression bomb?")
+    checks = [("max_ratio", lim.max_ratio, RATIO_FLOOR)]
+    if spool:
+        checks.append(("max_spool_ratio", lim.max_spool_ratio, SPOOL_RATIO_FLOOR))
+    for name, ratio, floor in checks:
+        if decompressed > floor and decompressed > ratio * max(compressed, 1):
+            raise exceeded(name, f"{what}: decompresses to more than {ratio} times its compressed "
+                                 f"size ({decompressed} bytes from {compressed}): a decompression bomb?")
 
 
 def exceeded(name: str, message: str) -> LimitExceeded:

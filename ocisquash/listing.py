@@ -960,6 +960,7 @@ class _Validator:
         """The sha256 of a layer's decompressed stream (every byte to EOF); None (and a finding) on error."""
         if path in self._unpacked:
             return self._unpacked[path]
+        from ocisquash import tarheader
         from ocisquash.compression import decompressing_reader
         from ocisquash.digest import HashingReader
         from ocisquash.errors import OcisquashError
@@ -968,6 +969,16 @@ class _Validator:
         try:
             f = self.tree.open(path)
             r = HashingReader(decompressing_reader(f, path, codec))
+            watched = _Watched(r)
+            try:
+                # the layer must be a whole tar, not only hash right: a member whose (PAX) size runs past
+                # the end is a truncated layer that every unpacker refuses
+                for _ in tarheader.headers(watched, path, stream=True):  # type: ignore[arg-type]
+                    pass
+            except OcisquashError as e:
+                if watched.failed:
+                    raise  # the stream itself failed (corrupt, a bomb): reported below as such
+                self.bad(path, f"not a valid layer tar: {e}")
             r.drain()
             res = r.digest()
             self._unpacked_len[path] = r.count
@@ -1146,6 +1157,28 @@ class _Validator:
             if self.blob(cpath, _claimed(cpath), None, f"{name}: config"):
                 cfg = self.config(cpath, f"{name}: {cpath}")
             self.image(name, cfg, [(p, _claimed(p), None, None) for p in lpaths])
+
+
+class _Watched:
+    """A buffered reader (a tar walk reads 512-byte headers) that remembers whether a read of the stream
+    underneath failed."""
+
+    def __init__(self, raw: Any) -> None:
+        self._raw = raw
+        self._buf = b""
+        self._pos = 0
+        self.failed = False
+
+    def read(self, n: int) -> bytes:
+        if self._pos >= len(self._buf):
+            try:
+                self._buf, self._pos = bytes(self._raw.read(1 << 20)), 0
+            except BaseException:
+                self.failed = True
+                raise
+        out = self._buf[self._pos:self._pos + n]
+        self._pos += len(out)
+        return out
 
 
 def validate(source: Any, on_bytes: Callable[[int], None] | None = None, only: Digest | None = None) -> Validation:

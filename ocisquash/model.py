@@ -8,6 +8,7 @@ deterministically, by ``canonical_json``. Parse errors name the file and the fie
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -68,26 +69,75 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
 
+MAX_DEPTH = 64  # nesting of JSON containers: real documents nest 5 deep; Python's own recursion stops near 1000
+INT64_MAX = (1 << 63) - 1
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
+
+
 def load_json(data: bytes, where: str, *, max_size: int | None = None) -> Any:
-    """Parse I-JSON strictly: UTF-8, no duplicate keys, no NaN, capped in size (``max_json`` by default)."""
+    """Parse I-JSON strictly: UTF-8, no duplicate keys, no NaN, no lone surrogates, nested at most
+    ``MAX_DEPTH`` deep, capped in size (``max_json`` by default) and in values (``max_json_values``)."""
     from ocisquash import limits
 
+    lim = limits.current()
     if max_size is None:
-        max_size = limits.current().max_json
+        max_size = lim.max_json
     if len(data) > max_size:
         raise limits.exceeded("max_json", f"{where}: JSON document is {len(data)} bytes, over the cap of {max_size}")
+    # An upper bound on the values in the document, counted in C before anything is parsed: parsed, each
+    # small value costs 50-250 bytes, so this bounds memory where the size cap alone does not.
+    containers = data.count(b"{") + data.count(b"[")
+    values = containers + data.count(b",") + data.count(b":") + 1
+    if values > lim.max_json_values:
+        raise limits.exceeded("max_json_values", f"{where}: JSON document holds up to {values} values, over the "
+                                                 f"cap of {lim.max_json_values}")
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise FormatError(f"{where}: not UTF-8 JSON ({e.reason} at byte {e.start})") from None
     try:
-        return json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_no_constants)
+        obj = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_no_constants)
     except _DuplicateKey as e:
         raise FormatError(f"{where}: duplicate JSON key {e.key!r}") from None
     except RecursionError:
         raise FormatError(f"{where}: JSON nested too deeply") from None
     except ValueError as e:
         raise FormatError(f"{where}: malformed JSON ({e})") from None
+    surrogates = _SURROGATE_ESCAPE.search(data) is not None
+    if containers > MAX_DEPTH or surrogates:
+        _check_values(obj, where, surrogates)
+    return obj
+
+
+def _check_values(obj: Any, where: str, surrogates: bool) -> None:
+    """Refuse nesting deeper than ``MAX_DEPTH`` (deeper documents crash writers and printers later) and,
+    when the text escapes one, lone surrogates (I-JSON forbids them; no UTF-8 encoder takes them)."""
+    stack: list[tuple[Any, int]] = [(obj, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, dict):
+            if depth > MAX_DEPTH:
+                raise FormatError(f"{where}: JSON nested deeper than {MAX_DEPTH} levels")
+            for k, x in v.items():
+                if surrogates:
+                    _check_text(k, where)
+                if isinstance(x, (dict, list)) or (surrogates and isinstance(x, str)):
+                    stack.append((x, depth + 1))
+        elif isinstance(v, list):
+            if depth > MAX_DEPTH:
+                raise FormatError(f"{where}: JSON nested deeper than {MAX_DEPTH} levels")
+            stack.extend((x, depth + 1) for x in v
+                         if isinstance(x, (dict, list)) or (surrogates and isinstance(x, str)))
+        elif isinstance(v, str):
+            _check_text(v, where)
+
+
+def _check_text(s: str, where: str) -> None:
+    try:
+        s.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise FormatError(f"{where}: a JSON string holds a lone surrogate (\\u{ord(s[e.start]):04x}), which "
+                          "is not text") from None
 
 
 def canonical_json(obj: Any) -> bytes:
@@ -130,7 +180,10 @@ class Fields:
         return self._get(key, str, True)  # type: ignore[no-any-return]
 
     def opt_int(self, key: str, required: bool = False) -> int | None:
-        return self._get(key, int, required)  # type: ignore[no-any-return]
+        v = self._get(key, int, required)
+        if v is not None and not -INT64_MAX - 1 <= v <= INT64_MAX:
+            raise FormatError(f"{self.where}: field {self._name(key)!r} is out of range (a signed 64-bit integer)")
+        return v  # type: ignore[no-any-return]
 
     def flag(self, key: str) -> bool:
         return bool(self._get(key, bool, False))
@@ -369,11 +422,20 @@ class ImageConfig:
         rtype = rootfs.req_str("type")
         if rtype != "layers":
             raise FormatError(f"{where}: rootfs.type is {rtype!r}; only 'layers' is defined")
-        ids = tuple(
-            Digest.parse(d, where=f"{where}: rootfs.diff_ids[{i}]")
-            for i, d in enumerate(rootfs.items("diff_ids", required=True))
-        )
-        hist = tuple(History.parse(Fields(h, where, f"history[{i}]")) for i, h in enumerate(f.items("history")))
+        from ocisquash import limits
+
+        lim = limits.current()
+        raw_ids = rootfs.items("diff_ids", required=True)
+        if len(raw_ids) > lim.max_layers:
+            raise limits.exceeded("max_layers", f"{where}: the image has {len(raw_ids)} layers (diff IDs), over the "
+                                                f"cap of {lim.max_layers}")
+        ids = tuple(Digest.parse(d, where=f"{where}: rootfs.diff_ids[{i}]") for i, d in enumerate(raw_ids))
+        raw_hist = f.items("history")
+        # Each entry becomes an object here and a table row later: a million entries take gigabytes.
+        if len(raw_hist) > lim.max_history:
+            raise limits.exceeded("max_history", f"{where}: {len(raw_hist)} history entries, over the cap of "
+                                                 f"{lim.max_history}")
+        hist = tuple(History.parse(Fields(h, where, f"history[{i}]")) for i, h in enumerate(raw_hist))
         run = f.obj.get("config")
         labels = Fields(run, where, "config").str_map("Labels") if run is not None else {}
         if run is not None:

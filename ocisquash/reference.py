@@ -52,6 +52,14 @@ def familiar(ref: str) -> str:
     return f"{familiar_name(normalize_name(name))}:{tag or 'latest'}"
 
 
+NAME_TOTAL_LENGTH_MAX = 255  # docker's limit on a repository name, domain included (distribution/reference)
+
+
+def name_too_long(ref: str) -> bool:
+    """Whether the repository part of ``ref``, normalised (``docker.io/library/...``), is over 255 characters."""
+    return len(normalize_name(split(ref)[0])) > NAME_TOTAL_LENGTH_MAX
+
+
 def is_valid_tagged(ref: str) -> bool:
     """Whether ``ref`` is a ``name:tag`` that ``docker load`` accepts in ``RepoTags``."""
     name, tag, digest = split(ref)

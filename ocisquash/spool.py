@@ -1,12 +1,14 @@
-"""Inputs that can be read only once: standard input, a named pipe, a character device.
+"""Inputs that can be read only once: standard input, a named pipe.
 
 A reader needs to seek an input (``manifest.json`` may be a tarball's last member, a parent image
 is chosen from the same input as the image), but a pipe gives its bytes once, and opening a FIFO a
 second time waits for a writer that never comes. So such an input is opened exactly once and copied,
 decompressed, to a temporary file (in a directory the caller chooses: beside the output, where the
 space is needed anyway, or ``$TMPDIR``), which is then indexed like any tarball on disk. The copy is
-bounded by ``max_spool`` (and a whole tarball's decompression ratio by ``max_ratio``), and it is
-removed when the tree is closed, on an error and on SIGTERM (the CLI turns it into ``SystemExit``).
+bounded by ``max_spool`` (and a whole tarball's decompression ratio by ``max_ratio``). The file is
+unlinked as soon as it is made and read back through ``/proc/self/fd``, so nothing is left behind on
+any exit, a SIGKILL included (a killed run once left 40 GB in ``$TMPDIR``). A device is no pipe:
+``/dev/zero`` never ends, so a device (also on standard input) is refused, never spooled.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import tempfile
 from typing import IO
 
 from ocisquash import limits
-from ocisquash.archive import TarTree
+from ocisquash.archive import TarTree, kind_of_mode
 from ocisquash.compression import decompressing_reader
 from ocisquash.errors import FormatError, OcisquashError, UsageError
 from ocisquash.streams import CountingReader
@@ -27,14 +29,15 @@ SPOOL_PREFIX = ".ocisquash-input-"
 
 
 def read_once(path: str) -> bool:
-    """True for an input that cannot be read twice: ``-``, a FIFO, a socket or a character device."""
+    """True for an input that cannot be read twice: ``-`` or a FIFO (devices and sockets are refused
+    by the tarball opener, which names them)."""
     if path == "-":
         return True
     try:
         mode = os.stat(path).st_mode  # follows links: /dev/stdin and /proc/self/fd/N name what they lead to
     except OSError:
         return False
-    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+    return stat.S_ISFIFO(mode)
 
 
 def beside(dest: str | None) -> str | None:
@@ -50,29 +53,44 @@ def beside(dest: str | None) -> str | None:
 
 def spool(path: str, directory: str | None = None) -> TarTree:
     """Open ``path`` (``-`` for standard input) once, copy it decompressed to a temporary file in
-    ``directory`` (``$TMPDIR`` when None) and index that; closing the tree removes the file."""
+    ``directory`` (``$TMPDIR`` when None) and index that; the file has no name once made, and closing
+    the tree frees it."""
     label = "<stdin>" if path == "-" else path
     if directory is not None and not os.path.isdir(directory):
         directory = None  # the output's own check names the missing directory
+    src = _open(path, label)  # before the temporary file: a refused input leaves nothing to undo
     try:
         fd, tmp = tempfile.mkstemp(prefix=SPOOL_PREFIX, suffix=".tar", dir=directory)
     except OSError as e:
+        src.close()
         raise FormatError(f"{label}: cannot make a temporary file to read it into: {e.strerror}",
                           hint="set TMPDIR to a writable directory") from None
+    via_proc = os.path.exists(f"/proc/self/fd/{fd}")
+    if via_proc:
+        os.unlink(tmp)
+        tmp = f"/proc/self/fd/{fd}"
     try:
-        with os.fdopen(fd, "wb") as out:
-            _copy(_open(path, label), out, label, os.path.dirname(tmp))
-        return TarTree(tmp, label, temp=True)
+        with os.fdopen(os.dup(fd), "wb") as out:
+            _copy(src, out, label, directory or tempfile.gettempdir())
+        return TarTree(tmp, label, temp=not via_proc, fd=fd if via_proc else None)
     except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
+        os.close(fd)
+        if not via_proc:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
         raise
+    finally:
+        if not via_proc:
+            os.close(fd)
 
 
 def _open(path: str, label: str) -> IO[bytes]:
     if path == "-":
         if os.isatty(0):
             raise UsageError("refusing to read a tarball from a terminal", hint="pipe one in, or give a file")
+        mode = os.fstat(0).st_mode
+        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+            raise FormatError(f"{label}: is {kind_of_mode(mode)}, not an image file")
         return os.fdopen(os.dup(0), "rb")
     try:
         return open(path, "rb")  # closed by _copy

@@ -21,7 +21,7 @@ from typing import Any, BinaryIO
 from ocisquash import compression, merge, model, registry, sink, spool, transfer
 from ocisquash.convert import check_format, output_tags
 from ocisquash.digest import Digest
-from ocisquash.errors import FormatError, OcisquashError, UsageError
+from ocisquash.errors import FormatError, OcisquashError, UsageError, printable
 from ocisquash.image import Image, Layer
 from ocisquash.samefile import refuse_overlap
 from ocisquash.sources import Source, open_source
@@ -81,7 +81,10 @@ def parse_timestamp(text: str | None) -> dt.datetime:
         if raw.lstrip("-").isdigit():
             return dt.datetime.fromtimestamp(int(raw), dt.UTC)
         t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        return t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+        t = t if t.tzinfo else t.replace(tzinfo=dt.UTC)
+        # 0001-01-01T00:00:00+01:00 is before year 1 in UTC: datetime cannot hold it, so find out here
+        t.astimezone(dt.UTC)
+        return t
     except (ValueError, OverflowError, OSError):
         src = "--timestamp" if text is not None else "SOURCE_DATE_EPOCH"
         raise UsageError(f"{src}={raw!r}: expected seconds since the epoch or an RFC 3339 time") from None
@@ -214,6 +217,12 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
     codec = compression.parse_codec(opts.compression)
     level = compression.check_level(codec, opts.level)
     created = parse_timestamp(opts.timestamp)
+    for flag, values in (("--message", [opts.message or ""]), ("--tag", opts.tags)):
+        for v in values:
+            try:
+                v.encode("utf-8")
+            except UnicodeEncodeError:  # undecodable bytes of argv arrive as lone surrogates
+                raise UsageError(f"{flag} {printable(v)!r}: not valid UTF-8 text") from None
     every = opts.platform is not None and opts.platform.strip().lower() == ALL_PLATFORMS
     if not opts.dry_run:
         read = [("IN", src_path)]

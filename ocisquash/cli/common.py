@@ -56,9 +56,38 @@ def note(message: str) -> None:
 
 
 def _escape(text: str) -> str:
+    """``text`` for a rich markup string: control characters escaped (one line, no terminal sequences),
+    then markup escaped (a name like ``[bold]`` prints as itself)."""
     from rich.markup import escape
 
-    return escape(text)
+    from ocisquash.errors import printable
+
+    return escape(printable(text))
+
+
+safe = _escape
+
+
+def cell(text: str) -> Any:
+    """A table cell showing ``text`` as it is: control characters escaped, no markup interpreted."""
+    from rich.text import Text
+
+    from ocisquash.errors import printable
+
+    return Text(printable(text))
+
+
+def json_line(obj: Any, indent: int | None = None) -> str:
+    """JSON for a terminal: non-ASCII text kept readable, but C1 controls, line separators and lone
+    surrogates escaped (``json`` escapes only C0 controls), so the bytes are valid UTF-8 and inert."""
+    import json
+
+    from ocisquash.errors import printable
+
+    text = json.dumps(obj, indent=indent, ensure_ascii=False)
+    if text.isascii():
+        return text
+    return "".join(f"\\u{ord(c):04x}" if printable(c) != c else c for c in text)
 
 
 def print_traceback() -> None:
@@ -66,9 +95,8 @@ def print_traceback() -> None:
 
 
 def print_json(obj: Any) -> None:
-    import json
 
-    sys.stdout.write(json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
+    sys.stdout.write(json_line(obj, indent=2) + "\n")
     sys.stdout.flush()
 
 
@@ -87,7 +115,7 @@ class Progressor:
             return
         if self._task is not None:
             self._p.remove_task(self._task)
-        self._task = self._p.add_task(description, total=total, unit=unit)
+        self._task = self._p.add_task(_escape(description), total=total, unit=unit)
 
     def advance(self, n: int) -> None:
         if self._p is not None and self._task is not None:
@@ -95,7 +123,7 @@ class Progressor:
 
     def describe(self, description: str) -> None:
         if self._p is not None and self._task is not None:
-            self._p.update(self._task, description=description)
+            self._p.update(self._task, description=_escape(description))
 
 
 def _human(n: float) -> str:

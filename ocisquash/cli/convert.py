@@ -61,7 +61,8 @@ def _register() -> None:
             common.print_json(result)
         elif not quiet:
             common.err_console().print(
-                f"[green]converted[/] {result['image']} -> {result['output']} ({result['format']}, "
+                f"[green]converted[/] {common.safe(result['image'])} -> {common.safe(result['output'])} "
+                f"({result['format']}, "
                 f"{len(result['layers'])} layers, manifest {result['manifest'][:19]}…)")
 
 

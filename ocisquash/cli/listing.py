@@ -38,10 +38,9 @@ def _emit_lines(lines: list[str], *, bold_first: bool = False) -> None:
 
 
 def _emit_json_lines(objs: list[dict[str, Any]]) -> None:
-    import json
 
     for o in objs:
-        sys.stdout.write(json.dumps(o, ensure_ascii=False) + "\n")
+        sys.stdout.write(common.json_line(o) + "\n")
     sys.stdout.flush()
 
 
@@ -429,6 +428,4 @@ def validate(
 
 
 def _esc(text: str) -> str:
-    from rich.markup import escape
-
-    return escape(text)
+    return common.safe(text)

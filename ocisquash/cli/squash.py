@@ -33,7 +33,7 @@ def print_report(r: squash_lib.Report) -> None:
     title = "dry run: nothing written" if r.dry_run else f"squashed {r.image} -> {r.output}"
     if not r.squashed:
         title = f"{r.image}: {r.note}"
-    t = Table(title=title, show_header=True, header_style="bold", title_justify="left")
+    t = Table(title=common.safe(title), show_header=True, header_style="bold", title_justify="left")
     t.add_column("")
     t.add_column("before", justify="right")
     t.add_column("after", justify="right")
@@ -47,7 +47,8 @@ def print_report(r: squash_lib.Report) -> None:
     if r.squashed and not r.dry_run and r.config:
         c.print(f"image ID {r.config.split(':', 1)[-1][:12]}" + (f", manifest {r.manifest}" if r.manifest else ""))
     if r.tags and not r.dry_run:
-        c.print("tags: " + ", ".join(reference.familiar(t) if ":" in t or "/" in t else t for t in r.tags))
+        c.print("tags: " + common.safe(", ".join(reference.familiar(t) if ":" in t or "/" in t else t
+                                                 for t in r.tags)))
 
 
 @app.command(
