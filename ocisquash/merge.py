@@ -27,6 +27,7 @@ import os
 import signal
 import struct
 import tarfile
+import tempfile
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -134,20 +135,23 @@ class MergePlan:
     _plink_meta: dict[str, _Meta] = field(repr=False, default_factory=dict)
     _padded: int = field(repr=False, default=0)
     _read: tuple[int, ...] = field(repr=False, default=())
-    """Layers ``stream`` has read in full already: pass 2 opens them only for bodies left to copy."""
+    """Layers ``stream`` has read in full already: they are read again only for bodies it did not keep."""
+    _spooled: dict[int, dict[int, int]] = field(repr=False, default_factory=dict)
+    """Per layer, the bodies ``stream`` kept (data offset in the layer -> offset in its spool)."""
 
     def _pass2_layers(self) -> list[int]:
-        """The layers pass 2 reads, in order: squashed ones (unless read in full already), and kept
-        ones only to copy a body (see ``write``)."""
+        """The layers the writer visits, in order: those with bodies to copy, and squashed ones not
+        read in full yet (to verify them)."""
         n = len(self.layers)
-        return sorted(i for i in self._bodies if i < self.keep) + [
-            i for i in range(self.keep, n) if i not in self._read or i in self._bodies
-        ]
+        return sorted(set(self._bodies).union(i for i in range(self.keep, n) if i not in self._read))
+
+    def _reread(self, i: int) -> bool:
+        spooled = self._spooled.get(i, {})
+        return i not in self._read or any(off not in spooled for off in self._bodies.get(i, ()))
 
     def bytes_to_copy(self) -> int:
-        """Uncompressed bytes pass 2 reads (what its ``progress`` callback counts up to)."""
-        return sum(self.layers[i].tar_bytes for i in self._pass2_layers())
-
+        """Uncompressed bytes the writer reads from layers (what its ``progress`` callback counts up to)."""
+        return sum(self.layers[i].tar_bytes for i in self._pass2_layers() if self._reread(i))
 
     def out_tar_bytes(self) -> int:
         """Size of the merged tar: exact for contents and padding, headers estimated at one block
@@ -177,6 +181,8 @@ class WriteStats:
     entries: int = 0
     bytes_written: int = 0
     content_bytes: int = 0
+    refetched: int = 0
+    """Bodies ``stream`` did not keep from its one read and copied by a second read of their layer."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -924,23 +930,23 @@ def plan(layers: Sequence[LayerInput], keep: int = 0, *, limits: MergeLimits | N
     return _finish_plan(ap, parent, keep, lim)
 
 
-def _finish_plan(ap: _Applier, parent: _Dir | None, keep: int, lim: MergeLimits) -> MergePlan:
+def _finish_plan(
+    ap: _Applier, parent: _Dir | None, keep: int, lim: MergeLimits,
+    read: tuple[int, ...] = (), spooled: dict[int, dict[int, int]] | None = None,
+) -> MergePlan:
     if parent is None:
         parent = _copy_tree(ap.root)
     stats = ap.stats
     out = _diff(ap.root, parent)
     out.keep = keep
     out._limits = lim
+    out._read = read
+    out._spooled = spooled if spooled is not None else {}
     out.layers = stats
     out.largest_hidden = sorted(ap.heap, reverse=True)
     out.dropped_files = sum(s.hidden_files for s in stats[keep:])
     out.dropped_bytes = sum(s.hidden_bytes for s in stats[keep:])
     return out
-
-
-class Retry(Exception):
-    """``stream`` wrote a body early that the finished plan does not want (the guess behind writing
-    it early was wrong): discard everything written to ``out`` and merge with ``plan`` + ``write``."""
 
 
 class _Hits:
@@ -954,6 +960,7 @@ class _Hits:
     def __init__(self) -> None:
         self.exact: set[str] = set()
         self.below: set[str] = set()  # every path strictly under one of these is hit
+        self.linked: set[str] = set()  # hardlink targets named above: a hit body may live on there
         self.all = False
 
     def add(self, headers: Iterator[_Hdr]) -> None:
@@ -978,8 +985,14 @@ class _Hits:
             exact.add(path)
             if h.type != "5":
                 below.add(path)
+            if h.type == "1":
+                target = _clean(h.linkname)
+                if target:
+                    self.linked.add(target)
 
     def hit(self, path: str) -> bool:
+        if path in self.linked:
+            return False
         if self.all or path in self.exact:
             return True
         below = self.below
@@ -992,21 +1005,83 @@ class _Hits:
         return False
 
 
-def _plain_parents(tree: _Dir, path: str) -> bool:
-    """True when no ancestor of ``path`` is a non-directory in ``tree`` (the kept layers' tree): a body
-    written before the directory entries must not land where a kept symlink or file still stands."""
-    cur = tree
-    for c in path.split("/")[:-1]:
-        node = cur.children.get(c)
-        if node is None:
-            return True
-        if type(node) is not _Dir:
-            return False
-        cur = node
-    return True
+class _Spool:
+    """Decompressed file bodies kept for the merged layer, in one unlinked temporary file.
 
+    ``stream`` reads the squashed layers top down but writes the merged layer parents first, so a
+    body that passes before its directories are known waits here; each is stored with its tar
+    padding, at an offset the writer reads it back from.
+    """
 
-_Early = dict[int, _Hdr]  # data offset -> header, of each body ``stream`` wrote as it read
+    def __init__(self, directory: str | None) -> None:
+        self.f = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by close())
+        self.fd = self.f.fileno()
+        self.buf = bytearray()
+        self.size = 0  # bytes written to the file so far (buf follows)
+        self.where: dict[int, dict[int, int]] = {}  # layer -> data offset in the layer -> spool offset
+
+    def add(self, layer: int, offset: int, src: _Source, size: int) -> None:
+        """Store the ``size`` bytes of contents (and their padding) ``src`` stands at."""
+        self.where.setdefault(layer, {})[offset] = self.size + len(self.buf)
+        padded = (size + 511) & ~511
+        if padded < _REFILL:
+            data = src.read(padded)
+            if len(data) != padded:
+                raise FormatError(f"layer {src.label}: truncated tar (file contents cut short)")
+            self.buf += data
+            if len(self.buf) >= _COPY:
+                self._flush()
+            return
+        self._flush()
+        for chunk in src.chunks(size):
+            self._write(chunk)
+        rest = padded - size
+        if rest:
+            tail = src.read(rest)
+            if len(tail) != rest:
+                raise FormatError(f"layer {src.label}: truncated tar (file contents cut short)")
+            self.buf += tail
+
+    def _write(self, data: bytes | bytearray) -> None:
+        view = memoryview(data)
+        try:
+            while view:
+                n = os.write(self.fd, view)
+                view = view[n:]
+                self.size += n
+        except OSError as e:
+            raise OutputError(f"cannot write the temporary file of file contents: {e}") from e
+
+    def _flush(self) -> None:
+        if self.buf:
+            self._write(self.buf)
+            self.buf = bytearray()
+
+    def copy(self, start: int, size: int, w: _Writer) -> None:
+        """Copy ``size`` bytes of contents stored at ``start`` to ``w`` (with the output's padding)."""
+        self._flush()
+        padded = (size + 511) & ~511
+        if padded < _REFILL:
+            w.small(self._pread(padded, start), size)
+            return
+        pos, end = start, start + size
+        while pos < end:
+            chunk = self._pread(min(_COPY, end - pos), pos)
+            w.data(chunk)
+            pos += len(chunk)
+        w.pad(size)
+
+    def _pread(self, n: int, at: int) -> bytes:
+        try:
+            data = os.pread(self.fd, n, at)
+        except OSError as e:
+            raise OutputError(f"cannot read the temporary file of file contents: {e}") from e
+        if len(data) != n:
+            raise OutputError("the temporary file of file contents was cut short")
+        return data
+
+    def close(self) -> None:
+        self.f.close()
 
 
 def stream(
@@ -1017,19 +1092,18 @@ def stream(
     limits: MergeLimits | None = None,
     progress: Callable[[int], None] | None = None,
     on_plan: Callable[[MergePlan], None] | None = None,
+    spool_dir: str | None = None,
 ) -> tuple[MergePlan, WriteStats]:
     """``plan`` and ``write`` in one, reading each squashed layer once (a gzip layer is inflated once).
 
     The kept layers' headers are read first. The squashed layers are then read top down, each in
-    full and verified: its headers are kept, and each regular file is written to ``out`` as it passes
-    unless a layer above names its path (``_Hits``), so those bodies lead the merged tar, ahead of the
-    directory entries (extractors create missing parents, and a directory's own entry sets its
-    attributes when it comes). Then every header is applied bottom up, as ``plan`` does, and each
-    early body is checked to be exactly what the finished plan wants (``on_plan`` sees the plan). The
-    rest is written as ``write`` does: a file the guess left out is copied by a second read of its
-    layer. A body written early that the plan does not want raises ``Retry`` (rare: a later entry of
-    the same layer replaces it, or a path runs through a symlink); the caller then discards ``out``
-    and merges with ``plan`` + ``write``.
+    full and verified: its headers are kept, and each regular file's contents go to a temporary file
+    (``_Spool``, in ``spool_dir`` or TMPDIR) unless a layer above names its path (``_Hits``: those
+    are certainly hidden). Then every header is applied bottom up, as ``plan`` does (``on_plan`` sees
+    the plan), and the merged layer is written in the one order ``write`` uses, contents copied from
+    the temporary file. A body the guess left out but the plan wants (a hardlink's target whiteout
+    above, a name reached through a symlink) is copied by a second read of its layer alone;
+    ``WriteStats.refetched`` counts those bodies.
 
     Memory: the headers of the squashed layers are held until they are applied.
     """
@@ -1038,68 +1112,52 @@ def stream(
     if not 0 <= keep <= n:
         raise ValueError(f"keep={keep} outside 0..{n}")
     wstats = WriteStats()
-    w = _Writer(out, wstats)
     ap = _Applier(lim, [LayerStats(i, layer.label, i < keep) for i, layer in enumerate(layers)])
     for i, (entries, consumed) in enumerate(_read_layers(layers[:keep], lim)):
         ap.apply_layer(i, layers[i].label, entries, consumed)
     parent = _copy_tree(ap.root) if keep else _Dir(_IMPLICIT)
-    read = _read_all_once(layers[keep:], parent if keep else None, w, lim, progress)
-    for k in range(len(read)):
-        entries, consumed, early = read[k]
-        ap.apply_layer(keep + k, layers[keep + k].label, entries, consumed)
-        read[k] = ([], consumed, early)  # headers applied: let them go
-    p = _finish_plan(ap, parent, keep, lim)
-    if any(early for _, _, early in read) and not (p._head and p._head[0][:2] == ("5", "")):
-        # Bodies written before their directories make an unpacker create the missing parents,
-        # which changes the root's mtime, and the root has no entry to set it back: give it one.
-        p._head.insert(0, ("5", "", ap.root.meta))
-        p.out_entries += 1
-    links: list[tuple[str, str, _Meta]] = []
-    for k, (_, _, early) in enumerate(read):
-        i = keep + k
-        want = p._bodies.get(i, {})
-        for off, h in early.items():
-            name = _clean(h.name)  # as _read_once wrote it
-            got = want.pop(off, None)
-            if got is None or got[0] != name or got[2] != h.size:
-                raise Retry(f"layer {layers[i].label}: {name!r} was written early but the merge does not keep it")
-            links.extend((link, name, got[3]) for link in got[1])
-        if not want:
-            p._bodies.pop(i, None)
-    p._read = tuple(range(keep, n))
-    if on_plan is not None:
-        on_plan(p)
-    _write_rest(p, layers, w, progress, links)
+    spool = _Spool(spool_dir)
+    try:
+        read = _read_all_once(layers, keep, spool, lim, progress)
+        for k in range(len(read)):
+            entries, consumed = read[k]
+            ap.apply_layer(keep + k, layers[keep + k].label, entries, consumed)
+            read[k] = ([], consumed)  # headers applied: let them go
+        p = _finish_plan(ap, parent, keep, lim, tuple(range(keep, n)), spool.where)
+        if on_plan is not None:
+            on_plan(p)
+        _write_layer(p, layers, _Writer(out, wstats), progress, spool)
+    finally:
+        spool.close()
     return p, wstats
 
 
-_Once = list[tuple[list[tuple[_Hdr, int]], int, _Early]]  # per squashed layer, bottom up: headers, length, early
+_Once = list[tuple[list[tuple[_Hdr, int]], int]]  # per squashed layer, bottom up: headers, length
 
 
 def _read_all_once(
-    layers: Sequence[LayerInput], kept: _Dir | None, w: _Writer, lim: MergeLimits,
+    layers: Sequence[LayerInput], keep: int, spool: _Spool, lim: MergeLimits,
     progress: Callable[[int], None] | None,
 ) -> _Once:
     """Read the squashed layers top down, each once (``_read_once``), each guessing from those above."""
     hits = _Hits()
     read: _Once = []
-    for layer in reversed(layers):
-        entries, consumed, early = _read_once(layer, hits, kept, w, lim, progress)
+    for i in range(len(layers) - 1, keep - 1, -1):
+        entries, consumed = _read_once(i, layers[i], hits, spool, lim, progress)
         hits.add(h for h, _ in entries)
-        read.append((entries, consumed, early))
+        read.append((entries, consumed))
     read.reverse()
     return read
 
 
 def _read_once(
-    layer: LayerInput, hits: _Hits, kept: _Dir | None, w: _Writer, lim: MergeLimits,
+    index: int, layer: LayerInput, hits: _Hits, spool: _Spool, lim: MergeLimits,
     progress: Callable[[int], None] | None,
-) -> tuple[list[tuple[_Hdr, int]], int, _Early]:
-    """Read one layer in full (verified): its headers with their data offsets, its length, and the
-    bodies written to ``w`` on the way (those ``hits`` leaves alone)."""
+) -> tuple[list[tuple[_Hdr, int]], int]:
+    """Read one layer in full (verified): its headers with their data offsets and its length; the
+    bodies ``hits`` leaves alone go to ``spool`` on the way."""
     f, src = _scan(layer, False, layer.open_once)
     entries: list[tuple[_Hdr, int]] = []
-    early: _Early = {}
     cap = lim.max_entries_per_layer
     reported = 0
     try:
@@ -1109,17 +1167,14 @@ def _read_once(
             offset = src.consumed
             entries.append((h, offset))
             size = h.size
-            padded = (size + 511) & ~511
             if h.type in _REGULAR:
                 path = _clean(h.name)
-                # Whiteouts and AUFS metadata are not files; a file with ".wh." elsewhere in its path is
-                # merely left to pass 2.
-                if path and ".wh." not in path and not hits.hit(path) and (
-                        kept is None or _plain_parents(kept, path)):
-                    _copy_body(src, w, path, h.meta, size)
-                    early[offset] = h
-                    padded = 0
-            if padded and not src.skip(padded):
+                # Whiteouts and AUFS metadata are not files; a file with ".wh." elsewhere in its path
+                # is merely left to a second read, should the plan want it.
+                if path and ".wh." not in path and not hits.hit(path):
+                    spool.add(index, offset, src, size)
+                    size = 0
+            if size and not src.skip((size + 511) & ~511):
                 raise FormatError(f"layer {layer.label}: truncated tar (file contents cut short)")
             if progress is not None and src.consumed - reported >= _COPY:
                 progress(src.consumed - reported)
@@ -1127,7 +1182,7 @@ def _read_once(
         src.drain()
         if progress is not None and src.consumed > reported:
             progress(src.consumed - reported)
-        return entries, src.consumed, early
+        return entries, src.consumed
     except OSError as e:
         raise FormatError(f"layer {layer.label}: read error: {e}") from e
     finally:
@@ -1155,10 +1210,14 @@ def _diff(final: _Dir, parent: _Dir) -> MergePlan:
     # but leaves a root no entry names at the time it created it.
     root_set = final.meta is not _IMPLICIT and parent.meta is _IMPLICIT
     stack: list[tuple[str, _Dir, _Dir | None, bool]] = [("", final, parent, final.meta != parent.meta or root_set)]
+    unchanged = 0  # directories whose own metadata is the parent's: written only as ancestors
     while stack:
         path, fd, pd, emit = stack.pop()
         if emit:
             head.append(("5", path, fd.meta))
+        elif path:
+            head.append(("?", path, fd.meta))
+            unchanged += 1
         children = fd.children
         if pd is not None:
             gone = sorted(n for n in pd.children if n not in children)
@@ -1183,6 +1242,13 @@ def _diff(final: _Dir, parent: _Dir) -> MergePlan:
         stack.extend(reversed(subdirs))
     p.final_paths = final_paths
     p.out_whiteouts = whiteouts
+    if unchanged:
+        # Every ancestor of a written entry is written too, with its final metadata: an overlay
+        # unpacker (docker's overlay2, containerd) gives a directory the layer does not name mode
+        # 0755, owner root and the time of the load, hiding the parent's (issue 10).
+        need = _ancestors(head, names_new)
+        p._head = head = [("5", path, meta) if tag == "?" else (tag, path, meta)
+                          for tag, path, meta in head if tag != "?" or path in need]
     entries = len(head)
     content = 0
     for ino, new in names_new.items():
@@ -1211,6 +1277,28 @@ def _diff(final: _Dir, parent: _Dir) -> MergePlan:
     p.out_entries = entries
     p.out_content_bytes = content
     return p
+
+
+def _ancestors(head: list[tuple[str, str, _Meta | None]], names_new: dict[_Ino, list[str]]) -> set[str]:
+    """The directories above every entry the merged layer writes (the root excluded)."""
+    need: set[str] = set()
+
+    def up(path: str) -> None:
+        i = path.rfind("/")
+        while i > 0:
+            path = path[:i]
+            if path in need:
+                return
+            need.add(path)
+            i = path.rfind("/")
+
+    for tag, path, _ in head:
+        if tag != "?":
+            up(path)
+    for names in names_new.values():
+        for name in names:
+            up(name)
+    return need
 
 
 # --------------------------------------------------------------------------------------------------
@@ -1354,22 +1442,25 @@ def write(
     ``progress`` is called with the number of input bytes consumed since its last call. Every
     squashed layer's ``open()`` stream is read to its end (where it verifies itself). A kept layer is
     opened too only in one rare case: a hardlink the squashed layers add to a kept file whose kept
-    names are all gone, so the content must be copied from that kept layer.
+    names are all gone, so the content must be copied from that kept layer. The output is the same,
+    byte for byte, as ``stream``'s for the same layers.
     """
     stats = WriteStats()
-    _write_rest(plan, layers, _Writer(out, stats), progress, [])
+    _write_layer(plan, layers, _Writer(out, stats), progress, None)
     return stats
 
 
-def _write_rest(
+def _write_layer(
     plan: MergePlan,
     layers: Sequence[LayerInput],
     w: _Writer,
     progress: Callable[[int], None] | None,
-    early_links: list[tuple[str, str, _Meta]],
+    spool: _Spool | None,
 ) -> None:
-    """Everything ``write`` writes; ``stream`` has written some bodies already (``early_links`` are the
-    extra names of those)."""
+    """Write the merged layer in its one order: directories (each before its subtree) with the
+    whiteouts below them, then special files, links to kept files, and regular files by layer and
+    position, each followed by its hardlinks. Bodies come from ``spool`` when it holds them, else
+    from a read of their layer."""
     for tag, path, meta in plan._head:
         if tag == "5":
             w.header(path or "./", "5", meta if meta is not None else _IMPLICIT)
@@ -1384,11 +1475,11 @@ def _write_rest(
         metas = _plink_metas(plan)
         for name, target in plan._plinks:
             w.header(name, "1", metas[target], linkname=target)
-    for name, body, meta in early_links:
-        w.header(name, "1", meta, linkname=body)
     for li in plan._pass2_layers():
-        _copy_layer(li, layers[li], plan._bodies.get(li, {}), plan._limits, w, progress,
-                    plan.layers[li].tar_bytes if li < len(plan.layers) else 0)
+        bodies = plan._bodies.get(li, {})
+        spooled = plan._spooled.get(li, {})
+        _copy_layer(li, layers[li], bodies, spooled, spool, plan._limits, w, progress,
+                    plan.layers[li].tar_bytes if li < len(plan.layers) else 0, li not in plan._read)
     w.finish()
 
 
@@ -1426,34 +1517,52 @@ def _copy_layer(
     index: int,
     layer: LayerInput,
     bodies: dict[int, tuple[str, list[str], int, _Meta]],
+    spooled: dict[int, int],
+    spool: _Spool | None,
     limits: MergeLimits,
     w: _Writer,
     progress: Callable[[int], None] | None,
-    total: int = 0,
+    total: int,
+    verify: bool,
 ) -> None:
-    """Copy the contents pass 1 chose from one layer, by their offsets: no header is parsed again.
+    """Copy the contents the plan chose from one layer, in their order in the layer: from the spool
+    when it holds them, else by their offsets in one read of the layer (no header is parsed again).
 
-    The stream is still read to its end (where it verifies itself); the 512-byte header in front of
-    each copied body is checked to be a regular file's, so a layer that changed between the two
-    passes fails instead of giving wrong contents.
+    The layer is read when a body is not in the spool, or to ``verify`` it: then the stream is read
+    to its end (where it verifies itself); the 512-byte header in front of each copied body is
+    checked to be a regular file's, so a layer that changed between the two reads fails instead of
+    giving wrong contents.
     """
     label = layer.label
-    f, src = _scan(layer, False)
+    f: BinaryIO | None = None
+    src: _Source | None = None
     try:
+        if verify:
+            f, src = _scan(layer, False)
         reported = 0
         for off in sorted(bodies):
             body, links, size, meta = bodies[off]
-            if not src.skip(off - 512 - src.consumed):
-                raise FormatError(f"layer {label}: truncated tar (file contents cut short)")
-            block = src.read(512)
-            if len(block) != 512 or block[156:157] not in _REGULAR_FLAGS:
-                raise FormatError(f"layer {label}: the layer changed between the two passes")
-            _copy_body(src, w, body, meta, size)
+            at = spooled.get(off)
+            if at is not None and spool is not None:
+                w.header(body, "0", meta, size=size)
+                spool.copy(at, size, w)
+            else:
+                if src is None:
+                    f, src = _scan(layer, False)
+                w.stats.refetched += spool is not None
+                if not src.skip(off - 512 - src.consumed):
+                    raise FormatError(f"layer {label}: truncated tar (file contents cut short)")
+                block = src.read(512)
+                if len(block) != 512 or block[156:157] not in _REGULAR_FLAGS:
+                    raise FormatError(f"layer {label}: the layer changed between the two reads")
+                _copy_body(src, w, body, meta, size)
+                if progress is not None and src.consumed - reported >= _COPY:
+                    progress(src.consumed - reported)
+                    reported = src.consumed
             for link in links:
                 w.header(link, "1", meta, linkname=body)
-            if progress is not None and src.consumed - reported >= _COPY:
-                progress(src.consumed - reported)
-                reported = src.consumed
+        if src is None or f is None:
+            return
         skip_rest = getattr(f, "skip_rest", None)
         if skip_rest is not None:
             # Nothing more to copy: a stream that can check its remaining bytes without
@@ -1467,4 +1576,5 @@ def _copy_layer(
     except OSError as e:
         raise FormatError(f"layer {label}: read error: {e}") from e
     finally:
-        f.close()
+        if f is not None:
+            f.close()

@@ -250,23 +250,15 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
                         on_phase("copying", left)
 
                 def produce(w: BinaryIO) -> None:
-                    # Each squashed layer read once; merge.Retry falls back to the two passes.
+                    # Each squashed layer read once.
                     if on_phase:
                         on_phase("squashing", plain)
                     merge.stream(inputs, keep, w, progress=on_progress, on_plan=planned)
 
-                def produce_two_pass(w: BinaryIO) -> None:
-                    if on_phase:
-                        on_phase("reading layers", None)
-                    plan = merge.plan(inputs, keep)
-                    planned(plan)
-                    merge.write(plan, inputs, w, progress=on_progress)
-
                 new_layers = [transfer.OutLayer("copy", ly) for ly in image.layers[:keep]]
                 new_layers.append(transfer.OutLayer("generate", codec=codec, level=level, produce=produce))
-                fallback = transfer.OutLayer("generate", codec=codec, level=level, produce=produce_two_pass)
                 results: list[transfer.LayerResult] = []
-                written = _write_squashed(out, image, keep, new_layers, fallback, tags, created, opts,
+                written = _write_squashed(out, image, keep, new_layers, tags, created, opts,
                                           parent[1] if parent is not None else None, results)
                 report = new_report(plans[-1])
                 report.bytes_after_compressed = sum(r.descriptor.size for r in results)
@@ -308,16 +300,11 @@ def _default_layout_tag(image: Image) -> str:
 
 
 def _write_squashed(out: sink.Sink, image: Image, keep: int, layers: list[transfer.OutLayer],
-                    fallback: transfer.OutLayer, tags: list[str], created: dt.datetime, opts: SquashOptions,
+                    tags: list[str], created: dt.datetime, opts: SquashOptions,
                     parent_id: Digest | None, results: list[transfer.LayerResult]) -> sink.WrittenImage:
     docker_family = bool(image.manifest and image.manifest.is_docker and out.docker)
-    for ol in layers[:-1]:
+    for ol in layers:
         results.append(transfer.write_layer(out, ol, docker_family))
-    try:
-        results.append(transfer.write_layer(out, layers[-1], docker_family))
-    except merge.Retry:
-        # The sink dropped the partial blob; write the merged layer again with the two-pass merge.
-        results.append(transfer.write_layer(out, fallback, docker_family))
     new_diff = results[-1].diff_id
     if opts.message:
         comment = opts.message

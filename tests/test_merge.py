@@ -734,7 +734,7 @@ def stream(tars: list[bytes], keep: int = 0) -> tuple[bytes, list[int]]:
     return out.getvalue(), c.opens
 
 
-def test_stream_reads_each_layer_once_and_writes_bodies_first() -> None:
+def test_stream_reads_each_layer_once_and_writes_parents_first() -> None:
     tars = [
         layer(d("etc"), f("etc/a", b"a1"), f("etc/b", b"b1"), f("big", b"x" * 5000), hl("big2", "big")),
         layer(d("etc"), f("etc/a", b"a2"), wh("etc/b"), f("new", b"n")),
@@ -744,40 +744,46 @@ def test_stream_reads_each_layer_once_and_writes_bodies_first() -> None:
     for keep in range(len(tars)):
         data, opens = stream(tars, keep)
         assert opens == [1] * len(tars), (keep, opens)  # kept layers: one header pass; squashed: one read
-        assert data == stream(tars, keep)[0]  # deterministic
+        assert data == squash(tars, keep)  # the one order, whichever way the bodies were read
         assert refmodel.apply_layers([*tars[:keep], data]) == want
     data, _ = stream(tars, 0)
-    ms = members(data)
-    # the top layer's bodies first, then the next layer's, then directories, then links
-    assert [m.name for m in ms[:4]] == ["etc/c", "etc/a", "new", "big"]
-    # the root gets an entry: unpacking the bodies created their parents and changed its mtime
-    assert [(m.name, m.type) for m in ms[4:]] == [(".", tarfile.DIRTYPE), ("etc", tarfile.DIRTYPE),
-                                                 ("etc/a-link", tarfile.LNKTYPE)]
-    assert ms[4].mtime == 0 and ms[4].mode == 0o755  # the implicit root's attributes
+    # directories first, then the bodies by layer and position, each followed by its hardlinks;
+    # no root entry: no layer has one (issue 10)
+    assert [(m.name, m.type) for m in members(data)] == [
+        ("etc", tarfile.DIRTYPE), ("big", tarfile.REGTYPE), ("etc/a", tarfile.REGTYPE),
+        ("etc/a-link", tarfile.LNKTYPE), ("new", tarfile.REGTYPE), ("etc/c", tarfile.REGTYPE)]
 
 
 def test_stream_copies_a_body_its_guess_left_out_in_a_second_read() -> None:
-    # "a" is whited out above, so it is not written as it passes; but its hardlink "b" survives and
-    # needs its contents: pass 2 reads the bottom layer again for it, and nothing is retried.
+    # "a" is whited out above, so it is not kept as it passes; but its hardlink "b" survives and
+    # needs its contents: the bottom layer is read again for it, and nothing is retried.
     tars = [layer(f("a", b"content of a"), hl("b", "a"), f("c", b"c")), layer(wh("a"))]
-    data, opens = stream(tars)
-    assert opens == [2, 1]
+    c = _Counting(tars)
+    out = io.BytesIO()
+    _, ws = merge.stream(c.inputs, 0, out)
+    data = out.getvalue()
+    assert c.opens == [2, 1] and ws.refetched == 1
     assert refmodel.apply_layers([data]) == refmodel.apply_layers(tars)
-    assert [(m.name, m.type) for m in members(data)] == [("c", tarfile.REGTYPE), (".", tarfile.DIRTYPE),
-                                                         ("b", tarfile.REGTYPE)]
+    assert data == squash(tars)
+    assert [(m.name, m.type) for m in members(data)] == [("b", tarfile.REGTYPE), ("c", tarfile.REGTYPE)]
     check_all_cuts(tars)
 
 
 @pytest.mark.parametrize("tars", [
-    # a later entry of the same layer replaces a body already written
+    # a later entry of the same layer replaces a body already kept
     [layer(f("x", b"first")), layer(f("x", b"1"), f("x", b"2"))],
     # a layer above writes over a body through a symlinked parent its names do not show
     [layer(d("usr"), f("usr/x", b"1"), sym("lnk", "usr")), layer(f("lnk/x", b"2"))],
 ], ids=["same-layer-duplicate", "through-a-symlink"])
-def test_stream_asks_for_the_two_pass_merge_when_its_guess_was_wrong(tars: list[bytes]) -> None:
-    with pytest.raises(merge.Retry):
-        merge.stream(inputs(tars), 0, io.BytesIO())
-    check_all_cuts(tars)  # the two-pass merge (what a squash falls back to) gets it right
+def test_stream_gets_a_wrong_guess_right_in_one_read(tars: list[bytes]) -> None:
+    # The guess kept a body the plan does not want: it costs spool space, not a second read.
+    for keep in range(len(tars)):
+        c = _Counting(tars)
+        out = io.BytesIO()
+        _, ws = merge.stream(c.inputs, keep, out)
+        assert c.opens == [1] * len(tars) and ws.refetched == 0
+        assert out.getvalue() == squash(tars, keep)
+    check_all_cuts(tars)
 
 
 def test_stream_output_does_not_depend_on_pool_workers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -819,12 +825,68 @@ def test_stream_memory_for_100k_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     assert peak < 140 * 2**20, peak
 
 
-def test_stream_keeps_a_body_back_when_a_kept_parent_is_not_a_directory() -> None:
+def test_stream_writes_a_body_below_a_kept_symlink_after_the_new_directory() -> None:
     # Onto the kept layer, "lib" is a symlink to usr/lib. The squashed layer makes "lib" a directory
     # with a file in it: written before that directory entry, lib/x would land in usr/lib through the
-    # kept symlink. So it waits for pass 2, after the directories.
+    # kept symlink. The one order puts the directory first, with no second read.
     tars = [layer(d("usr"), d("usr/lib"), sym("lib", "usr/lib")), layer(d("lib"), f("lib/x", b"x"), f("y", b"y"))]
     check_all_cuts(tars)
     data, opens = stream(tars, 1)
-    assert opens == [1, 2]  # the squashed layer is read again for lib/x
-    assert [m.name for m in members(data)] == ["y", ".", "lib", "lib/x"]
+    assert opens == [1, 1]
+    assert [m.name for m in members(data)] == ["lib", "lib/x", "y"]
+
+
+# ------------------------------------------------------------------------------- issue 10: ancestors
+
+
+def _dir_attrs(m: tarfile.TarInfo) -> tuple[int, int, int, int]:
+    return (m.mode & 0o7777, m.uid, m.gid, int(m.mtime))
+
+
+def test_ancestors_of_a_change_are_written_with_the_parents_metadata() -> None:
+    # An overlay loader (docker overlay2, containerd) gives a directory the layer does not name mode
+    # 0755, owner root and the load time: priv/ and priv/sub/ must be in the merged layer, unchanged
+    # as they are, before the file below them, in every cut and whichever way the merge reads.
+    parent = layer(d("priv", mode=0o700, uid=123, gid=456, mtime=1_234_567_890),
+                   d("priv/sub", mode=0o750, uid=7, gid=8, mtime=1_111_111_111), f("priv/sub/f", b"0"),
+                   d("other"), f("other/g", b"g"))
+    tars = [parent, layer(f("priv/sub/f", b"1")), layer(f("priv/sub/f", b"22"))]
+    check_all_cuts(tars)
+    for merged in (squash(tars, 1), stream(tars, 1)[0], squash(tars, 2), stream(tars, 2)[0]):
+        ms = members(merged)
+        names = [m.name for m in ms]
+        assert names[:3] == ["priv", "priv/sub", "priv/sub/f"], names
+        assert _dir_attrs(ms[0]) == (0o700, 123, 456, 1_234_567_890)
+        assert _dir_attrs(ms[1]) == (0o750, 7, 8, 1_111_111_111)
+        assert "other" not in names  # nothing below it changed
+
+
+def test_ancestors_of_a_deep_whiteout_are_written() -> None:
+    parent = layer(d("priv", mode=0o700, uid=123, gid=456, mtime=1_234_567_890),
+                   d("priv/a", mode=0o711, mtime=1_000_000_000), d("priv/a/b", mode=0o755, uid=5),
+                   f("priv/a/b/gone", b"x"), f("priv/a/b/stays", b"y"))
+    tars = [parent, layer(f("top", b"t")), layer(wh("priv/a/b/gone"))]
+    check_all_cuts(tars)
+    for merged in (squash(tars, 1), stream(tars, 1)[0]):
+        ms = members(merged)
+        assert [m.name for m in ms] == ["priv", "priv/a", "priv/a/b", "priv/a/b/.wh.gone", "top"]
+        assert _dir_attrs(ms[0]) == (0o700, 123, 456, 1_234_567_890)
+        assert _dir_attrs(ms[1]) == (0o711, 0, 0, 1_000_000_000)
+        assert (ms[2].mode & 0o7777, ms[2].uid) == (0o755, 5)
+
+
+# ------------------------------------------------------------------------- issue 10: no invented root
+
+
+def test_no_root_entry_unless_a_layer_has_one() -> None:
+    tars = [layer(d("etc"), f("etc/a", b"a" * 3000)), layer(f("etc/b", b"b"), f("top", b"t")),
+            layer(wh("etc/a"), f("x", b"x"))]
+    for keep in range(len(tars)):
+        for merged in (squash(tars, keep), stream(tars, keep)[0]):
+            assert not [m for m in members(merged) if m.name in ("./", ".", "")], keep
+    # a layer's "./" at 0555 is written exactly as it was, in the one entry for the root
+    tars.insert(1, layer(d("./", mode=0o555, uid=3, gid=4, mtime=1_500_000_000), f("r", b"r")))
+    for merged in (squash(tars, 0), stream(tars, 0)[0], squash(tars, 1), stream(tars, 1)[0]):
+        roots = [m for m in members(merged) if m.name in ("./", ".", "")]
+        assert [_dir_attrs(m) for m in roots] == [(0o555, 3, 4, 1_500_000_000)]
+        assert members(merged)[0] is not None and members(merged)[0].name in ("./", ".")  # the root first
