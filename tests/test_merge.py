@@ -7,6 +7,7 @@ import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tracemalloc
 from pathlib import Path
@@ -668,6 +669,39 @@ def test_worker_processes_give_the_same_plan_and_errors(monkeypatch: pytest.Monk
     truncated = [tars[0], tars[1][:700]]
     with pytest.raises(FormatError, match="truncated"):
         merge.plan(inputs(truncated))
+
+
+_PLAN_LOOP = """
+import os, sys
+from layertar import d, f, inputs, layer
+from ocisquash import merge
+from ocisquash.errors import FormatError
+os.environ["OCISQUASH_WORKERS"] = "2"
+bad = layer(f("big", b"z" * 5000))[:3000]
+for files in (1, 40, 400):
+    good = layer(d("a"), *(f(f"a/{i}", b"x" * 2000) for i in range(files)))
+    for _ in range(int(sys.argv[1])):
+        try:
+            merge.plan(inputs([bad, good, good]))
+        except FormatError:
+            continue
+        raise SystemExit("the bad layer was not reported")
+print("done")
+"""
+
+
+def test_worker_errors_never_hang_the_plan() -> None:
+    # Issue 10: a worker's error reported while the other worker is mid-task hung multiprocessing's
+    # pool for ever (2 of 200 plans). The loop runs in a child process, so a hang fails the test.
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    try:
+        r = subprocess.run([sys.executable, "-c", _PLAN_LOOP, "200"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("merge.plan with 2 workers hung after a worker's error")
+    assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr[-2000:]
+    assert not r.stderr  # no worker printed a traceback
 
 
 def test_pass_two_checks_the_blob_digest_without_decompressing_the_tail() -> None:

@@ -99,7 +99,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in args or os.environ.get("OCISQUASH_DEBUG") == "1"
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     args = _with_default_command(args)
     try:
         rv = app(args=args, prog_name="ocisquash", standalone_mode=False)
@@ -135,6 +135,8 @@ def main(argv: list[str] | None = None) -> int:
         common.error_line(f"internal error: {type(e).__name__}: {e}",
                           "this is a bug in ocisquash; run again with --debug and report the traceback")
         return 70
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # a library caller's own handler comes back
 
 
 def run() -> None:
