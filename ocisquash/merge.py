@@ -1056,6 +1056,8 @@ class _Spool:
         self.buf = bytearray()
         self.size = 0  # bytes written to the file so far (buf follows)
         self.where: dict[int, dict[int, int]] = {}  # layer -> data offset in the layer -> spool offset
+        self.rbuf = memoryview(b"")  # read-ahead window of the file, from offset rstart
+        self.rstart = 0
 
     def add(self, layer: int, offset: int, src: _Source, size: int) -> None:
         """Store the ``size`` bytes of contents (and their padding) ``src`` stands at."""
@@ -1094,30 +1096,45 @@ class _Spool:
             self._write(self.buf)
             self.buf = bytearray()
 
+    def seal(self) -> None:
+        """Done adding: everything to the file, for reading back."""
+        self._flush()
+
+    def _read(self, at: int, n: int) -> memoryview:
+        """``n`` bytes at ``at``, through a read-ahead window: the writer asks for the bodies of a
+        layer in the order they were stored, so one large read serves many small files."""
+        lo = at - self.rstart
+        if lo < 0 or lo + n > len(self.rbuf):
+            want = max(n, _COPY)
+            try:
+                data = os.pread(self.fd, want, at)
+            except OSError as e:
+                raise OutputError(f"cannot read the temporary file of file contents: {e}") from e
+            if len(data) < n:
+                raise OutputError("the temporary file of file contents was cut short")
+            self.rbuf, self.rstart, lo = memoryview(data), at, 0
+        return self.rbuf[lo : lo + n]
+
     def copy(self, start: int, size: int, w: _Writer) -> None:
         """Copy ``size`` bytes of contents stored at ``start`` to ``w`` (with the output's padding)."""
-        self._flush()
-        padded = (size + 511) & ~511
-        if padded < _REFILL:
-            w.small(self._pread(padded, start), size)
+        if size < _REFILL:
+            w.small(self._read(start, size), size)
             return
         pos, end = start, start + size
         while pos < end:
-            chunk = self._pread(min(_COPY, end - pos), pos)
+            n = min(_COPY, end - pos)
+            try:
+                chunk = os.pread(self.fd, n, pos)
+            except OSError as e:
+                raise OutputError(f"cannot read the temporary file of file contents: {e}") from e
+            if len(chunk) != n:
+                raise OutputError("the temporary file of file contents was cut short")
             w.data(chunk)
-            pos += len(chunk)
+            pos += n
         w.pad(size)
 
-    def _pread(self, n: int, at: int) -> bytes:
-        try:
-            data = os.pread(self.fd, n, at)
-        except OSError as e:
-            raise OutputError(f"cannot read the temporary file of file contents: {e}") from e
-        if len(data) != n:
-            raise OutputError("the temporary file of file contents was cut short")
-        return data
-
     def close(self) -> None:
+        self.rbuf = memoryview(b"")
         self.f.close()
 
 
@@ -1161,6 +1178,7 @@ def stream(
             ap.apply_layer(keep + k, layers[keep + k].label, entries, consumed)
             read[k] = ([], consumed)  # headers applied: let them go
         p = _finish_plan(ap, parent, keep, lim, tuple(range(keep, n)), spool.where)
+        spool.seal()
         if on_plan is not None:
             on_plan(p)
         _write_layer(p, layers, _Writer(out, wstats), progress, spool)
@@ -1448,7 +1466,7 @@ class _Writer:
             self._emit(chunk)
         self.stats.content_bytes += len(chunk)
 
-    def small(self, data: bytes, size: int) -> None:
+    def small(self, data: bytes | memoryview, size: int) -> None:
         """A small file's contents: the first ``size`` bytes of ``data``, then zeros to the block."""
         buf = self.buf
         buf += memoryview(data)[:size]
