@@ -16,7 +16,6 @@ import os
 import shutil
 import stat
 import sys
-import tarfile
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -27,6 +26,7 @@ from ocisquash import model, reference
 from ocisquash.compression import Codec, compressing_writer
 from ocisquash.digest import Digest, HashingWriter
 from ocisquash.errors import FormatError, OutputError
+from ocisquash.merge.tarwrite import member_header
 from ocisquash.model import Descriptor
 
 OCI_LAYOUT_BYTES = b'{"imageLayoutVersion":"1.0.0"}'
@@ -372,11 +372,7 @@ class OciDirSink(Sink):
             self._tmpdir = None
 
 
-def _header(name: str, size: int, mode: int = 0o644) -> bytes:
-    ti = tarfile.TarInfo(name)
-    ti.size, ti.mode, ti.mtime, ti.type = size, mode, 0, tarfile.REGTYPE
-    ti.uname = ti.gname = ""
-    return ti.tobuf(tarfile.GNU_FORMAT, "utf-8", "strict")
+_header = member_header  # the project's one tar header writer (ocisquash.merge.tarwrite)
 
 
 class TarSink(Sink):

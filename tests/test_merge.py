@@ -19,7 +19,9 @@ from layertar import Entry, chrdev, d, f, fifo, hl, inputs, layer, opq, squash_s
 
 from ocisquash import merge
 from ocisquash.errors import FormatError, UnsafePath
-from ocisquash.merge import LayerInput
+from ocisquash.merge import LayerInput, tarwrite
+from ocisquash.merge import workers as merge_workers
+from ocisquash.merge.records import Meta
 
 
 def squash(tars: list[bytes], keep: int = 0) -> bytes:
@@ -487,12 +489,12 @@ def big_layer(n: int) -> bytes:
     # Built with the ustar fast path (byte-identical to tarfile's tobuf, tested above): tarfile
     # itself takes ~20 s for 100k members on a loaded CI box.
     buf = io.BytesIO()
-    dmeta = (0o755, 0, 0, "root", "root", 1_600_000_000, None)
+    dmeta = Meta(0o755, 0, 0, "root", "root", 1_600_000_000, None)
     for i in range(n // 100):
-        buf.write(merge._ustar(f"usr/share/dir{i:04d}", "5", dmeta, 0, "", None) or b"")
+        buf.write(tarwrite.ustar(f"usr/share/dir{i:04d}", "5", dmeta, 0, "", None) or b"")
         for j in range(99):
-            meta = (0o644, 0, 0, "root", "root", 1_600_000_000 + i * 100 + j, None)
-            buf.write(merge._ustar(f"usr/share/dir{i:04d}/file-{j:03d}.txt", "0", meta, 0, "", None) or b"")
+            meta = Meta(0o644, 0, 0, "root", "root", 1_600_000_000 + i * 100 + j, None)
+            buf.write(tarwrite.ustar(f"usr/share/dir{i:04d}/file-{j:03d}.txt", "0", meta, 0, "", None) or b"")
     buf.write(bytes(1024))
     return buf.getvalue()
 
@@ -622,18 +624,19 @@ def test_body_name_is_the_original_target_when_it_survives() -> None:
     ("2", "\x7f" * 100, "\x7f" * 100, None),  # the largest byte sum a pure-ASCII header can have
 ])
 def test_fast_ustar_headers_equal_tobuf(type_: str, name: str, link: str, dev: tuple[int, int] | None) -> None:
-    for meta in [(0o4755, 0, 0, "root", "root", 1_600_000_000, None),
+    for fields in [(0o4755, 0, 0, "root", "root", 1_600_000_000, None),
                  (0o1777, 2_097_151, 65534, "u" * 32, "", 0, None),
                  (0o644, 1000, 1000, "", "g", 8**11 - 1, None),
                  (0o7777, 0o7777777, 0o7777777, "\x7f" * 32, "\x7f" * 32, 8**11 - 1, None)]:
-        fast = merge._ustar(name, type_, meta, 5 if type_ == "0" else 0, link, dev)  # type: ignore[arg-type]
-        assert fast == merge._tobuf(name, type_, meta, 5 if type_ == "0" else 0, link, dev)  # type: ignore[arg-type]
+        meta = Meta(*fields)  # type: ignore[arg-type]
+        fast = tarwrite.ustar(name, type_, meta, 5 if type_ == "0" else 0, link, dev)
+        assert fast == tarwrite.tobuf(name, type_, meta, 5 if type_ == "0" else 0, link, dev)
     # anything needing a PAX record takes the tobuf path
-    assert merge._ustar("x" * 101, "0", (0o644, 0, 0, "", "", 0, None), 0, "", None) is None
-    assert merge._ustar("é", "0", (0o644, 0, 0, "", "", 0, None), 0, "", None) is None
-    assert merge._ustar("a", "0", (0o644, 8**7, 0, "", "", 0, None), 0, "", None) is None
-    assert merge._ustar("a", "0", (0o644, 0, 0, "", "", "1.5", None), 0, "", None) is None
-    assert merge._ustar("a", "0", (0o644, 0, 0, "", "", 0, (("SCHILY.xattr.a", "b"),)), 0, "", None) is None
+    assert tarwrite.ustar("x" * 101, "0", Meta(0o644, 0, 0, "", "", 0, None), 0, "", None) is None
+    assert tarwrite.ustar("é", "0", Meta(0o644, 0, 0, "", "", 0, None), 0, "", None) is None
+    assert tarwrite.ustar("a", "0", Meta(0o644, 8**7, 0, "", "", 0, None), 0, "", None) is None
+    assert tarwrite.ustar("a", "0", Meta(0o644, 0, 0, "", "", "1.5", None), 0, "", None) is None
+    assert tarwrite.ustar("a", "0", Meta(0o644, 0, 0, "", "", 0, (("SCHILY.xattr.a", "b"),)), 0, "", None) is None
 
 
 def test_root_entry_attributes_are_kept_like_umoci() -> None:
@@ -661,7 +664,7 @@ def test_worker_processes_give_the_same_plan_and_errors(monkeypatch: pytest.Monk
     monkeypatch.setenv("OCISQUASH_WORKERS", "1")
     serial = [squash(tars, k) for k in range(len(tars) + 1)]
     monkeypatch.setenv("OCISQUASH_WORKERS", "2")
-    assert merge._worker_count(inputs(tars)) == 2
+    assert merge_workers.worker_count(inputs(tars)) == 2
     assert [squash(tars, k) for k in range(len(tars) + 1)] == serial
     bad = [*tars, layer(f("../escape", b"x"))]
     with pytest.raises(UnsafePath, match="escape"):
