@@ -435,14 +435,8 @@ class TarSink(Sink):
             start = f.tell()
             f.write(b"\0" * 512)  # placeholder header: the name is the digest, known only at the end
         hw = HashingWriter(_GuardedWriter(f, self.label, self._writeback))  # type: ignore[arg-type]
-        try:
-            produce(hw)  # type: ignore[arg-type]
-        except BaseException:
-            # Take the partial member back out, so a caller can write this blob again another way.
-            with contextlib.suppress(OSError):
-                f.seek(start)
-                f.truncate()
-            raise
+        # On an error the caller aborts the whole sink: nothing to take back out here.
+        produce(hw)  # type: ignore[arg-type]
         with writing(self.label):
             hw.flush()
             d, n = hw.digest(), hw.count
