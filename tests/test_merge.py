@@ -927,3 +927,23 @@ def test_no_root_entry_unless_a_layer_has_one() -> None:
         roots = [m for m in members(merged) if m.name in ("./", ".", "")]
         assert [_dir_attrs(m) for m in roots] == [(0o555, 3, 4, 1_500_000_000)]
         assert members(merged)[0] is not None and members(merged)[0].name in ("./", ".")  # the root first
+
+
+def test_a_full_temporary_file_is_one_error_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The one-read merge keeps file contents in a temporary file (TMPDIR): when that file system is
+    # full, the squash fails with an OutputError saying where the space is needed.
+    import errno
+
+    from ocisquash.errors import OutputError
+
+    real = os.write
+
+    def full(fd: int, data: bytes) -> int:
+        if fd > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd, data)
+
+    monkeypatch.setattr(os, "write", full)
+    with pytest.raises(OutputError, match=r"temporary file of file contents: .*No space") as e:
+        merge.stream(inputs([layer(f("a", b"a" * 3000))]), 0, io.BytesIO())
+    assert e.value.hint is not None and "TMPDIR" in e.value.hint

@@ -117,7 +117,9 @@ class Spool:
                 view = view[n:]
                 self.size += n
         except OSError as e:
-            raise OutputError(f"cannot write the temporary file of file contents: {e}") from e
+            raise OutputError(f"cannot write the temporary file of file contents: {e}",
+                              hint="it holds the squashed layer's file contents: point TMPDIR at a "
+                                   "file system with room for them") from e
 
     def _flush(self) -> None:
         if self.buf:
