@@ -936,14 +936,28 @@ def test_a_full_temporary_file_is_one_error_with_a_hint(monkeypatch: pytest.Monk
 
     from ocisquash.errors import OutputError
 
-    real = os.write
+    real_write, real_writev = os.write, os.writev
 
-    def full(fd: int, data: bytes) -> int:
+    def full(fd: int, data: object) -> int:
         if fd > 2:
             raise OSError(errno.ENOSPC, "No space left on device")
-        return real(fd, data)
+        return real_writev(fd, data) if isinstance(data, list) else real_write(fd, data)  # type: ignore[arg-type]
 
     monkeypatch.setattr(os, "write", full)
+    monkeypatch.setattr(os, "writev", full)
     with pytest.raises(OutputError, match=r"temporary file of file contents: .*No space") as e:
         merge.stream(inputs([layer(f("a", b"a" * 3000))]), 0, io.BytesIO())
     assert e.value.hint is not None and "TMPDIR" in e.value.hint
+
+
+def test_short_writes_to_the_temporary_file_lose_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A write may take fewer bytes than offered; the spool must go on from the exact byte.
+    real_writev = os.writev
+
+    def short(fd: int, parts: list[bytes]) -> int:
+        return real_writev(fd, [b"".join(parts)[:777]])
+
+    tars = [layer(*(f(f"f{i}", bytes([i]) * (i * 300)) for i in range(40)), f("big", os.urandom(200_000))),
+            layer(f("f3", b"new"))]
+    monkeypatch.setattr(os, "writev", short)
+    assert stream(tars)[0] == squash(tars)

@@ -70,6 +70,9 @@ class Writer:
         self.flush()
 
 
+_IOV_MAX = 1024  # buffers one writev takes (Linux's UIO_MAXIOV)
+
+
 class Spool:
     """Decompressed file bodies kept for the merged layer, in one unlinked temporary file.
 
@@ -81,50 +84,60 @@ class Spool:
     def __init__(self, directory: str | None) -> None:
         self.f = tempfile.TemporaryFile(dir=directory)  # noqa: SIM115 (closed by close())
         self.fd = self.f.fileno()
-        self.buf = bytearray()
-        self.size = 0  # bytes written to the file so far (buf follows)
+        self.parts: list[bytes] = []  # small bodies not written yet, in order (one writev for many)
+        self.pending = 0  # their bytes
+        self.size = 0  # bytes written to the file so far (parts follow)
         self.where: dict[int, dict[int, int]] = {}  # layer -> data offset in the layer -> spool offset
         self.rbuf = memoryview(b"")  # read-ahead window of the file, from offset rstart
         self.rstart = 0
 
     def add(self, layer: int, offset: int, src: Source, size: int) -> None:
         """Store the ``size`` bytes of contents (and their padding) ``src`` stands at."""
-        self.where.setdefault(layer, {})[offset] = self.size + len(self.buf)
+        self.where.setdefault(layer, {})[offset] = self.size + self.pending
         padded = (size + 511) & ~511
         if padded < REFILL:
             data = src.read(padded)
             if len(data) != padded:
                 raise FormatError(f"layer {src.label}: truncated tar (file contents cut short)")
-            self.buf += data
-            if len(self.buf) >= COPY:
+            self.parts.append(data)
+            self.pending += padded
+            if self.pending >= COPY or len(self.parts) >= _IOV_MAX:
                 self._flush()
             return
         self._flush()
         for chunk in src.chunks(size):
-            self._write(chunk)
+            self._write([chunk])
         rest = padded - size
         if rest:
             tail = src.read(rest)
             if len(tail) != rest:
                 raise FormatError(f"layer {src.label}: truncated tar (file contents cut short)")
-            self.buf += tail
+            self.parts.append(tail)
+            self.pending += rest
 
-    def _write(self, data: bytes | bytearray) -> None:
-        view = memoryview(data)
+    def _write(self, parts: list[bytes]) -> None:
         try:
-            while view:
-                n = os.write(self.fd, view)
-                view = view[n:]
+            while parts:
+                n = os.writev(self.fd, parts)
                 self.size += n
+                if n == sum(map(len, parts)):
+                    return
+                # a short write (rare on a regular file): drop what went, go on with the rest
+                i = 0
+                while n >= len(parts[i]):
+                    n -= len(parts[i])
+                    i += 1
+                parts = [parts[i][n:], *parts[i + 1 :]]
         except OSError as e:
             raise OutputError(f"cannot write the temporary file of file contents: {e}",
                               hint="it holds the squashed layer's file contents: point TMPDIR at a "
                                    "file system with room for them") from e
 
     def _flush(self) -> None:
-        if self.buf:
-            self._write(self.buf)
-            self.buf = bytearray()
+        if self.parts:
+            self._write(self.parts)
+            self.parts = []
+            self.pending = 0
 
     def seal(self) -> None:
         """Done adding: everything to the file, for reading back."""
