@@ -150,7 +150,7 @@ def layer_inputs(image: Image, *, verify_scan: bool = True) -> list[merge.LayerI
 def _layer_input(ly: Layer, verify_scan: bool) -> merge.LayerInput:
     if verify_scan or ly.seekable_plain or ly.digest is None:
         return merge.LayerInput(label=ly.what, open=ly.open, open_scan=partial(ly.open_scan, verify=verify_scan),
-                                work=ly.size)
+                                work=ly.size, plain=ly.seekable_plain)
     # A compressed layer: pass 1 decompresses it anyway, so it checks the diff ID there (on a worker);
     # pass 2 then checks only the blob digest, which proves it reads the same bytes, and stops
     # decompressing after the last content it needs.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
@@ -961,3 +962,19 @@ def test_short_writes_to_the_temporary_file_lose_nothing(monkeypatch: pytest.Mon
             layer(f("f3", b"new"))]
     monkeypatch.setattr(os, "writev", short)
     assert stream(tars)[0] == squash(tars)
+
+
+def test_plain_layers_are_not_spooled_but_copied_from_themselves() -> None:
+    # An uncompressed layer on disk: its headers are read by seeking, and its contents copied from it
+    # when the merged layer is written (its verified read), not kept in the temporary file.
+    tars = [layer(d("etc"), f("etc/a", b"a" * 3000), f("b", b"b")), layer(f("etc/a", b"A"), f("c", b"c" * 700)),
+            layer(wh("b"), f("d", b"d"))]
+    for keep in range(len(tars)):
+        c = _Counting(tars)
+        plain = [dataclasses.replace(li, plain=True) for li in c.inputs]
+        out = io.BytesIO()
+        p, ws = merge.stream(plain, keep, out)
+        assert out.getvalue() == squash(tars, keep)
+        # kept layers: one header pass; squashed ones: a header pass, then the read that copies
+        assert c.opens == [1] * keep + [2] * (len(tars) - keep) and ws.refetched == 0
+        assert p.spooled == {}  # nothing went to the temporary file

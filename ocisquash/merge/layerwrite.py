@@ -289,7 +289,7 @@ def copy_layer(
             else:
                 if src is None:
                     f, src = open_layer(layer, False)
-                w.stats.refetched += spool is not None
+                w.stats.refetched += spool is not None and not verify  # read once already: again
                 if not src.skip(off - 512 - src.consumed):
                     raise FormatError(f"layer {label}: truncated tar (file contents cut short)")
                 block = src.read(512)

@@ -10,7 +10,7 @@ from ocisquash.errors import FormatError
 from ocisquash.merge.layerwrite import Spool, Writer, write_layer
 from ocisquash.merge.plan import MergePlan, finish_plan
 from ocisquash.merge.records import IMPLICIT, LayerInput, LayerStats, MergeLimits, WriteStats
-from ocisquash.merge.tarread import COPY, REGULAR, Hdr, Reader, clean_name, components, open_layer
+from ocisquash.merge.tarread import COPY, REGULAR, Hdr, Reader, clean_name, components, open_layer, read_layer
 from ocisquash.merge.tree import AUFS, OPAQUE, Applier, Dir, copy_tree
 from ocisquash.merge.workers import read_layers
 
@@ -110,7 +110,8 @@ def stream(
             entries, consumed = read[k]
             ap.apply_layer(keep + k, layers[keep + k].label, entries, consumed)
             read[k] = ([], consumed)  # headers applied: let them go
-        p = finish_plan(ap, parent, keep, lim, tuple(range(keep, n)), spool.where)
+        once = tuple(i for i in range(keep, n) if not layers[i].plain)
+        p = finish_plan(ap, parent, keep, lim, once, spool.where)
         spool.seal()
         if on_plan is not None:
             on_plan(p)
@@ -127,11 +128,15 @@ def _read_all_once(
     layers: Sequence[LayerInput], keep: int, spool: Spool, lim: MergeLimits,
     progress: Callable[[int], None] | None,
 ) -> _Once:
-    """Read the squashed layers top down, each once (``_read_once``), each guessing from those above."""
+    """Read the squashed layers top down, each once (``_read_once``), each guessing from those above;
+    a plain layer's headers alone (its contents stay where they are)."""
     hits = Hits()
     read: _Once = []
     for i in range(len(layers) - 1, keep - 1, -1):
-        entries, consumed = _read_once(i, layers[i], hits, spool, lim, progress)
+        if layers[i].plain:  # headers only; its contents are copied from it at the end
+            entries, consumed = read_layer(layers[i], lim)
+        else:
+            entries, consumed = _read_once(i, layers[i], hits, spool, lim, progress)
         hits.add(h for h, _ in entries)
         read.append((entries, consumed))
     read.reverse()

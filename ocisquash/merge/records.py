@@ -32,6 +32,11 @@ class LayerInput:
     open_once: Callable[[], BinaryIO] | None = None
     """A stream like ``open()``'s that checks the diff ID too, for ``stream``'s one read of a layer
     (needed where ``open()`` leaves that check to pass 1); None: ``open()`` does."""
+    plain: bool = False
+    """An uncompressed tar on disk: ``open_scan`` seeks over contents, so ``stream`` reads its headers
+    alone and copies its contents from the layer itself when it writes, verifying it then, instead of
+    keeping them in its temporary file (measured on the bench image's docker tar: writing 230 MB
+    there cost 0.165 s, 8% of a squash)."""
 
 
 @dataclass(frozen=True)
