@@ -4,8 +4,9 @@
 ``umoci unpack`` (the oracle, FORMATS.md §3) does; the merged layer is the difference between the
 final tree and the tree the kept layers give. ``write()`` then reads the squashed layers again and
 writes it. ``stream()``, which a squash runs, gives the same bytes reading each squashed layer once:
-top down, its file contents spooled to a temporary file unless a layer above certainly hides them,
-then written in the same order (parents first, hardlink targets before their links).
+top down, its file contents spooled to a temporary file unless a layer above certainly hides them
+(an uncompressed layer on disk is not spooled: its headers are read by seeking, its contents copied
+from it at the end), then written in the same order (parents first, hardlink targets before links).
 
 The package, a module per concern (names as the modules import each other, bottom up):
 
