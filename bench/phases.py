@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Time the phases of one squash in-process: pass 1 (plan), pass 2 (write, uncompressed and gzip), and
-``merge.stream`` (what a squash runs: both in one, each layer read once), uncompressed and gzip.
+``merge.stream`` (what a squash runs: each layer read once, contents spooled to a temporary file, then
+the same bytes as pass 2 written from it), uncompressed and gzip.
 
     python bench/phases.py IMAGE [--image REF]
 
@@ -56,11 +57,12 @@ def main() -> None:
         for label, out in (("no compression", None), ("gzip", compression.Codec.GZIP)):
             t, c = time.monotonic(), _cpu()
             if out is None:
-                merge.stream(inputs, 0, _Null())  # type: ignore[arg-type]
+                _, ws = merge.stream(inputs, 0, _Null())  # type: ignore[arg-type]
             else:
                 with compression.compressing_writer(_Null(), out) as w:
-                    merge.stream(inputs, 0, w)
-            print(f"stream (one read per layer, {label}): {time.monotonic() - t:.2f} s wall, {_cpu() - c:.2f} s cpu")
+                    _, ws = merge.stream(inputs, 0, w)
+            print(f"stream (one read per layer, {label}): {time.monotonic() - t:.2f} s wall, {_cpu() - c:.2f} s cpu, "
+                  f"{ws.refetched} bodies read a second time")
 
 
 if __name__ == "__main__":

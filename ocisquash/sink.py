@@ -24,7 +24,6 @@ import os
 import shutil
 import stat
 import sys
-import tarfile
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ from ocisquash import layout, limits, model, reference
 from ocisquash.compression import Codec, compressing_writer
 from ocisquash.digest import Digest, HashingWriter
 from ocisquash.errors import FormatError, OutputError
+from ocisquash.merge.tarwrite import member_header
 from ocisquash.model import Descriptor
 
 OCI_LAYOUT_BYTES = b'{"imageLayoutVersion":"1.0.0"}'
@@ -594,11 +594,7 @@ class OciDirSink(Sink):
             self._tmpdir = None
 
 
-def _header(name: str, size: int, mode: int = 0o644) -> bytes:
-    ti = tarfile.TarInfo(name)
-    ti.size, ti.mode, ti.mtime, ti.type = size, mode, 0, tarfile.REGTYPE
-    ti.uname = ti.gname = ""
-    return ti.tobuf(tarfile.GNU_FORMAT, "utf-8", "strict")
+_header = member_header  # the project's one tar header writer (ocisquash.merge.tarwrite)
 
 
 class TarSink(Sink):
@@ -661,14 +657,8 @@ class TarSink(Sink):
             start = f.tell()
             f.write(b"\0" * 512)  # placeholder header: the name is the digest, known only at the end
         hw = HashingWriter(_GuardedWriter(f, self.label, self._writeback))  # type: ignore[arg-type]
-        try:
-            produce(hw)  # type: ignore[arg-type]
-        except BaseException:
-            # Take the partial member back out, so a caller can write this blob again another way.
-            with contextlib.suppress(OSError):
-                f.seek(start)
-                f.truncate()
-            raise
+        # On an error the caller aborts the whole sink: nothing to take back out here.
+        produce(hw)  # type: ignore[arg-type]
         with writing(self.label):
             hw.flush()
             d, n = hw.digest(), hw.count

@@ -158,7 +158,7 @@ def layer_inputs(image: Image, *, verify_scan: bool = True) -> list[merge.LayerI
 def _layer_input(ly: Layer, verify_scan: bool) -> merge.LayerInput:
     if verify_scan or ly.seekable_plain or ly.digest is None:
         return merge.LayerInput(label=ly.what, open=ly.open, open_scan=partial(ly.open_scan, verify=verify_scan),
-                                work=ly.size)
+                                work=ly.size, plain=ly.seekable_plain)
     # A compressed layer: pass 1 decompresses it anyway, so it checks the diff ID there (on a worker);
     # pass 2 then checks only the blob digest, which proves it reads the same bytes, and stops
     # decompressing after the last content it needs.
@@ -437,23 +437,15 @@ def _squash_one(image: Image, out: sink.Sink | None, parent: tuple[list[Digest],
             on_phase("copying", left)
 
     def produce(w: BinaryIO) -> None:
-        # Each squashed layer read once; merge.Retry falls back to the two passes.
+        # Each squashed layer read once.
         if on_phase:
             on_phase("squashing", plain)
         merge.stream(inputs, keep, w, progress=on_progress, on_plan=planned)
 
-    def produce_two_pass(w: BinaryIO) -> None:
-        if on_phase:
-            on_phase("reading layers", None)
-        plan = merge.plan(inputs, keep)
-        planned(plan)
-        merge.write(plan, inputs, w, progress=on_progress)
-
     new_layers = [transfer.OutLayer("copy", ly) for ly in image.layers[:keep]]
     new_layers.append(transfer.OutLayer("generate", codec=codec, level=level, produce=produce))
-    fallback = transfer.OutLayer("generate", codec=codec, level=level, produce=produce_two_pass)
     results: list[transfer.LayerResult] = []
-    written = _write_squashed(out, image, keep, new_layers, fallback, tags, created, opts,
+    written = _write_squashed(out, image, keep, new_layers, tags, created, opts,
                               parent[1] if parent is not None else None, results)
     report = new_report(plans[-1])
     report.bytes_after_compressed = sum(r.descriptor.size for r in results)
@@ -490,16 +482,11 @@ def _default_layout_tag(image: Image) -> str:
 
 
 def _write_squashed(out: sink.Sink, image: Image, keep: int, layers: list[transfer.OutLayer],
-                    fallback: transfer.OutLayer, tags: list[str], created: dt.datetime, opts: SquashOptions,
+                    tags: list[str], created: dt.datetime, opts: SquashOptions,
                     parent_id: Digest | None, results: list[transfer.LayerResult]) -> sink.WrittenImage:
     docker_family = bool(image.manifest and image.manifest.is_docker and out.docker)
-    for ol in layers[:-1]:
+    for ol in layers:
         results.append(transfer.write_layer(out, ol, docker_family))
-    try:
-        results.append(transfer.write_layer(out, layers[-1], docker_family))
-    except merge.Retry:
-        # The sink dropped the partial blob; write the merged layer again with the two-pass merge.
-        results.append(transfer.write_layer(out, fallback, docker_family))
     new_diff = results[-1].diff_id
     if opts.message:
         comment = opts.message

@@ -104,14 +104,10 @@ def inputs(tars: Iterable[bytes]) -> list[LayerInput]:
     return out
 
 
-def squash_stream(tars: list[bytes], keep: int) -> bytes | None:
-    """The merged layer as ``merge.stream`` writes it, or None when it asks for the two-pass merge
-    instead (``Retry``)."""
+def squash_stream(tars: list[bytes], keep: int) -> bytes:
+    """The merged layer as ``merge.stream`` writes it (each squashed layer read once)."""
     out = io.BytesIO()
-    try:
-        p, ws = merge.stream(inputs(tars), keep, out)
-    except merge.Retry:
-        return None
+    p, ws = merge.stream(inputs(tars), keep, out)
     data = out.getvalue()
     assert ws.bytes_written == len(data)
     assert ws.entries == p.out_entries

@@ -255,3 +255,29 @@ def apply_layers(tars: list[bytes]) -> dict[str, tuple[object, ...]]:
     for t in tars:
         m.apply_tar(t)
     return m.snapshot()
+
+
+def missing_ancestors(merged: bytes) -> list[str]:
+    """Entries of a merged layer whose ancestor directories are not written before them.
+
+    Issue 10: an overlay loader (docker's overlay2, containerd) creates a directory a layer does not
+    name with mode 0755, owner root and the load time, so a squashed layer must carry every ancestor
+    of what it writes (files, directories, links, whiteouts), parents first. The root is left out:
+    it has an entry only when a layer gave it one.
+    """
+    seen: set[str] = set()
+    bad: list[str] = []
+    with tarfile.open(fileobj=io.BytesIO(merged), mode="r:", encoding="utf-8", errors="surrogateescape") as tf:
+        for ti in tf:
+            name = posixpath.normpath(ti.name.lstrip("/"))
+            if name == ".":
+                continue
+            parent = posixpath.dirname(name)
+            while parent:
+                if parent not in seen:
+                    bad.append(ti.name)
+                    break
+                parent = posixpath.dirname(parent)
+            if ti.isdir():
+                seen.add(name)
+    return bad

@@ -559,3 +559,20 @@ def test_progress_shows_on_a_terminal_only_without_quiet(tmp_path: Path) -> None
     piped = subprocess.run([sys.executable, "-m", "ocisquash", str(SAMPLE), str(tmp_path / "c.tar")],
                            capture_output=True, text=True, timeout=120)
     assert piped.returncode == 0 and "squashing" not in piped.stderr and "\x1b[" not in piped.stderr
+
+
+def test_main_restores_the_callers_sigterm_handler(tmp_path: Path) -> None:
+    # main() turns SIGTERM into SystemExit for its own run only; a program calling it keeps its handler.
+    import signal
+
+    def mine(signum: int, frame: object) -> None:
+        pass
+
+    before = signal.signal(signal.SIGTERM, mine)
+    try:
+        main(["--version"])
+        assert signal.getsignal(signal.SIGTERM) is mine
+        assert main(["images", str(tmp_path / "missing")]) != 0
+        assert signal.getsignal(signal.SIGTERM) is mine
+    finally:
+        signal.signal(signal.SIGTERM, before)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import io
 import os
 import shutil
 import subprocess
+import sys
 import tarfile
 import tracemalloc
 from pathlib import Path
@@ -18,7 +20,9 @@ from layertar import Entry, chrdev, d, f, fifo, hl, inputs, layer, opq, squash_s
 
 from ocisquash import merge
 from ocisquash.errors import FormatError, UnsafePath
-from ocisquash.merge import LayerInput
+from ocisquash.merge import LayerInput, tarwrite
+from ocisquash.merge import workers as merge_workers
+from ocisquash.merge.records import Meta
 
 
 def squash(tars: list[bytes], keep: int = 0) -> bytes:
@@ -625,18 +629,19 @@ def test_body_name_is_the_original_target_when_it_survives() -> None:
     ("2", "\x7f" * 100, "\x7f" * 100, None),  # the largest byte sum a pure-ASCII header can have
 ])
 def test_fast_ustar_headers_equal_tobuf(type_: str, name: str, link: str, dev: tuple[int, int] | None) -> None:
-    for meta in [(0o4755, 0, 0, "root", "root", 1_600_000_000, None),
+    for fields in [(0o4755, 0, 0, "root", "root", 1_600_000_000, None),
                  (0o1777, 2_097_151, 65534, "u" * 32, "", 0, None),
                  (0o644, 1000, 1000, "", "g", 8**11 - 1, None),
                  (0o7777, 0o7777777, 0o7777777, "\x7f" * 32, "\x7f" * 32, 8**11 - 1, None)]:
-        fast = merge._ustar(name, type_, meta, 5 if type_ == "0" else 0, link, dev)  # type: ignore[arg-type]
-        assert fast == merge._tobuf(name, type_, meta, 5 if type_ == "0" else 0, link, dev)  # type: ignore[arg-type]
+        meta = Meta(*fields)  # type: ignore[arg-type]
+        fast = tarwrite.ustar(name, type_, meta, 5 if type_ == "0" else 0, link, dev)
+        assert fast == tarwrite.tobuf(name, type_, meta, 5 if type_ == "0" else 0, link, dev)
     # anything needing a PAX record takes the tobuf path
-    assert merge._ustar("x" * 101, "0", (0o644, 0, 0, "", "", 0, None), 0, "", None) is None
-    assert merge._ustar("é", "0", (0o644, 0, 0, "", "", 0, None), 0, "", None) is None
-    assert merge._ustar("a", "0", (0o644, 8**7, 0, "", "", 0, None), 0, "", None) is None
-    assert merge._ustar("a", "0", (0o644, 0, 0, "", "", "1.5", None), 0, "", None) is None
-    assert merge._ustar("a", "0", (0o644, 0, 0, "", "", 0, (("SCHILY.xattr.a", "b"),)), 0, "", None) is None
+    assert tarwrite.ustar("x" * 101, "0", Meta(0o644, 0, 0, "", "", 0, None), 0, "", None) is None
+    assert tarwrite.ustar("é", "0", Meta(0o644, 0, 0, "", "", 0, None), 0, "", None) is None
+    assert tarwrite.ustar("a", "0", Meta(0o644, 8**7, 0, "", "", 0, None), 0, "", None) is None
+    assert tarwrite.ustar("a", "0", Meta(0o644, 0, 0, "", "", "1.5", None), 0, "", None) is None
+    assert tarwrite.ustar("a", "0", Meta(0o644, 0, 0, "", "", 0, (("SCHILY.xattr.a", "b"),)), 0, "", None) is None
 
 
 def test_root_entry_attributes_are_kept_like_umoci() -> None:
@@ -664,7 +669,7 @@ def test_worker_processes_give_the_same_plan_and_errors(monkeypatch: pytest.Monk
     monkeypatch.setenv("OCISQUASH_WORKERS", "1")
     serial = [squash(tars, k) for k in range(len(tars) + 1)]
     monkeypatch.setenv("OCISQUASH_WORKERS", "2")
-    assert merge._worker_count(inputs(tars)) == 2
+    assert merge_workers.worker_count(inputs(tars)) == 2
     assert [squash(tars, k) for k in range(len(tars) + 1)] == serial
     bad = [*tars, layer(f("../escape", b"x"))]
     with pytest.raises(UnsafePath, match="escape"):
@@ -672,6 +677,39 @@ def test_worker_processes_give_the_same_plan_and_errors(monkeypatch: pytest.Monk
     truncated = [tars[0], tars[1][:700]]
     with pytest.raises(FormatError, match="truncated"):
         merge.plan(inputs(truncated))
+
+
+_PLAN_LOOP = """
+import os, sys
+from layertar import d, f, inputs, layer
+from ocisquash import merge
+from ocisquash.errors import FormatError
+os.environ["OCISQUASH_WORKERS"] = "2"
+bad = layer(f("big", b"z" * 5000))[:3000]
+for files in (1, 40, 400):
+    good = layer(d("a"), *(f(f"a/{i}", b"x" * 2000) for i in range(files)))
+    for _ in range(int(sys.argv[1])):
+        try:
+            merge.plan(inputs([bad, good, good]))
+        except FormatError:
+            continue
+        raise SystemExit("the bad layer was not reported")
+print("done")
+"""
+
+
+def test_worker_errors_never_hang_the_plan() -> None:
+    # Issue 10: a worker's error reported while the other worker is mid-task hung multiprocessing's
+    # pool for ever (2 of 200 plans). The loop runs in a child process, so a hang fails the test.
+    tests = str(Path(__file__).parent)
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([tests, os.environ.get("PYTHONPATH", "")])}
+    try:
+        r = subprocess.run([sys.executable, "-c", _PLAN_LOOP, "200"], env=env, capture_output=True, text=True,
+                           timeout=120)
+    except subprocess.TimeoutExpired:
+        pytest.fail("merge.plan with 2 workers hung after a worker's error")
+    assert r.returncode == 0 and r.stdout.strip() == "done", r.stderr[-2000:]
+    assert not r.stderr  # no worker printed a traceback
 
 
 def test_pass_two_checks_the_blob_digest_without_decompressing_the_tail() -> None:
@@ -738,7 +776,7 @@ def stream(tars: list[bytes], keep: int = 0) -> tuple[bytes, list[int]]:
     return out.getvalue(), c.opens
 
 
-def test_stream_reads_each_layer_once_and_writes_bodies_first() -> None:
+def test_stream_reads_each_layer_once_and_writes_parents_first() -> None:
     tars = [
         layer(d("etc"), f("etc/a", b"a1"), f("etc/b", b"b1"), f("big", b"x" * 5000), hl("big2", "big")),
         layer(d("etc"), f("etc/a", b"a2"), wh("etc/b"), f("new", b"n")),
@@ -748,40 +786,46 @@ def test_stream_reads_each_layer_once_and_writes_bodies_first() -> None:
     for keep in range(len(tars)):
         data, opens = stream(tars, keep)
         assert opens == [1] * len(tars), (keep, opens)  # kept layers: one header pass; squashed: one read
-        assert data == stream(tars, keep)[0]  # deterministic
+        assert data == squash(tars, keep)  # the one order, whichever way the bodies were read
         assert refmodel.apply_layers([*tars[:keep], data]) == want
     data, _ = stream(tars, 0)
-    ms = members(data)
-    # the top layer's bodies first, then the next layer's, then directories, then links
-    assert [m.name for m in ms[:4]] == ["etc/c", "etc/a", "new", "big"]
-    # the root gets an entry: unpacking the bodies created their parents and changed its mtime
-    assert [(m.name, m.type) for m in ms[4:]] == [(".", tarfile.DIRTYPE), ("etc", tarfile.DIRTYPE),
-                                                 ("etc/a-link", tarfile.LNKTYPE)]
-    assert ms[4].mtime == 0 and ms[4].mode == 0o755  # the implicit root's attributes
+    # directories first, then the bodies by layer and position, each followed by its hardlinks;
+    # no root entry: no layer has one (issue 10)
+    assert [(m.name, m.type) for m in members(data)] == [
+        ("etc", tarfile.DIRTYPE), ("big", tarfile.REGTYPE), ("etc/a", tarfile.REGTYPE),
+        ("etc/a-link", tarfile.LNKTYPE), ("new", tarfile.REGTYPE), ("etc/c", tarfile.REGTYPE)]
 
 
 def test_stream_copies_a_body_its_guess_left_out_in_a_second_read() -> None:
-    # "a" is whited out above, so it is not written as it passes; but its hardlink "b" survives and
-    # needs its contents: pass 2 reads the bottom layer again for it, and nothing is retried.
+    # "a" is whited out above, so it is not kept as it passes; but its hardlink "b" survives and
+    # needs its contents: the bottom layer is read again for it, and nothing is retried.
     tars = [layer(f("a", b"content of a"), hl("b", "a"), f("c", b"c")), layer(wh("a"))]
-    data, opens = stream(tars)
-    assert opens == [2, 1]
+    c = _Counting(tars)
+    out = io.BytesIO()
+    _, ws = merge.stream(c.inputs, 0, out)
+    data = out.getvalue()
+    assert c.opens == [2, 1] and ws.refetched == 1
     assert refmodel.apply_layers([data]) == refmodel.apply_layers(tars)
-    assert [(m.name, m.type) for m in members(data)] == [("c", tarfile.REGTYPE), (".", tarfile.DIRTYPE),
-                                                         ("b", tarfile.REGTYPE)]
+    assert data == squash(tars)
+    assert [(m.name, m.type) for m in members(data)] == [("b", tarfile.REGTYPE), ("c", tarfile.REGTYPE)]
     check_all_cuts(tars)
 
 
 @pytest.mark.parametrize("tars", [
-    # a later entry of the same layer replaces a body already written
+    # a later entry of the same layer replaces a body already kept
     [layer(f("x", b"first")), layer(f("x", b"1"), f("x", b"2"))],
     # a layer above writes over a body through a symlinked parent its names do not show
     [layer(d("usr"), f("usr/x", b"1"), sym("lnk", "usr")), layer(f("lnk/x", b"2"))],
 ], ids=["same-layer-duplicate", "through-a-symlink"])
-def test_stream_asks_for_the_two_pass_merge_when_its_guess_was_wrong(tars: list[bytes]) -> None:
-    with pytest.raises(merge.Retry):
-        merge.stream(inputs(tars), 0, io.BytesIO())
-    check_all_cuts(tars)  # the two-pass merge (what a squash falls back to) gets it right
+def test_stream_gets_a_wrong_guess_right_in_one_read(tars: list[bytes]) -> None:
+    # The guess kept a body the plan does not want: it costs spool space, not a second read.
+    for keep in range(len(tars)):
+        c = _Counting(tars)
+        out = io.BytesIO()
+        _, ws = merge.stream(c.inputs, keep, out)
+        assert c.opens == [1] * len(tars) and ws.refetched == 0
+        assert out.getvalue() == squash(tars, keep)
+    check_all_cuts(tars)
 
 
 def test_stream_output_does_not_depend_on_pool_workers(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -824,12 +868,118 @@ def test_stream_memory_for_100k_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     assert peak < 140 * 2**20, peak
 
 
-def test_stream_keeps_a_body_back_when_a_kept_parent_is_not_a_directory() -> None:
+def test_stream_writes_a_body_below_a_kept_symlink_after_the_new_directory() -> None:
     # Onto the kept layer, "lib" is a symlink to usr/lib. The squashed layer makes "lib" a directory
     # with a file in it: written before that directory entry, lib/x would land in usr/lib through the
-    # kept symlink. So it waits for pass 2, after the directories.
+    # kept symlink. The one order puts the directory first, with no second read.
     tars = [layer(d("usr"), d("usr/lib"), sym("lib", "usr/lib")), layer(d("lib"), f("lib/x", b"x"), f("y", b"y"))]
     check_all_cuts(tars)
     data, opens = stream(tars, 1)
-    assert opens == [1, 2]  # the squashed layer is read again for lib/x
-    assert [m.name for m in members(data)] == ["y", ".", "lib", "lib/x"]
+    assert opens == [1, 1]
+    assert [m.name for m in members(data)] == ["lib", "lib/x", "y"]
+
+
+# ------------------------------------------------------------------------------- issue 10: ancestors
+
+
+def _dir_attrs(m: tarfile.TarInfo) -> tuple[int, int, int, int]:
+    return (m.mode & 0o7777, m.uid, m.gid, int(m.mtime))
+
+
+def test_ancestors_of_a_change_are_written_with_the_parents_metadata() -> None:
+    # An overlay loader (docker overlay2, containerd) gives a directory the layer does not name mode
+    # 0755, owner root and the load time: priv/ and priv/sub/ must be in the merged layer, unchanged
+    # as they are, before the file below them, in every cut and whichever way the merge reads.
+    parent = layer(d("priv", mode=0o700, uid=123, gid=456, mtime=1_234_567_890),
+                   d("priv/sub", mode=0o750, uid=7, gid=8, mtime=1_111_111_111), f("priv/sub/f", b"0"),
+                   d("other"), f("other/g", b"g"))
+    tars = [parent, layer(f("priv/sub/f", b"1")), layer(f("priv/sub/f", b"22"))]
+    check_all_cuts(tars)
+    for merged in (squash(tars, 1), stream(tars, 1)[0], squash(tars, 2), stream(tars, 2)[0]):
+        ms = members(merged)
+        names = [m.name for m in ms]
+        assert names[:3] == ["priv", "priv/sub", "priv/sub/f"], names
+        assert _dir_attrs(ms[0]) == (0o700, 123, 456, 1_234_567_890)
+        assert _dir_attrs(ms[1]) == (0o750, 7, 8, 1_111_111_111)
+        assert "other" not in names  # nothing below it changed
+
+
+def test_ancestors_of_a_deep_whiteout_are_written() -> None:
+    parent = layer(d("priv", mode=0o700, uid=123, gid=456, mtime=1_234_567_890),
+                   d("priv/a", mode=0o711, mtime=1_000_000_000), d("priv/a/b", mode=0o755, uid=5),
+                   f("priv/a/b/gone", b"x"), f("priv/a/b/stays", b"y"))
+    tars = [parent, layer(f("top", b"t")), layer(wh("priv/a/b/gone"))]
+    check_all_cuts(tars)
+    for merged in (squash(tars, 1), stream(tars, 1)[0]):
+        ms = members(merged)
+        assert [m.name for m in ms] == ["priv", "priv/a", "priv/a/b", "priv/a/b/.wh.gone", "top"]
+        assert _dir_attrs(ms[0]) == (0o700, 123, 456, 1_234_567_890)
+        assert _dir_attrs(ms[1]) == (0o711, 0, 0, 1_000_000_000)
+        assert (ms[2].mode & 0o7777, ms[2].uid) == (0o755, 5)
+
+
+# ------------------------------------------------------------------------- issue 10: no invented root
+
+
+def test_no_root_entry_unless_a_layer_has_one() -> None:
+    tars = [layer(d("etc"), f("etc/a", b"a" * 3000)), layer(f("etc/b", b"b"), f("top", b"t")),
+            layer(wh("etc/a"), f("x", b"x"))]
+    for keep in range(len(tars)):
+        for merged in (squash(tars, keep), stream(tars, keep)[0]):
+            assert not [m for m in members(merged) if m.name in ("./", ".", "")], keep
+    # a layer's "./" at 0555 is written exactly as it was, in the one entry for the root
+    tars.insert(1, layer(d("./", mode=0o555, uid=3, gid=4, mtime=1_500_000_000), f("r", b"r")))
+    for merged in (squash(tars, 0), stream(tars, 0)[0], squash(tars, 1), stream(tars, 1)[0]):
+        roots = [m for m in members(merged) if m.name in ("./", ".", "")]
+        assert [_dir_attrs(m) for m in roots] == [(0o555, 3, 4, 1_500_000_000)]
+        assert members(merged)[0] is not None and members(merged)[0].name in ("./", ".")  # the root first
+
+
+def test_a_full_temporary_file_is_one_error_with_a_hint(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The one-read merge keeps file contents in a temporary file (TMPDIR): when that file system is
+    # full, the squash fails with an OutputError saying where the space is needed.
+    import errno
+
+    from ocisquash.errors import OutputError
+
+    real_write, real_writev = os.write, os.writev
+
+    def full(fd: int, data: object) -> int:
+        if fd > 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real_writev(fd, data) if isinstance(data, list) else real_write(fd, data)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(os, "write", full)
+    monkeypatch.setattr(os, "writev", full)
+    with pytest.raises(OutputError, match=r"temporary file of file contents: .*No space") as e:
+        merge.stream(inputs([layer(f("a", b"a" * 3000))]), 0, io.BytesIO())
+    assert e.value.hint is not None and "TMPDIR" in e.value.hint
+
+
+def test_short_writes_to_the_temporary_file_lose_nothing(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A write may take fewer bytes than offered; the spool must go on from the exact byte.
+    real_writev = os.writev
+
+    def short(fd: int, parts: list[bytes]) -> int:
+        return real_writev(fd, [b"".join(parts)[:777]])
+
+    tars = [layer(*(f(f"f{i}", bytes([i]) * (i * 300)) for i in range(40)), f("big", os.urandom(200_000))),
+            layer(f("f3", b"new"))]
+    monkeypatch.setattr(os, "writev", short)
+    assert stream(tars)[0] == squash(tars)
+
+
+def test_plain_layers_are_not_spooled_but_copied_from_themselves() -> None:
+    # An uncompressed layer on disk: its headers are read by seeking, and its contents copied from it
+    # when the merged layer is written (its verified read), not kept in the temporary file.
+    tars = [layer(d("etc"), f("etc/a", b"a" * 3000), f("b", b"b")), layer(f("etc/a", b"A"), f("c", b"c" * 700)),
+            layer(wh("b"), f("d", b"d"))]
+    for keep in range(len(tars)):
+        c = _Counting(tars)
+        plain = [dataclasses.replace(li, plain=True) for li in c.inputs]
+        out = io.BytesIO()
+        p, ws = merge.stream(plain, keep, out)
+        assert out.getvalue() == squash(tars, keep)
+        # kept layers: one header pass; squashed ones: a header pass, then the read that copies
+        assert c.opens == [1] * keep + [2] * (len(tars) - keep) and ws.refetched == 0
+        assert p.spooled == {}  # nothing went to the temporary file

@@ -180,7 +180,7 @@ def main(argv: list[str] | None = None) -> int:
     args, debug_flag = _split_global_flags(args)
     debug = debug_flag or os.environ.get("OCISQUASH_DEBUG") == "1"
     common.STATE.debug = debug
-    signal.signal(signal.SIGTERM, _on_sigterm)
+    previous = signal.signal(signal.SIGTERM, _on_sigterm)
     if "_OCISQUASH_COMPLETE" in os.environ:  # a shell asking for completions (see `ocisquash completion`)
         from typer._completion_classes import completion_init  # registers bash, zsh, fish
 
@@ -225,6 +225,8 @@ def main(argv: list[str] | None = None) -> int:
         common.error_line(f"internal error: {type(e).__name__}: {e}",
                           "this is a bug in ocisquash; run again with --debug and report the traceback")
         return 70
+    finally:
+        signal.signal(signal.SIGTERM, previous)  # a library caller's own handler comes back
 
 
 def run() -> None:

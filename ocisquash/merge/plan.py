@@ -1,0 +1,292 @@
+"""The plan: every layer's headers applied, and the merged layer as the difference of two trees.
+
+``plan()`` reads the headers of every layer (kept parent layers too) and applies them to an in-memory
+tree the way ``umoci unpack`` does, so it knows the final tree and, when squashing onto kept layers,
+the tree those layers give. The merged layer is the structural difference of the two trees: every path
+whose state differs, every directory above such a path, plus an explicit ``.wh.NAME`` for the topmost
+path of each parent subtree that is gone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from ocisquash.merge.records import IMPLICIT, HiddenFile, LayerInput, LayerStats, MergeLimits, Meta
+from ocisquash.merge.tree import Applier, Dir, Ino, copy_tree
+from ocisquash.merge.workers import read_layers
+
+
+@dataclass(slots=True)
+class DirEntry:
+    """A directory the merged layer writes, with its final metadata (``path`` "" is the root)."""
+
+    path: str
+    meta: Meta
+    changed: bool
+    """False: its own metadata is the parent's; written only when an entry below it is."""
+
+
+@dataclass(slots=True)
+class Whiteout:
+    """A ``.wh.NAME`` entry: a parent path that is gone (``path`` is the whiteout's own name)."""
+
+    path: str
+
+
+@dataclass(slots=True)
+class Body:
+    """A regular file to copy: written as ``name`` with ``size`` bytes of contents, then ``links``."""
+
+    name: str
+    links: list[str]
+    size: int
+    meta: Meta
+
+
+@dataclass(slots=True)
+class Special:
+    """A symlink, device or FIFO written as ``name``, then hardlinked as ``links``."""
+
+    name: str
+    ino: Ino
+    links: list[str]
+
+
+@dataclass(slots=True)
+class ParentLink:
+    """A hardlink ``name`` to ``target``, a file the kept layers hold unchanged."""
+
+    name: str
+    target: str
+    meta: Meta
+
+
+@dataclass
+class Layout:
+    """What the merged layer holds, in the order it is written: ``head`` (each directory right
+    before its subtree, its whiteouts after it), ``specials``, ``parent_links``, then ``bodies`` by
+    layer and data offset in that layer (see ``layerwrite``)."""
+
+    head: list[DirEntry | Whiteout] = field(default_factory=list)
+    specials: list[Special] = field(default_factory=list)
+    parent_links: list[ParentLink] = field(default_factory=list)
+    bodies: dict[int, dict[int, Body]] = field(default_factory=dict)
+    entries: int = 0
+    whiteouts: int = 0
+    content_bytes: int = 0
+    padded: int = 0
+    """Contents with their padding to 512-byte blocks."""
+    final_paths: int = 0
+
+
+@dataclass
+class MergePlan:
+    """The applied headers: statistics for ``analyze``/``--dry-run`` and the recipe the writer follows."""
+
+    keep: int
+    layers: list[LayerStats]
+    largest_hidden: list[HiddenFile]
+    """Largest hidden regular files of all layers, biggest first (``path`` is the name it was added as)."""
+    dropped_files: int
+    """Hidden regular files of the squashed layers: they do not reach the merged layer."""
+    dropped_bytes: int
+    layout: Layout = field(repr=False)
+    limits: MergeLimits = field(repr=False)
+    read_once: tuple[int, ...] = field(repr=False, default=())
+    """Layers ``stream`` has read in full already: they are read again only for bodies it did not keep."""
+    spooled: dict[int, dict[int, int]] = field(repr=False, default_factory=dict)
+    """Per layer, the bodies ``stream`` kept (data offset in the layer -> offset in its spool)."""
+
+    @property
+    def out_entries(self) -> int:
+        """Entries the merged layer will hold (whiteouts included)."""
+        return self.layout.entries
+
+    @property
+    def out_whiteouts(self) -> int:
+        return self.layout.whiteouts
+
+    @property
+    def out_content_bytes(self) -> int:
+        return self.layout.content_bytes
+
+    @property
+    def final_paths(self) -> int:
+        """Paths in the final tree (root excluded)."""
+        return self.layout.final_paths
+
+    def pass2_layers(self) -> list[int]:
+        """The layers the writer visits, in order: those with bodies to copy, and squashed ones not
+        read in full yet (to verify them)."""
+        n = len(self.layers)
+        return sorted(set(self.layout.bodies).union(i for i in range(self.keep, n) if i not in self.read_once))
+
+    def reread(self, i: int) -> bool:
+        """Whether the writer reads layer ``i`` (else every body it needs from there is spooled)."""
+        spooled = self.spooled.get(i, {})
+        return i not in self.read_once or any(off not in spooled for off in self.layout.bodies.get(i, ()))
+
+    def bytes_to_copy(self) -> int:
+        """Uncompressed bytes the writer reads from layers (what its ``progress`` callback counts up to)."""
+        return sum(self.layers[i].tar_bytes for i in self.pass2_layers() if self.reread(i))
+
+    def out_tar_bytes(self) -> int:
+        """Size of the merged tar: exact for contents and padding, headers estimated at one block
+        each plus one more for names over 100 bytes or extended records."""
+        blocks = self.out_entries + 2
+        for e in self.layout.head:
+            if len(e.path) > 99 or (type(e) is DirEntry and e.meta.extra):
+                blocks += 2
+        return blocks * 512 + self.layout.padded
+
+    def totals(self) -> dict[str, int]:
+        """Figures for reports: tar bytes before/after (after estimated), squashed input bytes, drops."""
+        kept = sum(s.tar_bytes for s in self.layers[: self.keep])
+        return {
+            "bytes_before": sum(s.tar_bytes for s in self.layers),
+            "bytes_after": kept + self.out_tar_bytes(),
+            "bytes_squashed": sum(s.tar_bytes for s in self.layers[self.keep :]),
+            "files_dropped": self.dropped_files,
+            "bytes_dropped": self.dropped_bytes,
+        }
+
+
+def plan(layers: Sequence[LayerInput], keep: int = 0, *, limits: MergeLimits | None = None) -> MergePlan:
+    """Pass 1: read every layer's headers, apply them in memory and decide what the merged layer holds.
+
+    ``keep`` layers at the bottom stay as they are (0: squash to scratch); ``keep == len(layers)``
+    gives an empty merged layer.
+    """
+    lim = limits or MergeLimits.current()
+    if not 0 <= keep <= len(layers):
+        raise ValueError(f"keep={keep} outside 0..{len(layers)}")
+    stats = [LayerStats(i, layer.label, i < keep) for i, layer in enumerate(layers)]
+    ap = Applier(lim, stats)
+    parent: Dir | None = Dir(IMPLICIT) if keep == 0 else None
+    for i, (entries, consumed) in enumerate(read_layers(layers, lim)):
+        if i == keep and parent is None:
+            parent = copy_tree(ap.root)
+        ap.apply_layer(i, layers[i].label, entries, consumed)
+    return finish_plan(ap, parent, keep, lim)
+
+
+def finish_plan(
+    ap: Applier, parent: Dir | None, keep: int, lim: MergeLimits,
+    read: tuple[int, ...] = (), spooled: dict[int, dict[int, int]] | None = None,
+) -> MergePlan:
+    """The plan once every layer is applied (``parent``: the kept layers' tree, None: the final
+    tree is it); ``read`` and ``spooled`` are ``stream``'s."""
+    if parent is None:
+        parent = copy_tree(ap.root)
+    stats = ap.stats
+    return MergePlan(
+        keep=keep, layers=stats, largest_hidden=sorted(ap.heap, reverse=True),
+        dropped_files=sum(s.hidden_files for s in stats[keep:]),
+        dropped_bytes=sum(s.hidden_bytes for s in stats[keep:]),
+        layout=diff(ap.root, parent), limits=lim, read_once=read, spooled=spooled if spooled is not None else {},
+    )
+
+
+def diff(final: Dir, parent: Dir) -> Layout:
+    """Compare the final tree with the parent tree and lay out the merged layer.
+
+    Deleted parent paths get explicit ``.wh.NAME`` entries (topmost path only), never opaque markers,
+    even for a directory deleted and then recreated: the diff is structural, so every parent child
+    that survives unchanged needs no entry at all, while an opaque marker would force re-writing each
+    of them (FORMATS.md also says writers SHOULD prefer explicit whiteouts).
+    """
+    out = Layout()
+    head = out.head
+    names_new: dict[Ino, list[str]] = {}  # names to write, per inode
+    names_same: dict[Ino, list[str]] = {}  # names the parent tree holds for the same inode
+    final_paths = 0
+    # Depth-first pre-order with sorted children: each directory right before its subtree, so
+    # parents come before children; its whiteouts follow it.
+    # The root is written when its attributes changed, and also when a layer set them explicitly over a
+    # parent that never did, even to the implicit values: an unpacker applies a "./" entry's mtime,
+    # but leaves a root no entry names at the time it created it.
+    root_set = final.meta is not IMPLICIT and parent.meta is IMPLICIT
+    stack: list[tuple[str, Dir, Dir | None, bool]] = [("", final, parent, final.meta != parent.meta or root_set)]
+    unchanged = 0  # directories whose own metadata is the parent's: written only as ancestors
+    while stack:
+        path, fd, pd, changed = stack.pop()
+        if changed or path:
+            # a directory made as a missing parent is written with the attributes it was made with
+            head.append(DirEntry(path, fd.meta if fd.meta is not None else IMPLICIT, changed))
+            unchanged += not changed
+        children = fd.children
+        if pd is not None:
+            gone = sorted(n for n in pd.children if n not in children)
+            out.whiteouts += len(gone)
+            head.extend(Whiteout(f"{path}/.wh.{n}" if path else f".wh.{n}") for n in gone)
+        pch = pd.children if pd is not None else None
+        subdirs: list[tuple[str, Dir, Dir | None, bool]] = []
+        for name in sorted(children):
+            node = children[name]
+            full = f"{path}/{name}" if path else name
+            final_paths += 1
+            pn = pch.get(name) if pch is not None else None
+            if type(node) is Dir:
+                pdir = pn if type(pn) is Dir else None
+                subdirs.append((full, node, pdir, pdir is None or pdir.meta != node.meta))
+            else:
+                assert type(node) is Ino
+                if pn is node:
+                    names_same.setdefault(node, []).append(full)
+                else:
+                    names_new.setdefault(node, []).append(full)
+        stack.extend(reversed(subdirs))
+    out.final_paths = final_paths
+    if unchanged:
+        # Every ancestor of a written entry is written too, with its final metadata: an overlay
+        # unpacker (docker's overlay2, containerd) gives a directory the layer does not name mode
+        # 0755, owner root and the time of the load, hiding the parent's (issue 10).
+        need = ancestors(head, names_new)
+        out.head = head = [e for e in head if isinstance(e, Whiteout) or e.changed or e.path in need]
+    entries = len(head)
+    for ino, new in names_new.items():
+        new.sort()
+        assert ino.meta is not None
+        same = names_same.get(ino)
+        if same:
+            # The parent tree still holds this inode under an unchanged name: link to it.
+            target = min(same)
+            out.parent_links.extend(ParentLink(n, target, ino.meta) for n in new)
+            entries += len(new)
+            continue
+        body = ino.origin if ino.origin in new else new[0]
+        links = [n for n in new if n != body]
+        entries += 1 + len(links)
+        if ino.kind == "0":
+            out.bodies.setdefault(ino.layer, {})[ino.ordinal] = Body(body, links, ino.size, ino.meta)
+            out.content_bytes += ino.size
+            out.padded += (ino.size + 511) & ~511
+        else:
+            out.specials.append(Special(body, ino, links))
+    out.specials.sort(key=lambda s: s.name)
+    out.parent_links.sort(key=lambda pl: (pl.name, pl.target))
+    out.entries = entries
+    return out
+
+
+def ancestors(head: list[DirEntry | Whiteout], names_new: dict[Ino, list[str]]) -> set[str]:
+    """The directories above every entry the merged layer writes (the root excluded)."""
+    need: set[str] = set()
+
+    def up(path: str) -> None:
+        i = path.rfind("/")
+        while i > 0:
+            path = path[:i]
+            if path in need:
+                return
+            need.add(path)
+            i = path.rfind("/")
+
+    for e in head:
+        if isinstance(e, Whiteout) or e.changed:
+            up(e.path)
+    for names in names_new.values():
+        for name in names:
+            up(name)
+    return need
