@@ -1,10 +1,12 @@
 """ocisquash benchmark (``make bench``): time, CPU and peak RSS of squashing a realistic image.
 
-Builds (once, cached under bench/.cache/) a multi-layer image with umoci and skopeo, or takes one
-with ``--image-dir``; runs every row ``--repeat`` times, one after another, each as a child process
+Builds (once, cached under bench/.cache/) a byte-heavy multi-layer image and an entry-heavy one with
+umoci and skopeo (or takes the first with ``--image-dir``), and, for the opt-in rss-1m row, a layer
+of 1,000,000 paths; runs every row ``--repeat`` times, one after another, each as a child process
 measured with ``os.wait4`` (wall clock, user+sys CPU, ``ru_maxrss``); prints a table with the
-medians and ratios to the reference rows; checks the targets of issue 5; writes everything to
-bench/results/latest.json. See bench/README.md for how to read the output.
+medians and ratios to the reference rows; checks the targets of issues 5 and 15; writes everything
+to bench/results/latest.json. ``--scale 0.25,1,4`` prints a scaling table instead. See
+bench/README.md for how to read the output.
 """
 
 from __future__ import annotations
