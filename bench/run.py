@@ -36,6 +36,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 CACHE = BENCH / ".cache"
 DEFAULT_JSON = BENCH / "results" / "latest.json"
+SCALING_JSON = BENCH / "results" / "scaling.json"
 RSS_LIMIT_MB = 100.0
 
 
@@ -589,7 +590,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="use this OCI layout dir or docker-archive tar instead of building the image")
     ap.add_argument("--only", help="comma-separated rows to run (names as in the table)")
     ap.add_argument("--keep", action="store_true", help="keep outputs and logs in bench/.cache/work")
-    ap.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})")
+    ap.add_argument("--json", type=Path, help=f"results file (default {DEFAULT_JSON}; with several --scale "
+                                              f"factors {SCALING_JSON})")
     ap.add_argument("--timeout", type=float, default=900, help="seconds before a single run is killed")
     ap.add_argument("--scale", default="1",
                     help="one factor: scale the built images' paths and bytes (cached separately; default 1); "
@@ -612,6 +614,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         ap.error("--scale: factors must be positive")
     if args.paths < 1000:
         ap.error("--paths: at least 1000")
+    if args.json is None:
+        args.json = SCALING_JSON if len(args.scales) > 1 else DEFAULT_JSON
     return args
 
 
