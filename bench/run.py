@@ -674,15 +674,21 @@ def scaling(args: argparse.Namespace, squash: list[str]) -> int:
             for r in rows}})
     floor = close_launcher()
     head = ["scale", "entries", "MB unc", "MB gzip", "sq-gzip s", "s per 1×", "cpu s", "RSS MB",
-            "sq-dry s", "dry RSS MB"]
+            "B/entry over smallest", "sq-dry s", "dry RSS MB"]
     body = []
+    first = results[0]
     for res in results:
         img, g, d = res["image"], res["rows"]["sq-gzip"], res["rows"]["sq-dry"]
         per = g["median_wall"] / res["scale"] if g["median_wall"] is not None else None
+        # Marginal memory per tar entry against the smallest scale: flat if memory grows with paths only.
+        rss0, n0 = first["rows"]["sq-gzip"]["median_rss_mb"], first["image"]["tar_entries"]
+        marginal = None
+        if res is not first and g["median_rss_mb"] is not None and rss0 is not None and img["tar_entries"] != n0:
+            marginal = (g["median_rss_mb"] - rss0) * (1 << 20) / (img["tar_entries"] - n0)
         body.append([f"{res['scale']:g}×", str(img["tar_entries"]), f"{img['uncompressed_bytes'] / 1e6:.0f}",
                      f"{img['compressed_bytes'] / 1e6:.0f}", fmt(g["median_wall"], ".2f"), fmt(per, ".2f"),
-                     fmt(g["median_cpu"], ".2f"), fmt(g["median_rss_mb"], ".1f"), fmt(d["median_wall"], ".2f"),
-                     fmt(d["median_rss_mb"], ".1f")])
+                     fmt(g["median_cpu"], ".2f"), fmt(g["median_rss_mb"], ".1f"), fmt(marginal, ".0f"),
+                     fmt(d["median_wall"], ".2f"), fmt(d["median_rss_mb"], ".1f")])
     print(f"scaling of the {kind} image: median of {args.repeat} runs; {os.cpu_count()} CPUs; "
           f"RSS includes a floor of {floor:.1f} MB")
     print("| " + " | ".join(head) + " |")
