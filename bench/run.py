@@ -658,7 +658,7 @@ def scaling(args: argparse.Namespace, squash: list[str]) -> int:
     work.mkdir(parents=True)
     env = bench_env()
     results: list[dict[str, Any]] = []
-    for scale in args.scales:
+    for scale in sorted(args.scales):
         img = imagebuild.ensure_built(CACHE, kind, scale)
         oci = Path(img["oci"])
         print(f"scale {scale:g}: {describe(img)}", file=sys.stderr, flush=True)
