@@ -2,7 +2,9 @@
 
 Decompresses every input layer blob (gzip via ISA-L; zstd via zstandard if importable; plain tars are
 read) and compresses the uncompressed squashed layer once with ISA-L gzip at the given level, on one
-thread, writing the result to ``--out``. Prints a JSON summary on stdout.
+thread, writing the result to ``--out``. Prints a JSON summary on stdout. Without ``--compress`` it
+only decompresses: the reference for ``--dry-run`` and ``analyze``, which read every layer and write
+nothing.
 """
 
 from __future__ import annotations
@@ -47,15 +49,19 @@ def compress(src: Path, out: Path, level: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--level", type=int, required=True, help="ISA-L gzip level (0-3)")
-    ap.add_argument("--compress", type=Path, required=True, help="the uncompressed squashed layer")
-    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--level", type=int, default=1, help="ISA-L gzip level (0-3)")
+    ap.add_argument("--compress", type=Path, help="the uncompressed squashed layer (omit: inflate only)")
+    ap.add_argument("--out", type=Path)
     ap.add_argument("blobs", type=Path, nargs="+", help="input layer blobs to decompress")
     args = ap.parse_args(argv)
+    if (args.compress is None) != (args.out is None):
+        ap.error("--compress and --out go together")
     inflated = sum(decompress(b) for b in args.blobs)
-    out_bytes = compress(args.compress, args.out, args.level)
-    json.dump({"decompressed_bytes": inflated, "compressed_input_bytes": args.compress.stat().st_size,
-               "compressed_output_bytes": out_bytes, "level": args.level}, sys.stdout)
+    summary: dict[str, int] = {"decompressed_bytes": inflated}
+    if args.compress is not None:
+        summary.update(compressed_input_bytes=args.compress.stat().st_size, level=args.level,
+                       compressed_output_bytes=compress(args.compress, args.out, args.level))
+    json.dump(summary, sys.stdout)
     return 0
 
 

@@ -13,18 +13,22 @@ plain tar of the layout: the input form oci-squash takes).
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import itertools
 import json
 import os
 import random
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
 import tarfile
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 # Bump when the recipe changes: the cache is keyed by it.
 IMAGE_VERSION = "v2"
@@ -163,6 +167,9 @@ def large_layers(scale: float) -> list[tuple[str, Callable[[Path], None]]]:
     def b(n: int) -> int:
         return int(n * scale)
 
+    def n(count: int) -> int:  # counts of paths scale too (identical to v2 at scale 1)
+        return max(1, int(count * scale))
+
     std = stdlib_dir()
     site = site_dir()
 
@@ -178,7 +185,7 @@ def large_layers(scale: float) -> list[tuple[str, Callable[[Path], None]]]:
         etc = rootfs / "etc"
         etc.mkdir()
         rng = random.Random(1)
-        for i in range(300):
+        for i in range(n(300)):
             (etc / f"conf{i:03d}.conf").write_bytes(synth_text(rng, 800))
         (rootfs / "tmp").mkdir(mode=0o1777)
 
@@ -199,7 +206,7 @@ def large_layers(scale: float) -> list[tuple[str, Callable[[Path], None]]]:
         # A hardlink farm: 300 stdlib files linked under a second name in the same layer.
         farm = py / "hardlinks"
         farm.mkdir()
-        for i, f in enumerate(walk_files(py, ".py")[:300]):
+        for i, f in enumerate(walk_files(py, ".py")[:n(300)]):
             os.link(f, farm / f"{i:04d}_{f.name}")
 
     def toolchain(rootfs: Path) -> None:
@@ -221,12 +228,12 @@ def large_layers(scale: float) -> list[tuple[str, Callable[[Path], None]]]:
             shutil.rmtree(test)
         # Edits of many files (each edited file is re-emitted whole in this layer).
         py = rootfs / "usr/local/lib/python3.11"
-        for f in walk_files(py, ".py")[:3000:2]:
+        for f in walk_files(py, ".py")[:n(3000):2]:
             with open(f, "ab") as fh:
                 fh.write(b"\n# patched by the bench image recipe\n")
         # chmod-only changes: same bytes, new mode.
         man = walk_files(rootfs / "usr/share/man", "")
-        for f in man[:800]:
+        for f in man[:n(800)]:
             os.chmod(f, 0o600)
         if (rootfs / "usr/share/vim").is_dir():
             os.chmod(rootfs / "usr/share/vim", 0o700)
@@ -238,7 +245,7 @@ def large_layers(scale: float) -> list[tuple[str, Callable[[Path], None]]]:
         rng = random.Random(6)
         (appd / "data.bin").write_bytes(synth_binary(rng, b(24 * MB)))
         os.link(appd / "data.bin", appd / "data-link.bin")
-        for i in range(50):
+        for i in range(min(n(50), 200)):
             os.symlink(f"src/d0000/f{i:06d}.txt", appd / f"link{i:02d}")
         # A directory replaced by a file, a file replaced by a directory.
         shutil.rmtree(rootfs / "usr/share/zoneinfo", ignore_errors=True)
@@ -256,7 +263,7 @@ def large_layers(scale: float) -> list[tuple[str, Callable[[Path], None]]]:
         (appd / "data.bin").write_bytes(synth_binary(rng, b(24 * MB)))
         for f in sorted((appd / "src").rglob("*.txt"))[::5]:
             f.unlink()
-        for i in range(1, 300, 7):
+        for i in range(1, n(300), 7):
             with open(rootfs / f"etc/conf{i:03d}.conf", "a") as fh:
                 fh.write("edited = true\n")
 
@@ -266,6 +273,170 @@ def large_layers(scale: float) -> list[tuple[str, Callable[[Path], None]]]:
             ("cleanup: rm toolchain, doc, locale, tests; edit .py files; chmod man pages", cleanup),
             ("add app: small files, 24 MB blob, symlinks, dir<->file swaps", app),
             ("update app: new blob, delete a fifth of the sources, edit configs", final)]
+
+
+# The entry-heavy image: a dependency tree of tens of thousands of small files in one layer (like a
+# Python site-packages plus a node_modules), then an upgrade and a cleanup above it. All content is
+# synthetic and seeded, so the same files (names, sizes, bytes, modes) are built on every machine.
+
+_CORPUS: list[bytes] = []
+
+
+def corpus() -> bytes:
+    """4 MiB of seeded source-like text; files are slices of it (fast to write).
+
+    Lines of indented identifiers drawn (Zipf-like) from 3000 made-up words, with digits and
+    punctuation: it deflates about 3:1 at ISA-L's levels, like real source code, where text from a
+    handful of words would compress far better and make the codec reference too cheap.
+    """
+    if not _CORPUS:
+        rng = random.Random(11)
+        letters = "abcdefghijklmnopqrstuvwxyz_"
+        vocab = ["".join(rng.choice(letters) for _ in range(rng.randint(2, 12))) for _ in range(3000)]
+        cum = list(itertools.accumulate(1 / (k + 1) for k in range(len(vocab))))
+        punct = ("(", ")", ", ", " = ", ".", ": ", " + ", "[", "]", " == ", " # ")
+        out: list[str] = []
+        n = 0
+        while n < 4 << 20:
+            words = rng.choices(vocab, cum_weights=cum, k=rng.randint(2, 10))
+            line = " " * (4 * rng.randint(0, 3)) + "".join(
+                w + (rng.choice(punct) if rng.random() < 0.5 else " ") + (str(rng.randint(0, 999))
+                                                                          if rng.random() < 0.1 else "")
+                for w in words) + "\n"
+            out.append(line)
+            n += len(line)
+        _CORPUS.append("".join(out).encode()[:4 << 20])
+    return _CORPUS[0]
+
+
+def small_file(path: Path, rng: random.Random, mean: int = 5000, *, empty: float = 0.0) -> None:
+    """Write a file of exponentially distributed size (``empty``: the chance of an empty one)."""
+    if rng.random() < empty:
+        path.write_bytes(b"")
+        return
+    text = corpus()
+    size = min(len(text) // 2, max(16, int(rng.expovariate(1 / mean))))
+    off = rng.randrange(0, len(text) - size)
+    path.write_bytes(text[off:off + size])
+
+
+def py_package(site: Path, i: int, version: int = 1) -> None:
+    """One Python distribution: nested modules, often tests/, a .dist-info, rarely an extension."""
+    rng = random.Random(i * 1009 + version)
+    name = f"pkg{i:04d}_{WORDS[i % len(WORDS)]}"
+    top = site / name
+    dirs = [top]
+    for s in range(rng.randint(0, 6)):
+        sub = top / f"sub{s}"
+        dirs.append(sub)
+        if rng.random() < 0.4:
+            dirs.append(sub / "inner")
+    if rng.random() < 0.6:
+        dirs.append(top / "tests")
+    for d in dirs:
+        d.mkdir(parents=True)
+        small_file(d / "__init__.py", rng, 400, empty=0.5)
+        for m in range(rng.randint(2, 14)):
+            small_file(d / f"{WORDS[(i + m) % len(WORDS)]}_{m}.py", rng)
+    if rng.random() < 0.3:
+        (top / "py.typed").write_bytes(b"")
+    if rng.random() < 0.12:
+        (top / "_speedups.cpython-311-x86_64-linux-gnu.so").write_bytes(
+            synth_binary(rng, rng.randint(50_000, 1_500_000)))
+    info = site / f"{name}-{version}.0.dist-info"
+    info.mkdir()
+    for f, mean in (("METADATA", 3000), ("RECORD", 4000), ("WHEEL", 100), ("top_level.txt", 20)):
+        small_file(info / f, rng, mean)
+    (info / "INSTALLER").write_bytes(b"pip\n")
+
+
+def node_package(nm: Path, i: int, depth: int = 0) -> None:
+    """One npm package: package.json, index.js, lib/, README, LICENSE; some nest their own deps."""
+    rng = random.Random(100_003 * (depth + 1) + i)
+    name = f"{WORDS[i % len(WORDS)]}-{WORDS[(i // len(WORDS)) % len(WORDS)]}-{i}"
+    top = nm / name
+    (top / "lib").mkdir(parents=True)
+    for f in ("package.json", "index.js", "README.md", "LICENSE", "CHANGELOG.md"):
+        small_file(top / f, rng, 3000)
+    for m in range(rng.randint(1, 12)):
+        small_file(top / "lib" / f"{WORDS[(i + m) % len(WORDS)]}{m}.js", rng, 4000)
+    if rng.random() < 0.3:
+        (top / "dist").mkdir()
+        small_file(top / "dist" / "index.min.js", rng, 20_000)
+        small_file(top / "dist" / "index.d.ts", rng, 800)
+    if rng.random() < 0.1:
+        (top / "bin").mkdir()
+        small_file(top / "bin" / "cli.js", rng, 600)
+        os.chmod(top / "bin" / "cli.js", 0o755)
+        (nm / ".bin").mkdir(exist_ok=True)
+        os.symlink(f"../{name}/bin/cli.js", nm / ".bin" / name)
+    if depth == 0 and rng.random() < 0.08:
+        for j in range(rng.randint(1, 4)):
+            node_package(top / "node_modules", i * 7 + j, depth + 1)
+
+
+def entry_layers(scale: float) -> list[tuple[str, Callable[[Path], None]]]:
+    """(created_by, mutate-rootfs) per layer of the entry-heavy image; ``scale`` multiplies the counts."""
+    n_py, n_node = max(2, int(490 * scale)), max(2, int(1300 * scale))
+    site_rel, nm_rel = "usr/local/lib/python3.11/site-packages", "srv/app/node_modules"
+
+    def base(rootfs: Path) -> None:
+        etc = rootfs / "etc"
+        etc.mkdir()
+        rng = random.Random(21)
+        for i in range(40):
+            small_file(etc / f"conf{i:02d}.conf", rng, 600)
+        (rootfs / "tmp").mkdir(mode=0o1777)
+
+    def install(rootfs: Path) -> None:
+        site, nm = rootfs / site_rel, rootfs / nm_rel
+        site.mkdir(parents=True)
+        nm.mkdir(parents=True)
+        for i in range(n_py):
+            py_package(site, i)
+        for i in range(n_node):
+            node_package(nm, i)
+
+    def upgrade(rootfs: Path) -> None:
+        site, nm = rootfs / site_rel, rootfs / nm_rel
+        rng = random.Random(22)
+        # A tenth of the Python packages replaced by version 2 (new files, whiteouts for gone ones).
+        for i in range(0, n_py, 10):
+            name = f"pkg{i:04d}_{WORDS[i % len(WORDS)]}"
+            shutil.rmtree(site / name)
+            shutil.rmtree(site / f"{name}-1.0.dist-info")
+            py_package(site, i, version=2)
+        # A twentieth of the npm packages removed, new ones added.
+        for i in range(3, n_node, 20):
+            name = f"{WORDS[i % len(WORDS)]}-{WORDS[(i // len(WORDS)) % len(WORDS)]}-{i}"
+            shutil.rmtree(nm / name)
+            with contextlib.suppress(FileNotFoundError):
+                (nm / ".bin" / name).unlink()
+        for i in range(n_node, n_node + n_node // 20):
+            node_package(nm, i)
+        # Edits to many files (each is re-emitted whole in this layer).
+        for f in walk_files(site, ".py")[::25]:
+            with open(f, "ab") as fh:
+                fh.write(b"\n# patched by the bench image recipe\n")
+        for f in walk_files(rootfs / "etc", ".conf")[::3]:
+            small_file(f, rng, 600)
+
+    def cleanup(rootfs: Path) -> None:
+        site, nm = rootfs / site_rel, rootfs / nm_rel
+        # rm -rf of every tests/ tree: one whiteout per directory, its files dropped by a squash.
+        for t in sorted(site.glob("*/tests")):
+            shutil.rmtree(t)
+        # Many single-file deletions: one whiteout each.
+        for f in sorted(nm.glob("*/CHANGELOG.md")):
+            f.unlink()
+        # chmod-only changes.
+        for f in walk_files(nm, ".js")[::40]:
+            os.chmod(f, 0o600)
+
+    return [("base: /etc", base),
+            ("install dependencies: site-packages and node_modules", install),
+            ("upgrade: replace a tenth of the packages, remove some, edit files", upgrade),
+            ("cleanup: rm -rf tests/, rm CHANGELOG.md, chmod some .js", cleanup)]
 
 
 def tiny_layers() -> list[tuple[str, Callable[[Path], None]]]:
@@ -332,7 +503,7 @@ def finish_forms(oci: Path, dest: Path, kind: str, docker_tar: Path | None = Non
     return forms
 
 
-def stats(oci: Path) -> dict[str, object]:
+def stats(oci: Path) -> dict[str, Any]:
     """Layer count, blob sizes and the uncompressed size / entry count of the layers."""
     index = json.loads((oci / "index.json").read_text())
     man = json.loads(blob(oci, index["manifests"][0]["digest"]).read_text())
@@ -355,14 +526,15 @@ def blob(oci: Path, digest: str) -> Path:
 def prune(cache: Path) -> None:
     """Remove images cached by older recipe versions."""
     for d in cache.glob("v*-*"):
-        if d.is_dir() and not d.name.startswith(f"{IMAGE_VERSION}-"):
+        if d.is_dir() and (not d.name.startswith(f"{IMAGE_VERSION}-") or re.search(r"-x[0-9.]+$", d.name)):
             log(f"removing {d} (built by an older recipe)")
             shutil.rmtree(d, ignore_errors=True)
 
 
-def ensure_built(cache: Path, kind: str, scale: float = 1.0) -> dict[str, object]:
-    """The cached image ``kind`` ("large" or "tiny"), built on first use; returns its info dict."""
-    key = f"{IMAGE_VERSION}-{kind}" + (f"-x{scale:g}" if scale != 1.0 else "")
+def ensure_built(cache: Path, kind: str, scale: float = 1.0) -> dict[str, Any]:
+    """The cached image ``kind`` ("large", "entry" or "tiny"), built on first use; returns its info dict."""
+    # "-s": scaled images scale path counts as well as bytes (older "-x" ones scaled bytes only).
+    key = f"{IMAGE_VERSION}-{kind}" + (f"-s{scale:g}" if scale != 1.0 else "")
     dest = cache / key
     info_file = dest / "info.json"
     if info_file.exists():
@@ -375,7 +547,10 @@ def ensure_built(cache: Path, kind: str, scale: float = 1.0) -> dict[str, object
     tmp.mkdir(parents=True)
     t0 = time.monotonic()
     log(f"building the {kind} image into {dest} (once; cached by version {IMAGE_VERSION})")
-    layers = large_layers(scale) if kind == "large" else tiny_layers()
+    recipes = {"large": lambda: large_layers(scale), "entry": lambda: entry_layers(scale), "tiny": tiny_layers}
+    if kind not in recipes:
+        raise ValueError(f"unknown image kind {kind!r}")
+    layers = recipes[kind]()
     build_oci(tmp / "image.oci", tmp, layers)
     finish_forms(tmp / "image.oci", tmp, kind)
     shutil.rmtree(dest, ignore_errors=True)
@@ -389,7 +564,7 @@ def ensure_built(cache: Path, kind: str, scale: float = 1.0) -> dict[str, object
     return info
 
 
-def ensure_external(cache: Path, path: Path) -> dict[str, object]:
+def ensure_external(cache: Path, path: Path) -> dict[str, Any]:
     """Use an existing OCI layout or docker-archive tar; derive (and cache) the other forms.
 
     A layout with several manifests is narrowed (skopeo copy, blobs unchanged) to the one tagged
@@ -436,3 +611,165 @@ def sniff_plain_tar(path: Path) -> bool:
     with open(path, "rb") as fh:
         head = fh.read(512)
     return len(head) == 512 and head[257:262] == b"ustar"
+
+
+# ----------------------------------------------------------------------------- a layer of many paths
+
+MTIME = 1704067200  # 2024-01-01T00:00:00Z: every entry of the synthetic path layers
+
+
+def ustar_header(name: str, size: int, typeflag: bytes, mode: int) -> bytes:
+    """A ustar header (root:root, fixed mtime) for a name of at most 100 bytes."""
+    h = bytearray(512)
+    nb = name.encode()
+    assert len(nb) <= 100, name
+    h[0:len(nb)] = nb
+    h[100:108] = b"%07o\0" % mode
+    h[108:116] = h[116:124] = b"0000000\0"
+    h[124:136] = b"%011o\0" % size
+    h[136:148] = b"%011o\0" % MTIME
+    h[148:156] = b" " * 8
+    h[156:157] = typeflag
+    h[257:265] = b"ustar\x0000"
+    h[265:269] = h[297:301] = b"root"
+    h[148:156] = b"%06o\0 " % sum(h)
+    return bytes(h)
+
+
+def many_paths(paths: int) -> Iterator[tuple[str, bytes]]:
+    """Exactly ``paths`` tar members (header + padded data), generated one at a time, never held.
+
+    ``data/dAAA/eBB/fCCCC``: 100 directories per level, 98 files per leaf directory; every other file
+    is empty, the rest hold 1-400 bytes of text.
+    """
+    text = corpus()
+    span = len(text) - 512
+    count = 0
+
+    def member(name: str, data: bytes = b"", typeflag: bytes = b"0", mode: int = 0o644) -> tuple[str, bytes]:
+        pad = -len(data) % 512
+        return name, ustar_header(name, len(data), typeflag, mode) + data + b"\0" * pad
+
+    yield member("data/", typeflag=b"5", mode=0o755)
+    count = 1
+    i = 0
+    a = 0
+    while True:
+        top = f"data/d{a:04d}/"
+        for b in range(-1, 100):
+            if count >= paths:
+                return
+            if b < 0:
+                yield member(top, typeflag=b"5", mode=0o755)
+                count += 1
+                continue
+            leaf = f"{top}e{b:02d}/"
+            yield member(leaf, typeflag=b"5", mode=0o755)
+            count += 1
+            for c in range(98):
+                if count >= paths:
+                    return
+                size = 0 if i % 2 == 0 else (i * 7919) % 400 + 1
+                off = (i * 104729) % span
+                yield member(f"{leaf}f{c:03d}", text[off:off + size])
+                count += 1
+                i += 1
+        a += 1
+
+
+def write_layer(blobs: Path, members: Iterable[tuple[str, bytes]], level: int = 1) -> tuple[dict[str, Any], str, int]:
+    """Stream ``members`` into a gzip layer blob; (descriptor, diff ID, entry count)."""
+    from isal import igzip  # a dependency of ocisquash; only needed for these synthetic layers
+
+    tmp = blobs / "layer.tmp"
+    diff = hashlib.sha256()
+    n = 0
+    buf: list[bytes] = []
+    held = 0
+    with open(tmp, "wb") as raw, \
+            igzip.IGzipFile(filename="", fileobj=raw, mode="wb", compresslevel=level, mtime=0) as gz:
+        for _, data in members:
+            buf.append(data)
+            held += len(data)
+            n += 1
+            if held >= 1 << 20:
+                chunk = b"".join(buf)
+                diff.update(chunk)
+                gz.write(chunk)
+                buf, held = [], 0
+        chunk = b"".join(buf) + b"\0" * 1024  # the end-of-archive marker
+        diff.update(chunk)
+        gz.write(chunk)
+    return _store(blobs, tmp, "application/vnd.oci.image.layer.v1.tar+gzip"), "sha256:" + diff.hexdigest(), n
+
+
+def _store(blobs: Path, tmp: Path, media_type: str) -> dict[str, Any]:
+    h = hashlib.sha256()
+    with open(tmp, "rb") as fh:
+        while data := fh.read(1 << 20):
+            h.update(data)
+    final = blobs / h.hexdigest()
+    tmp.rename(final)
+    return {"mediaType": media_type, "digest": "sha256:" + h.hexdigest(), "size": final.stat().st_size}
+
+
+def _store_json(blobs: Path, obj: object, media_type: str) -> dict[str, Any]:
+    tmp = blobs / "json.tmp"
+    tmp.write_bytes(json.dumps(obj, sort_keys=True, separators=(",", ":")).encode())
+    return _store(blobs, tmp, media_type)
+
+
+def top_layer(paths: int) -> Iterator[tuple[str, bytes]]:
+    """Above the path layer: delete ``data/d0000`` (one whiteout), rewrite 500 files, add a directory."""
+    yield "data/", ustar_header("data/", 0, b"5", 0o755)
+    yield "data/.wh.d0000", ustar_header("data/.wh.d0000", 0, b"0", 0o644)
+    if paths > 10_000:
+        yield "data/d0001/", ustar_header("data/d0001/", 0, b"5", 0o755)
+        yield "data/d0001/e00/", ustar_header("data/d0001/e00/", 0, b"5", 0o755)
+        for c in range(0, 98, 2):
+            name = f"data/d0001/e00/f{c:03d}"
+            yield name, ustar_header(name, 0, b"0", 0o600)
+    yield "data/new/", ustar_header("data/new/", 0, b"5", 0o755)
+    for c in range(100):
+        name = f"data/new/g{c:03d}"
+        yield name, ustar_header(name, 0, b"0", 0o644)
+
+
+def ensure_paths_image(cache: Path, paths: int) -> dict[str, Any]:
+    """An OCI layout whose first layer holds exactly ``paths`` tar entries (small and empty files in
+    nested directories) and whose second deletes and edits a few: written by streaming generated tar
+    members into ISA-L gzip, so the builder never holds the path list. Cached like the other images.
+    """
+    key = f"{IMAGE_VERSION}-paths{paths}"
+    dest = cache / key
+    info_file = dest / "info.json"
+    if info_file.exists():
+        return dict(json.loads(info_file.read_text()))
+    tmp = cache / f"{key}.building"
+    shutil.rmtree(tmp, ignore_errors=True)
+    layout = tmp / "image.oci"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    t0 = time.monotonic()
+    log(f"building a layer of {paths} paths into {dest} (once; cached)")
+    l1, d1, n1 = write_layer(blobs, many_paths(paths))
+    l2, d2, n2 = write_layer(blobs, top_layer(paths))
+    created = "2024-01-01T00:00:00Z"
+    config = {"architecture": "amd64", "os": "linux", "created": created, "config": {},
+              "rootfs": {"type": "layers", "diff_ids": [d1, d2]},
+              "history": [{"created": created, "created_by": f"{paths} paths"},
+                          {"created": created, "created_by": "delete data/d0000, edit and add files"}]}
+    cfg = _store_json(blobs, config, "application/vnd.oci.image.config.v1+json")
+    man = _store_json(blobs, {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                              "config": cfg, "layers": [l1, l2]}, "application/vnd.oci.image.manifest.v1+json")
+    man["annotations"] = {"org.opencontainers.image.ref.name": TAG}
+    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [man]}))
+    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+    shutil.rmtree(dest, ignore_errors=True)
+    tmp.rename(dest)
+    info = {"kind": "paths", "version": key, "source": f"built by bench/imagebuild.py ({paths} paths)",
+            "oci": str(dest / "image.oci"), "layers": 2, "paths": n1, "tar_entries": n1 + n2,
+            "compressed_bytes": l1["size"] + l2["size"], "build_seconds": round(time.monotonic() - t0, 1)}
+    info_file.write_text(json.dumps(info, indent=2))
+    log(f"built the {paths}-path image in {info['build_seconds']}s: {info}")
+    return info

@@ -1,10 +1,12 @@
 """ocisquash benchmark (``make bench``): time, CPU and peak RSS of squashing a realistic image.
 
-Builds (once, cached under bench/.cache/) a multi-layer image with umoci and skopeo, or takes one
-with ``--image-dir``; runs every row ``--repeat`` times, one after another, each as a child process
+Builds (once, cached under bench/.cache/) a byte-heavy multi-layer image and an entry-heavy one with
+umoci and skopeo (or takes the first with ``--image-dir``), and, for the rss-1m row, a layer
+of 1,000,000 paths; runs every row ``--repeat`` times, one after another, each as a child process
 measured with ``os.wait4`` (wall clock, user+sys CPU, ``ru_maxrss``); prints a table with the
-medians and ratios to the reference rows; checks the targets of issue 5; writes everything to
-bench/results/latest.json. See bench/README.md for how to read the output.
+medians and ratios to the reference rows; checks the targets of issues 5 and 15; writes everything
+to bench/results/latest.json. ``--scale 0.25,1,4`` prints a scaling table instead. See
+bench/README.md for how to read the output.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
 CACHE = BENCH / ".cache"
 DEFAULT_JSON = BENCH / "results" / "latest.json"
+SCALING_JSON = BENCH / "results" / "scaling.json"
 RSS_LIMIT_MB = 100.0
 
 
@@ -283,36 +286,48 @@ def squashed_layer(out: Path, dest: Path) -> Path:
 
 
 def reference_layer(squash: list[str], image: dict[str, Any], work: Path, env: dict[str, str],
-                    timeout: float) -> tuple[Path | None, str]:
+                    timeout: float, tag: str = "large") -> tuple[Path | None, str]:
     """An uncompressed squashed layer: from ``ocisquash --compression none``, else from oci-squash."""
-    out = work / "ref.oci"
+    out = work / f"ref-{tag}.oci"
     rm(out)
-    log = work / "ref.log"
+    log = work / f"ref-{tag}.log"
     s = measure([*squash, "squash", image["oci"], str(out), "--compression", "none", "-q"], log, env,
                 timeout, None)
     if s.rc == 0 and out.exists():
         try:
-            layer = squashed_layer(out, work / "ref-layer.tar")
+            layer = squashed_layer(out, work / f"ref-{tag}-layer.tar")
             if imagebuild.sniff_plain_tar(layer):
                 return layer, "ocisquash squash --compression none"
         except Exception as e:
             print(f"  reference: cannot read ocisquash output: {e}", file=sys.stderr)
     why = f"ocisquash failed ({s.err or 'exit ' + str(s.rc)})"
-    peer_out = work / "ref-peer.tar"
+    if "oci_tar" not in image:
+        return None, f"none: {why}"
+    peer_out = work / f"ref-{tag}-peer.tar"
     s = measure([sys.executable, "-m", "oci_squash", "-o", str(peer_out), image["oci_tar"]], log, env,
                 timeout, None)
     if s.rc == 0:
-        return squashed_layer(peer_out, work / "ref-layer.tar"), f"oci-squash output ({why})"
+        return squashed_layer(peer_out, work / f"ref-{tag}-layer.tar"), f"oci-squash output ({why})"
     return None, f"none: {why}; oci-squash failed too ({s.err})"
 
 
 # ------------------------------------------------------------------------------------------ the rows
 
 
-def make_rows(squash: list[str], big: dict[str, Any], tiny: dict[str, Any], work: Path,
-              only: set[str] | None) -> list[Row]:
+ENTRY_ROWS = ("sq-gzip-entry", "codec-entry", "sq-dry-entry", "analyze-entry", "inflate-entry")
+PATHS_ROW = "rss-1m"
+
+
+def sh(script: str, *args: Path) -> list[str]:
+    """A shell one-liner as a measured command (its children's CPU and RSS count, via wait4)."""
+    return ["sh", "-c", script, "sh", *map(str, args)]
+
+
+def make_rows(squash: list[str], big: dict[str, Any], tiny: dict[str, Any], entry: dict[str, Any],
+              paths: dict[str, Any], work: Path, only: set[str] | None, million: bool = True) -> list[Row]:
     oci, docker, oci_tar = Path(big["oci"]), Path(big["docker"]), Path(big["oci_tar"])
     t_oci, t_docker = Path(tiny["oci"]), Path(tiny["docker"])
+    e_oci, p_oci = Path(entry["oci"]), Path(paths["oci"])
     o = work
     rows = [
         Row("sq-gzip", "ocisquash squash IN.oci OUT.oci (gzip→gzip)",
@@ -325,6 +340,18 @@ def make_rows(squash: list[str], big: dict[str, Any], tiny: dict[str, Any], work
             o / "sq-zstd.oci", [oci]),
         Row("sq-dry", "ocisquash squash IN.oci OUT --dry-run",
             [*squash, "squash", str(oci), str(o / "sq-dry.oci"), "--dry-run", "-q"], o / "sq-dry.oci", [oci]),
+        Row("analyze", "ocisquash analyze IN.oci", [*squash, "analyze", str(oci)], None, [oci]),
+        Row("sq-gzip-entry", "ocisquash squash ENTRY.oci OUT.oci (gzip→gzip, entry-heavy image)",
+            [*squash, "squash", str(e_oci), str(o / "sq-gzip-entry.oci"), "-q"], o / "sq-gzip-entry.oci",
+            [e_oci]),
+        Row("sq-dry-entry", "ocisquash squash ENTRY.oci OUT --dry-run",
+            [*squash, "squash", str(e_oci), str(o / "sq-dry-entry.oci"), "--dry-run", "-q"],
+            o / "sq-dry-entry.oci", [e_oci]),
+        Row("analyze-entry", "ocisquash analyze ENTRY.oci", [*squash, "analyze", str(e_oci)], None, [e_oci]),
+        Row("sq-tiny", "ocisquash squash TINY.oci OUT.oci (the RSS baseline of a trivial squash)",
+            [*squash, "squash", str(t_oci), str(o / "sq-tiny.oci"), "-q"], o / "sq-tiny.oci", [t_oci]),
+        Row(PATHS_ROW, "ocisquash squash PATHS.oci OUT.oci (a layer of 1,000,000 paths; memory)",
+            [*squash, "squash", str(p_oci), str(o / "rss-1m.oci"), "-q"], o / "rss-1m.oci", [p_oci]),
         Row("startup", "ocisquash --version (interpreter + imports: in every ocisquash row)",
             [*squash, "--version"], None, []),
         Row("images-oci", "ocisquash images IN.oci", [*squash, "images", str(oci)], None, [oci]),
@@ -339,7 +366,17 @@ def make_rows(squash: list[str], big: dict[str, Any], tiny: dict[str, Any], work
         Row("cp-oci", "cp -r IN.oci OUT", ["cp", "-r", str(oci), str(o / "cp.oci")], o / "cp.oci", [oci]),
         Row("cp-docker", "cp IN.docker.tar OUT", ["cp", str(docker), str(o / "cp.tar")], o / "cp.tar",
             [docker]),
+        Row("cp-sync", "cp IN.docker.tar OUT && sync OUT (the copy made durable, as ocisquash does)",
+            sh('cp "$1" "$2" && sync "$2"', docker, o / "cp-sync.tar"), o / "cp-sync.tar", [docker]),
         Row("codec", "isal: inflate input layers + deflate squashed layer", [], o / "codec.gz", [oci]),
+        Row("codec-entry", "isal: inflate + deflate as codec, on the entry-heavy image", [],
+            o / "codec-entry.gz", [e_oci]),
+        Row("inflate", "isal: inflate every input layer, one thread (no output)",
+            [sys.executable, str(BENCH / "codec_work.py"), *map(str, oci_layers(oci))] if oci.is_dir() else [],
+            None, [oci]),
+        Row("inflate-entry", "isal: inflate every layer of the entry-heavy image, one thread",
+            [sys.executable, str(BENCH / "codec_work.py"), *map(str, oci_layers(e_oci))] if e_oci.is_dir()
+            else [], None, [e_oci]),
         Row("verify-floor", "sha256 IN.docker.tar; write + sha256 + fsync the squashed layer (2 threads)", [],
             o / "floor.tar", [docker]),
         Row("reg-squash", "ocisquash squash docker://…/src docker://…/new (local registry, to scratch)"),
@@ -355,6 +392,8 @@ def make_rows(squash: list[str], big: dict[str, Any], tiny: dict[str, Any], work
     for r in rows:
         if only is not None and r.name not in only:
             r.skip = "not in --only"
+        elif only is None and r.name == PATHS_ROW and not million:
+            r.skip = "--no-million"
     for r in rows[-2:]:
         if not r.skip and shutil.which(r.name):
             r.skip = f"{r.name} is on PATH but needs a registry/daemon; not measured by this script"
@@ -369,21 +408,35 @@ def ratio(a: Row, b: Row) -> float | None:
     return x / y if x is not None and y else None
 
 
-REFS = {"sq-gzip": ("peer", "codec"), "sq-docker": ("cp-docker", "verify-floor"), "sq-zstd": ("codec",),
+REFS = {"sq-gzip": ("peer", "codec"), "sq-docker": ("cp-docker", "cp-sync", "verify-floor"),
+        "sq-zstd": ("codec",), "sq-dry": ("inflate",), "analyze": ("inflate",),
+        "sq-gzip-entry": ("codec-entry",), "sq-dry-entry": ("inflate-entry",),
+        "analyze-entry": ("inflate-entry",),
         "images-oci": ("images-oci-tiny",), "images-docker": ("images-docker-tiny",)}
+BYTES_PER_PATH_LIMIT = 400
 
 
-def ratios(row: Row, by: dict[str, Row]) -> str:
+def bytes_per_path(by: dict[str, Row], paths: int) -> float | None:
+    """(peak RSS of the many-paths squash − peak RSS of a trivial squash) / paths, from medians."""
+    big, base = by[PATHS_ROW].med("rss_mb"), by["sq-tiny"].med("rss_mb")
+    if big is None or base is None or not paths:
+        return None
+    return (big - base) * (1 << 20) / paths
+
+
+def ratios(row: Row, by: dict[str, Row], paths: int = 0) -> str:
     parts = []
     for ref in REFS.get(row.name, ()):
         r = ratio(row, by[ref])
         if r is not None:
             parts.append(f"{r:.2f}× {ref}")
+    if row.name == PATHS_ROW and (bpp := bytes_per_path(by, paths)) is not None:
+        parts.append(f"{bpp:.0f} B/path over sq-tiny RSS ({paths} paths)")
     return ", ".join(parts)
 
 
-def checks(by: dict[str, Row]) -> list[dict[str, Any]]:
-    """The targets of issue 5; status PASS, FAIL or SKIP (a needed row was not run)."""
+def checks(by: dict[str, Row], paths: int = 0) -> list[dict[str, Any]]:
+    """The targets of issues 5 and 15; status PASS, FAIL or SKIP (a needed row was not run)."""
     out: list[dict[str, Any]] = []
 
     def add(name: str, rows: list[str], test: Any, text: str) -> None:
@@ -414,7 +467,8 @@ def checks(by: dict[str, Row]) -> list[dict[str, Any]]:
         lambda: (wall("sq-docker") <= 4 * wall("cp-docker"),
                  f"{wall('sq-docker'):.2f}s vs 4 × {wall('cp-docker'):.2f}s = {4 * wall('cp-docker'):.2f}s"),
         "wall")
-    for n in ("sq-gzip", "sq-docker", "sq-zstd", "sq-dry"):
+    for n in ("sq-gzip", "sq-docker", "sq-zstd", "sq-dry", "analyze", "sq-gzip-entry", "sq-dry-entry",
+              "analyze-entry"):
         rss = max((s.rss_mb for s in by[n].samples), default=0.0)
         add(f"(d) peak RSS ≤ {RSS_LIMIT_MB:.0f} MB: {n}", [n],
             lambda rss=rss: (rss <= RSS_LIMIT_MB, f"{rss:.1f} MB (max over runs)"), "ru_maxrss")
@@ -423,6 +477,35 @@ def checks(by: dict[str, Row]) -> list[dict[str, Any]]:
             lambda big=big, tiny=tiny: (wall(big) <= 1.5 * wall(tiny) + 0.1,
                                         f"{wall(big):.3f}s vs 1.5 × {wall(tiny):.3f}s + 0.1s = "
                                         f"{1.5 * wall(tiny) + 0.1:.3f}s"), "wall")
+
+    # Issue 15 (performance, round two): the targets as ratios of wall-time medians.
+    def cpu_ratio(row: str, ref: str) -> str:
+        # CPU seconds are steadier than wall time when other processes compete for the cores; shown
+        # beside the wall ratio (the target) to tell a real regression from a busy machine.
+        a, b = by[row].med("cpu"), by[ref].med("cpu")
+        return f"; cpu {a / b:.2f}×" if a is not None and b else ""
+
+    def at_most(name: str, row: str, ref: str, k: float) -> None:
+        add(name, [row, ref], lambda: (wall(row) <= k * wall(ref),
+                                       f"{wall(row) / wall(ref):.2f}× ({wall(row):.2f}s vs {k:g} × "
+                                       f"{wall(ref):.2f}s = {k * wall(ref):.2f}s{cpu_ratio(row, ref)})"), "wall")
+
+    at_most("(15a) gzip→gzip ≤ 1.0 × codec work (byte-heavy)", "sq-gzip", "codec", 1.0)
+    at_most("(15a) gzip→gzip ≤ 1.3 × codec work (entry-heavy)", "sq-gzip-entry", "codec-entry", 1.3)
+    at_most("(15b) docker→docker (none) ≤ 2.0 × cp + sync", "sq-docker", "cp-sync", 2.0)
+    for row, ref in (("sq-dry", "inflate"), ("analyze", "inflate"), ("sq-dry-entry", "inflate-entry"),
+                     ("analyze-entry", "inflate-entry")):
+        at_most(f"(15c) {row} ≤ 1.2 × {ref}", row, ref, 1.2)
+    # (15d) peak RSS ≤ 100 MB on the bench images is check (d) above, over the entry rows too.
+
+    def per_path() -> tuple[bool, str]:
+        bpp = bytes_per_path(by, paths)
+        assert bpp is not None
+        return bpp <= BYTES_PER_PATH_LIMIT, (f"{bpp:.0f} B/path = ({by[PATHS_ROW].med('rss_mb'):.1f} − "
+                                             f"{by['sq-tiny'].med('rss_mb'):.1f} MB) / {paths} paths")
+
+    add(f"(15e) ≤ {BYTES_PER_PATH_LIMIT} bytes per path on {paths or 'N'} paths", [PATHS_ROW, "sq-tiny"],
+        per_path, "peak RSS")
     return out
 
 
@@ -430,7 +513,7 @@ def fmt(v: float | None, spec: str) -> str:
     return "-" if v is None else format(v, spec)
 
 
-def table_rows(rows: list[Row], by: dict[str, Row]) -> list[list[str]]:
+def table_rows(rows: list[Row], by: dict[str, Row], paths: int = 0) -> list[list[str]]:
     out = []
     for r in rows:
         if r.skip == "not in --only":
@@ -441,15 +524,16 @@ def table_rows(rows: list[Row], by: dict[str, Row]) -> list[list[str]]:
         out.append([r.name, fmt(r.med("wall"), ".2f"), fmt(min(walls, default=None), ".2f"),
                     fmt(r.med("cpu"), ".2f"), fmt(r.med("rss_mb"), ".1f"),
                     fmt(outb / 1e6 if outb is not None else None, ".0f"), fmt(r.med("others_cpu"), ".1f"),
-                    ratios(r, by), status])
+                    ratios(r, by, paths), status])
     return out
 
 
 HEAD = ["row", "wall s", "min wall s", "cpu s", "RSS MB", "out MB", "others cpu s", "vs reference (wall)", "status"]
 
 
-def print_table(rows: list[Row], by: dict[str, Row], res: list[dict[str, Any]], title: str) -> None:
-    body = table_rows(rows, by)
+def print_table(rows: list[Row], by: dict[str, Row], res: list[dict[str, Any]], title: str,
+                paths: int = 0) -> None:
+    body = table_rows(rows, by, paths)
     try:
         from rich.console import Console
         from rich.table import Table
@@ -515,64 +599,186 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="use this OCI layout dir or docker-archive tar instead of building the image")
     ap.add_argument("--only", help="comma-separated rows to run (names as in the table)")
     ap.add_argument("--keep", action="store_true", help="keep outputs and logs in bench/.cache/work")
-    ap.add_argument("--json", type=Path, default=DEFAULT_JSON, help=f"results file (default {DEFAULT_JSON})")
+    ap.add_argument("--json", type=Path, help=f"results file (default {DEFAULT_JSON}; with several --scale "
+                                              f"factors {SCALING_JSON})")
     ap.add_argument("--timeout", type=float, default=900, help="seconds before a single run is killed")
-    ap.add_argument("--scale", type=float, default=1.0,
-                    help="scale the built image's byte budgets (cached separately; default 1)")
+    ap.add_argument("--scale", default="1",
+                    help="one factor: scale the built images' paths and bytes (cached separately; default 1); "
+                         "several, comma-separated (e.g. 0.25,1,4): the scaling table of --scale-image instead "
+                         "of the usual rows")
+    ap.add_argument("--scale-image", choices=("large", "entry"), default="large",
+                    help="which built image the scaling table scales (default large)")
+    ap.add_argument("--no-million", dest="million", action="store_false",
+                    help=f"skip the {PATHS_ROW} row (a squash of --paths paths; its image takes ~25 s to build, "
+                         "once, and each run ~20 s)")
+    ap.add_argument("--paths", type=int, default=1_000_000,
+                    help=f"paths in the {PATHS_ROW} row's synthetic layer (default 1000000)")
     ap.add_argument("--ocisquash", default=f"{shlex.quote(sys.executable)} -m ocisquash",
                     help="how to invoke ocisquash (default: python -m ocisquash, the repo on PYTHONPATH)")
-    return ap.parse_args(argv)
+    args = ap.parse_args(argv)
+    try:
+        args.scales = [float(x) for x in args.scale.split(",") if x.strip()]
+    except ValueError:
+        ap.error(f"--scale: not a number or a comma-separated list of numbers: {args.scale!r}")
+    if not args.scales or any(x <= 0 for x in args.scales):
+        ap.error("--scale: factors must be positive")
+    if args.paths < 1000:
+        ap.error("--paths: at least 1000")
+    if args.json is None:
+        args.json = SCALING_JSON if len(args.scales) > 1 else DEFAULT_JSON
+    return args
+
+
+NO_IMAGE: dict[str, Any] = {"oci": "/nonexistent", "docker": "/nonexistent", "oci_tar": "/nonexistent"}
+
+
+def bench_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
+    return env
+
+
+def describe(img: dict[str, Any]) -> str:
+    return (f"{img['source']} ({img['layers']} layers, {img['uncompressed_bytes'] / 1e6:.0f} MB "
+            f"uncompressed, {img['compressed_bytes'] / 1e6:.0f} MB gzip, {img['tar_entries']} tar entries)")
+
+
+def close_launcher() -> float:
+    """Stop the launcher; returns its RSS floor (MB)."""
+    global LAUNCH
+    if LAUNCH is None:
+        LAUNCH = Launcher()
+    floor = LAUNCH.floor_mb()
+    LAUNCH.close()
+    LAUNCH = None
+    return floor
+
+
+def scaling(args: argparse.Namespace, squash: list[str]) -> int:
+    """``--scale A,B,C``: build --scale-image at each factor and time a squash and a dry run of each."""
+    kind = args.scale_image
+    work = CACHE / "work"
+    rm(work)
+    work.mkdir(parents=True)
+    env = bench_env()
+    results: list[dict[str, Any]] = []
+    for scale in sorted(args.scales):
+        img = imagebuild.ensure_built(CACHE, kind, scale)
+        oci = Path(img["oci"])
+        print(f"scale {scale:g}: {describe(img)}", file=sys.stderr, flush=True)
+        rows = [Row("sq-gzip", "", [*squash, "squash", str(oci), str(work / "scale.oci"), "-q"],
+                    work / "scale.oci", [oci]),
+                Row("sq-dry", "", [*squash, "squash", str(oci), str(work / "dry.oci"), "--dry-run", "-q"],
+                    work / "dry.oci", [oci])]
+        for r in rows:
+            run_row(r, args.repeat, work, env, args.timeout)
+        results.append({"scale": scale, "image": img, "rows": {
+            r.name: {"median_wall": r.med("wall"), "median_cpu": r.med("cpu"), "median_rss_mb": r.med("rss_mb"),
+                     "ok": r.ok, "failure": r.failure or None, "samples": [asdict(x) for x in r.samples]}
+            for r in rows}})
+    floor = close_launcher()
+    head = ["scale", "entries", "MB unc", "MB gzip", "sq-gzip s", "s per 1×", "cpu s", "RSS MB",
+            "B/entry over smallest", "sq-dry s", "dry RSS MB"]
+    body = []
+    first = results[0]
+    for res in results:
+        img, g, d = res["image"], res["rows"]["sq-gzip"], res["rows"]["sq-dry"]
+        per = g["median_wall"] / res["scale"] if g["median_wall"] is not None else None
+        # Marginal memory per tar entry against the smallest scale: flat if memory grows with paths only.
+        rss0, n0 = first["rows"]["sq-gzip"]["median_rss_mb"], first["image"]["tar_entries"]
+        marginal = None
+        if res is not first and g["median_rss_mb"] is not None and rss0 is not None and img["tar_entries"] != n0:
+            marginal = (g["median_rss_mb"] - rss0) * (1 << 20) / (img["tar_entries"] - n0)
+        body.append([f"{res['scale']:g}×", str(img["tar_entries"]), f"{img['uncompressed_bytes'] / 1e6:.0f}",
+                     f"{img['compressed_bytes'] / 1e6:.0f}", fmt(g["median_wall"], ".2f"), fmt(per, ".2f"),
+                     fmt(g["median_cpu"], ".2f"), fmt(g["median_rss_mb"], ".1f"), fmt(marginal, ".0f"),
+                     fmt(d["median_wall"], ".2f"), fmt(d["median_rss_mb"], ".1f")])
+    print(f"scaling of the {kind} image: median of {args.repeat} runs; {os.cpu_count()} CPUs; "
+          f"RSS includes a floor of {floor:.1f} MB")
+    print("| " + " | ".join(head) + " |")
+    print("|" + "---|" * len(head))
+    for b in body:
+        print("| " + " | ".join(b) + " |")
+    for res in results:
+        for name, r in res["rows"].items():
+            if not r["ok"]:
+                print(f"note: {res['scale']:g}× {name}: {r['failure']}")
+    out = {"when": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "argv": sys.argv, "repeat": args.repeat, "mode": "scaling",
+           "scale_image": kind, "rss_floor_mb": round(floor, 1), "machine": machine_info(), "scaling": results}
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(out, indent=2, default=str) + "\n")
+    print(f"results: {args.json}")
+    if not args.keep:
+        rm(work)
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    names = [r.name for r in make_rows([], {"oci": "", "docker": "", "oci_tar": ""},
-                                       {"oci": "", "docker": ""}, Path(), None)]
+    names = [r.name for r in make_rows([], NO_IMAGE, NO_IMAGE, NO_IMAGE, NO_IMAGE, Path(), None)]
     only = {x.strip() for x in args.only.split(",") if x.strip()} if args.only else None
+    if only and PATHS_ROW in only:
+        only.add("sq-tiny")  # its baseline: bytes per path need both
     if only and only - set(names):
         print(f"unknown rows in --only: {sorted(only - set(names))}; rows are {', '.join(names)}",
               file=sys.stderr)
         return 2
     CACHE.mkdir(exist_ok=True)
     imagebuild.prune(CACHE)
+    squash = shlex.split(args.ocisquash)
+    if len(args.scales) > 1:
+        return scaling(args, squash)
+    scale = args.scales[0]
+    wanted = {r.name for r in make_rows([], NO_IMAGE, NO_IMAGE, NO_IMAGE, NO_IMAGE, Path(), only, args.million)
+              if not r.skip}
     big = (imagebuild.ensure_external(CACHE, args.image_dir) if args.image_dir
-           else imagebuild.ensure_built(CACHE, "large", args.scale))
+           else imagebuild.ensure_built(CACHE, "large", scale))
     tiny = imagebuild.ensure_built(CACHE, "tiny")
+    entry = imagebuild.ensure_built(CACHE, "entry", scale) if wanted & set(ENTRY_ROWS) else NO_IMAGE
+    paths_img = imagebuild.ensure_paths_image(CACHE, args.paths) if PATHS_ROW in wanted else NO_IMAGE
+    n_paths = int(paths_img.get("paths", 0))
     work = CACHE / "work"
     rm(work)
     work.mkdir(parents=True)
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
-    env.pop("PYTHONDONTWRITEBYTECODE", None)
-    squash = shlex.split(args.ocisquash)
-    rows = make_rows(squash, big, tiny, work, only)
+    env = bench_env()
+    rows = make_rows(squash, big, tiny, entry, paths_img, work, only, args.million)
     by = {r.name: r for r in rows}
 
     level, level_src = gzip_level()
-    codec = by["codec"]
-    print(f"image: {big['source']} ({big['layers']} layers, {big['uncompressed_bytes'] / 1e6:.0f} MB "
-          f"uncompressed, {big['compressed_bytes'] / 1e6:.0f} MB gzip, {big['tar_entries']} tar entries)",
-          file=sys.stderr)
-    print(f"warm-up: cat inputs > /dev/null; gzip level for the codec row: {level} ({level_src})",
+    print(f"image: {describe(big)}", file=sys.stderr)
+    if entry is not NO_IMAGE:
+        print(f"entry-heavy image: {describe(entry)}", file=sys.stderr)
+    if paths_img is not NO_IMAGE:
+        print(f"paths image: {paths_img['source']} ({paths_img['tar_entries']} tar entries, "
+              f"{paths_img['compressed_bytes'] / 1e6:.0f} MB gzip)", file=sys.stderr)
+    print(f"warm-up: cat inputs > /dev/null; gzip level for the codec rows: {level} ({level_src})",
           file=sys.stderr, flush=True)
-    warm([Path(big["oci"]), Path(big["docker"]), Path(big["oci_tar"]), Path(tiny["oci"]),
-          Path(tiny["docker"])])
-    ref_src = ""
-    floor_row = by["verify-floor"]
-    ref: Path | None = None
-    if not codec.skip or not floor_row.skip:
-        ref, ref_src = reference_layer(squash, big, work, env, args.timeout)
-    if not codec.skip:
+    warm([Path(p) for img in (big, tiny, entry) for k in ("oci", "docker", "oci_tar")
+          if (p := img.get(k)) and Path(p).exists()])
+    refs: dict[str, tuple[Path | None, str]] = {}
+
+    def ref_for(tag: str, img: dict[str, Any]) -> tuple[Path | None, str]:
+        if tag not in refs:
+            refs[tag] = reference_layer(squash, img, work, env, args.timeout, tag)
+        return refs[tag]
+
+    for name, img, tag in (("codec", big, "large"), ("codec-entry", entry, "entry")):
+        row = by[name]
+        if row.skip:
+            continue
+        ref, ref_src = ref_for(tag, img)
         if ref is None:
-            codec.skip = f"no squashed layer to compress: {ref_src}"
-        else:
-            codec.cmd = [sys.executable, str(BENCH / "codec_work.py"), "--level", str(level),
-                         "--compress", str(ref), "--out", str(work / "codec.gz"),
-                         *map(str, oci_layers(Path(big["oci"])))]
-            codec.warm.append(ref)
-            codec.note = f"gzip level {level} ({level_src}); squashed layer from {ref_src}"
-            print(f"codec reference: {codec.note}", file=sys.stderr)
+            row.skip = f"no squashed layer to compress: {ref_src}"
+            continue
+        row.cmd = [sys.executable, str(BENCH / "codec_work.py"), "--level", str(level),
+                   "--compress", str(ref), "--out", str(row.out), *map(str, oci_layers(Path(img["oci"])))]
+        row.warm.append(ref)
+        row.note = f"gzip level {level} ({level_src}); squashed layer from {ref_src}"
+        print(f"{name} reference: {row.note}", file=sys.stderr)
+    floor_row = by["verify-floor"]
     if not floor_row.skip:
+        ref, ref_src = ref_for("large", big)
         if ref is None:
             floor_row.skip = f"no squashed layer to write: {ref_src}"
         else:
@@ -580,6 +786,11 @@ def main(argv: list[str] | None = None) -> int:
                              str(work / "floor.tar")]
             floor_row.warm.append(ref)
             floor_row.note = "the least a verifying docker->docker squash does, no tar parsed (bench/verify_floor.py)"
+    if not by["cp-sync"].skip:
+        by["cp-sync"].note = "sync OUT fsyncs the copy alone (not the whole machine's dirty pages)"
+    if not by[PATHS_ROW].skip:
+        by[PATHS_ROW].note = (f"{n_paths} paths in one layer, a small layer above; B/path = (median peak RSS − "
+                              "sq-tiny's) / paths")
 
     reg = registry_rows.setup(work, Path(big["oci"]), squash, by)
     load0 = os.getloadavg()
@@ -596,18 +807,15 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         registry_rows.stop(reg)
     elapsed = time.monotonic() - t0
-    global LAUNCH
-    if LAUNCH is None:
-        LAUNCH = Launcher()
-    floor = LAUNCH.floor_mb()
-    LAUNCH.close()
-    LAUNCH = None
+    floor = close_launcher()
 
-    res = checks(by)
+    res = checks(by, n_paths)
     title = (f"ocisquash bench: {big['source']} — {big['layers']} layers, "
              f"{big['uncompressed_bytes'] / 1e6:.0f} MB uncompressed, {big['tar_entries']} entries; "
              f"median of {args.repeat} runs; {os.cpu_count()} CPUs")
-    print_table(rows, by, res, title)
+    print_table(rows, by, res, title, n_paths)
+    if entry is not NO_IMAGE:
+        print(f"note: *-entry rows: {describe(entry)}")
     for r in rows:
         if r.note:
             print(f"note: {r.name}: {r.note}")
@@ -620,11 +828,14 @@ def main(argv: list[str] | None = None) -> int:
         "elapsed_seconds": round(elapsed, 1), "rss_floor_mb": round(floor, 1),
         "loadavg_before": load0, "loadavg_after": os.getloadavg(),
         "machine": machine_info(), "image": big, "tiny_image": tiny,
-        "codec": {"gzip_level": level, "level_source": level_src, "reference_layer": ref_src},
+        "entry_image": entry if entry is not NO_IMAGE else None,
+        "paths_image": paths_img if paths_img is not NO_IMAGE else None,
+        "codec": {"gzip_level": level, "level_source": level_src,
+                  "reference_layers": {k: v[1] for k, v in refs.items()}},
         "rows": [{**{k: v for k, v in asdict(r).items() if k not in ("out", "warm")},
                   "cmd": r.cmd, "median_wall": r.med("wall"), "median_cpu": r.med("cpu"),
                   "median_rss_mb": r.med("rss_mb"), "ok": r.ok, "failure": r.failure or None,
-                  "vs_reference": ratios(r, by)} for r in rows],
+                  "vs_reference": ratios(r, by, n_paths)} for r in rows],
         "checks": res,
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
