@@ -38,6 +38,11 @@ class Limits:
     # create a longer one anyway (and 10,000 names of 60 KB would take ~2 GB to hold)
     max_path: int = 4096
     max_pax_header: int = 1 << 20  # bytes of a PAX or GNU long-name header (Go refuses more than 1 MiB)
+    # bytes of the extra PAX records (xattrs) one layer member keeps: Linux refuses an xattr value over
+    # 64 KiB (XATTR_SIZE_MAX), so no unpacker could apply more; the merge holds them until it writes
+    max_xattr: int = 1 << 16
+    # bytes of extra PAX records all members of one layer keep (500 members of 1 MiB each took 530 MB)
+    max_xattr_total: int = 64 << 20
     max_layer_bytes: int = 1 << 40  # decompressed bytes of one layer
     # decompressed bytes / compressed bytes of one layer (bombs), above 64 MiB; deflate itself tops out
     # near 1032:1 (gzip -9 of zeros), so 2000 never refuses a real gzip layer; zstd, bzip2, xz go far higher

@@ -614,10 +614,9 @@ def test_outer_member_names_are_capped_at_path_max(tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="merge.py keeps every member's PAX records (xattrs) in memory while "
-                                        "planning: left for the merge.py owner (issue 11)")
 def test_xattrs_of_a_megabyte_each(tmp_path: Path) -> None:
-    """500 PAX xattr records of 1 MiB each in one layer: 530 MB today, all held by the layer merge."""
+    """500 PAX xattr records of 1 MiB each in one layer: 530 MB once, all held by the layer merge; now a
+    member's xattrs are capped at Linux's 64 KiB (max_xattr)."""
     def write(f: BinaryIO) -> None:
         for i in range(500):
             rec = pax_record(f"SCHILY.xattr.user.a{i}", b"v" * ((1 << 20) - 100))
@@ -627,9 +626,25 @@ def test_xattrs_of_a_megabyte_each(tmp_path: Path) -> None:
     p = tmp_path / "x.tar"
     docker_tar_streaming(p, write)
     r = cli("squash", p, tmp_path / "o.tar", "-t", "x:1", timeout=120)
-    assert r.rc in (0, 1), r.err
-    assert "internal error" not in r.err
+    assert r.rc == 1 and "max_xattr" in r.err, r.err
     assert_rss(r, "500 xattrs of 1 MiB")
+
+
+@pytest.mark.slow
+def test_xattrs_in_all_are_capped(tmp_path: Path) -> None:
+    """Xattrs of 60 KiB each, under the per-member cap, on 2,000 members (120 MB): max_xattr_total stops
+    them, and memory stays bounded."""
+    def write(f: BinaryIO) -> None:
+        for i in range(2000):
+            rec = pax_record(f"SCHILY.xattr.user.a{i}", b"v" * (60 << 10))
+            f.write(header("././@PaxHeader", size=len(rec), type_=b"x") + pad(rec) + header(f"f{i}"))
+        f.write(bytes(1024))
+
+    p = tmp_path / "x.tar"
+    docker_tar_streaming(p, write)
+    r = cli("squash", p, tmp_path / "o.tar", "-t", "x:1", timeout=120)
+    assert r.rc == 1 and "max_xattr_total" in r.err, r.err
+    assert_rss(r, "2,000 xattrs of 60 KiB")
 
 
 # ======================================================================================== 6. internal errors

@@ -50,12 +50,17 @@ class MergeLimits:
     """Bytes of one PAX or GNU long-name/link record (Go's archive/tar refuses more than 1 MiB too)."""
     max_symlink_hops: int = 255
     """Symlinks followed while resolving one path (the limit of umoci's securejoin)."""
+    max_xattr: int = 1 << 16
+    """Bytes of the extra PAX records (xattrs) one member keeps."""
+    max_xattr_total: int = 64 << 20
+    """Bytes of extra PAX records the members of one layer keep, in all."""
 
     @classmethod
     def current(cls) -> MergeLimits:
         """The caps in force in ``ocisquash.limits`` (defaults, environment, ``--limit``)."""
         lim = limits_mod.current()
-        return cls(lim.max_entries_per_layer, lim.max_path, lim.max_pax_header)
+        return cls(lim.max_entries_per_layer, lim.max_path, lim.max_pax_header,
+                   max_xattr=lim.max_xattr, max_xattr_total=lim.max_xattr_total)
 
 
 LARGEST_HIDDEN = 20

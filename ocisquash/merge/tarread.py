@@ -179,6 +179,7 @@ class Reader:
         self.limits = limits
         self.label = src.label
         self.names: dict[bytes, tuple[str, str]] = {}  # decoded uname/gname, shared between entries
+        self.extra_bytes = 0  # extra PAX records kept so far (max_xattr_total)
 
     def _bad(self, what: str) -> FormatError:
         return FormatError(f"layer {self.label}: {what}")
@@ -322,6 +323,14 @@ class Reader:
             if size < 0:
                 raise self._bad("invalid tar header (negative size)")
             if rest:
+                kept = sum(len(k) + len(v) for k, v in rest)
+                if kept > self.limits.max_xattr:
+                    raise limits_mod.exceeded("max_xattr", f"layer {self.label}: {name}: {kept} bytes of xattrs "
+                                                           "and other PAX records (Linux takes 64 KiB at most)")
+                self.extra_bytes += kept
+                if self.extra_bytes > self.limits.max_xattr_total:
+                    raise limits_mod.exceeded("max_xattr_total", f"layer {self.label}: more than "
+                                                                 f"{self.limits.max_xattr_total} bytes of xattrs")
                 rest.sort()
                 extra = tuple(rest)
         if type_ == "\x00":
