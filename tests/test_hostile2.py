@@ -647,6 +647,23 @@ def test_xattrs_in_all_are_capped(tmp_path: Path) -> None:
     assert_rss(r, "2,000 xattrs of 60 KiB")
 
 
+
+@pytest.mark.slow
+def test_many_pax_records_per_member(tmp_path: Path) -> None:
+    """150 members with 60,000 PAX records each (1.2 GB once): each member's records exceed what Linux
+    could apply, so the first is refused, in bounded memory."""
+    def write(f: BinaryIO) -> None:
+        recs = b"".join(pax_record(f"x{j}", b"v") for j in range(60_000))  # unknown keys are kept too
+        for i in range(150):
+            f.write(header("././@PaxHeader", size=len(recs), type_=b"x") + pad(recs) + header(f"f{i}"))
+        f.write(bytes(1024))
+
+    p = tmp_path / "x.tar"
+    docker_tar_streaming(p, write)
+    r = cli("squash", p, tmp_path / "o.tar", "-t", "x:1", timeout=120)
+    assert r.rc == 1 and "max_xattr" in r.err, r.err
+    assert_rss(r, "150 members of 60,000 PAX records")
+
 # ======================================================================================== 6. internal errors
 
 def _docker_with_config(tmp_path: Path, mutate: object) -> Path:
