@@ -24,6 +24,7 @@ from ocisquash import reference
 from ocisquash.compression import Codec
 from ocisquash.digest import Digest, chain_ids
 from ocisquash.errors import UsageError
+from ocisquash.goformat import human_size
 from ocisquash.image import Candidate, Image, Layer
 
 FILTER_KEYS = ("before", "dangling", "label", "platform", "reference", "since")
@@ -113,20 +114,6 @@ def rfc3339(created_ns: int | None) -> str:
 def size_text(n: int, exact: bool) -> str:
     """A size as tables print it: a trailing ``*`` marks a compressed (not uncompressed) figure."""
     return human_size(n) if exact else human_size(n) + "*"
-
-
-def human_size(n: int) -> str:
-    """go-units ``HumanSizeWithPrecision(n, 3)``: decimal units, three significant digits."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
-    f = float(n)
-    i = 0
-    while f >= 1000 and i < len(units) - 1:
-        f /= 1000
-        i += 1
-    text = f"{f:.3g}"
-    if "e" in text and i < len(units) - 1:  # 999.9 kB rounds to 1e+03: say 1 MB instead
-        return f"{f / 1000:.3g}{units[i + 1]}"
-    return f"{text}{units[i]}"
 
 
 # ------------------------------------------------------------------------------------------ platforms

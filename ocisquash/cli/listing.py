@@ -348,9 +348,9 @@ def analyze(
 
 def _analyze_table(res: listing.Analysis, no_trunc: bool) -> None:
     from ocisquash import listing
-    from ocisquash.goformat import align, printable
+    from ocisquash.goformat import align, human_size, printable
 
-    hs = listing.human_size
+    hs = human_size
     table = [["LAYER", "DIGEST", "SIZE", "ADDS", "HIDDEN LATER", "CREATED BY", ""]]
     for ly in res.layers:
         made = ly.created_by.replace("\t", " ")
@@ -403,7 +403,7 @@ def validate(
     cert_dir: str | None = common.CERT_DIR_OPTION,
     tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    from ocisquash import listing
+    from ocisquash import goformat, listing
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
@@ -422,7 +422,7 @@ def validate(
         if not quiet:
             state = "[green]ok[/]" if res.ok else f"[red]{len(res.findings)} problem(s)[/]"
             c.print(f"{_esc(res.label)}: {len(res.images)} image(s), {res.blobs_checked} blobs, "
-                    f"{listing.human_size(res.bytes_read)} read: {state}")
+                    f"{goformat.human_size(res.bytes_read)} read: {state}")
     if not res.ok:
         raise typer.Exit(1)
 
