@@ -79,18 +79,12 @@ def completion(shell: str = typer.Argument(..., metavar="SHELL", help="bash, zsh
     typer.echo(get_completion_script(prog_name="ocisquash", complete_var="_OCISQUASH_COMPLETE", shell=shell))
 
 
-def _register() -> None:
-    from ocisquash.cli import convert as _convert  # noqa: F401
-
-    for name in ("squash", "listing"):
-        try:
-            __import__(f"ocisquash.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"ocisquash.cli.{name}":
-                raise
-
-
-_register()
+# Each command module registers its commands on ``app`` with ``@app.command`` when imported (so ``app``
+# must exist first); the library code they run is imported inside the command functions, for start-up time.
+# Imported one by one: ``--help`` lists the commands in this order.
+from ocisquash.cli import convert  # noqa: E402, F401, I001
+from ocisquash.cli import squash  # noqa: E402, F401
+from ocisquash.cli import listing  # noqa: E402, F401
 
 
 def _commands() -> set[str]:
