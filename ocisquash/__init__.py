@@ -47,8 +47,9 @@ if TYPE_CHECKING:
         squash_image,
         validate_input,
     )
-    from ocisquash.listing import ImageSummary, Validation
+    from ocisquash.listing import ImageSummary
     from ocisquash.squash import Report as SquashReport
+    from ocisquash.validate import Validation
 
 __version__ = "0.1.0"
 
@@ -58,7 +59,7 @@ _LAZY = {
         "Compression", "ConvertReport", "Cut", "Image", "OutputFormat", "Source", "convert_image", "list_images",
         "open", "squash_image", "validate_input")},
     "ImageSummary": ("ocisquash.listing", "ImageSummary"),
-    "Validation": ("ocisquash.listing", "Validation"),
+    "Validation": ("ocisquash.validate", "Validation"),
     "SquashReport": ("ocisquash.squash", "Report"),
 }
 

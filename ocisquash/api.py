@@ -2,7 +2,7 @@
 
 Everything here is re-exported by ``ocisquash`` (``import ocisquash; ocisquash.open(...)``). The work is
 done by the same functions the command line calls (``squash.squash``, ``convert.convert``,
-``listing.summarize``, ``listing.validate``); this module only turns typed options (enums, ``datetime``,
+``listing.summarize``, ``validate.validate``); this module only turns typed options (enums, ``datetime``,
 ``int``, a ``Cut``) into the strings those functions take, so the library and the CLI cannot disagree.
 A wrong option raises ``UsageError`` before anything is read; every other failure is an
 ``OcisquashError`` subclass, as on the command line.
@@ -31,8 +31,9 @@ from ocisquash.errors import UsageError
 if TYPE_CHECKING:
     from ocisquash import image as _image
     from ocisquash import sources as _sources
-    from ocisquash.listing import ImageSummary, Validation
+    from ocisquash.listing import ImageSummary
     from ocisquash.squash import Report as SquashReport
+    from ocisquash.validate import Validation
 
 PathLike = str | os.PathLike[str]
 """A filesystem path, as ``str`` or ``pathlib.Path``."""
@@ -180,9 +181,9 @@ class Source:
     def validate(self) -> Validation:
         """Recompute every digest, size, diff ID and chain ID of every image; the result lists every
         mismatch (``ok`` is False if there is any) instead of raising on the first."""
-        from ocisquash import listing
+        from ocisquash.validate import validate
 
-        return listing.validate(self._open())
+        return validate(self._open())
 
     def close(self) -> None:
         """Release the input (and remove a spooled temporary copy). Idempotent."""

@@ -47,10 +47,6 @@ class Digest:
     def verifiable(self) -> bool:
         return self.algorithm in _KNOWN
 
-    @property
-    def hex(self) -> str:
-        return self.encoded
-
     def short(self, n: int = 12) -> str:
         return self.encoded[:n]
 

@@ -8,7 +8,6 @@ whatever their name; they are sniffed, and checked against their diff IDs when r
 
 from __future__ import annotations
 
-import hashlib
 import re
 from typing import Any
 
@@ -130,10 +129,3 @@ def _loader(tree: TarTree, i: int, config_path: str, layer_paths: list[str], tag
 def _opener(tree: TarTree, path: str) -> Any:
     return lambda: tree.open(path)
 
-
-def v1_id(chain_id: Digest, parent: str | None) -> str:
-    """A stable, unique legacy v1 layer ID for (chain, parent), as skopeo derives its own."""
-    obj: dict[str, Any] = {"layer_id": str(chain_id)}
-    if parent:
-        obj["parent"] = parent
-    return hashlib.sha256(model.canonical_json(obj)).hexdigest()

@@ -41,6 +41,21 @@ _JSON_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2
 _JSON_RE = re.compile("[<>&\u2028\u2029\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
 
 
+def human_size(n: int) -> str:
+    """A byte count as docker prints sizes (``images``, ``history``; also our progress and reports): go-units
+    ``HumanSizeWithPrecision(n, 3)``, decimal units, three significant digits."""
+    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
+    f = float(n)
+    i = 0
+    while f >= 1000 and i < len(units) - 1:
+        f /= 1000
+        i += 1
+    text = f"{f:.3g}"
+    if "e" in text and i < len(units) - 1:  # 999.9 kB rounds to 1e+03: say 1 MB instead
+        return f"{f / 1000:.3g}{units[i + 1]}"
+    return f"{text}{units[i]}"
+
+
 def _unsafe(ch: str) -> bool:
     cat = unicodedata.category(ch)
     return cat == "Cc" or (cat == "Cf" and unicodedata.bidirectional(ch) in

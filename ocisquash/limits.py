@@ -3,12 +3,19 @@
 Each cap can be raised with an environment variable ``OCISQUASH_<NAME>`` (for example
 ``OCISQUASH_MAX_JSON=67108864``) or, from the CLI, ``--limit NAME=VALUE``. Hitting a cap is a
 ``LimitExceeded`` error that names the cap and how to raise it.
+
+The caps in force are one value for the process (every reader consults ``current()``, deep in the call
+stack). Whoever changes them does it inside ``scoped()``, which puts the previous caps back when its
+block ends: the CLI wraps each run in it (``main`` may run many times in one process, as in the tests),
+and a library caller or a test lowers a cap for one block without leaking it to the next.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from ocisquash.errors import LimitExceeded, UsageError
@@ -63,7 +70,7 @@ def env_name(field: str) -> str:
 
 
 def current() -> Limits:
-    """The caps in force: defaults, overridden by ``OCISQUASH_*`` variables and ``configure()``."""
+    """The caps in force: defaults, overridden by ``OCISQUASH_*`` variables and ``scoped()``/``configure()``."""
     global _current
     if _current is None:
         values: dict[str, int] = {}
@@ -76,9 +83,23 @@ def current() -> Limits:
 
 
 def configure(overrides: dict[str, int]) -> Limits:
+    """Override some caps until the enclosing ``scoped()`` block ends (for the rest of the process outside
+    one): the CLI applies each ``--limit`` this way inside the scope ``main`` opens."""
     global _current
     _current = dataclasses.replace(current(), **overrides)
     return _current
+
+
+@contextmanager
+def scoped(overrides: dict[str, int] | None = None) -> Iterator[Limits]:
+    """The caps with ``overrides`` applied, for the ``with`` block; when it ends (by an error too) the caps
+    in force before it come back, whatever ``configure`` did inside."""
+    global _current
+    saved = _current
+    try:
+        yield configure(overrides or {})
+    finally:
+        _current = saved
 
 
 def reset() -> None:

@@ -1,5 +1,5 @@
 """Seeing inside images: summaries and docker's ``images`` filters, shared/unique sizes, history rows,
-``analyze`` figures and ``validate`` findings. Pure logic: nothing here prints.
+``analyze`` figures. Pure logic: nothing here prints. (``validate`` is its own module, ``ocisquash.validate``.)
 
 Sizes. Docker shows the unpacked size of a layer; we never unpack. A layer's *size* here is the byte
 length of its uncompressed tar when the layer is stored uncompressed (its blob size), and its stored
@@ -14,17 +14,24 @@ creation times; ``dangling=true`` shows only untagged heads, ``dangling=false`` 
 
 from __future__ import annotations
 
+import os
+import platform as platform_mod
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from ocisquash import reference
 from ocisquash.compression import Codec
 from ocisquash.digest import Digest, chain_ids
-from ocisquash.errors import UsageError
+from ocisquash.errors import FormatError, UsageError
+from ocisquash.goformat import human_size
 from ocisquash.image import Candidate, Image, Layer
+from ocisquash.model import UNCOMPRESSED_SIZE, Platform
+
+if TYPE_CHECKING:
+    from ocisquash.merge import LayerInput
 
 FILTER_KEYS = ("before", "dangling", "label", "platform", "reference", "since")
 NONE = "<none>"
@@ -115,20 +122,6 @@ def size_text(n: int, exact: bool) -> str:
     return human_size(n) if exact else human_size(n) + "*"
 
 
-def human_size(n: int) -> str:
-    """go-units ``HumanSizeWithPrecision(n, 3)``: decimal units, three significant digits."""
-    units = ("B", "kB", "MB", "GB", "TB", "PB", "EB")
-    f = float(n)
-    i = 0
-    while f >= 1000 and i < len(units) - 1:
-        f /= 1000
-        i += 1
-    text = f"{f:.3g}"
-    if "e" in text and i < len(units) - 1:  # 999.9 kB rounds to 1e+03: say 1 MB instead
-        return f"{f / 1000:.3g}{units[i + 1]}"
-    return f"{text}{units[i]}"
-
-
 # ------------------------------------------------------------------------------------------ platforms
 
 _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64/v8", "arm64": "arm64/v8", "armv7l": "arm/v7",
@@ -138,14 +131,11 @@ _ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64/v8", "arm64": "a
 
 def host_platform() -> str:
     """The platform docker and podman pick by default: ``DOCKER_DEFAULT_PLATFORM``, else this machine's."""
-    import os
-    import platform
-
     env = os.environ.get("DOCKER_DEFAULT_PLATFORM", "").strip()
     if env:
         return env
-    machine = platform.machine().lower()
-    return f"{platform.system().lower()}/{_ARCH.get(machine, machine)}"
+    machine = platform_mod.machine().lower()
+    return f"{platform_mod.system().lower()}/{_ARCH.get(machine, machine)}"
 
 
 # ------------------------------------------------------------------------------------------ summaries
@@ -207,8 +197,6 @@ def recorded_size(image: Image, index: int) -> int | None:
     """The uncompressed size ocisquash recorded on a layer it wrote (``model.UNCOMPRESSED_SIZE``), if any:
     on the layer's descriptor in a layout, or in the OCI manifest a docker tarball carries beside
     manifest.json. A claim, not a proof: ``validate`` checks it against the decompressed layer."""
-    from ocisquash.model import UNCOMPRESSED_SIZE
-
     ann = image.layers[index].annotations
     if UNCOMPRESSED_SIZE not in ann and image.manifest is not None and index < len(image.manifest.layers):
         ann = image.manifest.layers[index].annotations
@@ -362,8 +350,6 @@ class Filters:
             raise UsageError(f"invalid filter 'dangling={dangling[0]}'", hint="use dangling=true or dangling=false")
         for pat in f.values.get("reference", []):
             go_glob(pat)  # syntax errors now, not halfway through
-        from ocisquash.model import Platform
-
         for plat in f.values.get("platform", []):
             try:
                 Platform.from_text(plat)
@@ -439,8 +425,6 @@ def _match_labels(wanted: list[str], labels: dict[str, str]) -> bool:
 
 def _match_platform(wanted: list[str], platform: str | None) -> bool:
     """Several ``platform`` filters: any may match (as several ``reference`` globs)."""
-    from ocisquash.model import Platform
-
     if platform is None:
         return False
     have = Platform.from_text(platform) if platform.count("/") in (1, 2) else None
@@ -727,8 +711,6 @@ def efficiency(image: Image, on_layer: Callable[[int], None] | None = None) -> E
     one kept copy is counted as waste too: its issue #684). The score is the sum of each path's smallest
     copy over the sum of all copies; 1.0 when nothing is duplicated.
     """
-    from ocisquash.errors import FormatError
-
     visible: dict[str, int] = {}  # path -> size in the layers applied so far
     copies: dict[str, tuple[int, int, int]] = {}  # path -> (count, total, smallest)
     user_bytes = 0
@@ -817,13 +799,17 @@ def layer_history(image: Image) -> list[str]:
     return [made[i] if i < len(made) else "" for i in range(len(image.layers))]
 
 
-def analyze(image: Image, *, top: int = 10, on_layer: Callable[[int], None] | None = None) -> Analysis:
+def analyze(image: Image, inputs: Sequence[LayerInput], *, top: int = 10,
+            on_layer: Callable[[int], None] | None = None) -> Analysis:
     """Per-layer figures from the merge engine's plan (headers only; contents are skipped, not read), and
-    dive's efficiency from a second read of the headers."""
+    dive's efficiency from a second read of the headers. ``inputs`` are the merge's view of the image's
+    layers, as a squash builds them (``squash.layer_inputs(image)``): passed in, since a listing sits
+    below the squash and must not reach up into it."""
+    # The merge engine loads here, not at the top: ``images`` and ``history`` import this module too and
+    # need none of it (start-up time).
     from ocisquash import merge
-    from ocisquash.squash import layer_inputs
 
-    def wrap(i: int, inp: merge.LayerInput) -> merge.LayerInput:
+    def wrap(i: int, inp: LayerInput) -> LayerInput:
         def opened(fn: Callable[[], Any]) -> Callable[[], Any]:
             def call() -> Any:
                 if on_layer is not None:
@@ -832,8 +818,8 @@ def analyze(image: Image, *, top: int = 10, on_layer: Callable[[int], None] | No
             return call
         return merge.LayerInput(inp.label, opened(inp.open), opened(inp.open_scan))
 
-    inputs = [wrap(i, x) for i, x in enumerate(layer_inputs(image))]
-    plan = merge.plan(inputs, keep=0)  # remembers the merge.LARGEST_HIDDEN largest hidden files
+    # the plan remembers the merge.LARGEST_HIDDEN largest hidden files
+    plan = merge.plan([wrap(i, x) for i, x in enumerate(inputs)], keep=0)
     made_by = layer_history(image)
     layers = [LayerReport(s.index, str(ly.digest) if ly.digest else None, ly.size, s.entries, s.files_added,
                           s.bytes_added, s.hidden_files, s.hidden_bytes, s.tar_bytes, made_by[s.index])
@@ -877,345 +863,3 @@ class CiRules:
             out.append(f"highest-user-wasted-percent: {pct:.4f} of the user layers' bytes wasted, more than "
                        f"{self.highest_user_wasted_percent:g}")
         return out
-
-
-# ------------------------------------------------------------------------------------------ validate
-
-
-@dataclass
-class Finding:
-    where: str
-    message: str
-
-    def to_json(self) -> dict[str, str]:
-        return {"where": self.where, "message": self.message}
-
-
-@dataclass
-class Validation:
-    """Every mismatch found (not just the first), and what was checked."""
-
-    label: str
-    images: list[dict[str, Any]] = field(default_factory=list)
-    blobs_checked: int = 0
-    bytes_read: int = 0
-    findings: list[Finding] = field(default_factory=list)
-
-    @property
-    def ok(self) -> bool:
-        return not self.findings
-
-    def to_json(self) -> dict[str, Any]:
-        return {"input": self.label, "ok": self.ok, "images": self.images, "blobs_checked": self.blobs_checked,
-                "bytes_read": self.bytes_read, "findings": [f.to_json() for f in self.findings]}
-
-
-class _Validator:
-    def __init__(self, tree: Any, label: str, on_bytes: Callable[[int], None] | None,
-                 only: Digest | None = None) -> None:
-        self.tree = tree
-        self.only = only
-        """Check only the image with this config digest (its config, manifest and layers)."""
-        self.v = Validation(label)
-        self.on_bytes = on_bytes
-        self._raw: dict[str, tuple[int, str] | None] = {}
-        self._unpacked: dict[str, Digest | None] = {}
-        self._unpacked_len: dict[str, int] = {}
-
-    def bad(self, where: str, message: str) -> None:
-        self.v.findings.append(Finding(where, message))
-
-    def _count(self, n: int) -> None:
-        self.v.bytes_read += n
-        if self.on_bytes is not None:
-            self.on_bytes(n)
-
-    def raw(self, path: str) -> tuple[int, str] | None:
-        """``(size, sha256 hex)`` of a member, read once; None (and a finding) when unreadable."""
-        if path in self._raw:
-            return self._raw[path]
-        import hashlib
-
-        from ocisquash.errors import OcisquashError
-        res: tuple[int, str] | None = None
-        try:
-            h = hashlib.sha256()
-            n = 0
-            f = self.tree.open(path)
-            try:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-                    n += len(chunk)
-                    self._count(len(chunk))
-            finally:
-                f.close()
-            res = (n, h.hexdigest())
-            self.v.blobs_checked += 1
-        except OcisquashError as e:
-            self.bad(path, str(e))
-        self._raw[path] = res
-        return res
-
-    def diff_id(self, path: str, codec: Codec | None) -> Digest | None:
-        """The sha256 of a layer's decompressed stream (every byte to EOF); None (and a finding) on error."""
-        if path in self._unpacked:
-            return self._unpacked[path]
-        from ocisquash import tarheader
-        from ocisquash.compression import decompressing_reader
-        from ocisquash.digest import HashingReader
-        from ocisquash.errors import OcisquashError
-        res: Digest | None = None
-        f = None
-        try:
-            f = self.tree.open(path)
-            r = HashingReader(decompressing_reader(f, path, codec))
-            watched = _Watched(r)
-            try:
-                # the layer must be a whole tar, not only hash right: a member whose (PAX) size runs past
-                # the end is a truncated layer that every unpacker refuses
-                for _ in tarheader.headers(watched, path, stream=True):  # type: ignore[arg-type]
-                    pass
-            except OcisquashError as e:
-                if watched.failed:
-                    raise  # the stream itself failed (corrupt, a bomb): reported below as such
-                self.bad(path, f"not a valid layer tar: {e}")
-            r.drain()
-            res = r.digest()
-            self._unpacked_len[path] = r.count
-        except OcisquashError as e:
-            self.bad(path, f"cannot decompress: {e}")
-        except (OSError, EOFError, ValueError) as e:
-            self.bad(path, f"cannot decompress: {e}")
-        finally:
-            if f is not None:
-                f.close()
-        self._unpacked[path] = res
-        return res
-
-    def blob(self, path: str, digest: Digest | None, size: int | None, what: str) -> bool:
-        if not self.tree.exists(path):
-            self.bad(path, f"{what} is missing")
-            return False
-        got = self.raw(path)
-        if got is None:
-            return False
-        ok = True
-        if size is not None and got[0] != size:
-            self.bad(path, f"{what} is {got[0]} bytes; its descriptor says {size}")
-            ok = False
-        if digest is not None and digest.algorithm == "sha256" and got[1] != digest.encoded:
-            self.bad(path, f"{what} hashes to sha256:{got[1]}, not {digest}")
-            ok = False
-        return ok
-
-    def _config_digest(self, path: str) -> Digest | None:
-        """The digest of a config's bytes, or None when it cannot be read (then it is checked as usual)."""
-        from ocisquash.errors import OcisquashError
-        try:
-            return Digest.of(self.tree.read(path, 64 << 20))
-        except OcisquashError:
-            return None
-
-    def config(self, path: str, where: str) -> Any:
-        from ocisquash.errors import OcisquashError
-        from ocisquash.model import ImageConfig
-        try:
-            return ImageConfig.parse(self.tree.read(path, 64 << 20), where)
-        except OcisquashError as e:
-            self.bad(where, str(e))
-            return None
-
-    def image(self, name: str, cfg: Any, layers: list[tuple[str, Digest | None, int | None, Codec | None]],
-              recorded: list[str | None] | None = None) -> None:
-        from ocisquash.model import UNCOMPRESSED_SIZE
-
-        info: dict[str, Any] = {"name": name, "layers": len(layers)}
-        self.v.images.append(info)
-        if cfg is None:
-            return
-        info["id"] = str(cfg.digest)
-        diff_ids = list(cfg.diff_ids)
-        if len(diff_ids) != len(layers):
-            self.bad(name, f"{len(layers)} layers but the config lists {len(diff_ids)} diff IDs")
-        nonempty = sum(1 for h in cfg.history if not h.empty_layer)
-        if cfg.history and nonempty > len(diff_ids):
-            self.bad(name, f"config history has {nonempty} non-empty entries for {len(diff_ids)} layers "
-                           "(docker load refuses this)")
-        got_ids: list[Digest] = []
-        for i, (path, digest, size, codec) in enumerate(layers):
-            what = f"layer {i + 1}/{len(layers)}"
-            if not self.tree.exists(path) and digest is not None:
-                self.bad(path, f"{name}: {what} {digest} is missing")
-                continue
-            self.blob(path, digest, size, f"{name}: {what}")
-            got = self.diff_id(path, codec)
-            if got is None:
-                continue
-            got_ids.append(got)
-            claim = recorded[i] if recorded and i < len(recorded) else None
-            if claim is not None and claim != str(self._unpacked_len.get(path)):
-                self.bad(path, f"{name}: {what} is {self._unpacked_len.get(path)} bytes uncompressed, but its "
-                               f"{UNCOMPRESSED_SIZE} annotation says {claim}")
-            if i < len(diff_ids) and got != diff_ids[i]:
-                self.bad(path, f"{name}: {what} uncompressed hashes to {got}, but the config's diff ID is "
-                               f"{diff_ids[i]}")
-        info["diff_ids"] = [str(d) for d in diff_ids]
-        info["chain_ids"] = [str(c) for c in chain_ids(diff_ids)]
-        if len(got_ids) == len(diff_ids) and got_ids != diff_ids:
-            info["computed_chain_ids"] = [str(c) for c in chain_ids(got_ids)]
-            self.bad(name, f"chain ID is {chain_ids(got_ids)[-1]} from the layers' contents, "
-                           f"not {chain_ids(diff_ids)[-1]} as the config's diff IDs give")
-
-    # ---- OCI layout
-    def layout(self) -> None:
-        from ocisquash import model
-        from ocisquash.errors import OcisquashError
-        from ocisquash.layout import blob_path, names_of
-        try:
-            index = model.Index.parse(self.tree.read("index.json", 64 << 20), "index.json")
-        except OcisquashError as e:
-            self.bad("index.json", str(e))
-            return
-
-        def walk(desc: model.Descriptor, top: model.Descriptor, depth: int) -> None:
-            if desc.media_type not in model.INDEX_TYPES + model.MANIFEST_TYPES or depth > 8:
-                return
-            try:
-                path = blob_path(desc.digest)
-            except OcisquashError as e:
-                self.bad("index.json", str(e))
-                return
-            if not self.tree.exists(path):
-                if desc is top:
-                    self.bad(path, f"manifest {desc.digest} named in index.json is missing")
-                return  # a platform nobody pulled
-            if not self.blob(path, desc.digest, desc.size, f"manifest {desc.digest}"):
-                return
-            try:
-                data = self.tree.read(path, 64 << 20)
-                obj = model.load_json(data, path)
-                if model.document_kind(obj, desc.media_type) == "index":
-                    for child in model.Index.parse(data, path, media_type=desc.media_type).manifests:
-                        walk(child, top, depth + 1)
-                    return
-                man = model.Manifest.parse(data, path, media_type=desc.media_type)
-            except OcisquashError as e:
-                self.bad(path, str(e))
-                return
-            if man.config.media_type not in model.CONFIG_TYPES:
-                return
-            if self.only is not None and man.config.digest != self.only:
-                return
-            name = ", ".join(names_of(top)) or str(desc.digest)
-            if desc.platform is not None:
-                name += f" [{desc.platform}]"
-            cpath = blob_path(man.config.digest)
-            cfg = None
-            if self.blob(cpath, man.config.digest, man.config.size, f"{name}: config"):
-                cfg = self.config(cpath, f"{name}: config {man.config.digest}")
-            from ocisquash.compression import codec_of_media_type
-            self.image(name, cfg, [(blob_path(ld.digest), ld.digest, ld.size, codec_of_media_type(ld.media_type))
-                                   for ld in man.layers],
-                       [ld.annotations.get(model.UNCOMPRESSED_SIZE) for ld in man.layers])
-
-        for d in index.manifests:
-            walk(d, d, 0)
-        if self.only is not None:
-            return  # one image asked for: its blobs were checked above; the others are not its business
-        for path in sorted(self.tree.names()):  # every blob must hash to its own name, referenced or not
-            parts = path.split("/")
-            if len(parts) == 3 and parts[:2] == ["blobs", "sha256"]:
-                got = self.raw(path)
-                if got is not None and got[1] != parts[2]:
-                    self.bad(path, f"blob content hashes to sha256:{got[1]}, not its name")
-
-    # ---- docker save
-    def docker(self) -> None:
-        from ocisquash import model
-        from ocisquash.dockerarchive import _claimed
-        from ocisquash.errors import OcisquashError
-        try:
-            items = model.load_json(self.tree.read("manifest.json", 64 << 20), "manifest.json")
-            if not isinstance(items, list):
-                raise OcisquashError("manifest.json: must be a JSON list")
-        except OcisquashError as e:
-            self.bad("manifest.json", str(e))
-            return
-        for i, item in enumerate(items):
-            try:
-                f = model.Fields(item, "manifest.json", f"[{i}]")
-                cpath = f.req_str("Config")
-                lpaths = f.str_list("Layers")
-                tags = f.str_list("RepoTags")
-            except OcisquashError as e:
-                self.bad("manifest.json", str(e))
-                continue
-            name = ", ".join(tags) or f"manifest.json[{i}]"
-            if self.only is not None and self._config_digest(cpath) not in (None, self.only):
-                continue
-            cfg = None
-            if self.blob(cpath, _claimed(cpath), None, f"{name}: config"):
-                cfg = self.config(cpath, f"{name}: {cpath}")
-            self.image(name, cfg, [(p, _claimed(p), None, None) for p in lpaths])
-
-
-class _Watched:
-    """A buffered reader (a tar walk reads 512-byte headers) that remembers whether a read of the stream
-    underneath failed."""
-
-    def __init__(self, raw: Any) -> None:
-        self._raw = raw
-        self._buf = b""
-        self._pos = 0
-        self.failed = False
-
-    def read(self, n: int) -> bytes:
-        if self._pos >= len(self._buf):
-            try:
-                self._buf, self._pos = bytes(self._raw.read(1 << 20)), 0
-            except BaseException:
-                self.failed = True
-                raise
-        out = self._buf[self._pos:self._pos + n]
-        self._pos += len(out)
-        return out
-
-
-def validate(source: Any, on_bytes: Callable[[int], None] | None = None, only: Digest | None = None) -> Validation:
-    """Recompute every digest, size, diff ID and chain ID of every image of an opened ``Source``, and check
-    every blob of a layout against its name; or, with ``only``, just the image whose config digest it is."""
-    val = _Validator(source.tree, source.label, on_bytes, only)
-    if source.kind == "docker":
-        val.docker()
-        if source.tree.exists("index.json"):
-            val.layout()  # Docker 25+ and containerd tars hold an OCI layout too: check it as well
-    else:
-        val.layout()
-    return val.v
-
-
-def total_bytes(source: Any) -> int:
-    """Bytes ``validate`` will read (hash) once each, for a progress bar: the blobs of an OCI layout, and
-    the config and layers ``manifest.json`` names in a docker tarball (not the legacy copies beside them)."""
-    tree = source.tree
-    names: set[str] = set()
-    if source.kind == "docker":
-        try:
-            from ocisquash import model
-
-            items = model.load_json(tree.read("manifest.json", 64 << 20), "manifest.json")
-            for item in items if isinstance(items, list) else []:
-                if isinstance(item, dict):
-                    refs = [item.get("Config"), *(item.get("Layers") or [])]
-                    names.update(r for r in refs if isinstance(r, str))
-        except Exception:
-            names = set(tree.names())  # validate reports what is wrong; the bar just counts everything
-    if source.kind != "docker" or tree.exists("index.json"):
-        names.update(n for n in tree.names() if n.startswith("blobs/sha256/") and n.count("/") == 2)
-    total = 0
-    for n in names:
-        try:
-            total += tree.size(n)
-        except Exception:
-            continue
-    return total

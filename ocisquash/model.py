@@ -38,17 +38,10 @@ SCHEMA1 = (
 INDEX_TYPES = (OCI_INDEX, DOCKER_LIST)
 MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 CONFIG_TYPES = (OCI_CONFIG, DOCKER_CONFIG)
-LAYER_TYPES = (
-    OCI_LAYER, OCI_LAYER_GZIP, OCI_LAYER_ZSTD, OCI_LAYER_ND, OCI_LAYER_ND + "+gzip", OCI_LAYER_ND + "+zstd",
-    DOCKER_LAYER, DOCKER_LAYER_GZIP, DOCKER_LAYER_ZSTD, DOCKER_FOREIGN,
-)
 REF_NAME = "org.opencontainers.image.ref.name"
 UNCOMPRESSED_SIZE = "io.ocisquash.layer.uncompressed-size"
 """On a layer ocisquash compresses: the byte length of its uncompressed tar (what listings show as SIZE)."""
 CONTAINERD_NAME = "io.containerd.image.name"
-
-DEFAULT_MAX_JSON = 16 << 20
-
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     out: dict[str, Any] = {}
@@ -188,9 +181,6 @@ class Fields:
     def flag(self, key: str) -> bool:
         return bool(self._get(key, bool, False))
 
-    def opt_dict(self, key: str, required: bool = False) -> dict[str, Any] | None:
-        return self._get(key, dict, required)  # type: ignore[no-any-return]
-
     def sub(self, key: str) -> Fields:
         return Fields(self._get(key, dict, True), self.where, self._name(key))
 
@@ -309,9 +299,6 @@ class Descriptor:
         if self.platform is not None:
             out["platform"] = self.platform.to_json()
         return out
-
-    def with_annotations(self, annotations: dict[str, str]) -> Descriptor:
-        return Descriptor(self.media_type, self.digest, self.size, annotations, self.platform, self.urls)
 
 
 def _check_schema(f: Fields) -> None:

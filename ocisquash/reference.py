@@ -69,13 +69,9 @@ def is_valid_tagged(ref: str) -> bool:
 def repo_and_tag(name: str) -> tuple[str, str]:
     """For display: ``(repository, tag)`` in familiar form; a bare tag (a layout ref.name) has no repository."""
     n, tag, _ = split(name)
-    if tag is None and "/" not in n and ":" not in name and not _looks_like_repo(n):
+    if tag is None and "/" not in n and ":" not in name:
         return "<none>", n
     return familiar_name(normalize_name(n)), tag or "latest"
-
-
-def _looks_like_repo(n: str) -> bool:
-    return False
 
 
 def matches(user: str, names: list[str]) -> bool:

@@ -212,8 +212,8 @@ def test_index_fan_out_is_capped(tmp_path: Path) -> None:
     m["index.json"] = I.jbytes({"schemaVersion": 2, "manifests": [desc]})
     p = tmp_path / "fan.tar"
     p.write_bytes(I.tar_of(m))
-    limits.configure({"max_images": 500})
-    with pytest.raises(LimitExceeded, match=r"more than 500 manifests in all \(cap max_images\)"):
+    with (limits.scoped({"max_images": 500}),
+          pytest.raises(LimitExceeded, match=r"more than 500 manifests in all \(cap max_images\)")):
         open_source(str(p))
 
 

@@ -1,6 +1,6 @@
 """Every safety cap of ``ocisquash.limits`` is enforced where it belongs, and says how to raise it.
 
-Each test lowers one cap (``OCISQUASH_<NAME>`` in the environment, ``limits.configure`` or
+Each test lowers one cap (``OCISQUASH_<NAME>`` in the environment, ``limits.scoped`` or
 ``--limit``), feeds an input just over it and checks the ``LimitExceeded`` names the cap, the env var
 and the option; where cheap, the same input under the default (or a raised) cap is read fine, so the
 check is not just "everything fails".
@@ -77,8 +77,7 @@ def test_max_json_docker_config_member(tmp_path: Path) -> None:
     m = I.members_docker()
     cfg = json.loads(m["manifest.json"])[0]["Config"]
     p = write(tmp_path, "d.tar", I.tar_of(m))
-    limits.configure({"max_json": len(m[cfg]) - 1})
-    with pytest.raises(LimitExceeded) as e:
+    with limits.scoped({"max_json": len(m[cfg]) - 1}), pytest.raises(LimitExceeded) as e:
         load_all(p)
     assert_cap(e, "max_json", cfg)
 
@@ -87,9 +86,8 @@ def test_max_json_manifest_blob_by_descriptor_size(tmp_path: Path) -> None:
     m = I.members_oci()
     p = write(tmp_path, "o.tar", I.tar_of(m))
     man_size = json.loads(m["index.json"])["manifests"][0]["size"]
-    limits.configure({"max_json": max(man_size - 1, len(m["index.json"]))})
     assert man_size > len(m["index.json"])
-    with pytest.raises(LimitExceeded) as e:
+    with limits.scoped({"max_json": max(man_size - 1, len(m["index.json"]))}), pytest.raises(LimitExceeded) as e:
         load_all(p)
     assert_cap(e, "max_json", "manifest")
 
@@ -111,8 +109,8 @@ def test_max_json_raised_above_the_default_is_honoured(tmp_path: Path) -> None:
     with pytest.raises(LimitExceeded) as e:
         load_all(p)
     assert_cap(e, "max_json", "big-config.json")
-    limits.configure({"max_json": 32 << 20})
-    assert load_all(p) > 0
+    with limits.scoped({"max_json": 32 << 20}):
+        assert load_all(p) > 0
 
 
 # ------------------------------------------------------------------------------------------ index depth
@@ -158,8 +156,7 @@ def test_max_images_oci(tmp_path: Path) -> None:
     p = write(tmp_path, "o.tar", I.tar_of(m))
     with open_source(str(p)) as src:
         assert len(src.candidates) == 3
-    limits.configure({"max_images": 2})
-    with pytest.raises(LimitExceeded) as e:
+    with limits.scoped({"max_images": 2}), pytest.raises(LimitExceeded) as e:
         open_source(str(p))
     # the walk stops at the first manifest over the cap (an index bomb never finishes otherwise)
     assert_cap(e, "max_images", "more than 2 manifests")
@@ -170,8 +167,7 @@ def test_max_images_docker(tmp_path: Path) -> None:
     items = json.loads(m["manifest.json"])
     m["manifest.json"] = I.jbytes([dict(items[0], RepoTags=[f"a:{i}"]) for i in range(3)])
     p = write(tmp_path, "d.tar", I.tar_of(m))
-    limits.configure({"max_images": 2})
-    with pytest.raises(LimitExceeded) as e:
+    with limits.scoped({"max_images": 2}), pytest.raises(LimitExceeded) as e:
         open_source(str(p))
     assert_cap(e, "max_images", "3 images")
 
@@ -180,10 +176,9 @@ def test_max_images_docker(tmp_path: Path) -> None:
 def test_max_layers(tmp_path: Path, kind: str) -> None:
     m = I.members_oci() if kind == "oci" else I.members_docker()
     p = write(tmp_path, f"{kind}.tar", I.tar_of(m))
-    limits.configure({"max_layers": 3})
-    assert load_all(p) > 0
-    limits.configure({"max_layers": 2})
-    with pytest.raises(LimitExceeded) as e:
+    with limits.scoped({"max_layers": 3}):
+        assert load_all(p) > 0
+    with limits.scoped({"max_layers": 2}), pytest.raises(LimitExceeded) as e:
         load_all(p)
     assert_cap(e, "max_layers", "3 layers")
 
@@ -191,10 +186,9 @@ def test_max_layers(tmp_path: Path, kind: str) -> None:
 def test_max_outer_members(tmp_path: Path) -> None:
     m = I.members_docker()
     p = write(tmp_path, "d.tar", I.tar_of(m))
-    limits.configure({"max_outer_members": len(m)})
-    assert load_all(p) > 0
-    limits.configure({"max_outer_members": len(m) - 1})
-    with pytest.raises(LimitExceeded) as e:
+    with limits.scoped({"max_outer_members": len(m)}):
+        assert load_all(p) > 0
+    with limits.scoped({"max_outer_members": len(m) - 1}), pytest.raises(LimitExceeded) as e:
         load_all(p)
     assert_cap(e, "max_outer_members", f"more than {len(m) - 1} members")
 
@@ -262,18 +256,16 @@ def test_max_ratio_stops_a_gzip_bomb(bomb_80m: Path, monkeypatch: pytest.MonkeyP
 def test_ratio_cap_waits_for_64_mib_and_default_passes(bomb_80m: Path, tmp_path: Path) -> None:
     """Small layers of zeros never trip the ratio, however low it is set; the default lets 80 MiB pass."""
     small = bomb_layout(tmp_path, 8 * MIB)
-    limits.configure({"max_ratio": 2})
-    assert load_all(small) > 8 * MIB
-    limits.reset()
+    with limits.scoped({"max_ratio": 2}):
+        assert load_all(small) > 8 * MIB
     assert load_all(bomb_80m) > 80 * MIB
 
 
 def test_max_layer_bytes(tmp_path: Path) -> None:
     lay = bomb_layout(tmp_path, 3 * MIB)
-    limits.configure({"max_layer_bytes": 4 * MIB})
-    assert load_all(lay) > 3 * MIB
-    limits.configure({"max_layer_bytes": 2 * MIB})
-    with pytest.raises(LimitExceeded) as e:
+    with limits.scoped({"max_layer_bytes": 4 * MIB}):
+        assert load_all(lay) > 3 * MIB
+    with limits.scoped({"max_layer_bytes": 2 * MIB}), pytest.raises(LimitExceeded) as e:
         load_all(lay)
     assert_cap(e, "max_layer_bytes", f"decompresses to more than {2 * MIB} bytes")
 
@@ -286,12 +278,10 @@ def test_ratio_applies_to_a_compressed_outer_tarball(tmp_path: Path, monkeypatch
     spool = tmp_path / "spool"
     spool.mkdir()
     monkeypatch.setattr(tempfile, "tempdir", str(spool))
-    limits.configure({"max_ratio": 50})
-    with pytest.raises(LimitExceeded) as e:
+    with limits.scoped({"max_ratio": 50}), pytest.raises(LimitExceeded) as e:
         open_source(str(p))
     assert_cap(e, "max_ratio", "a decompression bomb?")
     assert list(spool.iterdir()) == []  # the half-written spool file is gone
-    limits.reset()
     with pytest.raises(Exception, match="holds no images"), open_source(str(p)) as src:
         src.choose()
     assert list(spool.iterdir()) == []
@@ -306,8 +296,7 @@ def _plan(*tars: bytes) -> merge.MergePlan:
 def test_max_entries_per_layer() -> None:
     tar = layer(*(f(f"f{i}", b"") for i in range(5)))
     _plan(tar)
-    limits.configure({"max_entries_per_layer": 4})
-    with pytest.raises(LimitExceeded) as e:
+    with limits.scoped({"max_entries_per_layer": 4}), pytest.raises(LimitExceeded) as e:
         _plan(tar)
     assert_cap(e, "max_entries_per_layer", "too many tar entries")
 
@@ -315,8 +304,7 @@ def test_max_entries_per_layer() -> None:
 def test_max_path() -> None:
     tar = layer(f("d/" + "n" * 300, b"x"))
     _plan(tar)
-    limits.configure({"max_path": 200})
-    with pytest.raises(LimitExceeded) as e:
+    with limits.scoped({"max_path": 200}), pytest.raises(LimitExceeded) as e:
         _plan(tar)
     assert_cap(e, "max_path", "too long")
 
@@ -324,8 +312,7 @@ def test_max_path() -> None:
 def test_max_pax_header() -> None:
     tar = layer(f("big-pax", b"x", pax={"comment": "c" * 5000}))
     _plan(tar)
-    limits.configure({"max_pax_header": 4096})
-    with pytest.raises(LimitExceeded) as e:
+    with limits.scoped({"max_pax_header": 4096}), pytest.raises(LimitExceeded) as e:
         _plan(tar)
     assert_cap(e, "max_pax_header", "header of")
 
@@ -333,8 +320,7 @@ def test_max_pax_header() -> None:
 def test_max_pax_header_gnu_longname() -> None:
     tar = layer(f("g/" + "L" * 3000, b"x"), fmt=tarfile.GNU_FORMAT)
     _plan(tar)
-    limits.configure({"max_pax_header": 1024})
-    with pytest.raises(LimitExceeded) as e:
+    with limits.scoped({"max_pax_header": 1024}), pytest.raises(LimitExceeded) as e:
         _plan(tar)
     assert_cap(e, "max_pax_header", "header of")
 
@@ -349,13 +335,36 @@ def test_cli_limit_option_and_env(tmp_path: Path, capsys: pytest.CaptureFixture[
     err = capsys.readouterr().err
     assert "(cap max_layers)" in err and "--limit max_layers=N" in err and "OCISQUASH_MAX_LAYERS=N" in err
     assert not out.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["d.tar"]
-    limits.reset()
-    monkeypatch.setenv("OCISQUASH_MAX_LAYERS", "2")
+    monkeypatch.setenv("OCISQUASH_MAX_LAYERS", "2")  # read afresh: the run above left no caps behind
     assert main(["convert", str(src), str(out)]) == 1
     assert "(cap max_layers)" in capsys.readouterr().err
-    limits.reset()
+    monkeypatch.delenv("OCISQUASH_MAX_LAYERS")
     assert main(["convert", str(src), str(out), "--limit", "layers=3"]) == 0
     assert out.is_file()
+
+
+def test_cli_limit_lasts_one_run(tmp_path: Path) -> None:
+    """``main`` puts the caps back when it returns: a ``--limit`` does not refuse the next run in the
+    process, nor a library call after it."""
+    src = write(tmp_path, "d.tar", I.tar_of(I.members_docker()))
+    before = limits.current()
+    assert main(["convert", str(src), str(tmp_path / "a.tar"), "--limit", "max_layers=2"]) == 1
+    assert limits.current() == before
+    assert load_all(src) > 0
+    assert main(["convert", str(src), str(tmp_path / "b.tar")]) == 0
+
+
+def test_scoped_puts_back_the_caps_before_it(tmp_path: Path) -> None:
+    p = write(tmp_path, "d.tar", I.tar_of(I.members_docker()))
+    before = limits.current()
+    with limits.scoped({"max_layers": 7}) as outer:
+        assert outer.max_layers == 7 and limits.current() is outer
+        with pytest.raises(LimitExceeded), limits.scoped({"max_layers": 2}):
+            load_all(p)  # the error leaves the inner block: its cap must go with it
+        assert limits.current() is outer
+        limits.configure({"max_images": 3})  # what --limit does inside main's scope
+        assert limits.current().max_images == 3
+    assert limits.current() == before
 
 
 def test_cli_bad_limit_values(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from ocisquash import listing
+from ocisquash import goformat, listing
 from ocisquash.digest import Digest
 from ocisquash.errors import UsageError
 
@@ -33,7 +33,7 @@ def test_human_duration_like_go_units(secs: float, text: str) -> None:
     (999_999, "1MB"), (1_230_000_000, "1.23GB"),
 ])
 def test_human_size_like_go_units(n: int, text: str) -> None:
-    assert listing.human_size(n) == text
+    assert goformat.human_size(n) == text
 
 
 @pytest.mark.parametrize(("pat", "text", "ok"), [

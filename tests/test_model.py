@@ -122,7 +122,7 @@ def test_schema_version_must_be_2() -> None:
 
 def test_manifest_fields_checked() -> None:
     m = model.Manifest.parse(jbytes(_manifest()), "m.json")
-    assert m.layers[0].size == 20 and m.config.digest.hex == "c" * 64
+    assert m.layers[0].size == 20 and m.config.digest.encoded == "c" * 64
     for bad, word in ((_manifest(layers=None), "layers"), (_manifest(config=[]), "config"),
                       (_manifest(layers=[{"mediaType": model.OCI_LAYER, "digest": "sha256:" + "d" * 64,
                                           "size": -1}]), "negative"),

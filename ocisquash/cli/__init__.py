@@ -79,18 +79,12 @@ def completion(shell: str = typer.Argument(..., metavar="SHELL", help="bash, zsh
     typer.echo(get_completion_script(prog_name="ocisquash", complete_var="_OCISQUASH_COMPLETE", shell=shell))
 
 
-def _register() -> None:
-    from ocisquash.cli import convert as _convert  # noqa: F401
-
-    for name in ("squash", "listing"):
-        try:
-            __import__(f"ocisquash.cli.{name}")
-        except ModuleNotFoundError as e:
-            if e.name != f"ocisquash.cli.{name}":
-                raise
-
-
-_register()
+# Each command module registers its commands on ``app`` with ``@app.command`` when imported (so ``app``
+# must exist first); the library code they run is imported inside the command functions, for start-up time.
+# Imported one by one: ``--help`` lists the commands in this order.
+from ocisquash.cli import convert  # noqa: E402, F401, I001
+from ocisquash.cli import squash  # noqa: E402, F401
+from ocisquash.cli import listing  # noqa: E402, F401
 
 
 def _commands() -> set[str]:
@@ -175,6 +169,16 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
+def _run(args: list[str]) -> object:
+    """The typer app, with the caps a run's ``--limit`` sets put back when it returns (``limits.scoped``):
+    ``main`` may run many times in one process (a library caller, the tests), and one run's ``--limit``
+    must not carry over to the next."""
+    from ocisquash import limits
+
+    with limits.scoped():
+        return app(args=args, prog_name="ocisquash", standalone_mode=False)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     args, debug_flag = _split_global_flags(args)
@@ -187,7 +191,7 @@ def main(argv: list[str] | None = None) -> int:
         completion_init()
     try:
         args = _with_default_command(args)
-        rv = app(args=args, prog_name="ocisquash", standalone_mode=False)
+        rv = _run(args)
         # typer turns Ctrl-C into its own Exit(130), which standalone_mode=False *returns*: an int here
         # is an exit status, never a success to drop on the floor.
         if isinstance(rv, int) and not isinstance(rv, bool) and rv != 0:

@@ -126,12 +126,6 @@ class Progressor:
             self._p.update(self._task, description=_escape(description))
 
 
-def _human(n: float) -> str:
-    from ocisquash.listing import human_size
-
-    return human_size(int(n))
-
-
 def _clock(seconds: float) -> str:
     s = int(seconds + 0.5)
     return f"{s // 3600}:{s // 60 % 60:02}:{s % 60:02}" if s >= 3600 else f"{s // 60}:{s % 60:02}"
@@ -143,9 +137,11 @@ def progress_text(unit: str, done: float, total: float | None, speed: float | No
         return ""  # nothing counted yet, nothing known: a spinner says enough
     if unit != "bytes":
         return f"{int(done)}/{int(total)}" if total is not None else f"{int(done)}"
-    parts = [f"{_human(done)} / {_human(total)}" if total is not None else _human(done)]
+    from ocisquash.goformat import human_size
+
+    parts = [f"{human_size(int(done))} / {human_size(int(total))}" if total is not None else human_size(int(done))]
     if speed:
-        parts.append(f"{_human(speed)}/s")
+        parts.append(f"{human_size(int(speed))}/s")
         if total is not None and total > done:
             parts.append(f"ETA {_clock((total - done) / speed)}")
     return "  ".join(parts)

@@ -6,64 +6,59 @@ import time
 
 import typer
 
-from ocisquash.cli import common
+from ocisquash.cli import app, common
 
 
-def _register() -> None:
-    from ocisquash.cli import app
+@app.command(
+    "convert",
+    help=(
+        "Copy an image between docker save tarballs and OCI layouts, verifying every blob.\n\n"
+        "The output format follows OUT: a directory is an OCI layout, a .tar (or '-') is a docker save "
+        "tarball whatever the input's form (it is also a valid OCI layout tar); --format overrides "
+        "(oci-archive: a pure OCI layout tar). IN and OUT may be '-'; a pipe or FIFO as IN is read once. "
+        + common.IN_OUT_HELP + "\n\n"
+        "Examples:\n\n"
+        "  ocisquash convert app.tar app-oci/            # docker save tar -> OCI layout dir\n\n"
+        "  ocisquash convert app-oci/ app.tar --tag app:1.0 --compression zstd"
+    ),
+)
+def convert(
+    source: str = common.IN_ARG,
+    dest: str = typer.Argument(..., metavar="OUT", help="Output path, or - for standard output."),
+    image: str | None = common.IMAGE_OPTION,
+    platform: str | None = common.PLATFORM_OPTION,
+    tag: list[str] | None = typer.Option(None, "--tag", "-t", help="Name the output (repeatable)."),
+    fmt: str | None = typer.Option(None, "--format", help=common.FORMAT_HELP),
+    compression: str | None = typer.Option(None, "--compression", "-c",
+                                           help="Recompress layers: gzip, zstd or none (default: keep)."),
+    level: int | None = typer.Option(None, "--level", help="Compression level (gzip 0-3, zstd 1-19)."),
+    quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+    limit: list[str] | None = common.LIMIT_OPTION,
+    creds: str | None = common.CREDS_OPTION,
+    authfile: str | None = common.AUTHFILE_OPTION,
+    cert_dir: str | None = common.CERT_DIR_OPTION,
+    tls_verify: str = common.TLS_VERIFY_OPTION,
+) -> None:
+    # The library (codecs, sources, sinks: ~60 ms to import) loads only when the command runs, for start-up time.
+    from ocisquash import convert as convert_lib
 
-    @app.command(
-        "convert",
-        help=(
-            "Copy an image between docker save tarballs and OCI layouts, verifying every blob.\n\n"
-            "The output format follows OUT: a directory is an OCI layout, a .tar (or '-') is a docker save "
-            "tarball whatever the input's form (it is also a valid OCI layout tar); --format overrides "
-            "(oci-archive: a pure OCI layout tar). IN and OUT may be '-'; a pipe or FIFO as IN is read once. "
-            + common.IN_OUT_HELP + "\n\n"
-            "Examples:\n\n"
-            "  ocisquash convert app.tar app-oci/            # docker save tar -> OCI layout dir\n\n"
-            "  ocisquash convert app-oci/ app.tar --tag app:1.0 --compression zstd"
-        ),
-    )
-    def convert(
-        source: str = common.IN_ARG,
-        dest: str = typer.Argument(..., metavar="OUT", help="Output path, or - for standard output."),
-        image: str | None = common.IMAGE_OPTION,
-        platform: str | None = common.PLATFORM_OPTION,
-        tag: list[str] | None = typer.Option(None, "--tag", "-t", help="Name the output (repeatable)."),
-        fmt: str | None = typer.Option(None, "--format", help=common.FORMAT_HELP),
-        compression: str | None = typer.Option(None, "--compression", "-c",
-                                               help="Recompress layers: gzip, zstd or none (default: keep)."),
-        level: int | None = typer.Option(None, "--level", help="Compression level (gzip 0-3, zstd 1-19)."),
-        quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
-        json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-        limit: list[str] | None = common.LIMIT_OPTION,
-        creds: str | None = common.CREDS_OPTION,
-        authfile: str | None = common.AUTHFILE_OPTION,
-        cert_dir: str | None = common.CERT_DIR_OPTION,
-        tls_verify: str = common.TLS_VERIFY_OPTION,
-    ) -> None:
-        # The library (codecs, sources, sinks: ~60 ms to import) loads only when the command runs, for start-up time.
-        from ocisquash import convert as convert_lib
+    common.apply_limits(limit)
+    common.apply_registry(creds, authfile, cert_dir, tls_verify)
+    common.check_level(level, compression)
+    source, image, out, fmt, tag = common.resolve_io(source, image, dest, fmt, tag)
+    dest = out or dest
+    t0 = time.monotonic()
+    with common.progress(quiet) as prog:
+        result = convert_lib.convert(source, dest, image=image, platform=platform, tags=tag or [], fmt=fmt,
+                                     compression=compression, level=level, on_step=prog.describe,
+                                     on_start=prog.phase, on_bytes=prog.advance)
+    result["seconds"] = round(time.monotonic() - t0, 3)
+    if json_out:
+        common.print_json(result)
+    elif not quiet:
+        common.err_console().print(
+            f"[green]converted[/] {common.safe(result['image'])} -> {common.safe(result['output'])} "
+            f"({result['format']}, "
+            f"{len(result['layers'])} layers, manifest {result['manifest'][:19]}…)")
 
-        common.apply_limits(limit)
-        common.apply_registry(creds, authfile, cert_dir, tls_verify)
-        common.check_level(level, compression)
-        source, image, out, fmt, tag = common.resolve_io(source, image, dest, fmt, tag)
-        dest = out or dest
-        t0 = time.monotonic()
-        with common.progress(quiet) as prog:
-            result = convert_lib.convert(source, dest, image=image, platform=platform, tags=tag or [], fmt=fmt,
-                                         compression=compression, level=level, on_step=prog.describe,
-                                         on_start=prog.phase, on_bytes=prog.advance)
-        result["seconds"] = round(time.monotonic() - t0, 3)
-        if json_out:
-            common.print_json(result)
-        elif not quiet:
-            common.err_console().print(
-                f"[green]converted[/] {common.safe(result['image'])} -> {common.safe(result['output'])} "
-                f"({result['format']}, "
-                f"{len(result['layers'])} layers, manifest {result['manifest'][:19]}…)")
-
-
-_register()

@@ -1,7 +1,8 @@
 """``images`` (``ls``), ``history``, ``analyze`` and ``validate``: looking inside an input.
 
-Rendering only: the figures come from ``ocisquash.listing``. Tables go to stdout (plain, wide columns
-when stdout is not a terminal, so scripts can cut them); progress and errors go to stderr.
+Rendering only: the figures come from ``ocisquash.listing`` (``validate``'s from ``ocisquash.validate``).
+Tables go to stdout (plain, wide columns when stdout is not a terminal, so scripts can cut them); progress
+and errors go to stderr.
 """
 
 from __future__ import annotations
@@ -300,6 +301,7 @@ def analyze(
 ) -> None:
     from ocisquash import listing
     from ocisquash.sources import open_source
+    from ocisquash.squash import layer_inputs
 
     common.apply_limits(limit)
     common.apply_registry(creds, authfile, cert_dir, tls_verify)
@@ -325,7 +327,7 @@ def analyze(
         img = _choose(src, image, platform)
         with common.progress(quiet) as prog:
             prog.phase("reading layer headers", 2 * len(img.layers), unit="items")
-            res = listing.analyze(img, top=top, on_layer=lambda i: prog.advance(1))
+            res = listing.analyze(img, layer_inputs(img), top=top, on_layer=lambda i: prog.advance(1))
     broken = rules.broken(res.efficiency) if ci else []
     if f == "json":
         out = res.to_json()
@@ -348,9 +350,9 @@ def analyze(
 
 def _analyze_table(res: listing.Analysis, no_trunc: bool) -> None:
     from ocisquash import listing
-    from ocisquash.goformat import align, printable
+    from ocisquash.goformat import align, human_size, printable
 
-    hs = listing.human_size
+    hs = human_size
     table = [["LAYER", "DIGEST", "SIZE", "ADDS", "HIDDEN LATER", "CREATED BY", ""]]
     for ly in res.layers:
         made = ly.created_by.replace("\t", " ")
@@ -403,7 +405,8 @@ def validate(
     cert_dir: str | None = common.CERT_DIR_OPTION,
     tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    from ocisquash import listing
+    from ocisquash import goformat
+    from ocisquash import validate as validate_lib
     from ocisquash.sources import open_source
 
     common.apply_limits(limit)
@@ -411,8 +414,8 @@ def validate(
     path, image = _input(path, None)
     with open_source(path) as src, common.progress(quiet) as prog:
         only = src.choose_candidate(image).image_id if image is not None else None
-        prog.phase("validating", listing.total_bytes(src))
-        res = listing.validate(src, on_bytes=prog.advance, only=only)
+        prog.phase("validating", validate_lib.total_bytes(src))
+        res = validate_lib.validate(src, on_bytes=prog.advance, only=only)
     if json_out:
         common.print_json(res.to_json())
     else:
@@ -422,7 +425,7 @@ def validate(
         if not quiet:
             state = "[green]ok[/]" if res.ok else f"[red]{len(res.findings)} problem(s)[/]"
             c.print(f"{_esc(res.label)}: {len(res.images)} image(s), {res.blobs_checked} blobs, "
-                    f"{listing.human_size(res.bytes_read)} read: {state}")
+                    f"{goformat.human_size(res.bytes_read)} read: {state}")
     if not res.ok:
         raise typer.Exit(1)
 

@@ -17,11 +17,9 @@ if TYPE_CHECKING:
 
 def human(n: int | None) -> str:
     """A size as ``images`` and ``history`` print it (docker's units: 61.4kB), so the report compares with them."""
-    if n is None:
-        return "-"
-    from ocisquash.listing import human_size
+    from ocisquash.goformat import human_size
 
-    return human_size(n)
+    return "-" if n is None else human_size(n)
 
 
 def print_report(r: squash_lib.Report) -> None:

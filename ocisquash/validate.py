@@ -1,0 +1,362 @@
+"""``validate``: recompute every digest, size, diff ID and chain ID of an input, and report every mismatch.
+
+A conformance check, not a reader: where the readers (``layout``, ``dockerarchive``) stop at the first
+problem with one clear error, this reads every blob an input names, hashes each once (a blob several
+images share is read once), decompresses every layer to EOF and walks its tar headers, and collects all
+it finds as ``Finding``s. A blob that does not hash to its own name is reported even when nothing refers
+to it. Nothing is written and nothing raises for a bad input: ``Validation.ok`` says whether it passed.
+
+It walks ``index.json`` itself rather than through ``layout.entries``: that walk raises at the first
+missing or mismatching manifest, at a cycle and at the caps, where this one must note the problem and
+go on to the next image. What both need of the layout (blob paths, names of an entry) is ``layout``'s.
+A docker tarball is checked through ``manifest.json``, and through its OCI layout too when it has one
+(Docker 25+, containerd), since ``docker load`` and OCI tools each read one of them.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from ocisquash import model, tarheader
+from ocisquash.archive import Tree
+from ocisquash.compression import Codec, codec_of_media_type, decompressing_reader
+from ocisquash.digest import Digest, HashingReader, chain_ids
+from ocisquash.dockerarchive import _claimed
+from ocisquash.errors import OcisquashError
+from ocisquash.layout import blob_path, names_of
+from ocisquash.sources import Source
+
+MAX_DOCUMENT = 64 << 20
+"""Bytes of one JSON document (index, manifest, config) read for checking, whatever ``--limit`` says."""
+
+MAX_DEPTH = 8
+"""Nested indexes followed from index.json; deeper ones (a cycle, too) are not walked further."""
+
+LayerRef = tuple[str, Digest | None, int | None, Codec | None]
+"""A layer as an image names it: ``(member path, digest, size, codec)``; None where the format does not say
+(a docker tarball's layers have no descriptor: their codec is sniffed, their digest claimed by the name)."""
+
+
+@dataclass
+class Finding:
+    """One mismatch: the member or image it is about, and what is wrong."""
+
+    where: str
+    message: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"where": self.where, "message": self.message}
+
+
+@dataclass
+class Validation:
+    """Every mismatch found (not just the first), and what was checked."""
+
+    label: str
+    images: list[dict[str, Any]] = field(default_factory=list)
+    blobs_checked: int = 0
+    bytes_read: int = 0
+    findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.findings
+
+    def to_json(self) -> dict[str, Any]:
+        return {"input": self.label, "ok": self.ok, "images": self.images, "blobs_checked": self.blobs_checked,
+                "bytes_read": self.bytes_read, "findings": [f.to_json() for f in self.findings]}
+
+
+class _Validator:
+    """One run over one input's tree; each member is read (and hashed, or decompressed) at most once."""
+
+    def __init__(self, tree: Tree, label: str, on_bytes: Callable[[int], None] | None,
+                 only: Digest | None = None) -> None:
+        self.tree = tree
+        self.only = only
+        """Check only the image with this config digest (its config, manifest and layers)."""
+        self.v = Validation(label)
+        self.on_bytes = on_bytes
+        self._raw: dict[str, tuple[int, str] | None] = {}
+        self._unpacked: dict[str, Digest | None] = {}
+        self._unpacked_len: dict[str, int] = {}
+
+    def bad(self, where: str, message: str) -> None:
+        self.v.findings.append(Finding(where, message))
+
+    def _count(self, n: int) -> None:
+        self.v.bytes_read += n
+        if self.on_bytes is not None:
+            self.on_bytes(n)
+
+    def raw(self, path: str) -> tuple[int, str] | None:
+        """``(size, sha256 hex)`` of a member, read once; None (and a finding) when unreadable."""
+        if path in self._raw:
+            return self._raw[path]
+        res: tuple[int, str] | None = None
+        try:
+            h = hashlib.sha256()
+            n = 0
+            f = self.tree.open(path)
+            try:
+                while chunk := f.read(1 << 20):
+                    h.update(chunk)
+                    n += len(chunk)
+                    self._count(len(chunk))
+            finally:
+                f.close()
+            res = (n, h.hexdigest())
+            self.v.blobs_checked += 1
+        except OcisquashError as e:
+            self.bad(path, str(e))
+        self._raw[path] = res
+        return res
+
+    def diff_id(self, path: str, codec: Codec | None) -> Digest | None:
+        """The sha256 of a layer's decompressed stream (every byte to EOF); None (and a finding) on error."""
+        if path in self._unpacked:
+            return self._unpacked[path]
+        res: Digest | None = None
+        f = None
+        try:
+            f = self.tree.open(path)
+            r = HashingReader(decompressing_reader(f, path, codec))
+            watched = _Watched(r)
+            try:
+                # the layer must be a whole tar, not only hash right: a member whose (PAX) size runs past
+                # the end is a truncated layer that every unpacker refuses
+                for _ in tarheader.headers(watched, path, stream=True):  # type: ignore[arg-type]
+                    pass
+            except OcisquashError as e:
+                if watched.failed:
+                    raise  # the stream itself failed (corrupt, a bomb): reported below as such
+                self.bad(path, f"not a valid layer tar: {e}")
+            r.drain()
+            res = r.digest()
+            self._unpacked_len[path] = r.count
+        except OcisquashError as e:
+            self.bad(path, f"cannot decompress: {e}")
+        except (OSError, EOFError, ValueError) as e:
+            self.bad(path, f"cannot decompress: {e}")
+        finally:
+            if f is not None:
+                f.close()
+        self._unpacked[path] = res
+        return res
+
+    def blob(self, path: str, digest: Digest | None, size: int | None, what: str) -> bool:
+        if not self.tree.exists(path):
+            self.bad(path, f"{what} is missing")
+            return False
+        got = self.raw(path)
+        if got is None:
+            return False
+        ok = True
+        if size is not None and got[0] != size:
+            self.bad(path, f"{what} is {got[0]} bytes; its descriptor says {size}")
+            ok = False
+        if digest is not None and digest.algorithm == "sha256" and got[1] != digest.encoded:
+            self.bad(path, f"{what} hashes to sha256:{got[1]}, not {digest}")
+            ok = False
+        return ok
+
+    def _config_digest(self, path: str) -> Digest | None:
+        """The digest of a config's bytes, or None when it cannot be read (then it is checked as usual)."""
+        try:
+            return Digest.of(self.tree.read(path, MAX_DOCUMENT))
+        except OcisquashError:
+            return None
+
+    def config(self, path: str, where: str) -> model.ImageConfig | None:
+        try:
+            return model.ImageConfig.parse(self.tree.read(path, MAX_DOCUMENT), where)
+        except OcisquashError as e:
+            self.bad(where, str(e))
+            return None
+
+    def image(self, name: str, cfg: model.ImageConfig | None, layers: list[LayerRef],
+              recorded: list[str | None] | None = None) -> None:
+        info: dict[str, Any] = {"name": name, "layers": len(layers)}
+        self.v.images.append(info)
+        if cfg is None:
+            return
+        info["id"] = str(cfg.digest)
+        diff_ids = list(cfg.diff_ids)
+        if len(diff_ids) != len(layers):
+            self.bad(name, f"{len(layers)} layers but the config lists {len(diff_ids)} diff IDs")
+        nonempty = sum(1 for h in cfg.history if not h.empty_layer)
+        if cfg.history and nonempty > len(diff_ids):
+            self.bad(name, f"config history has {nonempty} non-empty entries for {len(diff_ids)} layers "
+                           "(docker load refuses this)")
+        got_ids: list[Digest] = []
+        for i, (path, digest, size, codec) in enumerate(layers):
+            what = f"layer {i + 1}/{len(layers)}"
+            if not self.tree.exists(path) and digest is not None:
+                self.bad(path, f"{name}: {what} {digest} is missing")
+                continue
+            self.blob(path, digest, size, f"{name}: {what}")
+            got = self.diff_id(path, codec)
+            if got is None:
+                continue
+            got_ids.append(got)
+            claim = recorded[i] if recorded and i < len(recorded) else None
+            if claim is not None and claim != str(self._unpacked_len.get(path)):
+                self.bad(path, f"{name}: {what} is {self._unpacked_len.get(path)} bytes uncompressed, but its "
+                               f"{model.UNCOMPRESSED_SIZE} annotation says {claim}")
+            if i < len(diff_ids) and got != diff_ids[i]:
+                self.bad(path, f"{name}: {what} uncompressed hashes to {got}, but the config's diff ID is "
+                               f"{diff_ids[i]}")
+        info["diff_ids"] = [str(d) for d in diff_ids]
+        info["chain_ids"] = [str(c) for c in chain_ids(diff_ids)]
+        if len(got_ids) == len(diff_ids) and got_ids != diff_ids:
+            info["computed_chain_ids"] = [str(c) for c in chain_ids(got_ids)]
+            self.bad(name, f"chain ID is {chain_ids(got_ids)[-1]} from the layers' contents, "
+                           f"not {chain_ids(diff_ids)[-1]} as the config's diff IDs give")
+
+    # ---- OCI layout
+    def layout(self) -> None:
+        try:
+            index = model.Index.parse(self.tree.read("index.json", MAX_DOCUMENT), "index.json")
+        except OcisquashError as e:
+            self.bad("index.json", str(e))
+            return
+
+        def walk(desc: model.Descriptor, top: model.Descriptor, depth: int) -> None:
+            if desc.media_type not in model.INDEX_TYPES + model.MANIFEST_TYPES or depth > MAX_DEPTH:
+                return
+            try:
+                path = blob_path(desc.digest)
+            except OcisquashError as e:
+                self.bad("index.json", str(e))
+                return
+            if not self.tree.exists(path):
+                if desc is top:
+                    self.bad(path, f"manifest {desc.digest} named in index.json is missing")
+                return  # a platform nobody pulled
+            if not self.blob(path, desc.digest, desc.size, f"manifest {desc.digest}"):
+                return
+            try:
+                data = self.tree.read(path, MAX_DOCUMENT)
+                obj = model.load_json(data, path)
+                if model.document_kind(obj, desc.media_type) == "index":
+                    for child in model.Index.parse(data, path, media_type=desc.media_type).manifests:
+                        walk(child, top, depth + 1)
+                    return
+                man = model.Manifest.parse(data, path, media_type=desc.media_type)
+            except OcisquashError as e:
+                self.bad(path, str(e))
+                return
+            if man.config.media_type not in model.CONFIG_TYPES:
+                return
+            if self.only is not None and man.config.digest != self.only:
+                return
+            name = ", ".join(names_of(top)) or str(desc.digest)
+            if desc.platform is not None:
+                name += f" [{desc.platform}]"
+            cpath = blob_path(man.config.digest)
+            cfg = None
+            if self.blob(cpath, man.config.digest, man.config.size, f"{name}: config"):
+                cfg = self.config(cpath, f"{name}: config {man.config.digest}")
+            self.image(name, cfg, [(blob_path(ld.digest), ld.digest, ld.size, codec_of_media_type(ld.media_type))
+                                   for ld in man.layers],
+                       [ld.annotations.get(model.UNCOMPRESSED_SIZE) for ld in man.layers])
+
+        for d in index.manifests:
+            walk(d, d, 0)
+        if self.only is not None:
+            return  # one image asked for: its blobs were checked above; the others are not its business
+        for path in sorted(self.tree.names()):  # every blob must hash to its own name, referenced or not
+            parts = path.split("/")
+            if len(parts) == 3 and parts[:2] == ["blobs", "sha256"]:
+                got = self.raw(path)
+                if got is not None and got[1] != parts[2]:
+                    self.bad(path, f"blob content hashes to sha256:{got[1]}, not its name")
+
+    # ---- docker save
+    def docker(self) -> None:
+        try:
+            items = model.load_json(self.tree.read("manifest.json", MAX_DOCUMENT), "manifest.json")
+            if not isinstance(items, list):
+                raise OcisquashError("manifest.json: must be a JSON list")
+        except OcisquashError as e:
+            self.bad("manifest.json", str(e))
+            return
+        for i, item in enumerate(items):
+            try:
+                f = model.Fields(item, "manifest.json", f"[{i}]")
+                cpath = f.req_str("Config")
+                lpaths = f.str_list("Layers")
+                tags = f.str_list("RepoTags")
+            except OcisquashError as e:
+                self.bad("manifest.json", str(e))
+                continue
+            name = ", ".join(tags) or f"manifest.json[{i}]"
+            if self.only is not None and self._config_digest(cpath) not in (None, self.only):
+                continue
+            cfg = None
+            if self.blob(cpath, _claimed(cpath), None, f"{name}: config"):
+                cfg = self.config(cpath, f"{name}: {cpath}")
+            self.image(name, cfg, [(p, _claimed(p), None, None) for p in lpaths])
+
+
+class _Watched:
+    """A buffered reader (a tar walk reads 512-byte headers) that remembers whether a read of the stream
+    underneath failed."""
+
+    def __init__(self, raw: HashingReader) -> None:
+        self._raw = raw
+        self._buf = b""
+        self._pos = 0
+        self.failed = False
+
+    def read(self, n: int) -> bytes:
+        if self._pos >= len(self._buf):
+            try:
+                self._buf, self._pos = bytes(self._raw.read(1 << 20)), 0
+            except BaseException:
+                self.failed = True
+                raise
+        out = self._buf[self._pos:self._pos + n]
+        self._pos += len(out)
+        return out
+
+
+def validate(source: Source, on_bytes: Callable[[int], None] | None = None, only: Digest | None = None) -> Validation:
+    """Recompute every digest, size, diff ID and chain ID of every image of an opened ``Source``, and check
+    every blob of a layout against its name; or, with ``only``, just the image whose config digest it is."""
+    val = _Validator(source.tree, source.label, on_bytes, only)
+    if source.kind == "docker":
+        val.docker()
+        if source.tree.exists("index.json"):
+            val.layout()  # Docker 25+ and containerd tars hold an OCI layout too: check it as well
+    else:
+        val.layout()
+    return val.v
+
+
+def total_bytes(source: Source) -> int:
+    """Bytes ``validate`` will read (hash) once each, for a progress bar: the blobs of an OCI layout, and
+    the config and layers ``manifest.json`` names in a docker tarball (not the legacy copies beside them)."""
+    tree = source.tree
+    names: set[str] = set()
+    if source.kind == "docker":
+        try:
+            items = model.load_json(tree.read("manifest.json", MAX_DOCUMENT), "manifest.json")
+            for item in items if isinstance(items, list) else []:
+                if isinstance(item, dict):
+                    refs = [item.get("Config"), *(item.get("Layers") or [])]
+                    names.update(r for r in refs if isinstance(r, str))
+        except Exception:
+            names = set(tree.names())  # validate reports what is wrong; the bar just counts everything
+    if source.kind != "docker" or tree.exists("index.json"):
+        names.update(n for n in tree.names() if n.startswith("blobs/sha256/") and n.count("/") == 2)
+    total = 0
+    for n in names:
+        try:
+            total += tree.size(n)
+        except Exception:
+            continue
+    return total
