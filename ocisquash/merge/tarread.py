@@ -166,7 +166,12 @@ def _parse_pax(data: bytes, label: str) -> dict[str, str]:
         eq = rec.find(b"=")
         if eq <= 0:
             raise FormatError(f"layer {label}: malformed PAX record")
-        out[_decode(rec[:eq])] = _decode(rec[eq + 1 :])
+        try:
+            # POSIX: keywords are UTF-8; one that is not could never be written back (nor meant anything)
+            key = rec[:eq].decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatError(f"layer {label}: a PAX keyword that is not UTF-8") from None
+        out[key] = _decode(rec[eq + 1 :])
         pos += length
     return out
 
