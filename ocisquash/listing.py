@@ -1070,7 +1070,7 @@ class _Validator:
     def layout(self) -> None:
         from ocisquash import model
         from ocisquash.errors import OcisquashError
-        from ocisquash.layout import blob_path, names_of
+        from ocisquash.formats.ocilayout import blob_path, names_of
         try:
             index = model.Index.parse(self.tree.read("index.json", 64 << 20), "index.json")
         except OcisquashError as e:
@@ -1132,8 +1132,8 @@ class _Validator:
     # ---- docker save
     def docker(self) -> None:
         from ocisquash import model
-        from ocisquash.dockerarchive import _claimed
         from ocisquash.errors import OcisquashError
+        from ocisquash.formats.dockersave import _claimed
         try:
             items = model.load_json(self.tree.read("manifest.json", 64 << 20), "manifest.json")
             if not isinstance(items, list):

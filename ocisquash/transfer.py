@@ -16,9 +16,9 @@ from ocisquash import compression, model
 from ocisquash.compression import Codec
 from ocisquash.digest import Digest, HashingWriter
 from ocisquash.errors import FormatError
+from ocisquash.formats.commit import Sink, WrittenImage
 from ocisquash.image import DiffIdCheckingReader, Image, Layer
 from ocisquash.model import Descriptor
-from ocisquash.sink import Sink, WrittenImage
 from ocisquash.streams import Reader
 
 BLOCK = 1 << 20
