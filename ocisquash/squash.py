@@ -16,16 +16,17 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from ocisquash import compression, merge, model, registry, sink, spool, transfer
 from ocisquash.convert import check_format, output_tags
 from ocisquash.digest import Digest
 from ocisquash.errors import FormatError, OcisquashError, UsageError, printable
 from ocisquash.formats.commit import Sink, WrittenImage
-from ocisquash.image import Image, Layer
+from ocisquash.image import Check, Image, Layer
 from ocisquash.samefile import refuse_overlap
 from ocisquash.sources import Source, open_source
+from ocisquash.streams import LayerStream
 
 
 @dataclass
@@ -157,14 +158,22 @@ def layer_inputs(image: Image, *, verify_scan: bool = True) -> list[merge.LayerI
 
 
 def _layer_input(ly: Layer, verify_scan: bool) -> merge.LayerInput:
-    if verify_scan or ly.seekable_plain or ly.digest is None:
-        return merge.LayerInput(label=ly.what, open=ly.open, open_scan=partial(ly.open_scan, verify=verify_scan),
-                                work=ly.size, plain=ly.seekable_plain)
+    scan_check = Check.ALL if verify_scan else Check.NONE
+    scan = ly.plain_file if ly.is_plain_file else _as_file(partial(ly.uncompressed, scan_check))
+    if verify_scan or ly.is_plain_file or ly.digest is None:
+        return merge.LayerInput(label=ly.what, open=_as_file(ly.uncompressed), open_scan=scan, work=ly.size,
+                                plain=ly.is_plain_file)
     # A compressed layer: pass 1 decompresses it anyway, so it checks the diff ID there (on a worker);
     # pass 2 then checks only the blob digest, which proves it reads the same bytes, and stops
-    # decompressing after the last content it needs.
-    return merge.LayerInput(label=ly.what, open=partial(ly.open, check_diff_id=False),
-                            open_scan=partial(ly.open_scan, verify=True), work=ly.size, open_once=ly.open)
+    # decompressing after the last content it needs (the stream's ``skip_rest``).
+    return merge.LayerInput(label=ly.what, open=_as_file(partial(ly.uncompressed, Check.BLOB)),
+                            open_scan=_as_file(ly.uncompressed), work=ly.size, open_once=_as_file(ly.uncompressed))
+
+
+def _as_file(open_stream: Callable[[], LayerStream]) -> Callable[[], BinaryIO]:
+    # The merge reads its inputs through read, readinto, seekable and close, which a LayerStream has;
+    # it declares them BinaryIO because it imports nothing of ocisquash but errors and limits.
+    return cast("Callable[[], BinaryIO]", open_stream)
 
 
 def _parent_diff_ids(opts: SquashOptions, src_path: str, src: Source,
@@ -429,7 +438,7 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
 
     squashed = image.layers[keep:]
     # Progress counts uncompressed bytes: a total is known only when the layers are plain.
-    plain = sum(ly.size for ly in squashed) if all(ly.seekable_plain for ly in squashed) else None
+    plain = sum(ly.size for ly in squashed) if all(ly.is_plain_file for ly in squashed) else None
 
     def planned(plan: merge.MergePlan) -> None:
         plans.append(plan)

@@ -113,7 +113,7 @@ def _loader(tree: TarTree, i: int, config_path: str, layer_paths: list[str], tag
                 index=j, diff_id=diff_id, size=size,
                 media_type=media[j] if j < len(media) else None,
                 digest=digest, opener=_opener(tree, path), what=what,
-                seekable_plain=codec is Codec.NONE, codec=codec,
+                is_plain_file=codec is Codec.NONE, codec=codec,
             ))
         names = list(tags)
         man: model.Manifest | None

@@ -247,7 +247,7 @@ def load(tree: Tree, entry: Entry, *, source: str = "") -> Image:
         layers.append(Layer(
             index=i, diff_id=diff_id, size=ld.size, media_type=ld.media_type, digest=ld.digest,
             opener=_opener(tree, path, what), what=what,
-            seekable_plain=codec is Codec.NONE and tree.exists(path) and tree.is_seekable_file(path),
+            is_plain_file=codec is Codec.NONE and tree.exists(path) and tree.is_seekable_file(path),
             urls=ld.urls, annotations=dict(ld.annotations), codec=codec,
         ))
     img = Image(names=preferred_names(entry.names), config=config, layers=layers, manifest=man,
