@@ -1,12 +1,15 @@
 """``Image`` and ``Layer``: what a squash, a conversion or a listing needs of one image.
 
-Sources (``layout``, ``dockerarchive``) build these; sinks consume them. A layer opens as a raw blob
-stream (size and digest verified while streaming) or as its decompressed tar stream, which also checks
-the diff ID the config promises when its end is reached. Nothing here knows a file format.
+Sources (``formats.ocilayout``, ``formats.dockersave``, ``registry``) build these; sinks consume
+them. A layer is read as its stored bytes (``blob()``, size and digest verified while streaming), as
+its decompressed tar stream (``uncompressed()``, which also checks the diff ID the config promises
+when its end is reached), or, when it is a plain tar in a seekable file, as that file
+(``plain_file()``, for a headers-only pass that seeks over contents). Nothing here knows a file format.
 """
 
 from __future__ import annotations
 
+import enum
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO, Protocol
@@ -17,16 +20,36 @@ from ocisquash.digest import Digest, HashingReader, VerifyingReader
 from ocisquash.errors import DigestMismatch, FormatError
 from ocisquash.model import Descriptor, ImageConfig, Manifest
 from ocisquash.prefetch import Prefetcher
-from ocisquash.streams import CountingReader, Reader
+from ocisquash.streams import CountingReader, LayerStream, Reader
 
 
 class BlobOpener(Protocol):
     def __call__(self) -> IO[bytes]: ...
 
 
+class Check(enum.Enum):
+    """How much ``Layer.uncompressed`` verifies when its stream's end is reached."""
+
+    ALL = "all"
+    """The blob digest and the diff ID: the default, and the only choice for bytes that are kept."""
+    BLOB = "blob"
+    """The blob digest only, for a caller that verified the diff ID of these same bytes already (equal
+    digests mean equal bytes); the stream's ``skip_rest()`` then checks the rest of the blob without
+    decompressing it."""
+    NONE = "none"
+    """Nothing, for a headers-only pass whose layer is read again, verified, before anything written
+    is published (a squash): each layer is then hashed once."""
+
+
 @dataclass
 class Layer:
-    """One layer: its blob (digest may be unknown for a docker tarball member) and its diff ID."""
+    """One layer: its blob (digest may be unknown for a docker tarball member) and its diff ID.
+
+    Read it through three methods: ``blob()`` (the stored bytes), ``uncompressed()`` (the tar stream)
+    and, when ``is_plain_file``, ``plain_file()`` (the stored tar itself, seekable). ``opener`` is how
+    the source opens the stored bytes; sources set it and may wrap it (to count or to tag reads), but
+    readers go through the three methods, which verify.
+    """
 
     index: int
     diff_id: Digest
@@ -35,43 +58,77 @@ class Layer:
     digest: Digest | None
     opener: BlobOpener
     what: str
-    seekable_plain: bool = False  # the raw blob is an uncompressed tar in a seekable file
+    is_plain_file: bool = False  # the stored blob is an uncompressed tar in a seekable file
     urls: tuple[str, ...] = ()
     annotations: dict[str, str] = field(default_factory=dict)
     codec: Codec | None = None
 
-    def open_blob(self) -> IO[bytes]:
-        """The raw blob, verified against its digest (or, for an unknown digest, just its size)."""
+    def blob(self) -> IO[bytes]:
+        """The stored bytes, verified against the digest (or, for an unknown digest, just the size) when
+        their end is reached."""
         raw = self.opener()
         if self.digest is None:
             return raw
         return VerifyingReader(raw, self.digest, self.size, self.what)  # type: ignore[return-value]
 
-    def open(self, *, prefetch: bool = True, check_diff_id: bool = True) -> BinaryIO:
-        """The decompressed tar stream; at EOF the blob digest and the diff ID are both checked.
+    def uncompressed(self, check: Check = Check.ALL) -> LayerStream:
+        """The decompressed tar stream, read, decompressed and hashed on a background thread, verified
+        as ``check`` says when its end is reached."""
+        if check is Check.NONE:
+            reader = DiffIdCheckingReader(self.opener(), self.diff_id, self.what, self.codec, verify=False)
+        else:
+            # An uncompressed blob whose digest is its diff ID is fully checked by the blob's own
+            # digest: hashing the same bytes again for the diff ID would double the cost.
+            hash_diff_id = self.digest != self.diff_id and (check is Check.ALL or self.digest is None)
+            reader = DiffIdCheckingReader(self.blob(), self.diff_id, self.what, self.codec,
+                                          hash_diff_id=hash_diff_id)
+        return Prefetcher(reader)
 
-        With ``prefetch`` the blob is read, decompressed and hashed on a background thread. With
-        ``check_diff_id=False`` only the blob digest is checked, for a caller that verified the diff ID
-        of these same bytes already (equal digests mean equal bytes); the stream then also offers
-        ``skip_rest()``, which checks the rest of the blob without decompressing it.
-        """
-        # An uncompressed blob whose digest is its diff ID is fully checked by the blob's own
-        # digest: hashing the same bytes again for the diff ID would double the cost.
-        hash_diff_id = self.digest != self.diff_id and (check_diff_id or self.digest is None)
-        reader = DiffIdCheckingReader(self.open_blob(), self.diff_id, self.what, self.codec,
-                                      hash_diff_id=hash_diff_id)
-        return Prefetcher(reader) if prefetch else reader  # type: ignore[return-value]
+    def plain_file(self) -> BinaryIO:
+        """The stored tar as a seekable file, for a headers-only pass that seeks over contents; only
+        for a layer that ``is_plain_file``. Not verified: its caller reads it again, verified, before
+        anything written is published."""
+        if not self.is_plain_file:
+            raise ValueError(f"{self.what}: not an uncompressed tar in a seekable file")
+        return self.opener()  # type: ignore[return-value]
 
-    def open_scan(self, *, verify: bool = True) -> BinaryIO:
-        """A stream for a headers-only pass: the seekable raw file when it is a plain tar, else the
-        decompressed stream, verified unless ``verify`` is False — for callers that read and verify the
-        same layer again before anything they write is published (a squash), so it is hashed once."""
-        if self.seekable_plain:
-            return self.opener()  # type: ignore[return-value]
-        if verify:
-            return self.open()
-        reader = DiffIdCheckingReader(self.opener(), self.diff_id, self.what, self.codec, verify=False)
-        return Prefetcher(reader)  # type: ignore[return-value]
+    def copy_blob(self, out: BinaryIO) -> int:
+        """Copy the stored bytes into ``out``, checking the blob digest and, decompressed on the fly, the
+        diff ID; returns the uncompressed size. One read of the blob serves both."""
+        tee = _TeeReader(self.blob(), out)
+        reader = DiffIdCheckingReader(tee, self.diff_id, self.what, self.codec)  # type: ignore[arg-type]
+        n = 0
+        try:
+            while data := reader.read(COPY_BLOCK):
+                n += len(data)
+        finally:
+            reader.close()
+        return n
+
+
+COPY_BLOCK = 1 << 20
+
+
+class _TeeReader(Reader):
+    """Reads from ``raw`` and copies every byte read into ``out``: one read of a blob serves two uses."""
+
+    def __init__(self, raw: IO[bytes], out: BinaryIO) -> None:
+        self._raw = raw
+        self._out = out
+
+    def read(self, n: int = -1) -> bytes:
+        data: bytes = self._raw.read(n)
+        if data:
+            self._out.write(data)
+        return data
+
+    def verify(self) -> None:
+        """Reads (and copies) what is left after the last compressed member, then checks the digest."""
+        while self.read(COPY_BLOCK):
+            pass
+        v = getattr(self._raw, "verify", None)
+        if v is not None:
+            v()
 
 
 class DiffIdCheckingReader(Reader):

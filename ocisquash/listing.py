@@ -212,7 +212,7 @@ def layer_size(layer: Layer, chain_id: Digest, exact: bool, recorded: int | None
     if not exact and recorded is not None:
         return LayerSize(layer.diff_id, chain_id, layer.size, recorded, True)
     n = 0
-    f = layer.open()  # decompresses, and checks digest and diff ID at EOF
+    f = layer.uncompressed()  # decompresses, and checks digest and diff ID at EOF
     try:
         while chunk := f.read(1 << 20):
             n += len(chunk)
@@ -720,7 +720,7 @@ def efficiency(image: Image, on_layer: Callable[[int], None] | None = None) -> E
         entries: dict[str, int] = {}
         whiteouts: list[str] = []
         opaque: list[str] = []
-        f = layer.open_scan()
+        f = layer.plain_file() if layer.is_plain_file else layer.uncompressed()
         try:
             for name, size, regular in tar_members(f):
                 path = _clean_member(name)

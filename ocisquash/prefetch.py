@@ -12,13 +12,15 @@ import queue
 import threading
 from typing import Any
 
-from ocisquash.streams import Reader
+from ocisquash.streams import LayerStream, Reader
 
 CHUNK = 1 << 20
 
 
 class Prefetcher(Reader):
-    def __init__(self, raw: Any, chunk: int = CHUNK, depth: int = 4) -> None:
+    """A ``LayerStream`` read ahead on a thread; itself a ``LayerStream``."""
+
+    def __init__(self, raw: LayerStream, chunk: int = CHUNK, depth: int = 4) -> None:
         self._raw = raw
         self._q: queue.Queue[bytes | BaseException | None] = queue.Queue(maxsize=depth)
         self._stop = threading.Event()
@@ -84,17 +86,12 @@ class Prefetcher(Reader):
         return n
 
     def skip_rest(self) -> None:
-        """Stop reading ahead and let the wrapped stream finish on its own (``skip_rest``), or drain it."""
+        """Stop reading ahead and let the wrapped stream finish on its own (its ``skip_rest``)."""
         self._stop.set()
         self._thread.join()
         self._buf = memoryview(b"")
         self._eof = True
-        skip = getattr(self._raw, "skip_rest", None)
-        if skip is not None:
-            skip()
-        else:
-            while self._raw.read(CHUNK):
-                pass
+        self._raw.skip_rest()
 
     def close(self) -> None:
         self._stop.set()

@@ -6,7 +6,7 @@ text of the paths: the same path, another name for the same file (a hardlink, a 
 mount: the same ``st_dev`` and ``st_ino``), or any path inside an input layout directory (its
 ``index.json``, a blob, a new file beside them). The one case allowed is OUT *being* an input layout
 directory: the image is then added to the layout beside what it holds, which is documented and
-serialised by the layout lock (see ``sink``).
+serialised by the layout lock (see ``formats.commit``).
 """
 
 from __future__ import annotations

@@ -11,9 +11,10 @@ import os
 import re
 from dataclasses import dataclass, field
 
-from ocisquash import dockerarchive, layout, reference, spool
+from ocisquash import reference, spool
 from ocisquash.archive import DirTree, TarTree, Tree, open_tar_input
 from ocisquash.errors import Ambiguous, FormatError, NotFound, OcisquashError
+from ocisquash.formats import dockersave, ocilayout
 from ocisquash.image import Candidate, Image
 from ocisquash.model import Platform
 
@@ -185,9 +186,9 @@ def open_source(path: str, spool_dir: str | None = None) -> Source:
 
 def _tar_source(path: str, ttree: TarTree) -> Source:
     try:
-        if dockerarchive.is_docker_archive(ttree):
+        if dockersave.is_docker_archive(ttree):
             src = Source(path, "docker", ttree)
-            src.candidates = dockerarchive.candidates(ttree)
+            src.candidates = dockersave.candidates(ttree)
         elif ttree.exists("index.json"):
             src = Source(path, "oci", ttree)
             src.candidates = _layout_candidates(ttree)
@@ -208,7 +209,7 @@ def _tar_source(path: str, ttree: TarTree) -> Source:
 
 def _layout_candidates(tree: DirTree | TarTree) -> list[Candidate]:
     out = []
-    for e in layout.entries(tree):
+    for e in ocilayout.entries(tree):
         out.append(Candidate(
             names=list(e.names), image_id=e.manifest.config.digest, manifest_digest=e.descriptor.digest,
             load=_loader(tree, e), platform=str(e.platform) if e.platform else None,
@@ -216,5 +217,5 @@ def _layout_candidates(tree: DirTree | TarTree) -> list[Candidate]:
     return out
 
 
-def _loader(tree: DirTree | TarTree, e: layout.Entry):  # type: ignore[no-untyped-def]
-    return lambda: layout.load(tree, e)
+def _loader(tree: DirTree | TarTree, e: ocilayout.Entry):  # type: ignore[no-untyped-def]
+    return lambda: ocilayout.load(tree, e)

@@ -16,15 +16,17 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from functools import partial
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, cast
 
 from ocisquash import compression, merge, model, registry, sink, spool, transfer
 from ocisquash.convert import check_format, output_tags
 from ocisquash.digest import Digest
 from ocisquash.errors import FormatError, OcisquashError, UsageError, printable
-from ocisquash.image import Image, Layer
+from ocisquash.formats.commit import Sink, WrittenImage
+from ocisquash.image import Check, Image, Layer
 from ocisquash.samefile import refuse_overlap
 from ocisquash.sources import Source, open_source
+from ocisquash.streams import LayerStream
 
 
 @dataclass
@@ -156,14 +158,22 @@ def layer_inputs(image: Image, *, verify_scan: bool = True) -> list[merge.LayerI
 
 
 def _layer_input(ly: Layer, verify_scan: bool) -> merge.LayerInput:
-    if verify_scan or ly.seekable_plain or ly.digest is None:
-        return merge.LayerInput(label=ly.what, open=ly.open, open_scan=partial(ly.open_scan, verify=verify_scan),
-                                work=ly.size, plain=ly.seekable_plain)
+    scan_check = Check.ALL if verify_scan else Check.NONE
+    scan = ly.plain_file if ly.is_plain_file else _as_file(partial(ly.uncompressed, scan_check))
+    if verify_scan or ly.is_plain_file or ly.digest is None:
+        return merge.LayerInput(label=ly.what, open=_as_file(ly.uncompressed), open_scan=scan, work=ly.size,
+                                plain=ly.is_plain_file)
     # A compressed layer: pass 1 decompresses it anyway, so it checks the diff ID there (on a worker);
     # pass 2 then checks only the blob digest, which proves it reads the same bytes, and stops
-    # decompressing after the last content it needs.
-    return merge.LayerInput(label=ly.what, open=partial(ly.open, check_diff_id=False),
-                            open_scan=partial(ly.open_scan, verify=True), work=ly.size, open_once=ly.open)
+    # decompressing after the last content it needs (the stream's ``skip_rest``).
+    return merge.LayerInput(label=ly.what, open=_as_file(partial(ly.uncompressed, Check.BLOB)),
+                            open_scan=_as_file(ly.uncompressed), work=ly.size, open_once=_as_file(ly.uncompressed))
+
+
+def _as_file(open_stream: Callable[[], LayerStream]) -> Callable[[], BinaryIO]:
+    # The merge reads its inputs through read, readinto, seekable and close, which a LayerStream has;
+    # it declares them BinaryIO because it imports nothing of ocisquash but errors and limits.
+    return cast("Callable[[], BinaryIO]", open_stream)
 
 
 def _parent_diff_ids(opts: SquashOptions, src_path: str, src: Source,
@@ -328,7 +338,7 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
             d, size = out.put_bytes(data)
             index_desc = model.Descriptor(mt, d, size)
             # The index stands for the platforms' images: it alone is named in the output.
-            out.images[:] = [sink.WrittenImage(manifest=index_desc, config_digest=d, layer_digests=[], tags=tags)]
+            out.images[:] = [WrittenImage(manifest=index_desc, config_digest=d, layer_digests=[], tags=tags)]
             out.commit()
     except BaseException:
         if out is not None:
@@ -362,27 +372,27 @@ def _sum_or_none(values: list[int | None]) -> int | None:
 def _attestations(src: Source, names: list[str]) -> int:
     """How many attestation manifests the index of the image named ``names`` lists (layouts and
     registries: a docker tarball holds none)."""
-    from ocisquash import layout
+    from ocisquash.formats import ocilayout
 
     if src.kind == "docker":
         return 0
     try:
-        top = layout.read_index_json(src.tree)
+        top = ocilayout.read_index_json(src.tree)
         count = 0
         for d in top.manifests:
-            if (names and layout.names_of(d) != names) or d.media_type not in model.INDEX_TYPES:
+            if (names and ocilayout.names_of(d) != names) or d.media_type not in model.INDEX_TYPES:
                 continue
-            idx = model.Index.parse(layout.read_blob(src.tree, d, "index"), src.label, media_type=d.media_type)
-            count += sum(1 for m in idx.manifests if layout._is_attestation(m))
+            idx = model.Index.parse(ocilayout.read_blob(src.tree, d, "index"), src.label, media_type=d.media_type)
+            count += sum(1 for m in idx.manifests if ocilayout._is_attestation(m))
         return count
     except OcisquashError:
         return 0
 
 
-def _squash_one(image: Image, out: sink.Sink | None, parent: tuple[list[Digest], Digest] | None,
+def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Digest] | None,
                 opts: SquashOptions, codec: compression.Codec, level: int | None, created: dt.datetime,
                 tags: list[str], on_phase: Callable[[str, int | None], None] | None,
-                on_progress: Callable[[int], None] | None) -> tuple[Report, sink.WrittenImage]:
+                on_progress: Callable[[int], None] | None) -> tuple[Report, WrittenImage]:
     """Squash one image into ``out`` (None: a dry run, only the report); the caller commits."""
     image.check_consistent()
     parent_ids = parent[0] if parent is not None else None
@@ -428,7 +438,7 @@ def _squash_one(image: Image, out: sink.Sink | None, parent: tuple[list[Digest],
 
     squashed = image.layers[keep:]
     # Progress counts uncompressed bytes: a total is known only when the layers are plain.
-    plain = sum(ly.size for ly in squashed) if all(ly.seekable_plain for ly in squashed) else None
+    plain = sum(ly.size for ly in squashed) if all(ly.is_plain_file for ly in squashed) else None
 
     def planned(plan: merge.MergePlan) -> None:
         plans.append(plan)
@@ -481,9 +491,9 @@ def _default_layout_tag(image: Image) -> str:
     return (image.names[0] if image.names else "image") + "-squashed"
 
 
-def _write_squashed(out: sink.Sink, image: Image, keep: int, layers: list[transfer.OutLayer],
+def _write_squashed(out: Sink, image: Image, keep: int, layers: list[transfer.OutLayer],
                     tags: list[str], created: dt.datetime, opts: SquashOptions,
-                    parent_id: Digest | None, results: list[transfer.LayerResult]) -> sink.WrittenImage:
+                    parent_id: Digest | None, results: list[transfer.LayerResult]) -> WrittenImage:
     docker_family = bool(image.manifest and image.manifest.is_docker and out.docker)
     for ol in layers:
         results.append(transfer.write_layer(out, ol, docker_family))

@@ -2,11 +2,12 @@
 
 Wrappers (verifying, hashing, decompressing, prefixing, teeing) implement ``read`` only; ``Reader``
 gives them the rest of what ``io``, ``shutil`` and the codecs call, and closes what they wrap.
+``LayerStream`` is what ``Layer.uncompressed`` returns: a stream that can finish its checks early.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol, runtime_checkable
 
 
 class Reader:
@@ -43,3 +44,24 @@ class CountingReader(Reader):
         data: bytes = self._raw.read(n)
         self.count += len(data)
         return data
+
+
+@runtime_checkable
+class LayerStream(Protocol):
+    """A layer's decompressed tar stream that verifies at its end (``Layer.uncompressed``).
+
+    ``skip_rest()`` finishes the stream without handing out more bytes: it checks the rest of the blob
+    without decompressing it when the blob digest is all that is left to check, else reads (and
+    checks) the rest as usual. A reader that needs nothing more calls it instead of draining.
+    Runtime-checkable so the merge, which also takes plain file objects, can tell the two apart.
+    """
+
+    def read(self, n: int = -1, /) -> bytes: ...
+
+    def readinto(self, buf: Any, /) -> int: ...
+
+    def seekable(self) -> bool: ...
+
+    def close(self) -> None: ...
+
+    def skip_rest(self) -> None: ...

@@ -10,16 +10,15 @@ from __future__ import annotations
 import shutil
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO
+from typing import Any, BinaryIO
 
 from ocisquash import compression, model
 from ocisquash.compression import Codec
 from ocisquash.digest import Digest, HashingWriter
 from ocisquash.errors import FormatError
-from ocisquash.image import DiffIdCheckingReader, Image, Layer
+from ocisquash.formats.commit import Sink, WrittenImage
+from ocisquash.image import Image, Layer
 from ocisquash.model import Descriptor
-from ocisquash.sink import Sink, WrittenImage
-from ocisquash.streams import Reader
 
 BLOCK = 1 << 20
 
@@ -43,27 +42,6 @@ class LayerResult:
     uncompressed_size: int | None
 
 
-class _TeeReader(Reader):
-    """Reads from ``raw`` and copies every byte read into ``out``: one read of a blob serves two uses."""
-
-    def __init__(self, raw: IO[bytes], out: BinaryIO) -> None:
-        self._raw = raw
-        self._out = out
-
-    def read(self, n: int = -1) -> bytes:
-        data: bytes = self._raw.read(n)
-        if data:
-            self._out.write(data)
-        return data
-
-    def verify(self) -> None:
-        while self.read(BLOCK):
-            pass
-        v = getattr(self._raw, "verify", None)
-        if v is not None:
-            v()
-
-
 def _copy_layer(sink: Sink, layer: Layer, docker: bool) -> LayerResult:
     codec = layer.codec
     # A registry output places a blob it has already, or can mount from another repository, without
@@ -76,16 +54,7 @@ def _copy_layer(sink: Sink, layer: Layer, docker: bool) -> LayerResult:
     counted: list[int] = [0]
 
     def produce(out: BinaryIO) -> None:
-        tee = _TeeReader(layer.open_blob(), out)
-        reader = DiffIdCheckingReader(tee, layer.diff_id, layer.what, codec)  # type: ignore[arg-type]
-        try:
-            while True:
-                data = reader.read(BLOCK)
-                if not data:
-                    break
-                counted[0] += len(data)
-        finally:
-            reader.close()
+        counted[0] = layer.copy_blob(out)
 
     digest, size = sink.put_stream(produce)
     if layer.digest is not None and digest != layer.digest:
@@ -139,7 +108,7 @@ def write_layer(sink: Sink, out: OutLayer, docker_family: bool) -> LayerResult:
         assert layer is not None
 
         def write_tar(w: BinaryIO) -> None:
-            r = layer.open()
+            r = layer.uncompressed()
             try:
                 shutil.copyfileobj(r, w, BLOCK)
             finally:

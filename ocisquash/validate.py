@@ -1,14 +1,14 @@
 """``validate``: recompute every digest, size, diff ID and chain ID of an input, and report every mismatch.
 
-A conformance check, not a reader: where the readers (``layout``, ``dockerarchive``) stop at the first
+A conformance check, not a reader: where the readers (``formats.ocilayout``, ``formats.dockersave``) stop at the first
 problem with one clear error, this reads every blob an input names, hashes each once (a blob several
 images share is read once), decompresses every layer to EOF and walks its tar headers, and collects all
 it finds as ``Finding``s. A blob that does not hash to its own name is reported even when nothing refers
 to it. Nothing is written and nothing raises for a bad input: ``Validation.ok`` says whether it passed.
 
-It walks ``index.json`` itself rather than through ``layout.entries``: that walk raises at the first
+It walks ``index.json`` itself rather than through ``ocilayout.entries``: that walk raises at the first
 missing or mismatching manifest, at a cycle and at the caps, where this one must note the problem and
-go on to the next image. What both need of the layout (blob paths, names of an entry) is ``layout``'s.
+go on to the next image. What both need of the layout (blob paths, names of an entry) is ``ocilayout``'s.
 A docker tarball is checked through ``manifest.json``, and through its OCI layout too when it has one
 (Docker 25+, containerd), since ``docker load`` and OCI tools each read one of them.
 """
@@ -24,9 +24,9 @@ from ocisquash import model, tarheader
 from ocisquash.archive import Tree
 from ocisquash.compression import Codec, codec_of_media_type, decompressing_reader
 from ocisquash.digest import Digest, HashingReader, chain_ids
-from ocisquash.dockerarchive import _claimed
 from ocisquash.errors import OcisquashError
-from ocisquash.layout import blob_path, names_of
+from ocisquash.formats.dockersave import _claimed
+from ocisquash.formats.ocilayout import blob_path, names_of
 from ocisquash.sources import Source
 
 MAX_DOCUMENT = 64 << 20

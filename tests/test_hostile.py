@@ -44,7 +44,7 @@ def load(path: Path) -> int:
     with open_source(str(path)) as src:
         img = src.choose()
         img.check_consistent()
-        return sum(read_all(ly.open()) for ly in img.layers)
+        return sum(read_all(ly.uncompressed()) for ly in img.layers)
 
 
 def ti(name: str, type_: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:

@@ -51,7 +51,7 @@ def load_all(path: Path | str) -> int:
     with open_source(str(path)) as src:
         img = src.choose()
         img.check_consistent()
-        return sum(read_all(ly.open()) for ly in img.layers)
+        return sum(read_all(ly.uncompressed()) for ly in img.layers)
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:

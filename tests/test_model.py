@@ -44,7 +44,7 @@ def test_digest_grammar_rejects(text: object) -> None:
 
 
 def test_unknown_algorithm_cannot_be_verified_or_pathed() -> None:
-    from ocisquash.layout import blob_path
+    from ocisquash.formats.ocilayout import blob_path
 
     d = Digest.parse("blake3:" + "f" * 64)
     assert not d.verifiable

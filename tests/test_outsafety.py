@@ -28,8 +28,10 @@ import pytest
 from conftest import skip_or_fail
 from fuzz import images as I
 
-from ocisquash import limits, sink
+from ocisquash import limits
 from ocisquash.cli import main
+from ocisquash.formats.commit import LOCK_NAME
+from ocisquash.formats.ocilayout import OciDirSink
 
 REF_NAME = "org.opencontainers.image.ref.name"
 CONTAINERD_NAME = "io.containerd.image.name"
@@ -255,7 +257,7 @@ def test_two_squashes_into_their_own_layout(layout: Path) -> None:
 
 
 def test_writer_waits_for_the_lock(layout: Path, two_tar: Path, tmp_path: Path) -> None:
-    lock_path = layout / sink.LOCK_NAME
+    lock_path = layout / LOCK_NAME
     fd = os.open(lock_path, os.O_RDWR | os.O_CREAT, 0o644)
     fcntl.flock(fd, fcntl.LOCK_EX)
     err_path = tmp_path / "stderr"
@@ -284,12 +286,12 @@ def test_writer_waits_for_the_lock(layout: Path, two_tar: Path, tmp_path: Path) 
 
 def test_stale_lock_file_does_not_block(layout: Path, two_tar: Path) -> None:
     """A lock file left by a writer killed with SIGKILL (the kernel dropped its lock) is taken and removed."""
-    (layout / sink.LOCK_NAME).write_bytes(b"")
+    (layout / LOCK_NAME).write_bytes(b"")
     r = run("convert", two_tar, layout, "--image", "b:1", "-t", "after-kill:1", timeout=30)
     assert r.returncode == 0, r.stderr
     assert "waiting" not in r.stderr
     assert ("docker.io/library/after-kill:1", "1") in index_names(layout)
-    assert not (layout / sink.LOCK_NAME).exists()
+    assert not (layout / LOCK_NAME).exists()
 
 
 # ------------------------------------------------------------------------------------------ existing blobs
@@ -427,14 +429,14 @@ def test_failed_write_removes_only_what_it_added(command: list[str], layout: Pat
     shared = sha(I.default_layers()[0])
     assert shared in blobs(layout)
     seen: list[list[str]] = []
-    real = sink.OciDirSink.put_stream
+    real = OciDirSink.put_stream
 
-    def spy(self: sink.OciDirSink, produce):  # type: ignore[no-untyped-def]
+    def spy(self: OciDirSink, produce):  # type: ignore[no-untyped-def]
         out = real(self, produce)
         seen.append(blobs(layout))
         return out
 
-    monkeypatch.setattr(sink.OciDirSink, "put_stream", spy)
+    monkeypatch.setattr(OciDirSink, "put_stream", spy)
     rc = main([command[0], str(broken), str(layout), *command[1:], "-q"])
     assert rc == 1
     if command != ["squash"]:  # a full squash fails in its only layer, before any blob is complete
@@ -448,7 +450,7 @@ def test_broken_index_fails_before_writing(layout: Path, two_tar: Path, monkeypa
     (layout / "index.json").write_bytes(b'{"schemaVersion":2}')
     before = tree_bytes(layout)
     wrote: list[object] = []
-    monkeypatch.setattr(sink.OciDirSink, "put_stream", lambda self, produce: wrote.append(produce))
+    monkeypatch.setattr(OciDirSink, "put_stream", lambda self, produce: wrote.append(produce))
     assert main(["convert", str(two_tar), str(layout), "--image", "b:1", "-q"]) == 1
     assert wrote == []
     assert tree_bytes(layout) == before
@@ -485,7 +487,7 @@ def _special(path: Path, kind: str) -> socket.socket | None:
 
 @pytest.mark.parametrize(("where", "kind"), [
     ("index.json", "fifo"), ("index.json", "socket"), ("index.json", "device"), ("oci-layout", "fifo"),
-    ("blob", "fifo"), ("blob", "device"), (sink.LOCK_NAME, "fifo"), ("blobs/sha256", "fifo"),
+    ("blob", "fifo"), ("blob", "device"), (LOCK_NAME, "fifo"), ("blobs/sha256", "fifo"),
 ])
 def test_special_file_in_the_output_layout(where: str, kind: str, layout: Path, two_tar: Path) -> None:
     """A FIFO, socket or device named as OUT's index.json, oci-layout, lock or a blob it writes: a clear

@@ -14,9 +14,11 @@ from typing import BinaryIO
 
 import pytest
 
-from ocisquash import sink
 from ocisquash.digest import Digest
 from ocisquash.errors import OutputError
+from ocisquash.formats import commit
+from ocisquash.formats.ocilayout import OciDirSink
+from ocisquash.formats.ocitar import TarSink
 
 STEP = 64 << 10
 DATA = bytes(range(256)) * (40 * STEP // 256)  # 40 steps: the thread runs many times
@@ -24,7 +26,7 @@ DATA = bytes(range(256)) * (40 * STEP // 256)  # 40 steps: the thread runs many 
 
 @pytest.fixture
 def small_step(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sink, "WRITEBACK_STEP", STEP)
+    monkeypatch.setattr(commit, "WRITEBACK_STEP", STEP)
 
 
 @pytest.fixture(autouse=True)
@@ -42,7 +44,7 @@ def chunks(data: bytes, n: int = 4096) -> Callable[[BinaryIO], None]:
 
 
 def write_tar(path: Path) -> Digest:
-    s = sink.TarSink(str(path), docker=False)
+    s = TarSink(str(path), docker=False)
     try:
         d, n = s.put_stream(chunks(DATA))
         assert n == len(DATA)
@@ -78,9 +80,9 @@ class Calls:
 
 def test_same_bytes_synced_in_the_background_and_fsynced_before_the_rename(
         tmp_path: Path, small_step: None, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(sink, "WRITEBACK_STEP", 1 << 40)
+    monkeypatch.setattr(commit, "WRITEBACK_STEP", 1 << 40)
     write_tar(tmp_path / "plain.tar")
-    monkeypatch.setattr(sink, "WRITEBACK_STEP", STEP)
+    monkeypatch.setattr(commit, "WRITEBACK_STEP", STEP)
     calls = Calls(monkeypatch)
     d = write_tar(tmp_path / "synced.tar")
     assert d.encoded == hashlib.sha256(DATA).hexdigest()
@@ -113,7 +115,7 @@ def test_background_sync_error_is_a_clean_output_error(tmp_path: Path, small_ste
 
 def test_error_seen_only_at_the_end_still_fails_the_commit(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """An error from the last background fdatasync, which the final fsync would not report again."""
-    monkeypatch.setattr(sink, "WRITEBACK_STEP", len(DATA))  # one step, reached by the last chunk
+    monkeypatch.setattr(commit, "WRITEBACK_STEP", len(DATA))  # one step, reached by the last chunk
     failed = threading.Event()
 
     def failing(fd: int) -> None:
@@ -125,7 +127,7 @@ def test_error_seen_only_at_the_end_still_fails_the_commit(tmp_path: Path, monke
         assert failed.wait(10)  # the thread has met the error; nothing more is written after it
 
     monkeypatch.setattr(os, "fdatasync", failing)
-    s = sink.TarSink(str(tmp_path / "out.tar"), docker=False)
+    s = TarSink(str(tmp_path / "out.tar"), docker=False)
     s.put_stream(produce)
     with pytest.raises(OutputError, match=r"out\.tar: cannot write the output: input/output error"):
         try:
@@ -146,7 +148,7 @@ def test_interrupted_stream_leaves_no_thread_and_no_temporary(tmp_path: Path, sm
         started.set()
         raise exc
 
-    s = sink.TarSink(str(tmp_path / "out.tar"), docker=True)
+    s = TarSink(str(tmp_path / "out.tar"), docker=True)
     with pytest.raises(exc):
         try:
             s.put_stream(produce)
@@ -161,12 +163,12 @@ def test_stdout_and_compressed_tar_do_not_sync_their_temporary(tmp_path: Path, s
                                                                monkeypatch: pytest.MonkeyPatch,
                                                                capfdbinary: pytest.CaptureFixture[bytes]) -> None:
     calls = Calls(monkeypatch)
-    s = sink.TarSink("-", docker=False)
+    s = TarSink("-", docker=False)
     s.put_stream(chunks(DATA))
     s.commit()
     out = capfdbinary.readouterr().out
     assert DATA in out
-    s = sink.TarSink(str(tmp_path / "out.tar.gz"), docker=False)
+    s = TarSink(str(tmp_path / "out.tar.gz"), docker=False)
     s.put_stream(chunks(DATA))
     s.commit()
     assert "fdatasync" not in calls.log
@@ -176,7 +178,7 @@ def test_stdout_and_compressed_tar_do_not_sync_their_temporary(tmp_path: Path, s
 # ------------------------------------------------------------------------------------ OCI layout dir
 
 def write_layout(path: Path) -> Digest:
-    s = sink.OciDirSink(str(path))
+    s = OciDirSink(str(path))
     try:
         d, _ = s.put_stream(chunks(DATA))
         s.put_bytes(b"small")
@@ -220,7 +222,7 @@ def test_layout_background_sync_error_is_a_clean_output_error(tmp_path: Path, sm
 
     monkeypatch.setattr(os, "fdatasync", failing)
     for dest in ("out", "new"):
-        s = sink.OciDirSink(str(tmp_path / dest))
+        s = OciDirSink(str(tmp_path / dest))
         with pytest.raises(OutputError, match=r"cannot write the output: input/output error"):
             try:
                 s.put_stream(chunks(DATA[::-1]))

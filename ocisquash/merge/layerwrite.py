@@ -9,7 +9,7 @@ from typing import BinaryIO
 
 from ocisquash.errors import FormatError, OutputError
 from ocisquash.merge.plan import Body, DirEntry, MergePlan
-from ocisquash.merge.records import WHITEOUT_META, LayerInput, MergeLimits, Meta, WriteStats
+from ocisquash.merge.records import WHITEOUT_META, LayerInput, MergeLimits, Meta, SkipsRest, WriteStats
 from ocisquash.merge.tarread import COPY, REFILL, REGULAR_FLAGS, ZERO, Source, open_layer
 from ocisquash.merge.tarwrite import header
 
@@ -303,11 +303,10 @@ def copy_layer(
                 w.header(link, "1", meta, linkname=body)
         if src is None or f is None:
             return
-        skip_rest = getattr(f, "skip_rest", None)
-        if skip_rest is not None:
+        if isinstance(f, SkipsRest):
             # Nothing more to copy: a stream that can check its remaining bytes without
             # decompressing them does so (the layer's diff ID was checked in pass 1).
-            skip_rest()
+            f.skip_rest()
             src.consumed = max(src.consumed, total)
         else:
             src.drain()

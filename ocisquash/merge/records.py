@@ -8,9 +8,19 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import BinaryIO
+from typing import BinaryIO, Protocol, runtime_checkable
 
 from ocisquash import limits as limits_mod
+
+
+@runtime_checkable
+class SkipsRest(Protocol):
+    """A layer stream that can finish without being read to its end: ``skip_rest()`` checks what is
+    left to check (for ``Layer.uncompressed(Check.BLOB)``'s streams, the rest of the blob's digest
+    without decompressing it). ``ocisquash.streams.LayerStream`` is one; a plain file is not, and is
+    drained instead. Declared here, not imported, so the merge imports nothing but errors and limits."""
+
+    def skip_rest(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -20,7 +30,8 @@ class LayerInput:
     ``open()`` returns a fresh, sequential, decompressed tar stream that verifies the blob's digest and
     the layer's diff ID and raises ``DigestMismatch`` when its end is reached with the wrong bytes; read
     it to EOF. ``open_scan()`` returns a stream for a headers-only pass: it may be seekable (a plain tar
-    on disk), so contents can be skipped with ``seek``, and need not verify.
+    on disk), so contents can be skipped with ``seek``, and need not verify. A stream that is also
+    ``SkipsRest`` is finished with ``skip_rest()`` once the merge needs nothing more from it.
     """
 
     label: str

@@ -22,7 +22,7 @@ __all__ = ["AuthOptions", "RegistryOptions", "configure", "current", "is_registr
 
 def open_source(text: str) -> Source:
     """A registry reference as an input: a virtual OCI layout of the one image (or index) it names."""
-    from ocisquash import layout
+    from ocisquash.formats import ocilayout
     from ocisquash.image import Candidate, Image
     from ocisquash.registry.ref import parse
     from ocisquash.registry.sink import Origin, OriginOpener
@@ -35,9 +35,9 @@ def open_source(text: str) -> Source:
     origin = Origin(ref.api_host, ref.repo)
     try:
         cands = []
-        for e in layout.entries(tree):
-            def load(e: layout.Entry = e) -> Image:
-                img = layout.load(tree, e)
+        for e in ocilayout.entries(tree):
+            def load(e: ocilayout.Entry = e) -> Image:
+                img = ocilayout.load(tree, e)
                 for ly in img.layers:
                     ly.opener = OriginOpener(ly.opener, origin)
                 return img

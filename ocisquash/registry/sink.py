@@ -23,10 +23,10 @@ import httpx
 from ocisquash import model, reference
 from ocisquash.digest import Digest, HashingWriter
 from ocisquash.errors import OutputError
+from ocisquash.formats.commit import Sink, WrittenImage
 from ocisquash.image import Layer
 from ocisquash.registry.client import Client, RegistryError
 from ocisquash.registry.ref import RegistryRef
-from ocisquash.sink import Sink, WrittenImage
 
 CHUNK = 8 << 20  # bytes per PATCH: big enough that requests cost little, small enough to hold in memory
 _REFUSED_CHUNKS = (400, 404, 405, 411, 413, 415, 416, 501)

@@ -1,11 +1,11 @@
 """A registry image read as a virtual OCI layout, so every reader of layouts reads registries too.
 
-``RegistryTree`` answers the ``archive.Tree`` calls ``layout`` makes: ``index.json`` is made up of one
+``RegistryTree`` answers the ``archive.Tree`` calls ``formats.ocilayout`` makes: ``index.json`` is made up of one
 entry, the reference resolved to its manifest digest (a ``HEAD``, or a ``GET`` by tag when the
 registry gives no digest); ``blobs/sha256/X`` is fetched from ``/manifests/X`` for a digest known to
 be a manifest (the top one, and the children of each index read) and streamed from ``/blobs/X``
-otherwise. So platform choice, caps, digest checks of every blob (``layout.read_blob``,
-``Layer.open_blob``'s ``VerifyingReader``) and ``validate`` are the layout code's own; nothing is
+otherwise. So platform choice, caps, digest checks of every blob (``ocilayout.read_blob``,
+``Layer.blob``'s ``VerifyingReader``) and ``validate`` are the layout code's own; nothing is
 written to disk. A layer blob's opener says where it came from (``origin``), so a registry sink of
 the same registry can mount it instead of uploading it.
 """

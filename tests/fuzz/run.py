@@ -49,8 +49,8 @@ def child(target: str, seconds: int, workdir: str) -> int:
     with atheris.instrument_imports():
         import ocisquash.archive
         import ocisquash.compression
-        import ocisquash.dockerarchive
-        import ocisquash.layout
+        import ocisquash.formats.dockersave
+        import ocisquash.formats.ocilayout
         import ocisquash.merge
         import ocisquash.model
         import ocisquash.sources  # noqa: F401

@@ -1,9 +1,12 @@
-"""``docker save`` tarballs: the legacy form, the Docker 25+ form and the containerd-store form.
+"""``docker save`` tarballs, read and written: the legacy form, the Docker 25+ form and the containerd-store form.
 
 The source of truth is ``manifest.json`` with each config's ``diff_ids`` (what ``docker load`` reads).
 Where the tarball also holds an OCI layout (Docker 25+, containerd), its manifests give the manifest
 digest and layer media types of the matching image. Layer members may be plain or compressed
 whatever their name; they are sniffed, and checked against their diff IDs when read.
+
+Writing: ocisquash writes the Docker 25+ shape, an OCI layout tar (``ocitar.TarSink``) plus the
+``manifest.json`` built here (``docker_manifest_json``), which ``docker load`` reads.
 """
 
 from __future__ import annotations
@@ -11,11 +14,13 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from ocisquash import layout, limits, model
+from ocisquash import limits, model, reference
 from ocisquash.archive import TarTree
 from ocisquash.compression import Codec, sniff_bytes
 from ocisquash.digest import Digest
 from ocisquash.errors import DigestMismatch, FormatError
+from ocisquash.formats import ocilayout
+from ocisquash.formats.commit import WrittenImage
 from ocisquash.image import Candidate, Image, Layer
 
 _BLOB_PATH = re.compile(r"blobs/sha256/([a-f0-9]{64})\Z")
@@ -66,11 +71,11 @@ def _claimed(path: str) -> Digest | None:
     return Digest("sha256", m.group(1)) if m else None
 
 
-def _layout_manifests(tree: TarTree) -> dict[Digest, layout.Entry]:
+def _layout_manifests(tree: TarTree) -> dict[Digest, ocilayout.Entry]:
     if not (tree.exists("index.json") and tree.exists("oci-layout")):
         return {}
     try:
-        return {e.manifest.config.digest: e for e in layout.entries(tree)}
+        return {e.manifest.config.digest: e for e in ocilayout.entries(tree)}
     except FormatError:
         # docker load's classic path ignores index.json entirely; a broken one must not stop us from
         # reading what manifest.json describes, which is verified on its own.
@@ -78,7 +83,7 @@ def _layout_manifests(tree: TarTree) -> dict[Digest, layout.Entry]:
 
 
 def _loader(tree: TarTree, i: int, config_path: str, layer_paths: list[str], tags: list[str],
-            entry: layout.Entry | None) -> Any:
+            entry: ocilayout.Entry | None) -> Any:
     def load() -> Image:
         where = f"{tree.label}: {config_path}"
         cfg_bytes = tree.read(config_path, limits.current().max_json)
@@ -107,7 +112,7 @@ def _loader(tree: TarTree, i: int, config_path: str, layer_paths: list[str], tag
                 index=j, diff_id=diff_id, size=size,
                 media_type=media[j] if j < len(media) else None,
                 digest=digest, opener=_opener(tree, path), what=what,
-                seekable_plain=codec is Codec.NONE, codec=codec,
+                is_plain_file=codec is Codec.NONE, codec=codec,
             ))
         names = list(tags)
         man: model.Manifest | None
@@ -129,3 +134,15 @@ def _loader(tree: TarTree, i: int, config_path: str, layer_paths: list[str], tag
 def _opener(tree: TarTree, path: str) -> Any:
     return lambda: tree.open(path)
 
+
+
+def docker_manifest_json(images: list[WrittenImage]) -> bytes:
+    items = []
+    for img in images:
+        tags = [reference.familiar(t) for t in img.tags if "/" in t or ":" in t]
+        items.append({
+            "Config": f"blobs/sha256/{img.config_digest.encoded}",
+            "RepoTags": tags,
+            "Layers": [f"blobs/sha256/{d.encoded}" for d in img.layer_digests],
+        })
+    return model.canonical_json(items) + b"\n"
