@@ -56,7 +56,7 @@ def convert(src_path: str, dest: str, *, image: str | None = None, platform: str
     compression_level = codecs.check_level(codec, level) if codec is not None else level
     refuse_overlap(dest, [("IN", src_path)])
     with open_source(src_path, spool.beside(dest)) as src:
-        img = src.choose(image, platform)
+        img, platform_note = src.choose_default(image, platform)
         img.check_consistent()
         out_fmt = fmt or sink.guess_format(dest)
         names = output_tags(img.names, tags or [])
@@ -77,7 +77,7 @@ def convert(src_path: str, dest: str, *, image: str | None = None, platform: str
     return {
         "image": img.label, "output": dest, "format": out_fmt, "tags": names,
         "manifest": str(written.manifest.digest), "config": str(written.config_digest),
-        "layers": [str(d) for d in written.layer_digests],
+        "layers": [str(d) for d in written.layer_digests], "note": platform_note,
     }
 
 

@@ -51,6 +51,10 @@ class Ambiguous(OcisquashError):
     """An image reference (or a missing one) that matches several images."""
 
 
+class MultiPlatform(Ambiguous):
+    """An image name that stands for several platforms and no ``--platform`` said which."""
+
+
 class LimitExceeded(OcisquashError):
     """A safety cap was reached; the message names the cap and how to raise it."""
 

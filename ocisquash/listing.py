@@ -14,8 +14,6 @@ creation times; ``dangling=true`` shows only untagged heads, ``dangling=false`` 
 
 from __future__ import annotations
 
-import os
-import platform as platform_mod
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -120,22 +118,6 @@ def rfc3339(created_ns: int | None) -> str:
 def size_text(n: int, exact: bool) -> str:
     """A size as tables print it: a trailing ``*`` marks a compressed (not uncompressed) figure."""
     return human_size(n) if exact else human_size(n) + "*"
-
-
-# ------------------------------------------------------------------------------------------ platforms
-
-_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64/v8", "arm64": "arm64/v8", "armv7l": "arm/v7",
-         "armv6l": "arm/v6", "i386": "386", "i686": "386", "ppc64le": "ppc64le", "s390x": "s390x",
-         "riscv64": "riscv64"}
-
-
-def host_platform() -> str:
-    """The platform docker and podman pick by default: ``DOCKER_DEFAULT_PLATFORM``, else this machine's."""
-    env = os.environ.get("DOCKER_DEFAULT_PLATFORM", "").strip()
-    if env:
-        return env
-    machine = platform_mod.machine().lower()
-    return f"{platform_mod.system().lower()}/{_ARCH.get(machine, machine)}"
 
 
 # ------------------------------------------------------------------------------------------ summaries

@@ -8,12 +8,13 @@
 from __future__ import annotations
 
 import os
+import platform as platform_mod
 import re
 from dataclasses import dataclass, field
 
 from ocisquash import reference, spool
 from ocisquash.archive import DirTree, TarTree, Tree, open_tar_input
-from ocisquash.errors import Ambiguous, FormatError, NotFound, OcisquashError
+from ocisquash.errors import Ambiguous, FormatError, MultiPlatform, NotFound, OcisquashError
 from ocisquash.formats import dockersave, ocilayout
 from ocisquash.image import Candidate, Image
 from ocisquash.model import Platform
@@ -53,6 +54,23 @@ class Source:
     def choose(self, ref: str | None = None, platform: str | None = None) -> Image:
         return self.choose_candidate(ref, platform).load()
 
+    def choose_default(self, ref: str | None = None, platform: str | None = None) -> tuple[Image, str | None]:
+        """``choose``, except that a multi-platform image asked for without a platform is taken for the
+        default platform (``host_platform()``), as docker and podman do; the second value is then a note
+        saying which was used. When the default is not among its platforms, the error stays."""
+        if platform is not None:
+            return self.choose(ref, platform), None
+        try:
+            return self.choose(ref, None), None
+        except MultiPlatform as e:
+            host = host_platform()
+            try:
+                img = self.choose(ref, host)
+            except (Ambiguous, NotFound):
+                raise e from None
+            return img, (f"{ref or 'the image'} is multi-platform: using {host} (the default platform); "
+                         "choose another with --platform")
+
     def choose_candidate(self, ref: str | None = None, platform: str | None = None) -> Candidate:
         cands = self.candidates
         if not cands:
@@ -68,10 +86,24 @@ class Source:
         if len(distinct) == 1:
             return distinct[0]
         if len({c.platform for c in distinct}) > 1 and _same_top(distinct):
-            raise Ambiguous(f"{self.label}: {ref or 'the image'} is multi-platform; choose one with --platform",
+            raise MultiPlatform(f"{self.label}: {ref or 'the image'} is multi-platform; choose one with --platform",
                             hint="platforms: " + ", ".join(c.platform or "?" for c in distinct))
         what = f"{ref!r} matches {len(distinct)} images" if ref else f"holds {len(distinct)} images; say which"
         raise Ambiguous(f"{self.label}: {what}", hint="use --image with one of: " + _describe(distinct))
+
+
+_ARCH = {"x86_64": "amd64", "amd64": "amd64", "aarch64": "arm64/v8", "arm64": "arm64/v8", "armv7l": "arm/v7",
+         "armv6l": "arm/v6", "i686": "386", "i386": "386", "ppc64le": "ppc64le", "s390x": "s390x",
+         "riscv64": "riscv64"}
+
+
+def host_platform() -> str:
+    """The platform docker and podman pick by default: ``DOCKER_DEFAULT_PLATFORM``, else this machine's."""
+    env = os.environ.get("DOCKER_DEFAULT_PLATFORM", "").strip()
+    if env:
+        return env
+    machine = platform_mod.machine().lower()
+    return f"{platform_mod.system().lower()}/{_ARCH.get(machine, machine)}"
 
 
 def _by_platform(label: str, ref: str | None, cands: list[Candidate], platform: str) -> Candidate:

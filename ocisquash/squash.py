@@ -25,7 +25,7 @@ from ocisquash.errors import FormatError, OcisquashError, UsageError, printable
 from ocisquash.formats.commit import Sink, WrittenImage
 from ocisquash.image import Check, Image, Layer
 from ocisquash.samefile import refuse_overlap
-from ocisquash.sources import Source, open_source
+from ocisquash.sources import Source, host_platform, open_source
 from ocisquash.streams import LayerStream
 
 
@@ -243,8 +243,9 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
         if every:
             return _squash_every_platform(src, src_path, dest, opts, codec, level, created, t0, on_phase,
                                           on_progress)
-        parent = _parent_diff_ids(opts, src_path, src, opts.platform)
-        image = src.choose(opts.image, opts.platform)
+        image, platform_note = src.choose_default(opts.image, opts.platform)
+        # a multi-platform image taken for the default platform has its parent taken for the same one
+        parent = _parent_diff_ids(opts, src_path, src, opts.platform or (host_platform() if platform_note else None))
         same_layout = dest is not None and os.path.isdir(dest) and os.path.isdir(src_path) and \
             os.path.samefile(dest, src_path)
         tags = _layout_tags(image, opts.tags) if same_layout else output_tags(image.names, opts.tags)
@@ -254,7 +255,7 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
             report, _ = _squash_one(image, None, parent, opts, codec, level, created, tags, on_phase, on_progress)
             report.output = dest
             report.seconds = round(time.monotonic() - t0, 3)
-            return report
+            return _with_note(report, platform_note)
         out_fmt = opts.fmt or sink.guess_format(dest)
         out = sink.open_sink(dest, out_fmt)
         try:
@@ -268,6 +269,12 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
     report.manifest = str(written.manifest.digest)
     report.config = str(written.config_digest)
     report.seconds = round(time.monotonic() - t0, 3)
+    return _with_note(report, platform_note)
+
+
+def _with_note(report: Report, note: str | None) -> Report:
+    if note:
+        report.note = f"{note}; {report.note}" if report.note else note
     return report
 
 

@@ -232,6 +232,37 @@ def test_printable() -> None:
     assert goformat.printable("a\tb\x00\x7f\x9b\u202ez") == "a\\tb\\x00\\x7f\\x9b\\u202ez"
 
 
+def _file_a(docker_tar: Path) -> bytes:
+    """File ``a`` of the top layer of a docker save tarball (the two platforms' images differ there)."""
+    import io
+    import tarfile
+
+    with tarfile.open(docker_tar) as t:
+        item = json.loads(t.extractfile("manifest.json").read())[0]  # type: ignore[union-attr]
+        blob = t.extractfile(item["Layers"][-1]).read()  # type: ignore[union-attr]
+    with tarfile.open(fileobj=io.BytesIO(blob), mode="r:*") as layer:
+        return layer.extractfile("a").read()  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("cmd", ["squash", "convert"])
+def test_squash_and_convert_default_to_the_host_platform(tmp_path: Path, cmd: str) -> None:
+    """Without --platform, a multi-platform image is squashed (converted) for the default platform, as
+    docker and podman pick it, with a note; its parent (none here) would be taken for the same one."""
+    path = _multi(tmp_path)
+    for plat in ("linux/arm64", "linux/amd64"):
+        out = tmp_path / f"{cmd}-{plat.replace('/', '-')}.tar"
+        p = subprocess.run([sys.executable, "-m", "ocisquash", cmd, str(path), str(out)], capture_output=True,
+                           text=True, timeout=120, env={**os.environ, "DOCKER_DEFAULT_PLATFORM": plat})
+        assert p.returncode == 0, p.stderr
+        assert f"note: the image is multi-platform: using {plat} (the default platform)" in p.stderr
+        assert _file_a(out) == {"linux/amd64": b"1", "linux/arm64": b"22"}[plat]
+    p = subprocess.run([sys.executable, "-m", "ocisquash", cmd, str(path), str(tmp_path / "no.tar")],
+                       capture_output=True, text=True, timeout=120,
+                       env={**os.environ, "DOCKER_DEFAULT_PLATFORM": "linux/s390x"})
+    assert p.returncode == 1 and "multi-platform; choose one with --platform" in p.stderr
+    assert not (tmp_path / "no.tar").exists()
+
+
 def test_history_and_analyze_default_to_the_host_platform(tmp_path: Path) -> None:
     path = _multi(tmp_path)
     ids = {}

@@ -57,6 +57,8 @@ def convert(
     if json_out:
         common.print_json(result)
     elif not quiet:
+        if result.get("note"):
+            common.note(result["note"])
         common.err_console().print(
             f"[green]converted[/] {common.safe(result['image'])} -> {common.safe(result['output'])} "
             f"({result['format']}, "

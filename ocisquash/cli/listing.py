@@ -62,26 +62,11 @@ def _input(path: str, image: str | None) -> tuple[str, str | None]:
 
 
 def _choose(src: Any, image: str | None, platform: str | None) -> Any:
-    """``src.choose``, except that a multi-platform image without ``--platform`` is read for the host's
-    platform (as docker and podman do), with a note saying which; the error stays when the host's is absent."""
-    from ocisquash import listing
-    from ocisquash.errors import Ambiguous, NotFound
-
-    if platform is not None:
-        return src.choose(image, platform)
-    try:
-        return src.choose(image, None)
-    except Ambiguous as e:
-        if "multi-platform" not in str(e):
-            raise
-        host = listing.host_platform()
-        try:
-            img = src.choose(image, host)
-        except (Ambiguous, NotFound):
-            raise e from None
-        common.note(f"{image or 'the image'} is multi-platform: using {host} (the default platform); "
-                    "choose another with --platform")
-        return img
+    """``src.choose``, but a multi-platform image without ``--platform`` is read for the default platform."""
+    img, note = src.choose_default(image, platform)
+    if note:
+        common.note(note)
+    return img
 
 
 # ---------------------------------------------------------------------------------------------- images
