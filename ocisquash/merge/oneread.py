@@ -9,7 +9,7 @@ from ocisquash import limits as limits_mod
 from ocisquash.errors import FormatError
 from ocisquash.merge.layerwrite import Spool, Writer, write_layer
 from ocisquash.merge.plan import MergePlan, finish_plan
-from ocisquash.merge.records import IMPLICIT, LayerInput, LayerStats, MergeLimits, WriteStats
+from ocisquash.merge.records import IMPLICIT, LayerInput, LayerStats, MergeLimits, WriteStats, gc_paused
 from ocisquash.merge.tarread import COPY, REGULAR, Hdr, Reader, clean_name, components, open_layer, read_layer
 from ocisquash.merge.tree import AUFS, OPAQUE, Applier, Dir, copy_tree
 from ocisquash.merge.workers import read_layers
@@ -94,6 +94,14 @@ def stream(
 
     Memory: the headers of the squashed layers are held until they are applied.
     """
+    with gc_paused():
+        return _stream(layers, keep, out, limits, progress, on_plan, spool_dir)
+
+
+def _stream(
+    layers: Sequence[LayerInput], keep: int, out: BinaryIO, limits: MergeLimits | None,
+    progress: Callable[[int], None] | None, on_plan: Callable[[MergePlan], None] | None, spool_dir: str | None,
+) -> tuple[MergePlan, WriteStats]:
     lim = limits or MergeLimits.current()
     n = len(layers)
     if not 0 <= keep <= n:

@@ -12,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ocisquash.merge.records import IMPLICIT, HiddenFile, LayerInput, LayerStats, MergeLimits, Meta
+from ocisquash.merge.records import IMPLICIT, HiddenFile, LayerInput, LayerStats, MergeLimits, Meta, gc_paused
 from ocisquash.merge.tree import Applier, Dir, Ino, copy_tree
 from ocisquash.merge.workers import read_layers
 
@@ -158,6 +158,11 @@ def plan(layers: Sequence[LayerInput], keep: int = 0, *, limits: MergeLimits | N
     ``keep`` layers at the bottom stay as they are (0: squash to scratch); ``keep == len(layers)``
     gives an empty merged layer.
     """
+    with gc_paused():
+        return _plan(layers, keep, limits)
+
+
+def _plan(layers: Sequence[LayerInput], keep: int, limits: MergeLimits | None) -> MergePlan:
     lim = limits or MergeLimits.current()
     if not 0 <= keep <= len(layers):
         raise ValueError(f"keep={keep} outside 0..{len(layers)}")
