@@ -10,7 +10,7 @@ DEBS := umoci skopeo podman buildah libmagic1 jq oci-image-tool docker.io contai
 DEB_TOOLS := umoci skopeo podman buildah jq oci-image-tool dockerd containerd ctr runc iptables busybox \
 	docker-registry htpasswd openssl
 
-.PHONY: setup debs venv demo test lint pytest fuzz clean bench
+.PHONY: setup debs venv demo test lint pytest pytest-pure fuzz clean bench
 
 setup: debs venv
 
@@ -25,7 +25,9 @@ debs:  ## Debian packages the tests use (umoci, skopeo, and docker/containerd/po
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml constraints.txt
+# The editable install compiles the merge's hot modules with mypyc (setup.py), and Python imports those
+# before the .py files beside them: a change to a merge source needs this rebuild to run.
+$(VENV)/.installed: pyproject.toml constraints.txt setup.py $(wildcard ocisquash/merge/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
@@ -36,7 +38,7 @@ demo: setup  ## squash the sample image shipped in testdata/ and show the report
 	$(VENV)/bin/ocisquash testdata/sample.docker.tar /tmp/ocisquash-demo.tar --tag sample:squashed
 	$(VENV)/bin/ocisquash images /tmp/ocisquash-demo.tar
 
-test: setup lint pytest  ## everything CI runs
+test: setup lint pytest pytest-pure  ## everything CI runs
 
 lint:
 	$(VENV)/bin/ruff check ocisquash tests bench
@@ -45,12 +47,21 @@ lint:
 pytest:  ## every test, the ones marked slow included (CI runs this; add -m 'not slow' for a quick local run)
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# The merge's tests once more on its pure-Python modules (what runs where setup.py could not compile):
+# a copy of the package without the extension modules, first on the path (pytest's script, not
+# `python -m`, which would put the working tree first); test_compiled.py checks which modules ran.
+PURE := $(CURDIR)/.pure
+pytest-pure:
+	rm -rf $(PURE) && mkdir -p $(PURE) && cp -r ocisquash $(PURE)/ && find $(PURE) -name '*.so' -delete
+	PYTHONPATH=$(PURE) OCISQUASH_EXPECT_PURE=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/test_compiled.py \
+		tests/test_merge.py tests/test_merge_properties.py tests/test_hostile.py
+
 fuzz: setup  ## coverage-guided fuzzing of every reader (atheris), FUZZ_SECONDS each
 	$(PY) -m pip install -q -c constraints.txt -e '.[fuzz]'
 	$(PY) tests/fuzz/run.py --seconds $${FUZZ_SECONDS:-60}
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .pure build ocisquash_merge__mypyc*.so ocisquash/merge/*.so
 BENCH_PYTHON ?=
 BENCH_ARGS ?=
 

@@ -8,10 +8,11 @@ from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
 from ocisquash.errors import FormatError, OutputError
-from ocisquash.merge.plan import Body, DirEntry, MergePlan
-from ocisquash.merge.records import WHITEOUT_META, LayerInput, MergeLimits, Meta, SkipsRest, WriteStats
+from ocisquash.merge.plan import DirEntry, MergePlan
+from ocisquash.merge.records import WHITEOUT_META, LayerInput, MergeLimits, Meta, SkipsRest, SpoolIndex, WriteStats
 from ocisquash.merge.tarread import COPY, REFILL, REGULAR_FLAGS, ZERO, Source, open_layer
 from ocisquash.merge.tarwrite import header
+from ocisquash.merge.tree import Ino
 
 
 class Writer:
@@ -87,13 +88,16 @@ class Spool:
         self.parts: list[bytes] = []  # small bodies not written yet, in order (one writev for many)
         self.pending = 0  # their bytes
         self.size = 0  # bytes written to the file so far (parts follow)
-        self.where: dict[int, dict[int, int]] = {}  # layer -> data offset in the layer -> spool offset
+        self.where: dict[int, SpoolIndex] = {}  # per layer: data offset in the layer -> spool offset
         self.rbuf = memoryview(b"")  # read-ahead window of the file, from offset rstart
         self.rstart = 0
 
     def add(self, layer: int, offset: int, src: Source, size: int) -> None:
         """Store the ``size`` bytes of contents (and their padding) ``src`` stands at."""
-        self.where.setdefault(layer, {})[offset] = self.size + self.pending
+        index = self.where.get(layer)
+        if index is None:
+            index = self.where[layer] = SpoolIndex()
+        index.add(offset, self.size + self.pending)
         padded = (size + 511) & ~511
         if padded < REFILL:
             data = src.read(padded)
@@ -227,8 +231,8 @@ def write_layer(
     for pl in layout.parent_links:
         w.header(pl.name, "1", pl.meta, linkname=pl.target)
     for li in plan.pass2_layers():
-        bodies = layout.bodies.get(li, {})
-        spooled = plan.spooled.get(li, {})
+        bodies = layout.bodies.get(li, [])
+        spooled = plan.spooled.get(li) or SpoolIndex()
         copy_layer(li, layers[li], bodies, spooled, spool, plan.limits, w, progress,
                     plan.layers[li].tar_bytes if li < len(plan.layers) else 0, li not in plan.read_once)
     w.finish()
@@ -252,11 +256,15 @@ def copy_body(src: Source, w: Writer, name: str, meta: Meta, size: int) -> None:
     w.pad(size)
 
 
+def _ordinal(ino: Ino) -> int:
+    return ino.ordinal
+
+
 def copy_layer(
     index: int,
     layer: LayerInput,
-    bodies: dict[int, Body],
-    spooled: dict[int, int],
+    bodies: list[Ino],
+    spooled: SpoolIndex,
     spool: Spool | None,
     limits: MergeLimits,
     w: Writer,
@@ -279,9 +287,10 @@ def copy_layer(
         if verify:
             f, src = open_layer(layer, False)
         reported = 0
-        for off in sorted(bodies):
-            b = bodies[off]
-            body, size, meta = b.name, b.size, b.meta
+        bodies.sort(key=_ordinal)
+        for b in bodies:
+            off, body, size, meta = b.ordinal, b.origin, b.size, b.meta
+            assert meta is not None
             at = spooled.get(off)
             if at is not None and spool is not None:
                 w.header(body, "0", meta, size=size)

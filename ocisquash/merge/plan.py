@@ -12,7 +12,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
-from ocisquash.merge.records import IMPLICIT, HiddenFile, LayerInput, LayerStats, MergeLimits, Meta
+from ocisquash.merge.records import (
+    IMPLICIT,
+    HiddenFile,
+    LayerInput,
+    LayerStats,
+    MergeLimits,
+    Meta,
+    SpoolIndex,
+    gc_paused,
+)
 from ocisquash.merge.tree import Applier, Dir, Ino, copy_tree
 from ocisquash.merge.workers import read_layers
 
@@ -32,16 +41,6 @@ class Whiteout:
     """A ``.wh.NAME`` entry: a parent path that is gone (``path`` is the whiteout's own name)."""
 
     path: str
-
-
-@dataclass(slots=True)
-class Body:
-    """A regular file to copy: written as ``name`` with ``size`` bytes of contents, then ``links``."""
-
-    name: str
-    links: list[str]
-    size: int
-    meta: Meta
 
 
 @dataclass(slots=True)
@@ -71,7 +70,10 @@ class Layout:
     head: list[DirEntry | Whiteout] = field(default_factory=list)
     specials: list[Special] = field(default_factory=list)
     parent_links: list[ParentLink] = field(default_factory=list)
-    bodies: dict[int, dict[int, Body]] = field(default_factory=dict)
+    bodies: dict[int, list[Ino]] = field(default_factory=dict)
+    """Per layer, the regular files to copy from it: each written as ``origin`` with ``size`` bytes
+    of contents, then hardlinked as ``links`` (an inode of the tree, not a record of its own: memory
+    per path); the writer takes them by data offset (``ordinal``)."""
     entries: int = 0
     whiteouts: int = 0
     content_bytes: int = 0
@@ -95,7 +97,7 @@ class MergePlan:
     limits: MergeLimits = field(repr=False)
     read_once: tuple[int, ...] = field(repr=False, default=())
     """Layers ``stream`` has read in full already: they are read again only for bodies it did not keep."""
-    spooled: dict[int, dict[int, int]] = field(repr=False, default_factory=dict)
+    spooled: dict[int, SpoolIndex] = field(repr=False, default_factory=dict)
     """Per layer, the bodies ``stream`` kept (data offset in the layer -> offset in its spool)."""
 
     @property
@@ -124,8 +126,11 @@ class MergePlan:
 
     def reread(self, i: int) -> bool:
         """Whether the writer reads layer ``i`` (else every body it needs from there is spooled)."""
-        spooled = self.spooled.get(i, {})
-        return i not in self.read_once or any(off not in spooled for off in self.layout.bodies.get(i, ()))
+        if i not in self.read_once:
+            return True
+        spooled = self.spooled.get(i)
+        bodies = self.layout.bodies.get(i, [])
+        return bool(bodies) and (spooled is None or any(spooled.get(b.ordinal) is None for b in bodies))
 
     def bytes_to_copy(self) -> int:
         """Uncompressed bytes the writer reads from layers (what its ``progress`` callback counts up to)."""
@@ -158,6 +163,11 @@ def plan(layers: Sequence[LayerInput], keep: int = 0, *, limits: MergeLimits | N
     ``keep`` layers at the bottom stay as they are (0: squash to scratch); ``keep == len(layers)``
     gives an empty merged layer.
     """
+    with gc_paused():
+        return _plan(layers, keep, limits)
+
+
+def _plan(layers: Sequence[LayerInput], keep: int, limits: MergeLimits | None) -> MergePlan:
     lim = limits or MergeLimits.current()
     if not 0 <= keep <= len(layers):
         raise ValueError(f"keep={keep} outside 0..{len(layers)}")
@@ -173,7 +183,7 @@ def plan(layers: Sequence[LayerInput], keep: int = 0, *, limits: MergeLimits | N
 
 def finish_plan(
     ap: Applier, parent: Dir | None, keep: int, lim: MergeLimits,
-    read: tuple[int, ...] = (), spooled: dict[int, dict[int, int]] | None = None,
+    read: tuple[int, ...] = (), spooled: dict[int, SpoolIndex] | None = None,
 ) -> MergePlan:
     """The plan once every layer is applied (``parent``: the kept layers' tree, None: the final
     tree is it); ``read`` and ``spooled`` are ``stream``'s."""
@@ -195,10 +205,13 @@ def diff(final: Dir, parent: Dir) -> Layout:
     even for a directory deleted and then recreated: the diff is structural, so every parent child
     that survives unchanged needs no entry at all, while an opaque marker would force re-writing each
     of them (FORMATS.md also says writers SHOULD prefer explicit whiteouts).
+
+    Takes ``final`` apart as it goes (each directory's children are let go once visited), so the
+    tree and the layout are not both held in full (memory per path).
     """
     out = Layout()
     head = out.head
-    names_new: dict[Ino, list[str]] = {}  # names to write, per inode
+    names_new: dict[Ino, list[str]] = {}  # names to write, per inode with several names
     names_same: dict[Ino, list[str]] = {}  # names the parent tree holds for the same inode
     final_paths = 0
     # Depth-first pre-order with sorted children: each directory right before its subtree, so
@@ -216,6 +229,7 @@ def diff(final: Dir, parent: Dir) -> Layout:
             head.append(DirEntry(path, fd.meta if fd.meta is not None else IMPLICIT, changed))
             unchanged += not changed
         children = fd.children
+        fd.children = {}
         if pd is not None:
             gone = sorted(n for n in pd.children if n not in children)
             out.whiteouts += len(gone)
@@ -232,45 +246,60 @@ def diff(final: Dir, parent: Dir) -> Layout:
                 subdirs.append((full, node, pdir, pdir is None or pdir.meta != node.meta))
             else:
                 assert type(node) is Ino
+                if full == node.origin:
+                    full = node.origin  # one string for the tree's record and the layout's
                 if pn is node:
                     names_same.setdefault(node, []).append(full)
+                elif node.nlink == 1:
+                    _add(out, node, full, ())  # its one name in the final tree, and a new one
                 else:
                     names_new.setdefault(node, []).append(full)
+        del children
         stack.extend(reversed(subdirs))
     out.final_paths = final_paths
+    for ino, new in names_new.items():
+        new.sort()
+        same = names_same.get(ino)
+        if same:
+            # The parent tree still holds this inode under an unchanged name: link to it.
+            assert ino.meta is not None
+            target = min(same)
+            out.parent_links.extend(ParentLink(n, target, ino.meta) for n in new)
+            out.entries += len(new)
+            continue
+        body = ino.origin if ino.origin in new else new[0]
+        _add(out, ino, body, tuple(n for n in new if n != body))
     if unchanged:
         # Every ancestor of a written entry is written too, with its final metadata: an overlay
         # unpacker (docker's overlay2, containerd) gives a directory the layer does not name mode
         # 0755, owner root and the time of the load, hiding the parent's (issue 10).
-        need = ancestors(head, names_new)
+        need = ancestors(out)
         out.head = head = [e for e in head if isinstance(e, Whiteout) or e.changed or e.path in need]
-    entries = len(head)
-    for ino, new in names_new.items():
-        new.sort()
-        assert ino.meta is not None
-        same = names_same.get(ino)
-        if same:
-            # The parent tree still holds this inode under an unchanged name: link to it.
-            target = min(same)
-            out.parent_links.extend(ParentLink(n, target, ino.meta) for n in new)
-            entries += len(new)
-            continue
-        body = ino.origin if ino.origin in new else new[0]
-        links = [n for n in new if n != body]
-        entries += 1 + len(links)
-        if ino.kind == "0":
-            out.bodies.setdefault(ino.layer, {})[ino.ordinal] = Body(body, links, ino.size, ino.meta)
-            out.content_bytes += ino.size
-            out.padded += (ino.size + 511) & ~511
-        else:
-            out.specials.append(Special(body, ino, links))
+    out.entries += len(head)
     out.specials.sort(key=lambda s: s.name)
     out.parent_links.sort(key=lambda pl: (pl.name, pl.target))
-    out.entries = entries
     return out
 
 
-def ancestors(head: list[DirEntry | Whiteout], names_new: dict[Ino, list[str]]) -> set[str]:
+def _add(out: Layout, ino: Ino, body: str, links: tuple[str, ...]) -> None:
+    """Lay out a new inode: written as ``body``, then hardlinked as ``links``."""
+    assert ino.meta is not None
+    out.entries += 1 + len(links)
+    if ino.kind == "0":
+        bodies = out.bodies.get(ino.layer)
+        if bodies is None:
+            bodies = out.bodies[ino.layer] = []
+        # The final tree is let go: its inode carries what the writer needs (the plan owns it now).
+        ino.origin = body
+        ino.links = links
+        bodies.append(ino)
+        out.content_bytes += ino.size
+        out.padded += (ino.size + 511) & ~511
+    else:
+        out.specials.append(Special(body, ino, list(links)))
+
+
+def ancestors(out: Layout) -> set[str]:
     """The directories above every entry the merged layer writes (the root excluded)."""
     need: set[str] = set()
 
@@ -283,10 +312,18 @@ def ancestors(head: list[DirEntry | Whiteout], names_new: dict[Ino, list[str]]) 
             need.add(path)
             i = path.rfind("/")
 
-    for e in head:
+    for e in out.head:
         if isinstance(e, Whiteout) or e.changed:
             up(e.path)
-    for names in names_new.values():
-        for name in names:
+    for bodies in out.bodies.values():
+        for b in bodies:
+            up(b.origin)
+            for name in b.links:
+                up(name)
+    for sp in out.specials:
+        up(sp.name)
+        for name in sp.links:
             up(name)
+    for pl in out.parent_links:
+        up(pl.name)
     return need

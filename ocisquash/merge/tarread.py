@@ -9,7 +9,7 @@ from __future__ import annotations
 import io
 import zlib
 from collections.abc import Callable, Iterator
-from typing import BinaryIO
+from typing import BinaryIO, Protocol
 
 from ocisquash import limits as limits_mod
 from ocisquash.errors import FormatError, OcisquashError
@@ -23,6 +23,7 @@ _EXT_TYPES = frozenset(b"xXgLKS")
 _HEADER_ONLY = frozenset("123456")
 REGULAR = frozenset(("0", "7"))
 REGULAR_FLAGS = frozenset((b"0", b"\0", b"7"))
+_SHARED_METAS = 1 << 14
 
 
 class Hdr:
@@ -185,6 +186,10 @@ class Reader:
         self.label = src.label
         self.names: dict[bytes, tuple[str, str]] = {}  # decoded uname/gname, shared between entries
         self.extra_bytes = 0  # extra PAX records kept so far (max_xattr_total)
+        # Metadata records shared between entries with the same fields (a Meta is never changed once
+        # made): files of one layer often share mode, owner and time, and memory per path is what
+        # limits a big image. Bounded, so a layer of all-different times costs a dict of fixed size.
+        self.metas: dict[tuple[int, int, int, str, str, int | str], Meta] = {}
 
     def _bad(self, what: str) -> FormatError:
         return FormatError(f"layer {self.label}: {what}")
@@ -348,7 +353,16 @@ class Reader:
             size = 0  # Go: no data follows these types, whatever the size field says
         elif type_ not in REGULAR:
             raise self._bad(f"{name}: unsupported tar entry type {type_!r}")
-        return Hdr(name, type_, size, linkname, Meta(mode, uid, gid, uname, gname, mtime, extra), dev)
+        if extra is None:
+            key = (mode, uid, gid, uname, gname, mtime)
+            meta = self.metas.get(key)
+            if meta is None:
+                meta = Meta(mode, uid, gid, uname, gname, mtime, None)
+                if len(self.metas) < _SHARED_METAS:
+                    self.metas[key] = meta
+        else:
+            meta = Meta(mode, uid, gid, uname, gname, mtime, extra)
+        return Hdr(name, type_, size, linkname, meta, dev)
 
 
 def is_clean(name: str) -> bool:
@@ -397,20 +411,50 @@ def open_layer(
     return f, Source(f, seek_ok, layer.label)
 
 
-def read_layer(layer: LayerInput, lim: MergeLimits) -> tuple[list[tuple[Hdr, int]], int]:
-    """One layer's headers, each with the offset where its data starts, and the stream's length."""
+class EntrySink(Protocol):
+    """Where ``read_layer`` can hand each entry instead of keeping it (the tree's ``Applier``)."""
+
+    def entry(self, h: Hdr, offset: int) -> None: ...
+    def end_layer(self, entries: int, consumed: int) -> None: ...
+
+
+def apply_entry(apply: EntrySink, h: Hdr, offset: int, src: Source) -> None:
+    """Hand ``h`` to ``apply``; an error it raises waits for the end of the stream, which is read (and
+    so verified) first: a layer whose bytes are not the ones its digest names says so, not what a
+    corrupt header in it made of the tree."""
+    try:
+        apply.entry(h, offset)
+    except OcisquashError:
+        src.skip((h.size + 511) & ~511)
+        src.drain()
+        raise
+
+
+def read_layer(
+    layer: LayerInput, lim: MergeLimits, apply: EntrySink | None = None
+) -> tuple[list[tuple[Hdr, int]], int]:
+    """One layer's headers, each with the offset where its data starts, and the stream's length.
+
+    With ``apply``, each header goes there instead and none is kept (the list returned is empty)."""
     f, src = open_layer(layer, True)
     try:
         entries: list[tuple[Hdr, int]] = []
+        count = 0
         cap = lim.max_entries_per_layer
         for h in Reader(src, lim):
-            if len(entries) >= cap:
+            if count >= cap:
                 raise limits_mod.exceeded("max_entries_per_layer", f"layer {layer.label}: too many tar entries")
+            count += 1
             offset = src.consumed  # where this entry's data starts: pass 2 copies from here
+            if apply is not None:
+                apply_entry(apply, h, offset, src)
             if h.size and not src.skip((h.size + 511) & ~511):
                 raise FormatError(f"layer {layer.label}: truncated tar (file contents cut short)")
-            entries.append((h, offset))
+            if apply is None:
+                entries.append((h, offset))
         src.drain()
+        if apply is not None:
+            apply.end_layer(count, src.consumed)
         return entries, src.consumed
     except OSError as e:
         raise FormatError(f"layer {layer.label}: read error: {e}") from e

@@ -23,7 +23,7 @@ class Dir:
 class Ino:
     """A non-directory inode; several names may share it (hardlinks)."""
 
-    __slots__ = ("dev", "kind", "layer", "meta", "nlink", "ordinal", "origin", "size", "target")
+    __slots__ = ("dev", "kind", "layer", "links", "meta", "nlink", "ordinal", "origin", "size", "target")
 
     def __init__(
         self, kind: str, layer: int, ordinal: int, origin: str, size: int,
@@ -32,12 +32,13 @@ class Ino:
         self.kind = kind  # "0" regular, "2" symlink, "3" char, "4" block, "6" fifo
         self.layer = layer
         self.ordinal = ordinal  # offset of the creating entry's data in its layer: where pass 2 copies from
-        self.origin = origin  # real path it was created at
+        self.origin = origin  # real path it was created at (the plan sets the name it is written as)
         self.size = size
         self.meta = meta  # link headers to this inode carry it
         self.target = target  # symlink target
         self.dev = dev
         self.nlink = 0
+        self.links: tuple[str, ...] = ()  # set by the plan: the hardlinks the merged layer writes to it
 
 
 Node = Dir | Ino
@@ -163,16 +164,37 @@ class Applier:
 
     # ---- one layer
     def apply_layer(self, index: int, label: str, entries: list[tuple[Hdr, int]], consumed: int) -> None:
-        """Apply one layer's entries (header, offset of its data), as ``read_layer`` gives them."""
+        """Apply one layer's entries (header, offset of its data), as ``read_layer`` gives them.
+
+        Empties ``entries`` as it goes: each header is let go once applied, so the headers not yet
+        applied and the tree they become are not both held in full (memory per path).
+        """
+        # Only a whiteout looks at what its own layer wrote: a layer with none needs no record of it.
+        self.begin_layer(index, label, any(".wh." in h.name for h, _ in entries))
+        count = len(entries)
+        entries.reverse()
+        pop = entries.pop
+        st = self.stats[index]
+        while entries:
+            h, offset = pop()
+            self._entry(h, offset, st)
+        self.end_layer(count, consumed)
+
+    def begin_layer(self, index: int, label: str, track: bool) -> None:
+        """Start applying layer ``index`` entry by entry (``entry``); ``track``: record what it writes,
+        which its whiteouts need (True when not known)."""
         self.layer = index
         self.label = label
         self.upper = set()
-        # Only a whiteout looks at what its own layer wrote: a layer with none needs no record of it.
-        self.track = any(".wh." in h.name for h, _ in entries)
-        st = self.stats[index]
-        for h, offset in entries:
-            self._entry(h, offset, st)
-        st.entries = len(entries)
+        self.track = track
+
+    def entry(self, h: Hdr, offset: int) -> None:
+        """Apply one entry of the layer begun (``offset``: where its data starts in the layer)."""
+        self._entry(h, offset, self.stats[self.layer])
+
+    def end_layer(self, entries: int, consumed: int) -> None:
+        st = self.stats[self.layer]
+        st.entries = entries
         st.tar_bytes = consumed
         self.upper = set()
 
@@ -209,6 +231,8 @@ class Applier:
             pnode = self._mkdirs(names, h.name)
         names.append(base)
         path = "/".join(names)
+        if path == h.name:
+            path = h.name  # one string for both: the header's outlives it in Ino.origin
         children = pnode.children
         existing = children.get(base)
         t = h.type

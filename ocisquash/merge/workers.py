@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import pickle
 import signal
@@ -59,6 +60,7 @@ def _worker(layers: Sequence[LayerInput], lim: MergeLimits, tasks: int, fd: int)
     # must not print tracebacks of their own; the parent's SIGTERM handler must not run here either.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    gc.disable()  # a short-lived process that keeps every header it parses (see records.gc_paused)
     with os.fdopen(fd, "wb") as out:
         while len(raw := os.read(tasks, _INDEX.size)) == _INDEX.size:
             i = _INDEX.unpack(raw)[0]
