@@ -9,7 +9,8 @@ from typing import BinaryIO
 
 from ocisquash.errors import FormatError, OutputError
 from ocisquash.merge.plan import DirEntry, MergePlan
-from ocisquash.merge.records import WHITEOUT_META, LayerInput, MergeLimits, Meta, SkipsRest, SpoolIndex, WriteStats
+from ocisquash.merge.records import WHITEOUT_META, LayerInput, MergeLimits, Meta, SpoolIndex, WriteStats
+from ocisquash.merge.streamtypes import SkipsRest
 from ocisquash.merge.tarread import COPY, REFILL, REGULAR_FLAGS, ZERO, Source, open_layer
 from ocisquash.merge.tarwrite import header
 from ocisquash.merge.tree import Ino

@@ -12,19 +12,9 @@ from bisect import bisect_left
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import BinaryIO, Protocol, runtime_checkable
+from typing import BinaryIO
 
 from ocisquash import limits as limits_mod
-
-
-@runtime_checkable
-class SkipsRest(Protocol):
-    """A layer stream that can finish without being read to its end: ``skip_rest()`` checks what is
-    left to check (for ``Layer.uncompressed(Check.BLOB)``'s streams, the rest of the blob's digest
-    without decompressing it). ``ocisquash.streams.LayerStream`` is one; a plain file is not, and is
-    drained instead. Declared here, not imported, so the merge imports nothing but errors and limits."""
-
-    def skip_rest(self) -> None: ...
 
 
 @dataclass(frozen=True)
