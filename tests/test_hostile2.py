@@ -664,6 +664,28 @@ def test_many_pax_records_per_member(tmp_path: Path) -> None:
     assert r.rc == 1 and "max_xattr" in r.err, r.err
     assert_rss(r, "150 members of 60,000 PAX records")
 
+
+@pytest.mark.slow
+def test_a_million_empty_files(tmp_path: Path) -> None:
+    """A layer of 1,000,000 empty files (1.07 GB once): past the default max_entries_per_layer/max_paths
+    (600,000), a clear error that says how to raise the cap, in bounded memory."""
+    def write(f: BinaryIO) -> None:
+        blocks = []
+        for i in range(1_000_000):
+            blocks.append(header(f"d{i // 1000}/f{i % 1000}"))
+            if len(blocks) == 10_000:
+                f.write(b"".join(blocks))
+                blocks.clear()
+        f.write(b"".join(blocks) + bytes(1024))
+
+    p = tmp_path / "m.tar"
+    docker_tar_streaming(p, write)
+    r = cli("squash", p, tmp_path / "o.tar", "-t", "x:1", timeout=300)
+    assert r.rc == 1 and ("max_entries_per_layer" in r.err or "max_paths" in r.err), r.err
+    assert "--limit" in r.err  # the hint says how to raise it
+    assert_rss(r, "a layer of 1,000,000 empty files")
+    assert not (tmp_path / "o.tar").exists()
+
 # ======================================================================================== 6. internal errors
 
 def _docker_with_config(tmp_path: Path, mutate: object) -> Path:

@@ -301,6 +301,19 @@ def test_max_entries_per_layer() -> None:
     assert_cap(e, "max_entries_per_layer", "too many tar entries")
 
 
+@pytest.mark.parametrize("one_read", [False, True], ids=["plan", "stream"])
+def test_max_paths_counts_every_layer(one_read: bool) -> None:
+    """Each layer is under max_entries_per_layer, the three together are over max_paths."""
+    tars = [layer(*(f(f"l{n}/f{i}", b"") for i in range(4))) for n in range(3)]
+    _plan(*tars)
+    with limits.scoped({"max_paths": 10}), pytest.raises(LimitExceeded) as e:
+        if one_read:
+            merge.stream(inputs(tars), 0, io.BytesIO())
+        else:
+            _plan(*tars)
+    assert_cap(e, "max_paths", "entries in the layers merged")
+
+
 def test_max_path() -> None:
     tar = layer(f("d/" + "n" * 300, b"x"))
     _plan(tar)

@@ -52,8 +52,8 @@ class LayerInput:
 class MergeLimits:
     """Safety caps for untrusted layers (names as in ``ocisquash.limits``); ``LimitExceeded`` names them."""
 
-    max_entries_per_layer: int = 10_000_000
-    max_path: int = 65_536
+    max_entries_per_layer: int = 600_000
+    max_path: int = 4096
     """Characters of one member name or link target."""
     max_pax_header: int = 1 << 20
     """Bytes of one PAX or GNU long-name/link record (Go's archive/tar refuses more than 1 MiB too)."""
@@ -63,17 +63,20 @@ class MergeLimits:
     """Bytes of the extra PAX records (xattrs) one member keeps."""
     max_xattr_total: int = 64 << 20
     """Bytes of extra PAX records the members of one layer keep, in all."""
+    max_paths: int = 600_000
+    """Entries one merge applies, over all its layers (each path is held until the layer is written)."""
 
     def __reduce__(self) -> tuple[type[MergeLimits], tuple[int, ...]]:
-        # see LayerInput.__reduce__
-        return (MergeLimits, (self.max_entries_per_layer, self.max_path, self.max_pax_header, self.max_symlink_hops))
+        # see LayerInput.__reduce__; every field, or a worker would run with the defaults
+        return (MergeLimits, (self.max_entries_per_layer, self.max_path, self.max_pax_header, self.max_symlink_hops,
+                              self.max_xattr, self.max_xattr_total, self.max_paths))
 
     @classmethod
     def current(cls) -> MergeLimits:
         """The caps in force in ``ocisquash.limits`` (defaults, environment, ``--limit``)."""
         lim = limits_mod.current()
         return cls(lim.max_entries_per_layer, lim.max_path, lim.max_pax_header,
-                   max_xattr=lim.max_xattr, max_xattr_total=lim.max_xattr_total)
+                   max_xattr=lim.max_xattr, max_xattr_total=lim.max_xattr_total, max_paths=lim.max_paths)
 
 
 LARGEST_HIDDEN = 20

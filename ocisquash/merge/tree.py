@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import heapq
 
+from ocisquash import limits as limits_mod
 from ocisquash.errors import FormatError, UnsafePath
 from ocisquash.merge.records import IMPLICIT, LARGEST_HIDDEN, HiddenFile, LayerStats, MergeLimits, Meta
 from ocisquash.merge.tarread import REGULAR, Hdr, components
@@ -56,6 +57,7 @@ class Applier:
         self.layer = 0
         self.upper: set[str] = set()
         self.track = True
+        self.applied = 0  # entries applied over all layers (max_paths)
 
     # ---- helpers
     def _resolve(self, comps: list[str]) -> tuple[list[str], Node | None]:
@@ -199,6 +201,10 @@ class Applier:
         self.upper = set()
 
     def _entry(self, h: Hdr, ordinal: int, st: LayerStats) -> None:
+        self.applied += 1
+        if self.applied > self.limits.max_paths:
+            raise limits_mod.exceeded("max_paths", f"layer {self.label}: more than {self.limits.max_paths} entries "
+                                                   "in the layers merged")
         comps = components(h.name)
         if comps is None:
             raise UnsafePath(f"layer {self.label}: member {h.name!r} escapes the root")
