@@ -14,6 +14,7 @@ creation times; ``dangling=true`` shows only untagged heads, ``dangling=false`` 
 
 from __future__ import annotations
 
+import bisect
 import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -719,23 +720,24 @@ def efficiency(image: Image, on_layer: Callable[[int], None] | None = None) -> E
             f.close()
         parents = {p[:j] for p in entries for j in range(len(p)) if p[j] == "/"}
         layer_copies: list[tuple[str, int]] = []
+        # What each whiteout and opaque marker deletes, found by bisecting the sorted visible paths: a scan of
+        # every visible path per marker took 28 s on 60,000 entries with a few hundred whiteouts.
+        keys = sorted(visible) if whiteouts or opaque else []
+        gone_by_w = [_at_or_under(keys, visible, w) for w in whiteouts]
+        gone_by_d = [keys if not d else _at_or_under(keys, {}, d) for d in opaque]
         # A whiteout is a copy of each path it deletes, sized as that path was (dive puts a deleted directory's
         # whole size on the directory's own path, which no earlier layer has as a leaf: never counted as waste).
-        for w in whiteouts:
-            gone = [k for k in visible if k == w or k.startswith(w + "/")]
+        for w, gone in zip(whiteouts, gone_by_w, strict=True):
             layer_copies += [(k, visible[k]) for k in gone] or [(w, 0)]
-        for d in opaque:
-            layer_copies += [(k, visible[k]) for k in visible if not d or k.startswith(d + "/")]
+        for gone in gone_by_d:
+            layer_copies += [(k, visible[k]) for k in gone]
         layer_copies += [(p, size) for p, size in entries.items() if p not in parents]
         for p, size in layer_copies:
             n, total, low = copies.get(p, (0, 0, size))
             copies[p] = (n + 1, total + size, min(low, size))
-        for w in whiteouts:  # the path and everything under it
-            for k in [k for k in visible if k == w or k.startswith(w + "/")]:
-                del visible[k]
-        for d in opaque:  # everything under the directory, which itself stays
-            for k in [k for k in visible if not d or k.startswith(d + "/")]:
-                del visible[k]
+        for gone in (*gone_by_w, *gone_by_d):  # a whiteout's path and all below it; what lies below an opaque dir
+            for k in gone:
+                visible.pop(k, None)
         visible.update(entries)
         if i > 0:
             user_bytes += sum(entries.values())
@@ -744,6 +746,13 @@ def efficiency(image: Image, on_layer: Callable[[int], None] | None = None) -> E
     ineff = [Inefficiency(p, n, t, t - low) for p, (n, t, low) in copies.items() if n > 1]
     ineff.sort(key=lambda x: (-x.wasted_bytes, -x.total_bytes, x.path))
     return Efficiency(smallest / total if total else 1.0, sum(x.wasted_bytes for x in ineff), user_bytes, ineff)
+
+
+def _at_or_under(keys: list[str], visible: dict[str, int], path: str) -> list[str]:
+    """``path`` (when in ``visible``) and the paths below it, from ``keys``, the sorted visible paths: those
+    start with ``path/``, so they sort between ``path/`` and ``path0`` ('0' follows '/')."""
+    lo, hi = bisect.bisect_left(keys, path + "/"), bisect.bisect_left(keys, path + "0")
+    return ([path] if path in visible else []) + keys[lo:hi]
 
 
 @dataclass
