@@ -57,7 +57,8 @@ def temps(d: Path) -> list[str]:
 
 @pytest.fixture(scope="module")
 def slow_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A docker tar of 3 MiB of word salad: recompressing it with zstd -19 takes a few seconds.
+    """A docker tar of 12 MiB of word salad: recompressing it with zstd -19 takes several seconds, so a
+    test's signal, sent 0.3 s in, arrives first even on a loaded machine (3 MiB once finished first there).
 
     Not random bytes: zstd passes incompressible blocks through quickly (3 MiB of them took under a
     second on 2 cores), and a quiet machine then finished before the signal was sent."""
@@ -65,7 +66,7 @@ def slow_input(tmp_path_factory: pytest.TempPathFactory) -> Path:
     words = [bytes(rnd.choice(b"abcdefghijklmnopqrstuvwxyz") for _ in range(rnd.randint(2, 9))) for _ in range(5000)]
 
     def text() -> bytes:
-        return b" ".join(rnd.choice(words) for _ in range(1 << 18))[: 1 << 20]
+        return b" ".join(rnd.choice(words) for _ in range(1 << 20))[: 4 << 20]
 
     layers = [I.layer_tar({f"blob{i}": text()}) for i in range(3)]
     p = tmp_path_factory.mktemp("faults") / "in.docker.tar"

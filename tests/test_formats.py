@@ -374,13 +374,20 @@ def multi_platform(trap_oci: BuiltImage, work: Path) -> Path:
     return lay
 
 
-def test_platform_choice(multi_platform: Path, trap_oci: BuiltImage, tmp_path: Path) -> None:
+def test_platform_choice(multi_platform: Path, trap_oci: BuiltImage, tmp_path: Path,
+                         monkeypatch: pytest.MonkeyPatch) -> None:
     _, l2_config = _manifest_of(trap_oci.path, "l2")
     _, latest_config = _manifest_of(trap_oci.path, "latest")
     assert convert(str(multi_platform), str(tmp_path / "a"), platform="linux/arm64")["config"] == l2_config
     assert convert(str(multi_platform), str(tmp_path / "b"), platform="linux/arm64/v8")["config"] == l2_config
     assert convert(str(multi_platform), str(tmp_path / "c"), platform="linux/amd64",
                    image="multi")["config"] == latest_config
+    # no --platform: the default platform (issue 13: as docker and podman pick it) ...
+    monkeypatch.setenv("DOCKER_DEFAULT_PLATFORM", "linux/arm64")
+    res = convert(str(multi_platform), str(tmp_path / "f"))
+    assert res["config"] == l2_config and "using linux/arm64" in res["note"]
+    # ... and when the default is not there, the choice is the user's, with every platform listed
+    monkeypatch.setenv("DOCKER_DEFAULT_PLATFORM", "linux/s390x")
     with pytest.raises(errors.Ambiguous) as ei:
         convert(str(multi_platform), str(tmp_path / "d"))
     assert "--platform" in str(ei.value)
@@ -389,7 +396,7 @@ def test_platform_choice(multi_platform: Path, trap_oci: BuiltImage, tmp_path: P
     with pytest.raises(errors.NotFound) as nf:
         convert(str(multi_platform), str(tmp_path / "e"), platform="linux/s390x")
     assert "linux/amd64" in (nf.value.hint or "") and "linux/arm64/v8" in (nf.value.hint or "")
-    assert sorted(os.listdir(tmp_path)) == ["a", "b", "c"]
+    assert sorted(os.listdir(tmp_path)) == ["a", "b", "c", "f"]
 
 
 def test_containerd_missing_platform(trap_containerd: BuiltImage, tmp_path: Path) -> None:
