@@ -49,6 +49,23 @@ class Compression(enum.Enum):
     NONE = "none"
     """Uncompressed tar (level 0 only)."""
 
+    @classmethod
+    def parse(cls, text: str) -> Compression:
+        """The compression named ``text`` (``gzip``, ``zstd`` or ``none``, as ``--compression`` spells it);
+        ``UsageError`` for any other name."""
+        from ocisquash import compression
+
+        return cls(compression.parse_codec(text).value)
+
+    def check_level(self, level: int | None) -> int | None:
+        """``level`` (or None, the default) if it is within this compression's range, else ``UsageError``
+        in the command line's words (``--level 9 is out of range for gzip: 0 to 3``)."""
+        if level is None:
+            return None
+        from ocisquash import compression
+
+        return compression.check_level(compression.Codec(self.value), level)
+
 
 class OutputFormat(enum.Enum):
     """What an output (or an input, as ``Source.format``) is."""
@@ -60,6 +77,9 @@ class OutputFormat(enum.Enum):
     OCI_DIR = "oci-dir"
     """An OCI image layout directory."""
 
+
+ALL_PLATFORMS = "all"
+"""``platform=ALL_PLATFORMS`` (``--platform all``) squashes every platform of a multi-platform image."""
 
 _LEVELS = {Compression.GZIP: (0, 3), Compression.ZSTD: (1, 19), Compression.NONE: (0, 0)}
 
@@ -76,14 +96,18 @@ class Cut:
     parent_ref: str | None = None
     parent_path: str | None = None
     layer: int | str | None = None
+    spec: str | None = None
+    """The parent or layer as the command line spells it (``Cut.parse``), handed to the squash unchanged."""
 
     def __post_init__(self) -> None:
+        given = (self.parent_ref, self.parent_path, self.layer, self.spec)
         if self.kind == "scratch":
-            ok = self.parent_ref is None and self.parent_path is None and self.layer is None
+            ok = given == (None, None, None, None)
         elif self.kind == "parent":
-            ok = (self.parent_ref is not None or self.parent_path is not None) and self.layer is None
+            ok = self.layer is None and (self.spec is None) == (self.parent_ref is not None or
+                                                                 self.parent_path is not None)
         elif self.kind == "layer":
-            ok = self.parent_ref is None and self.parent_path is None and self.layer is not None
+            ok = self.parent_ref is None and self.parent_path is None and (self.layer is None) != (self.spec is None)
         else:
             raise UsageError(f"Cut kind {self.kind!r}: use Cut.scratch(), Cut.onto(...) or Cut.from_layer(...)")
         if not ok:
@@ -123,6 +147,24 @@ class Cut:
             raise UsageError(f"Cut.from_layer({layer!r}): a digest string, or an int for a position")
         return cls("layer", layer=layer)
 
+    @classmethod
+    def parse(cls, parent: str | None = None, from_layer: str | None = None) -> Cut:
+        """The cut as the command line spells it: ``parent`` as ``--parent`` takes it (``REF`` in the
+        input, ``FILE`` or ``FILE:REF`` for another input, where a path that exists wins, or a
+        ``docker://`` reference), or ``from_layer`` as ``--from-layer`` takes it (``N``, ``-N`` or a
+        digest); neither is ``Cut.scratch()``. The text is checked against the image when it squashes,
+        with the errors naming the option."""
+        if parent is not None and from_layer is not None:
+            raise UsageError("give --parent or --from-layer, not both")
+        for v in (parent, from_layer):
+            if v is not None and not isinstance(v, str):
+                raise UsageError(f"Cut.parse({v!r}): the command line's text, a str")
+        if parent is not None:
+            return cls("parent", spec=parent)
+        if from_layer is not None:
+            return cls("layer", spec=from_layer)
+        return cls.scratch()
+
 
 @dataclass(frozen=True)
 class ConvertReport:
@@ -135,6 +177,13 @@ class ConvertReport:
     manifest: str
     config: str
     layers: list[str]
+    note: str | None = None
+    """Why the image was chosen as it was (a multi-platform image taken for the default platform), or None."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as the command line's ``convert --json`` prints it (``format`` by its value)."""
+        return {"image": self.image, "output": self.output, "format": self.format.value, "tags": list(self.tags),
+                "manifest": self.manifest, "config": self.config, "layers": list(self.layers), "note": self.note}
 
 
 class Source:
@@ -294,10 +343,13 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
                  on_progress: Callable[[int], None] | None = None) -> SquashReport:
     """Squash an image of ``input`` into one layer above ``cut`` and write it to ``output``.
 
-    - ``input``: a path, or ``-`` for standard input; ``image``/``platform`` choose as ``Source.image``.
+    - ``input``: a path, or ``-`` for standard input, or a ``docker://HOST/REPO:TAG`` registry reference;
+      ``image``/``platform`` choose as ``Source.image``; ``platform=ALL_PLATFORMS`` squashes every
+      platform of a multi-platform image into an image index (the report's ``platforms`` lists each).
     - ``output``: a path (``-`` for standard output), or None to compute the report and write nothing.
       The input's own layout directory adds the squashed image beside the original.
-    - ``cut``: ``Cut.scratch()`` (the default), ``Cut.onto(parent)`` or ``Cut.from_layer(n)``.
+    - ``cut``: ``Cut.scratch()`` (the default), ``Cut.onto(parent)``, ``Cut.from_layer(n)`` or
+      ``Cut.parse(...)`` (the command line's spelling).
     - ``tags``: names for the result (``name:tag``); by default the input image's names.
     - ``format``: by default from the output's path (a directory or a name without ``.tar`` is an OCI
       layout directory, ``.tar`` a docker tarball).
@@ -305,8 +357,10 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
     - ``message``: the new history entry's comment; ``timestamp``: the image's ``created`` (an aware
       ``datetime``; by default ``SOURCE_DATE_EPOCH`` or now). The same input, options and timestamp give
       byte-identical output.
-    - ``on_phase(description, total)``/``on_progress(n)``: progress callbacks.
+    - ``on_phase(description, total)``/``on_progress(n)``: progress callbacks; each phase starts with
+      ``on_phase`` (``total`` None when unknown), then ``on_progress`` adds the work done.
 
+    With ``output=None`` (a dry run) nothing is written and the report's ``dry_run`` is True.
     Returns the report (sizes before and after, files dropped, digests of what was written). The output
     appears complete or not at all; the input is never changed.
     """
@@ -321,7 +375,9 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
         timestamp=_check_timestamp(timestamp),
     )
     if cut.kind == "parent":
-        opts.parent = _parent_spec(cut, src)
+        opts.parent = cut.spec if cut.spec is not None else _parent_spec(cut, src)
+    elif cut.kind == "layer" and cut.spec is not None:
+        opts.from_layer = cut.spec
     elif cut.kind == "layer":
         layer = str(cut.layer).strip()
         # squash reads an all-digit string as a position: a hex prefix that happens to be all digits
@@ -334,9 +390,15 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
 
 def convert_image(input: PathLike, output: PathLike, *, image: str | None = None, platform: str | None = None,
                   format: OutputFormat | None = None, tags: Sequence[str] = (),
-                  compression: Compression | None = None, level: int | None = None) -> ConvertReport:
+                  compression: Compression | None = None, level: int | None = None,
+                  on_step: Callable[[str], None] | None = None,
+                  on_phase: Callable[[str, int | None], None] | None = None,
+                  on_bytes: Callable[[int], None] | None = None) -> ConvertReport:
     """Copy an image of ``input`` (a path or ``-``) to ``output`` in another format, verifying every blob;
-    ``compression`` recompresses every layer (None keeps each as it is). Options as in ``squash_image``."""
+    ``compression`` recompresses every layer (None keeps each as it is). Options as in ``squash_image``.
+    Progress: ``on_phase(description, total)`` once, then ``on_bytes(n)`` as the layer blobs are read
+    (``total`` is their size, or None without ``on_bytes``), and ``on_step(description)`` as each blob
+    is written."""
     from ocisquash import convert as convert_lib
 
     src = _path(input, "input")
@@ -346,10 +408,11 @@ def convert_image(input: PathLike, output: PathLike, *, image: str | None = None
         src, dest, image=_check_ref(image), platform=_check_platform(platform), tags=_check_tags(tags),
         fmt=_check_format(format), compression=None if codec is None else codec.value,
         level=None if codec is None else _check_level(codec, level),
+        on_step=on_step, on_start=on_phase, on_bytes=on_bytes,
     )
     return ConvertReport(image=result["image"], output=result["output"], format=OutputFormat(result["format"]),
                          tags=list(result["tags"]), manifest=result["manifest"], config=result["config"],
-                         layers=list(result["layers"]))
+                         layers=list(result["layers"]), note=result["note"])
 
 
 def list_images(path: PathLike, *, exact: bool = False) -> list[ImageSummary]:
@@ -403,10 +466,14 @@ def _check_ref(ref: object) -> str | None:
 def _check_platform(platform: object) -> str | None:
     if platform is None:
         return None
-    parts = platform.split("/") if isinstance(platform, str) else []
-    if len(parts) not in (2, 3) or not all(parts):
+    if not isinstance(platform, str):
         raise UsageError(f"platform={platform!r}: expected 'os/arch' or 'os/arch/variant', e.g. 'linux/arm64'")
-    return str(platform)
+    if platform.strip().lower() == ALL_PLATFORMS:
+        return platform
+    from ocisquash.model import Platform
+
+    Platform.from_text(platform)  # the one check and message, the command line's
+    return platform
 
 
 def _check_tags(tags: object) -> list[str]:
