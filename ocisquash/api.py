@@ -31,7 +31,7 @@ from ocisquash.errors import UsageError
 if TYPE_CHECKING:
     from ocisquash import image as _image
     from ocisquash import sources as _sources
-    from ocisquash.listing import ImageSummary
+    from ocisquash.listing import Analysis, HistoryRow, ImageSummary
     from ocisquash.squash import Report as SquashReport
     from ocisquash.validate import Validation
 
@@ -215,24 +215,37 @@ class Source:
 
         return listing.summarize(self._open().candidates, exact=exact)
 
-    def image(self, ref: str | None = None, *, platform: str | None = None) -> Image:
+    def image(self, ref: str | None = None, *, platform: str | None = None,
+              default_platform: bool = False) -> Image:
         """Choose an image: by ``name:tag``, manifest digest, or image ID prefix, or the only one when
         ``ref`` is None; ``platform`` (``os/arch[/variant]``) inside a multi-platform index. Raises
-        ``NotFound`` or ``Ambiguous`` (whose hint lists the choices)."""
+        ``NotFound`` or ``Ambiguous`` (whose hint lists the choices). With ``default_platform``, a
+        multi-platform image asked for without ``platform`` is taken for this machine's platform, as
+        docker does, and ``Image.note`` says so."""
         if ref is not None and (not isinstance(ref, str) or not ref):
             raise UsageError(f"image reference {ref!r}: a non-empty string (name:tag, digest or image ID)")
         if platform is not None:
             _check_platform(platform)
-        inner = self._open().choose(ref, platform)
-        inner.check_consistent()
-        return Image(self, inner, ref, platform)
+        note = None
+        if default_platform:
+            inner, note = self._open().choose_default(ref, platform)
+        else:
+            inner = self._open().choose(ref, platform)
+        return Image(self, inner, ref, platform, note)
 
-    def validate(self) -> Validation:
-        """Recompute every digest, size, diff ID and chain ID of every image; the result lists every
-        mismatch (``ok`` is False if there is any) instead of raising on the first."""
-        from ocisquash.validate import validate
+    def validate(self, *, image: str | None = None, on_phase: Callable[[str, int | None], None] | None = None,
+                 on_bytes: Callable[[int], None] | None = None) -> Validation:
+        """Recompute every digest, size, diff ID and chain ID of every image (or of the one ``image``
+        names); the result lists every mismatch (``ok`` is False if there is any) instead of raising on
+        the first. Progress: ``on_phase("validating", total bytes)`` once, then ``on_bytes(n)`` as blobs
+        are hashed."""
+        from ocisquash import validate as validate_lib
 
-        return validate(self._open())
+        inner = self._open()
+        only = inner.choose_candidate(_check_ref(image)).image_id if image is not None else None
+        if on_phase is not None:
+            on_phase("validating", validate_lib.total_bytes(inner))
+        return validate_lib.validate(inner, on_bytes=on_bytes, only=only)
 
     def close(self) -> None:
         """Release the input (and remove a spooled temporary copy). Idempotent."""
@@ -259,9 +272,13 @@ class Image:
     """One image of a ``Source``, as ``Source.image()`` chose it: its names, IDs and config, and the
     operations on it (``squash``, ``write``). Valid while its ``Source`` is open."""
 
-    def __init__(self, source: Source, inner: _image.Image, ref: str | None, platform: str | None) -> None:
+    def __init__(self, source: Source, inner: _image.Image, ref: str | None, platform: str | None,
+                 note: str | None = None) -> None:
         self.source = source
         """The ``Source`` it was chosen from."""
+        self.note = note
+        """Why this image was chosen (taken for the default platform: ``Source.image(default_platform=True)``),
+        or None."""
         self._inner = inner
         self._ref = ref
         self._platform = platform
@@ -294,6 +311,27 @@ class Image:
 
         return copy.deepcopy(self._inner.config.obj)
 
+    def history(self, *, exact: bool = False) -> list[HistoryRow]:
+        """Its history as ``ocisquash history`` (and ``docker history``) lists it: one row per entry,
+        newest first; ``exact`` decompresses compressed layers for exact uncompressed sizes. Unlike
+        ``squash`` and ``write``, it works on an image whose layers and diff IDs disagree."""
+        from ocisquash import listing
+
+        return listing.history(self._inner, exact=exact)
+
+    def analyze(self, *, top: int = 10, on_phase: Callable[[str, int | None], None] | None = None,
+                on_layer: Callable[[int], None] | None = None) -> Analysis:
+        """What each layer adds and how much of it later layers hide, with dive's efficiency figures, as
+        ``ocisquash analyze`` shows them; ``top`` duplicated paths and hidden files are listed. Reads the
+        layer headers twice: ``on_phase("reading layer headers", 2 * layers)`` once, then
+        ``on_layer(i)`` after each read."""
+        from ocisquash import listing
+        from ocisquash.squash import layer_inputs
+
+        if on_phase is not None:
+            on_phase("reading layer headers", 2 * len(self._inner.layers))
+        return listing.analyze(self._inner, layer_inputs(self._inner), top=top, on_layer=on_layer)
+
     def squash(self, output: PathLike | None, *, cut: Cut | None = None, tags: Sequence[str] = (),
                format: OutputFormat | None = None, compression: Compression = Compression.GZIP,
                level: int | None = None, message: str | None = None, timestamp: dt.datetime | None = None,
@@ -315,6 +353,7 @@ class Image:
 
     def _reopenable(self) -> None:
         self.source._open()
+        self._inner.check_consistent()
         if self.source.path == "-":
             raise UsageError("an Image from standard input cannot be squashed or written: that reads its input "
                              "again, and standard input has gone",

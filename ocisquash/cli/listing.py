@@ -61,14 +61,6 @@ def _input(path: str, image: str | None) -> tuple[str, str | None]:
     return transports.input_ref(path, image)
 
 
-def _choose(src: Any, image: str | None, platform: str | None) -> Any:
-    """``src.choose``, but a multi-platform image without ``--platform`` is read for the default platform."""
-    img, note = src.choose_default(image, platform)
-    if note:
-        common.note(note)
-    return img
-
-
 # ---------------------------------------------------------------------------------------------- images
 
 IMAGES_FORMAT_HELP = (
@@ -204,8 +196,7 @@ def history(
     cert_dir: str | None = common.CERT_DIR_OPTION,
     tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    from ocisquash import goformat, listing
-    from ocisquash.sources import open_source
+    from ocisquash import api, goformat, listing
 
     common.apply_limits(limit)
     common.apply_registry(creds, authfile, cert_dir, tls_verify)
@@ -215,9 +206,11 @@ def history(
         fmt = "{{.ID}}"
     fields = list(listing.HISTORY_HEADERS)
     goformat.parse(fmt, fields, default_table=default)  # a bad template fails before any input is read
-    with open_source(path) as src:
-        img = _choose(src, image, platform)
-        rows = listing.history(img, exact=exact)
+    with api.open(path) as src:
+        img = src.image(image, platform=platform, default_platform=True)
+        if img.note:
+            common.note(img.note)
+        rows = img.history(exact=exact)
     now = time.time()
     if json_out:
         _emit_json_lines([r.to_json(now) for r in rows])
@@ -284,9 +277,7 @@ def analyze(
     cert_dir: str | None = common.CERT_DIR_OPTION,
     tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    from ocisquash import listing
-    from ocisquash.sources import open_source
-    from ocisquash.squash import layer_inputs
+    from ocisquash import api, listing
 
     common.apply_limits(limit)
     common.apply_registry(creds, authfile, cert_dir, tls_verify)
@@ -308,11 +299,13 @@ def analyze(
         defaults.highest_user_wasted_percent if highest_user_wasted_percent is None
         else _fraction(highest_user_wasted_percent, "--highest-user-wasted-percent"),
     )
-    with open_source(path) as src:
-        img = _choose(src, image, platform)
+    with api.open(path) as src:
+        img = src.image(image, platform=platform, default_platform=True)
+        if img.note:
+            common.note(img.note)
         with common.progress(quiet) as prog:
-            prog.phase("reading layer headers", 2 * len(img.layers), unit="items")
-            res = listing.analyze(img, layer_inputs(img), top=top, on_layer=lambda i: prog.advance(1))
+            res = img.analyze(top=top, on_phase=lambda what, n: prog.phase(what, n, unit="items"),
+                              on_layer=lambda i: prog.advance(1))
     broken = rules.broken(res.efficiency) if ci else []
     if f == "json":
         out = res.to_json()
@@ -390,17 +383,13 @@ def validate(
     cert_dir: str | None = common.CERT_DIR_OPTION,
     tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    from ocisquash import goformat
-    from ocisquash import validate as validate_lib
-    from ocisquash.sources import open_source
+    from ocisquash import api, goformat
 
     common.apply_limits(limit)
     common.apply_registry(creds, authfile, cert_dir, tls_verify)
     path, image = _input(path, None)
-    with open_source(path) as src, common.progress(quiet) as prog:
-        only = src.choose_candidate(image).image_id if image is not None else None
-        prog.phase("validating", validate_lib.total_bytes(src))
-        res = validate_lib.validate(src, on_bytes=prog.advance, only=only)
+    with api.open(path) as src, common.progress(quiet) as prog:
+        res = src.validate(image=image, on_phase=prog.phase, on_bytes=prog.advance)
     if json_out:
         common.print_json(res.to_json())
     else:
