@@ -31,7 +31,8 @@ from ocisquash.errors import UsageError
 if TYPE_CHECKING:
     from ocisquash import image as _image
     from ocisquash import sources as _sources
-    from ocisquash.listing import Analysis, HistoryRow, ImageSummary
+    from ocisquash.listing import Analysis, Filters, HistoryRow, ImageSummary
+    from ocisquash.listing import Row as ImageRow
     from ocisquash.squash import Report as SquashReport
     from ocisquash.validate import Validation
 
@@ -208,12 +209,37 @@ class Source:
         """Whether ``close()`` was called."""
         return self._inner is None
 
-    def images(self, *, exact: bool = False) -> list[ImageSummary]:
+    def images(self, *, exact: bool = False, on_phase: Callable[[str, int | None], None] | None = None,
+               on_image: Callable[[], None] | None = None) -> list[ImageSummary]:
         """One summary per image (as ``ocisquash images`` lists them), reading JSON documents only unless
-        ``exact``, which decompresses compressed layers to give exact uncompressed sizes."""
+        ``exact``, which decompresses compressed layers to give exact uncompressed sizes. Progress:
+        ``on_phase("reading images", number of images)`` once, then ``on_image()`` after each."""
         from ocisquash import listing
 
-        return listing.summarize(self._open().candidates, exact=exact)
+        inner = self._open()
+        if on_phase is not None:
+            on_phase("reading images", len(inner.candidates))
+        return listing.summarize(inner.candidates, exact=exact, on_image=on_image)
+
+    def rows(self, summaries: Sequence[ImageSummary], filters: Filters | None = None, *, all_images: bool = False,
+             image: str | None = None) -> list[ImageRow]:
+        """The rows ``ocisquash images`` prints for ``summaries`` (from ``images()``): one per name
+        (``<none>`` for an untagged image), newest first, kept by ``filters`` (``parse_filters``); images
+        that others are built on only with ``all_images``; only the image ``image`` names, if given."""
+        from ocisquash import listing
+
+        if filters is not None and not isinstance(filters, listing.Filters):
+            raise UsageError(f"filters={filters!r}: build them with ocisquash.api.parse_filters([...])")
+        inner = self._open()
+
+        def resolve(ref: str) -> Any:  # before=REF, since=REF: the image ID REF names
+            return inner.choose_candidate(ref).image_id
+
+        rows = listing.select(list(summaries), filters or listing.Filters(), all_images=all_images, resolve=resolve)
+        if image is not None:
+            chosen = inner.choose_candidate(_check_ref(image)).image_id
+            rows = [r for r in rows if r.image.image_id == chosen]
+        return rows
 
     def image(self, ref: str | None = None, *, platform: str | None = None,
               default_platform: bool = False) -> Image:
@@ -452,6 +478,17 @@ def convert_image(input: PathLike, output: PathLike, *, image: str | None = None
     return ConvertReport(image=result["image"], output=result["output"], format=OutputFormat(result["format"]),
                          tags=list(result["tags"]), manifest=result["manifest"], config=result["config"],
                          layers=list(result["layers"]), note=result["note"])
+
+
+def parse_filters(filters: Sequence[str]) -> Filters:
+    """Docker's image filters, ``KEY=VALUE`` each (``dangling=true|false``, ``label=KEY[=VALUE]``,
+    ``before=REF``, ``since=REF``, ``reference=GLOB``), checked and grouped for ``Source.rows``; a bad
+    one raises ``UsageError`` before any input is read."""
+    from ocisquash import listing
+
+    if isinstance(filters, str) or not isinstance(filters, Sequence):
+        raise UsageError(f"filters={filters!r}: a list of KEY=VALUE strings")
+    return listing.Filters.parse(filters)
 
 
 def list_images(path: PathLike, *, exact: bool = False) -> list[ImageSummary]:

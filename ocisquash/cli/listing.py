@@ -109,8 +109,7 @@ def images(
     cert_dir: str | None = common.CERT_DIR_OPTION,
     tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    from ocisquash import goformat, listing, transports
-    from ocisquash.sources import open_source
+    from ocisquash import api, goformat, listing, transports
 
     common.apply_limits(limit)
     common.apply_registry(creds, authfile, cert_dir, tls_verify)
@@ -120,20 +119,12 @@ def images(
         fmt = "{{.ID}}"  # docker: -q is the ID template, unless --format asks for something else
     tmpl_fields = list(listing.IMAGE_HEADERS)
     goformat.parse(fmt, tmpl_fields, default_table="")  # a bad template fails before any input is read
-    flt = listing.Filters.parse(filters)
-    with open_source(path) as src:
+    flt = api.parse_filters(filters or [])
+    with api.open(path) as src:
         with common.progress(quiet or not exact) as prog:
-            prog.phase("reading images", len(src.candidates), unit="items")
-            summaries = listing.summarize(src.candidates, exact=exact, on_image=lambda: prog.advance(1))
-
-        def resolve(ref: str) -> Any:
-            cand = src.choose_candidate(ref)
-            return cand.image_id
-
-        rows = listing.select(summaries, flt, all_images=all_images, resolve=resolve)
-        if only is not None:  # IN named an image: list that image's rows only
-            chosen = src.choose_candidate(only).image_id
-            rows = [r for r in rows if r.image.image_id == chosen]
+            summaries = src.images(exact=exact, on_phase=lambda what, n: prog.phase(what, n, unit="items"),
+                                   on_image=lambda: prog.advance(1))
+        rows = src.rows(summaries, flt, all_images=all_images, image=only)  # IN named an image: its rows only
     now = time.time()
     if json_out:
         _emit_json_lines([r.to_json(now) for r in rows])
