@@ -1,9 +1,10 @@
 """The public library API: open an input, choose an image, squash or convert it, list and validate.
 
 Everything here is re-exported by ``ocisquash`` (``import ocisquash; ocisquash.open(...)``). The work is
-done by the same functions the command line calls (``squash.squash``, ``convert.convert``,
-``listing.summarize``, ``validate.validate``); this module only turns typed options (enums, ``datetime``,
-``int``, a ``Cut``) into the strings those functions take, so the library and the CLI cannot disagree.
+done by ``squash.squash``, ``convert.convert``, ``listing`` and ``validate``; this module turns typed
+options (enums, ``datetime``, ``int``, a ``Cut``) into what those take. The command line goes through
+this module too, parsing its strings with ``Compression.parse``, ``Cut.parse``, ``parse_filters`` and
+``squash.parse_timestamp``, so the library and the CLI cannot disagree.
 A wrong option raises ``UsageError`` before anything is read; every other failure is an
 ``OcisquashError`` subclass, as on the command line.
 

@@ -1,6 +1,7 @@
 """``images`` (``ls``), ``history``, ``analyze`` and ``validate``: looking inside an input.
 
-Rendering only: the figures come from ``ocisquash.listing`` (``validate``'s from ``ocisquash.validate``).
+Rendering only: the figures come through the public API (``ocisquash.api``: ``Source.images``/``rows``,
+``Image.history``/``analyze``, ``Source.validate``).
 Tables go to stdout (plain, wide columns when stdout is not a terminal, so scripts can cut them); progress
 and errors go to stderr.
 """
