@@ -23,8 +23,9 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ocisquash.errors import UsageError
@@ -490,6 +491,60 @@ def parse_filters(filters: Sequence[str]) -> Filters:
     if isinstance(filters, str) or not isinstance(filters, Sequence):
         raise UsageError(f"filters={filters!r}: a list of KEY=VALUE strings")
     return listing.Filters.parse(filters)
+
+
+@contextmanager
+def limits(caps: Mapping[str, int]) -> Iterator[None]:
+    """Raise (or lower) safety caps for the ``with`` block: ``caps`` maps a cap's name (``max_json``,
+    ``max_layers``, ...: the ``OCISQUASH_*`` variables' names in lower case) to a positive int. The caps
+    in force before come back when the block ends, by an error too. ``UsageError`` for an unknown name
+    or a value that is not a positive int."""
+    import dataclasses as dcs
+
+    from ocisquash import limits as limits_lib
+
+    names = [f.name for f in dcs.fields(limits_lib.Limits)]
+    if not isinstance(caps, Mapping):
+        raise UsageError(f"limits({caps!r}): a mapping of cap names to ints")
+    for name, value in caps.items():
+        if name not in names:
+            raise UsageError(f"limits: no cap named {name!r}", hint="the caps: " + ", ".join(names))
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limits_lib.MAX_VALUE:
+            raise UsageError(f"limits: {name}={value!r}: a positive int (at most {limits_lib.MAX_VALUE})")
+    with limits_lib.scoped(dict(caps)):
+        yield
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """How to reach a registry named by a ``docker://HOST/REPO:TAG`` input or output: credentials and
+    TLS, meant as skopeo's ``--creds``, ``--authfile``, ``--cert-dir`` and ``--tls-verify``."""
+
+    creds: str | None = field(default=None, repr=False)
+    """``USER:PASSWORD``; else ``authfile``, ``$REGISTRY_AUTH_FILE``, the containers and docker files."""
+    authfile: str | None = None
+    """A containers-auth.json or docker config.json to read credentials from."""
+    cert_dir: str | None = None
+    """CA certificates (``*.crt``) and a client certificate (``*.cert`` + ``*.key``), as containers-certs.d."""
+    tls_verify: bool = True
+    """Verify TLS certificates; False also allows plain HTTP."""
+
+
+@contextmanager
+def registry_access(access: RegistryAccess) -> Iterator[None]:
+    """Use ``access`` for every registry read and write inside the ``with`` block; what was in force
+    before comes back when it ends."""
+    if not isinstance(access, RegistryAccess):
+        raise UsageError(f"registry_access({access!r}): give a RegistryAccess")
+    from ocisquash import registry
+
+    saved = registry.current()
+    registry.configure(registry.RegistryOptions(registry.AuthOptions(access.creds, access.authfile),
+                                                access.cert_dir, access.tls_verify))
+    try:
+        yield
+    finally:
+        registry.configure(saved)
 
 
 def list_images(path: PathLike, *, exact: bool = False) -> list[ImageSummary]:

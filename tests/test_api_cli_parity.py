@@ -97,3 +97,27 @@ def test_rows_filters_and_image_scope() -> None:
         assert len(src.rows(summaries, parse_filters(["dangling=false"]))) == 1
         assert src.rows(summaries, parse_filters(["dangling=true"])) == []
         assert len(src.rows(summaries, image="ocisquash/sample:latest")) == 1
+
+
+def test_limits_hold_for_the_block_only() -> None:
+    with ocisquash.api.limits({"max_json": 16}), pytest.raises(ocisquash.LimitExceeded):
+        ocisquash.open(SAMPLE)
+    with ocisquash.open(SAMPLE) as src:  # the default cap is back
+        assert len(src.images()) == 1
+    with pytest.raises(ocisquash.UsageError, match="no cap named"), ocisquash.api.limits({"json": 1}):
+        pass
+    with pytest.raises(ocisquash.UsageError, match="positive int"), ocisquash.api.limits({"max_json": 0}):
+        pass
+
+
+def test_registry_access_is_restored_after_a_cli_run_too() -> None:
+    from ocisquash import registry
+    from ocisquash.cli import main
+
+    before = registry.current()
+    access = ocisquash.api.RegistryAccess(creds="u:p", tls_verify=False)
+    with ocisquash.api.registry_access(access):
+        assert registry.current().tls_verify is False and registry.current().auth.creds == "u:p"
+    assert registry.current() == before
+    assert main(["images", str(SAMPLE), "-q", "--tls-verify", "false", "--creds", "a:b"]) == 0
+    assert registry.current() == before  # one run's options do not carry over to the next
