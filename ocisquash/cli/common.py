@@ -170,13 +170,15 @@ def progress(quiet: bool = False) -> Iterator[Progressor]:
         yield Progressor(p)
 
 
+# Outside ``cli._run`` (a caller of the command functions themselves) the options hold for the process, as
+# they did before runs were scoped; this stack is never closed, and holds the context managers so that
+# collecting them does not run their exits.
+_PROCESS_SCOPE = ExitStack()
+
+
 def _enter(cm: AbstractContextManager[None]) -> None:
-    """``cm`` for the rest of the run: entered into the scope ``cli._run`` opens (entered and left at once
-    outside one would undo it, so a caller without a scope gets it for the process, as before)."""
-    if STATE.scope is not None:
-        STATE.scope.enter_context(cm)
-    else:
-        cm.__enter__()
+    """``cm`` for the rest of the run: entered into the scope ``cli._run`` opens, and undone when it ends."""
+    (STATE.scope or _PROCESS_SCOPE).enter_context(cm)
 
 
 def apply_limits(values: list[str] | None) -> None:
