@@ -170,15 +170,25 @@ def progress(quiet: bool = False) -> Iterator[Progressor]:
         yield Progressor(p)
 
 
-# Outside ``cli._run`` (a caller of the command functions themselves) the options hold for the process, as
-# they did before runs were scoped; this stack is never closed, and holds the context managers so that
-# collecting them does not run their exits.
+# Outside ``cli._run`` (a caller of the command functions themselves, such as typer's test runner) the
+# options hold for the process, as they did before runs were scoped: this stack holds them until exit, when
+# atexit closes it (before module teardown, which would leave their exits without their globals).
 _PROCESS_SCOPE = ExitStack()
+_process_scope_closes = False
 
 
 def _enter(cm: AbstractContextManager[None]) -> None:
     """``cm`` for the rest of the run: entered into the scope ``cli._run`` opens, and undone when it ends."""
-    (STATE.scope or _PROCESS_SCOPE).enter_context(cm)
+    if STATE.scope is not None:
+        STATE.scope.enter_context(cm)
+        return
+    global _process_scope_closes
+    if not _process_scope_closes:
+        import atexit
+
+        atexit.register(_PROCESS_SCOPE.close)
+        _process_scope_closes = True
+    _PROCESS_SCOPE.enter_context(cm)
 
 
 def apply_limits(values: list[str] | None) -> None:
