@@ -1,9 +1,10 @@
 """The public library API: open an input, choose an image, squash or convert it, list and validate.
 
 Everything here is re-exported by ``ocisquash`` (``import ocisquash; ocisquash.open(...)``). The work is
-done by the same functions the command line calls (``squash.squash``, ``convert.convert``,
-``listing.summarize``, ``validate.validate``); this module only turns typed options (enums, ``datetime``,
-``int``, a ``Cut``) into the strings those functions take, so the library and the CLI cannot disagree.
+done by ``squash.squash``, ``convert.convert``, ``listing`` and ``validate``; this module turns typed
+options (enums, ``datetime``, ``int``, a ``Cut``) into what those take. The command line goes through
+this module too, parsing its strings with ``Compression.parse``, ``Cut.parse``, ``parse_filters`` and
+``squash.parse_timestamp``, so the library and the CLI cannot disagree.
 A wrong option raises ``UsageError`` before anything is read; every other failure is an
 ``OcisquashError`` subclass, as on the command line.
 
@@ -22,8 +23,9 @@ from __future__ import annotations
 import datetime as dt
 import enum
 import os
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Literal
 
 from ocisquash.errors import UsageError
@@ -31,7 +33,8 @@ from ocisquash.errors import UsageError
 if TYPE_CHECKING:
     from ocisquash import image as _image
     from ocisquash import sources as _sources
-    from ocisquash.listing import ImageSummary
+    from ocisquash.listing import Analysis, Filters, HistoryRow, ImageSummary
+    from ocisquash.listing import Row as ImageRow
     from ocisquash.squash import Report as SquashReport
     from ocisquash.validate import Validation
 
@@ -49,6 +52,23 @@ class Compression(enum.Enum):
     NONE = "none"
     """Uncompressed tar (level 0 only)."""
 
+    @classmethod
+    def parse(cls, text: str) -> Compression:
+        """The compression named ``text`` (``gzip``, ``zstd`` or ``none``, as ``--compression`` spells it);
+        ``UsageError`` for any other name."""
+        from ocisquash import compression
+
+        return cls(compression.parse_codec(text).value)
+
+    def check_level(self, level: int | None) -> int | None:
+        """``level`` (or None, the default) if it is within this compression's range, else ``UsageError``
+        in the command line's words (``--level 9 is out of range for gzip: 0 to 3``)."""
+        if level is None:
+            return None
+        from ocisquash import compression
+
+        return compression.check_level(compression.Codec(self.value), level)
+
 
 class OutputFormat(enum.Enum):
     """What an output (or an input, as ``Source.format``) is."""
@@ -60,6 +80,9 @@ class OutputFormat(enum.Enum):
     OCI_DIR = "oci-dir"
     """An OCI image layout directory."""
 
+
+ALL_PLATFORMS = "all"
+"""``platform=ALL_PLATFORMS`` (``--platform all``) squashes every platform of a multi-platform image."""
 
 _LEVELS = {Compression.GZIP: (0, 3), Compression.ZSTD: (1, 19), Compression.NONE: (0, 0)}
 
@@ -76,14 +99,18 @@ class Cut:
     parent_ref: str | None = None
     parent_path: str | None = None
     layer: int | str | None = None
+    spec: str | None = None
+    """The parent or layer as the command line spells it (``Cut.parse``), handed to the squash unchanged."""
 
     def __post_init__(self) -> None:
+        given = (self.parent_ref, self.parent_path, self.layer, self.spec)
         if self.kind == "scratch":
-            ok = self.parent_ref is None and self.parent_path is None and self.layer is None
+            ok = given == (None, None, None, None)
         elif self.kind == "parent":
-            ok = (self.parent_ref is not None or self.parent_path is not None) and self.layer is None
+            ok = self.layer is None and (self.spec is None) == (self.parent_ref is not None or
+                                                                 self.parent_path is not None)
         elif self.kind == "layer":
-            ok = self.parent_ref is None and self.parent_path is None and self.layer is not None
+            ok = self.parent_ref is None and self.parent_path is None and (self.layer is None) != (self.spec is None)
         else:
             raise UsageError(f"Cut kind {self.kind!r}: use Cut.scratch(), Cut.onto(...) or Cut.from_layer(...)")
         if not ok:
@@ -123,6 +150,24 @@ class Cut:
             raise UsageError(f"Cut.from_layer({layer!r}): a digest string, or an int for a position")
         return cls("layer", layer=layer)
 
+    @classmethod
+    def parse(cls, parent: str | None = None, from_layer: str | None = None) -> Cut:
+        """The cut as the command line spells it: ``parent`` as ``--parent`` takes it (``REF`` in the
+        input, ``FILE`` or ``FILE:REF`` for another input, where a path that exists wins, or a
+        ``docker://`` reference), or ``from_layer`` as ``--from-layer`` takes it (``N``, ``-N`` or a
+        digest); neither is ``Cut.scratch()``. The text is checked against the image when it squashes,
+        with the errors naming the option."""
+        if parent is not None and from_layer is not None:
+            raise UsageError("give --parent or --from-layer, not both")
+        for v in (parent, from_layer):
+            if v is not None and not isinstance(v, str):
+                raise UsageError(f"Cut.parse({v!r}): the command line's text, a str")
+        if parent is not None:
+            return cls("parent", spec=parent)
+        if from_layer is not None:
+            return cls("layer", spec=from_layer)
+        return cls.scratch()
+
 
 @dataclass(frozen=True)
 class ConvertReport:
@@ -135,6 +180,13 @@ class ConvertReport:
     manifest: str
     config: str
     layers: list[str]
+    note: str | None = None
+    """Why the image was chosen as it was (a multi-platform image taken for the default platform), or None."""
+
+    def to_json(self) -> dict[str, Any]:
+        """The report as the command line's ``convert --json`` prints it (``format`` by its value)."""
+        return {"image": self.image, "output": self.output, "format": self.format.value, "tags": list(self.tags),
+                "manifest": self.manifest, "config": self.config, "layers": list(self.layers), "note": self.note}
 
 
 class Source:
@@ -159,31 +211,69 @@ class Source:
         """Whether ``close()`` was called."""
         return self._inner is None
 
-    def images(self, *, exact: bool = False) -> list[ImageSummary]:
+    def images(self, *, exact: bool = False, on_phase: Callable[[str, int | None], None] | None = None,
+               on_image: Callable[[], None] | None = None) -> list[ImageSummary]:
         """One summary per image (as ``ocisquash images`` lists them), reading JSON documents only unless
-        ``exact``, which decompresses compressed layers to give exact uncompressed sizes."""
+        ``exact``, which decompresses compressed layers to give exact uncompressed sizes. Progress:
+        ``on_phase("reading images", number of images)`` once, then ``on_image()`` after each."""
         from ocisquash import listing
 
-        return listing.summarize(self._open().candidates, exact=exact)
+        inner = self._open()
+        if on_phase is not None:
+            on_phase("reading images", len(inner.candidates))
+        return listing.summarize(inner.candidates, exact=exact, on_image=on_image)
 
-    def image(self, ref: str | None = None, *, platform: str | None = None) -> Image:
+    def rows(self, summaries: Sequence[ImageSummary], filters: Filters | None = None, *, all_images: bool = False,
+             image: str | None = None) -> list[ImageRow]:
+        """The rows ``ocisquash images`` prints for ``summaries`` (from ``images()``): one per name
+        (``<none>`` for an untagged image), newest first, kept by ``filters`` (``parse_filters``); images
+        that others are built on only with ``all_images``; only the image ``image`` names, if given."""
+        from ocisquash import listing
+
+        if filters is not None and not isinstance(filters, listing.Filters):
+            raise UsageError(f"filters={filters!r}: build them with ocisquash.api.parse_filters([...])")
+        inner = self._open()
+
+        def resolve(ref: str) -> Any:  # before=REF, since=REF: the image ID REF names
+            return inner.choose_candidate(ref).image_id
+
+        rows = listing.select(list(summaries), filters or listing.Filters(), all_images=all_images, resolve=resolve)
+        if image is not None:
+            chosen = inner.choose_candidate(_check_ref(image)).image_id
+            rows = [r for r in rows if r.image.image_id == chosen]
+        return rows
+
+    def image(self, ref: str | None = None, *, platform: str | None = None,
+              default_platform: bool = False) -> Image:
         """Choose an image: by ``name:tag``, manifest digest, or image ID prefix, or the only one when
         ``ref`` is None; ``platform`` (``os/arch[/variant]``) inside a multi-platform index. Raises
-        ``NotFound`` or ``Ambiguous`` (whose hint lists the choices)."""
+        ``NotFound`` or ``Ambiguous`` (whose hint lists the choices). With ``default_platform``, a
+        multi-platform image asked for without ``platform`` is taken for this machine's platform, as
+        docker does, and ``Image.note`` says so."""
         if ref is not None and (not isinstance(ref, str) or not ref):
             raise UsageError(f"image reference {ref!r}: a non-empty string (name:tag, digest or image ID)")
         if platform is not None:
             _check_platform(platform)
-        inner = self._open().choose(ref, platform)
-        inner.check_consistent()
-        return Image(self, inner, ref, platform)
+        note = None
+        if default_platform:
+            inner, note = self._open().choose_default(ref, platform)
+        else:
+            inner = self._open().choose(ref, platform)
+        return Image(self, inner, ref, platform, note)
 
-    def validate(self) -> Validation:
-        """Recompute every digest, size, diff ID and chain ID of every image; the result lists every
-        mismatch (``ok`` is False if there is any) instead of raising on the first."""
-        from ocisquash.validate import validate
+    def validate(self, *, image: str | None = None, on_phase: Callable[[str, int | None], None] | None = None,
+                 on_bytes: Callable[[int], None] | None = None) -> Validation:
+        """Recompute every digest, size, diff ID and chain ID of every image (or of the one ``image``
+        names); the result lists every mismatch (``ok`` is False if there is any) instead of raising on
+        the first. Progress: ``on_phase("validating", total bytes)`` once, then ``on_bytes(n)`` as blobs
+        are hashed."""
+        from ocisquash import validate as validate_lib
 
-        return validate(self._open())
+        inner = self._open()
+        only = inner.choose_candidate(_check_ref(image)).image_id if image is not None else None
+        if on_phase is not None:
+            on_phase("validating", validate_lib.total_bytes(inner))
+        return validate_lib.validate(inner, on_bytes=on_bytes, only=only)
 
     def close(self) -> None:
         """Release the input (and remove a spooled temporary copy). Idempotent."""
@@ -210,9 +300,13 @@ class Image:
     """One image of a ``Source``, as ``Source.image()`` chose it: its names, IDs and config, and the
     operations on it (``squash``, ``write``). Valid while its ``Source`` is open."""
 
-    def __init__(self, source: Source, inner: _image.Image, ref: str | None, platform: str | None) -> None:
+    def __init__(self, source: Source, inner: _image.Image, ref: str | None, platform: str | None,
+                 note: str | None = None) -> None:
         self.source = source
         """The ``Source`` it was chosen from."""
+        self.note = note
+        """Why this image was chosen (taken for the default platform: ``Source.image(default_platform=True)``),
+        or None."""
         self._inner = inner
         self._ref = ref
         self._platform = platform
@@ -245,6 +339,27 @@ class Image:
 
         return copy.deepcopy(self._inner.config.obj)
 
+    def history(self, *, exact: bool = False) -> list[HistoryRow]:
+        """Its history as ``ocisquash history`` (and ``docker history``) lists it: one row per entry,
+        newest first; ``exact`` decompresses compressed layers for exact uncompressed sizes. Unlike
+        ``squash`` and ``write``, it works on an image whose layers and diff IDs disagree."""
+        from ocisquash import listing
+
+        return listing.history(self._inner, exact=exact)
+
+    def analyze(self, *, top: int = 10, on_phase: Callable[[str, int | None], None] | None = None,
+                on_layer: Callable[[int], None] | None = None) -> Analysis:
+        """What each layer adds and how much of it later layers hide, with dive's efficiency figures, as
+        ``ocisquash analyze`` shows them; ``top`` duplicated paths and hidden files are listed. Reads the
+        layer headers twice: ``on_phase("reading layer headers", 2 * layers)`` once, then
+        ``on_layer(i)`` after each read."""
+        from ocisquash import listing
+        from ocisquash.squash import layer_inputs
+
+        if on_phase is not None:
+            on_phase("reading layer headers", 2 * len(self._inner.layers))
+        return listing.analyze(self._inner, layer_inputs(self._inner), top=top, on_layer=on_layer)
+
     def squash(self, output: PathLike | None, *, cut: Cut | None = None, tags: Sequence[str] = (),
                format: OutputFormat | None = None, compression: Compression = Compression.GZIP,
                level: int | None = None, message: str | None = None, timestamp: dt.datetime | None = None,
@@ -266,6 +381,7 @@ class Image:
 
     def _reopenable(self) -> None:
         self.source._open()
+        self._inner.check_consistent()
         if self.source.path == "-":
             raise UsageError("an Image from standard input cannot be squashed or written: that reads its input "
                              "again, and standard input has gone",
@@ -294,10 +410,13 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
                  on_progress: Callable[[int], None] | None = None) -> SquashReport:
     """Squash an image of ``input`` into one layer above ``cut`` and write it to ``output``.
 
-    - ``input``: a path, or ``-`` for standard input; ``image``/``platform`` choose as ``Source.image``.
+    - ``input``: a path, or ``-`` for standard input, or a ``docker://HOST/REPO:TAG`` registry reference;
+      ``image``/``platform`` choose as ``Source.image``; ``platform=ALL_PLATFORMS`` squashes every
+      platform of a multi-platform image into an image index (the report's ``platforms`` lists each).
     - ``output``: a path (``-`` for standard output), or None to compute the report and write nothing.
       The input's own layout directory adds the squashed image beside the original.
-    - ``cut``: ``Cut.scratch()`` (the default), ``Cut.onto(parent)`` or ``Cut.from_layer(n)``.
+    - ``cut``: ``Cut.scratch()`` (the default), ``Cut.onto(parent)``, ``Cut.from_layer(n)`` or
+      ``Cut.parse(...)`` (the command line's spelling).
     - ``tags``: names for the result (``name:tag``); by default the input image's names.
     - ``format``: by default from the output's path (a directory or a name without ``.tar`` is an OCI
       layout directory, ``.tar`` a docker tarball).
@@ -305,8 +424,10 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
     - ``message``: the new history entry's comment; ``timestamp``: the image's ``created`` (an aware
       ``datetime``; by default ``SOURCE_DATE_EPOCH`` or now). The same input, options and timestamp give
       byte-identical output.
-    - ``on_phase(description, total)``/``on_progress(n)``: progress callbacks.
+    - ``on_phase(description, total)``/``on_progress(n)``: progress callbacks; each phase starts with
+      ``on_phase`` (``total`` None when unknown), then ``on_progress`` adds the work done.
 
+    With ``output=None`` (a dry run) nothing is written and the report's ``dry_run`` is True.
     Returns the report (sizes before and after, files dropped, digests of what was written). The output
     appears complete or not at all; the input is never changed.
     """
@@ -321,7 +442,9 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
         timestamp=_check_timestamp(timestamp),
     )
     if cut.kind == "parent":
-        opts.parent = _parent_spec(cut, src)
+        opts.parent = cut.spec if cut.spec is not None else _parent_spec(cut, src)
+    elif cut.kind == "layer" and cut.spec is not None:
+        opts.from_layer = cut.spec
     elif cut.kind == "layer":
         layer = str(cut.layer).strip()
         # squash reads an all-digit string as a position: a hex prefix that happens to be all digits
@@ -334,9 +457,15 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
 
 def convert_image(input: PathLike, output: PathLike, *, image: str | None = None, platform: str | None = None,
                   format: OutputFormat | None = None, tags: Sequence[str] = (),
-                  compression: Compression | None = None, level: int | None = None) -> ConvertReport:
+                  compression: Compression | None = None, level: int | None = None,
+                  on_step: Callable[[str], None] | None = None,
+                  on_phase: Callable[[str, int | None], None] | None = None,
+                  on_bytes: Callable[[int], None] | None = None) -> ConvertReport:
     """Copy an image of ``input`` (a path or ``-``) to ``output`` in another format, verifying every blob;
-    ``compression`` recompresses every layer (None keeps each as it is). Options as in ``squash_image``."""
+    ``compression`` recompresses every layer (None keeps each as it is). Options as in ``squash_image``.
+    Progress: ``on_phase(description, total)`` once, then ``on_bytes(n)`` as the layer blobs are read
+    (``total`` is their size, or None without ``on_bytes``), and ``on_step(description)`` as each blob
+    is written."""
     from ocisquash import convert as convert_lib
 
     src = _path(input, "input")
@@ -346,10 +475,76 @@ def convert_image(input: PathLike, output: PathLike, *, image: str | None = None
         src, dest, image=_check_ref(image), platform=_check_platform(platform), tags=_check_tags(tags),
         fmt=_check_format(format), compression=None if codec is None else codec.value,
         level=None if codec is None else _check_level(codec, level),
+        on_step=on_step, on_start=on_phase, on_bytes=on_bytes,
     )
     return ConvertReport(image=result["image"], output=result["output"], format=OutputFormat(result["format"]),
                          tags=list(result["tags"]), manifest=result["manifest"], config=result["config"],
-                         layers=list(result["layers"]))
+                         layers=list(result["layers"]), note=result["note"])
+
+
+def parse_filters(filters: Sequence[str]) -> Filters:
+    """Docker's image filters, ``KEY=VALUE`` each (``dangling=true|false``, ``label=KEY[=VALUE]``,
+    ``before=REF``, ``since=REF``, ``reference=GLOB``), checked and grouped for ``Source.rows``; a bad
+    one raises ``UsageError`` before any input is read."""
+    from ocisquash import listing
+
+    if isinstance(filters, str) or not isinstance(filters, Sequence):
+        raise UsageError(f"filters={filters!r}: a list of KEY=VALUE strings")
+    return listing.Filters.parse(filters)
+
+
+@contextmanager
+def limits(caps: Mapping[str, int]) -> Iterator[None]:
+    """Raise (or lower) safety caps for the ``with`` block: ``caps`` maps a cap's name (``max_json``,
+    ``max_layers``, ...: the ``OCISQUASH_*`` variables' names in lower case) to a positive int. The caps
+    in force before come back when the block ends, by an error too. ``UsageError`` for an unknown name
+    or a value that is not a positive int."""
+    import dataclasses as dcs
+
+    from ocisquash import limits as limits_lib
+
+    names = [f.name for f in dcs.fields(limits_lib.Limits)]
+    if not isinstance(caps, Mapping):
+        raise UsageError(f"limits({caps!r}): a mapping of cap names to ints")
+    for name, value in caps.items():
+        if name not in names:
+            raise UsageError(f"limits: no cap named {name!r}", hint="the caps: " + ", ".join(names))
+        if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limits_lib.MAX_VALUE:
+            raise UsageError(f"limits: {name}={value!r}: a positive int (at most {limits_lib.MAX_VALUE})")
+    with limits_lib.scoped(dict(caps)):
+        yield
+
+
+@dataclass(frozen=True)
+class RegistryAccess:
+    """How to reach a registry named by a ``docker://HOST/REPO:TAG`` input or output: credentials and
+    TLS, meant as skopeo's ``--creds``, ``--authfile``, ``--cert-dir`` and ``--tls-verify``."""
+
+    creds: str | None = field(default=None, repr=False)
+    """``USER:PASSWORD``; else ``authfile``, ``$REGISTRY_AUTH_FILE``, the containers and docker files."""
+    authfile: str | None = None
+    """A containers-auth.json or docker config.json to read credentials from."""
+    cert_dir: str | None = None
+    """CA certificates (``*.crt``) and a client certificate (``*.cert`` + ``*.key``), as containers-certs.d."""
+    tls_verify: bool = True
+    """Verify TLS certificates; False also allows plain HTTP."""
+
+
+@contextmanager
+def registry_access(access: RegistryAccess) -> Iterator[None]:
+    """Use ``access`` for every registry read and write inside the ``with`` block; what was in force
+    before comes back when it ends."""
+    if not isinstance(access, RegistryAccess):
+        raise UsageError(f"registry_access({access!r}): give a RegistryAccess")
+    from ocisquash import registry
+
+    saved = registry.current()
+    registry.configure(registry.RegistryOptions(registry.AuthOptions(access.creds, access.authfile),
+                                                access.cert_dir, access.tls_verify))
+    try:
+        yield
+    finally:
+        registry.configure(saved)
 
 
 def list_images(path: PathLike, *, exact: bool = False) -> list[ImageSummary]:
@@ -403,10 +598,14 @@ def _check_ref(ref: object) -> str | None:
 def _check_platform(platform: object) -> str | None:
     if platform is None:
         return None
-    parts = platform.split("/") if isinstance(platform, str) else []
-    if len(parts) not in (2, 3) or not all(parts):
+    if not isinstance(platform, str):
         raise UsageError(f"platform={platform!r}: expected 'os/arch' or 'os/arch/variant', e.g. 'linux/arm64'")
-    return str(platform)
+    if platform.strip().lower() == ALL_PLATFORMS:
+        return platform
+    from ocisquash.model import Platform
+
+    Platform.from_text(platform)  # the one check and message, the command line's
+    return platform
 
 
 def _check_tags(tags: object) -> list[str]:

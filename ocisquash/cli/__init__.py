@@ -170,13 +170,20 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 
 def _run(args: list[str]) -> object:
-    """The typer app, with the caps a run's ``--limit`` sets put back when it returns (``limits.scoped``):
-    ``main`` may run many times in one process (a library caller, the tests), and one run's ``--limit``
-    must not carry over to the next."""
+    """The typer app, with the caps a run's ``--limit`` sets and its registry options put back when it
+    returns (``limits.scoped``, and the scope ``common`` enters ``ocisquash.api.limits`` and
+    ``registry_access`` into): ``main`` may run many times in one process (a library caller, the
+    tests), and one run's options must not carry over to the next."""
+    from contextlib import ExitStack
+
     from ocisquash import limits
 
-    with limits.scoped():
-        return app(args=args, prog_name="ocisquash", standalone_mode=False)
+    with limits.scoped(), ExitStack() as scope:
+        common.STATE.scope = scope
+        try:
+            return app(args=args, prog_name="ocisquash", standalone_mode=False)
+        finally:
+            common.STATE.scope = None
 
 
 def main(argv: list[str] | None = None) -> int:

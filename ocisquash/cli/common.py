@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -14,6 +14,8 @@ import typer
 # rich (console ~40 ms, progress ~20 ms to import), json and ocisquash.limits are imported in the functions
 # that use them, not here, for start-up time: --version, --help and quiet runs without errors need none of them.
 if TYPE_CHECKING:
+    from contextlib import AbstractContextManager
+
     from rich.console import Console
     from rich.progress import Progress
 
@@ -22,6 +24,8 @@ if TYPE_CHECKING:
 class State:
     debug: bool = False
     quiet: bool = False
+    # The run's scope (``cli._run``): --limit and the registry options are entered into it, and undone when it ends.
+    scope: ExitStack | None = None
 
 
 STATE = State()
@@ -166,14 +170,35 @@ def progress(quiet: bool = False) -> Iterator[Progressor]:
         yield Progressor(p)
 
 
+# Outside ``cli._run`` (a caller of the command functions themselves, such as typer's test runner) the
+# options hold for the process, as they did before runs were scoped: this stack holds them until exit, when
+# atexit closes it (before module teardown, which would leave their exits without their globals).
+_PROCESS_SCOPE = ExitStack()
+_process_scope_closes = False
+
+
+def _enter(cm: AbstractContextManager[None]) -> None:
+    """``cm`` for the rest of the run: entered into the scope ``cli._run`` opens, and undone when it ends."""
+    if STATE.scope is not None:
+        STATE.scope.enter_context(cm)
+        return
+    global _process_scope_closes
+    if not _process_scope_closes:
+        import atexit
+
+        atexit.register(_PROCESS_SCOPE.close)
+        _process_scope_closes = True
+    _PROCESS_SCOPE.enter_context(cm)
+
+
 def apply_limits(values: list[str] | None) -> None:
     if not values:
         return
-    from ocisquash import limits
+    from ocisquash import api, limits
 
     for v in values:
-        name, n = limits.parse_option(v)
-        limits.configure({name: n})
+        name, n = limits.parse_option(v)  # each --limit checked in turn, with the option's words
+        _enter(api.limits({name: n}))
 
 
 def check_level(level: int | None, compression: str | None) -> None:
@@ -236,11 +261,10 @@ TLS_VERIFY_OPTION = typer.Option("true", "--tls-verify", metavar="BOOL",
 
 def apply_registry(creds: str | None, authfile: str | None, cert_dir: str | None, tls_verify: str) -> None:
     """Hand the registry options to every registry source and sink of this run."""
-    from ocisquash import registry
+    from ocisquash import api
     from ocisquash.errors import UsageError
 
     value = tls_verify.strip().lower()
     if value not in ("true", "false", "1", "0", "yes", "no"):
         raise UsageError(f"--tls-verify={tls_verify!r}: expected true or false")
-    registry.configure(registry.RegistryOptions(registry.AuthOptions(creds, authfile), cert_dir,
-                                                value in ("true", "1", "yes")))
+    _enter(api.registry_access(api.RegistryAccess(creds, authfile, cert_dir, value in ("true", "1", "yes"))))

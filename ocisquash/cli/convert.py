@@ -40,19 +40,22 @@ def convert(
     cert_dir: str | None = common.CERT_DIR_OPTION,
     tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    # The library (codecs, sources, sinks: ~60 ms to import) loads only when the command runs, for start-up time.
-    from ocisquash import convert as convert_lib
-
     common.apply_limits(limit)
     common.apply_registry(creds, authfile, cert_dir, tls_verify)
     common.check_level(level, compression)
     source, image, out, fmt, tag = common.resolve_io(source, image, dest, fmt, tag)
     dest = out or dest
+    # The library (codecs, sources, sinks: ~60 ms to import) loads only when the command runs, for start-up time.
+    from ocisquash import api
+
+    codec = None if compression is None else api.Compression.parse(compression)
+    lvl = None if codec is None else codec.check_level(level)
     t0 = time.monotonic()
     with common.progress(quiet) as prog:
-        result = convert_lib.convert(source, dest, image=image, platform=platform, tags=tag or [], fmt=fmt,
-                                     compression=compression, level=level, on_step=prog.describe,
-                                     on_start=prog.phase, on_bytes=prog.advance)
+        report = api.convert_image(source, dest, image=image, platform=platform, tags=tag or [],
+                                   format=None if fmt is None else api.OutputFormat(fmt), compression=codec,
+                                   level=lvl, on_step=prog.describe, on_phase=prog.phase, on_bytes=prog.advance)
+    result = report.to_json()
     result["seconds"] = round(time.monotonic() - t0, 3)
     if json_out:
         common.print_json(result)

@@ -1,6 +1,7 @@
 """``images`` (``ls``), ``history``, ``analyze`` and ``validate``: looking inside an input.
 
-Rendering only: the figures come from ``ocisquash.listing`` (``validate``'s from ``ocisquash.validate``).
+Rendering only: the figures come through the public API (``ocisquash.api``: ``Source.images``/``rows``,
+``Image.history``/``analyze``, ``Source.validate``).
 Tables go to stdout (plain, wide columns when stdout is not a terminal, so scripts can cut them); progress
 and errors go to stderr.
 """
@@ -61,14 +62,6 @@ def _input(path: str, image: str | None) -> tuple[str, str | None]:
     return transports.input_ref(path, image)
 
 
-def _choose(src: Any, image: str | None, platform: str | None) -> Any:
-    """``src.choose``, but a multi-platform image without ``--platform`` is read for the default platform."""
-    img, note = src.choose_default(image, platform)
-    if note:
-        common.note(note)
-    return img
-
-
 # ---------------------------------------------------------------------------------------------- images
 
 IMAGES_FORMAT_HELP = (
@@ -117,8 +110,7 @@ def images(
     cert_dir: str | None = common.CERT_DIR_OPTION,
     tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    from ocisquash import goformat, listing, transports
-    from ocisquash.sources import open_source
+    from ocisquash import api, goformat, listing, transports
 
     common.apply_limits(limit)
     common.apply_registry(creds, authfile, cert_dir, tls_verify)
@@ -128,20 +120,12 @@ def images(
         fmt = "{{.ID}}"  # docker: -q is the ID template, unless --format asks for something else
     tmpl_fields = list(listing.IMAGE_HEADERS)
     goformat.parse(fmt, tmpl_fields, default_table="")  # a bad template fails before any input is read
-    flt = listing.Filters.parse(filters)
-    with open_source(path) as src:
+    flt = api.parse_filters(filters or [])
+    with api.open(path) as src:
         with common.progress(quiet or not exact) as prog:
-            prog.phase("reading images", len(src.candidates), unit="items")
-            summaries = listing.summarize(src.candidates, exact=exact, on_image=lambda: prog.advance(1))
-
-        def resolve(ref: str) -> Any:
-            cand = src.choose_candidate(ref)
-            return cand.image_id
-
-        rows = listing.select(summaries, flt, all_images=all_images, resolve=resolve)
-        if only is not None:  # IN named an image: list that image's rows only
-            chosen = src.choose_candidate(only).image_id
-            rows = [r for r in rows if r.image.image_id == chosen]
+            summaries = src.images(exact=exact, on_phase=lambda what, n: prog.phase(what, n, unit="items"),
+                                   on_image=lambda: prog.advance(1))
+        rows = src.rows(summaries, flt, all_images=all_images, image=only)  # IN named an image: its rows only
     now = time.time()
     if json_out:
         _emit_json_lines([r.to_json(now) for r in rows])
@@ -204,8 +188,7 @@ def history(
     cert_dir: str | None = common.CERT_DIR_OPTION,
     tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    from ocisquash import goformat, listing
-    from ocisquash.sources import open_source
+    from ocisquash import api, goformat, listing
 
     common.apply_limits(limit)
     common.apply_registry(creds, authfile, cert_dir, tls_verify)
@@ -215,9 +198,11 @@ def history(
         fmt = "{{.ID}}"
     fields = list(listing.HISTORY_HEADERS)
     goformat.parse(fmt, fields, default_table=default)  # a bad template fails before any input is read
-    with open_source(path) as src:
-        img = _choose(src, image, platform)
-        rows = listing.history(img, exact=exact)
+    with api.open(path) as src:
+        img = src.image(image, platform=platform, default_platform=True)
+        if img.note:
+            common.note(img.note)
+        rows = img.history(exact=exact)
     now = time.time()
     if json_out:
         _emit_json_lines([r.to_json(now) for r in rows])
@@ -284,9 +269,7 @@ def analyze(
     cert_dir: str | None = common.CERT_DIR_OPTION,
     tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    from ocisquash import listing
-    from ocisquash.sources import open_source
-    from ocisquash.squash import layer_inputs
+    from ocisquash import api, listing
 
     common.apply_limits(limit)
     common.apply_registry(creds, authfile, cert_dir, tls_verify)
@@ -308,11 +291,13 @@ def analyze(
         defaults.highest_user_wasted_percent if highest_user_wasted_percent is None
         else _fraction(highest_user_wasted_percent, "--highest-user-wasted-percent"),
     )
-    with open_source(path) as src:
-        img = _choose(src, image, platform)
+    with api.open(path) as src:
+        img = src.image(image, platform=platform, default_platform=True)
+        if img.note:
+            common.note(img.note)
         with common.progress(quiet) as prog:
-            prog.phase("reading layer headers", 2 * len(img.layers), unit="items")
-            res = listing.analyze(img, layer_inputs(img), top=top, on_layer=lambda i: prog.advance(1))
+            res = img.analyze(top=top, on_phase=lambda what, n: prog.phase(what, n, unit="items"),
+                              on_layer=lambda i: prog.advance(1))
     broken = rules.broken(res.efficiency) if ci else []
     if f == "json":
         out = res.to_json()
@@ -390,17 +375,13 @@ def validate(
     cert_dir: str | None = common.CERT_DIR_OPTION,
     tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    from ocisquash import goformat
-    from ocisquash import validate as validate_lib
-    from ocisquash.sources import open_source
+    from ocisquash import api, goformat
 
     common.apply_limits(limit)
     common.apply_registry(creds, authfile, cert_dir, tls_verify)
     path, image = _input(path, None)
-    with open_source(path) as src, common.progress(quiet) as prog:
-        only = src.choose_candidate(image).image_id if image is not None else None
-        prog.phase("validating", validate_lib.total_bytes(src))
-        res = validate_lib.validate(src, on_bytes=prog.advance, only=only)
+    with api.open(path) as src, common.progress(quiet) as prog:
+        res = src.validate(image=image, on_phase=prog.phase, on_bytes=prog.advance)
     if json_out:
         common.print_json(res.to_json())
     else:

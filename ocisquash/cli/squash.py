@@ -107,15 +107,19 @@ def squash(
         from ocisquash.errors import UsageError
 
         raise UsageError("missing OUT: where to write the squashed image", hint="give a path, '-', or --dry-run")
-    from ocisquash import squash as squash_lib
+    from ocisquash import api
+    from ocisquash.squash import parse_timestamp
 
-    opts = squash_lib.SquashOptions(
-        image=image, platform=platform, parent=parent, from_layer=from_layer, tags=tag or [], fmt=fmt,
-        compression=compression or "gzip", level=level, message=message, timestamp=timestamp, dry_run=dry_run,
-    )
+    # The strings become the API's typed options, checked in the order the squash checks them.
+    codec = api.Compression.parse(compression or "gzip")
+    lvl = codec.check_level(level)
+    created = None if timestamp is None else parse_timestamp(timestamp)
     with common.progress(quiet) as prog:
-        report = squash_lib.squash(source, None if dry_run else dest, opts, on_phase=prog.phase,
-                                   on_progress=prog.advance)
+        report = api.squash_image(source, None if dry_run else dest, image=image, platform=platform,
+                                  cut=api.Cut.parse(parent, from_layer), tags=tag or [],
+                                  format=None if fmt is None else api.OutputFormat(fmt), compression=codec,
+                                  level=lvl, message=message, timestamp=created, on_phase=prog.phase,
+                                  on_progress=prog.advance)
     if json_out:
         import json
 
