@@ -23,22 +23,8 @@ sys.path.insert(0, str(HERE.parent))
 
 from fuzz import images as I  # noqa: E402
 
-
-def header(name: str, size_field: bytes | None = None, size: int = 0, type_: bytes = b"0") -> bytes:
-    b = bytearray(512)
-    b[0:len(name)] = name.encode()
-    b[100:108] = b"0000644\x00"
-    b[124:136] = size_field if size_field is not None else b"%011o\x00" % size
-    b[136:148] = b"%011o\x00" % I.MTIME
-    b[156:157] = type_
-    b[257:265] = b"ustar\x0000"
-    b[148:156] = b" " * 8
-    b[148:156] = b"%06o\x00 " % sum(b)
-    return bytes(b)
-
-
-def pad(data: bytes) -> bytes:
-    return data + bytes(-len(data) % 512)
+header = I.raw_header
+pad = I.pad
 
 
 def _gz(data: bytes) -> bytes:

@@ -141,3 +141,34 @@ def write_dir(members: Mapping[str, bytes], root: str | os.PathLike[str]) -> Pat
         p.parent.mkdir(parents=True, exist_ok=True)
         p.write_bytes(data)
     return root
+
+
+def raw_header(name: str, size_field: bytes | None = None, size: int = 0, type_: bytes = b"0") -> bytes:
+    """A ustar header block built by hand, for shapes no tar writer makes; ``size_field`` (12 bytes)
+    overrides the octal size; the checksum is always right."""
+    b = bytearray(512)
+    b[0:len(name)] = name.encode()
+    b[100:108] = b"0000644\x00"
+    b[108:116] = b"0000000\x00"
+    b[116:124] = b"0000000\x00"
+    b[124:136] = size_field if size_field is not None else b"%011o\x00" % size
+    b[136:148] = b"%011o\x00" % MTIME
+    b[156:157] = type_
+    b[257:265] = b"ustar\x0000"
+    b[148:156] = b" " * 8
+    b[148:156] = b"%06o\x00 " % sum(b)
+    return bytes(b)
+
+
+def pax_record(key: str, value: bytes) -> bytes:
+    """``"<len> key=value\\n"``, where the length counts its own digits."""
+    body = key.encode() + b"=" + value + b"\n"
+    n = len(body) + 2
+    while len(rec := b"%d " % n + body) != n:
+        n = len(rec)
+    return rec
+
+
+def pad(data: bytes) -> bytes:
+    """``data`` padded to whole 512-byte tar blocks."""
+    return data + bytes(-len(data) % 512)
