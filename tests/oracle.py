@@ -24,7 +24,7 @@ import stat
 import subprocess
 import tarfile
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -257,10 +257,15 @@ def _fmt(kind: str, v: object) -> str:
     return repr(v)
 
 
-def compare(a: Snapshot, b: Snapshot, *, mtime: bool = False) -> list[str]:
+def compare(a: Snapshot, b: Snapshot, *, mtime: bool = False, dir_mtimes: bool = False,
+            mtime_key: Callable[[int], int] | None = None, mtime_skip: frozenset[str] = frozenset(),
+            show_mtime: Callable[[int], str] = str, xattr_filter: Callable[[str], bool] | None = None) -> list[str]:
     """Differences between two snapshots, one readable line each; empty when they are equal.
 
-    Directory mtimes are never compared; other mtimes only with ``mtime=True``.
+    Directory mtimes are compared only with ``dir_mtimes``, other mtimes only with ``mtime=True``;
+    ``mtime_key`` maps an mtime before comparing (to the second, say), ``mtime_skip`` names paths whose
+    mtime is not compared, ``show_mtime`` writes one for a message, ``xattr_filter`` keeps the xattrs
+    that count. The real-client oracle (``realclients.compare_trees``) uses the options.
     """
     diffs: list[str] = []
     for p in sorted(set(a) | set(b)):
@@ -275,16 +280,26 @@ def compare(a: Snapshot, b: Snapshot, *, mtime: bool = False) -> list[str]:
             continue
         if ea.content() != eb.content():
             diffs.append(f"content   {show(p)}: {ea.content()} != {eb.content()}")
-        for k in ("target", "rdev", "mode", "uid", "gid", "xattrs"):
+        for k in ("target", "rdev", "mode", "uid", "gid"):
             va, vb = getattr(ea, k), getattr(eb, k)
             if va != vb:
                 diffs.append(f"{k:<9} {show(p)}: {_fmt(k, va)} != {_fmt(k, vb)}")
+        xa, xb = ea.xattrs, eb.xattrs
+        if xattr_filter is not None:
+            xa, xb = tuple(x for x in xa if xattr_filter(x[0])), tuple(x for x in xb if xattr_filter(x[0]))
+        if xa != xb:
+            diffs.append(f"xattrs    {show(p)}: {_fmt('xattrs', xa)} != {_fmt('xattrs', xb)}")
         ha, hb = ea.hardlinks or (p,), eb.hardlinks or (p,)
         if ha != hb:
             diffs.append(f"hardlink  {show(p)}: linked with {[show(x) for x in ha if x != p]} "
                          f"!= {[show(x) for x in hb if x != p]}")
-        if mtime and ea.type != "dir" and ea.mtime_ns != eb.mtime_ns:
-            diffs.append(f"mtime     {show(p)}: {ea.mtime_ns} != {eb.mtime_ns}")
+        if (mtime and ea.type != "dir") or (dir_mtimes and ea.type == "dir"):
+            ma, mb = ea.mtime_ns, eb.mtime_ns
+            if mtime_key is not None:
+                ma, mb = mtime_key(ma), mtime_key(mb)
+            if p not in mtime_skip and ma != mb:
+                diffs.append(f"mtime     {show(p)} ({ea.type}): {show_mtime(ea.mtime_ns)} != "
+                             f"{show_mtime(eb.mtime_ns)}")
     return diffs
 
 

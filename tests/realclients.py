@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from oracle import Entry, Snapshot, show, snapshot
+from oracle import Entry, Snapshot, compare, snapshot
 
 DOCKERD = "/usr/sbin/dockerd"
 DOCKER = "/usr/bin/docker"  # Debian's 20.10 client; a newer /usr/local/bin/docker may speak a newer API
@@ -162,42 +162,14 @@ def _mtime(ns: int) -> str:
 def compare_trees(a: Snapshot, b: Snapshot, *, seconds: bool = False,
                   mtime_skip: frozenset[str] = frozenset(),
                   xattr_filter: Callable[[str], bool] | None = None) -> list[str]:
-    """Differences between two trees, one line each: type, content, target, device, mode, owner, xattrs,
-    hardlink group and mtime (directories too). ``seconds`` compares mtimes to the second (for trees
-    from different loaders); ``mtime_skip`` names paths whose mtime a loader sets itself."""
-    diffs: list[str] = []
-    for p in sorted(set(a) | set(b)):
-        ea, eb = a.get(p), b.get(p)
-        if ea is None or eb is None:
-            side, e = ("B", eb) if ea is None else ("A", ea)
-            assert e is not None
-            diffs.append(f"only-in-{side} {show(p)} ({e.type})")
-            continue
-        if ea.type != eb.type:
-            diffs.append(f"type      {show(p)}: {ea.type} != {eb.type}")
-            continue
-        if ea.content() != eb.content():
-            diffs.append(f"content   {show(p)}: {ea.content()} != {eb.content()}")
-        for k in ("target", "rdev", "mode", "uid", "gid"):
-            va, vb = getattr(ea, k), getattr(eb, k)
-            if va != vb:
-                diffs.append(f"{k:<9} {show(p)}: {f'{va:04o}' if k == 'mode' else va} != "
-                             f"{f'{vb:04o}' if k == 'mode' else vb}")
-        xa, xb = ea.xattrs, eb.xattrs
-        if xattr_filter is not None:
-            xa, xb = tuple(x for x in xa if xattr_filter(x[0])), tuple(x for x in xb if xattr_filter(x[0]))
-        if xa != xb:
-            diffs.append(f"xattrs    {show(p)}: {xa} != {xb}")
-        ha, hb = ea.hardlinks or (p,), eb.hardlinks or (p,)
-        if ha != hb:
-            diffs.append(f"hardlink  {show(p)}: linked with {[show(x) for x in ha if x != p]} "
-                         f"!= {[show(x) for x in hb if x != p]}")
-        ma, mb = ea.mtime_ns, eb.mtime_ns
-        if seconds and FRESH not in (ma, mb):
-            ma, mb = ma // 1_000_000_000, mb // 1_000_000_000
-        if p not in mtime_skip and ma != mb:
-            diffs.append(f"mtime     {show(p)} ({ea.type}): {_mtime(ea.mtime_ns)} != {_mtime(eb.mtime_ns)}")
-    return diffs
+    """Differences between two trees, one line each: ``oracle.compare`` with every mtime compared,
+    directories' too (what overlay loaders get wrong). ``seconds`` compares mtimes to the second (for
+    trees from different loaders); ``mtime_skip`` names paths whose mtime a loader sets itself."""
+    def key(ns: int) -> int:
+        return ns if ns == FRESH or not seconds else ns // 1_000_000_000
+
+    return compare(a, b, mtime=True, dir_mtimes=True, mtime_key=key, mtime_skip=mtime_skip, show_mtime=_mtime,
+                   xattr_filter=xattr_filter)
 
 
 # ------------------------------------------------------------------------------------------ the clients
