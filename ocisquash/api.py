@@ -351,13 +351,13 @@ class Image:
                 on_layer: Callable[[int], None] | None = None) -> Analysis:
         """What each layer adds and how much of it later layers hide, with dive's efficiency figures, as
         ``ocisquash analyze`` shows them; ``top`` duplicated paths and hidden files are listed. Reads the
-        layer headers twice: ``on_phase("reading layer headers", 2 * layers)`` once, then
-        ``on_layer(i)`` after each read."""
+        layer headers once: ``on_phase("reading layer headers", layers)`` once, then
+        ``on_layer(i)`` after each layer."""
         from ocisquash import listing
         from ocisquash.squash import layer_inputs
 
         if on_phase is not None:
-            on_phase("reading layer headers", 2 * len(self._inner.layers))
+            on_phase("reading layer headers", len(self._inner.layers))
         return listing.analyze(self._inner, layer_inputs(self._inner), top=top, on_layer=on_layer)
 
     def squash(self, output: PathLike | None, *, cut: Cut | None = None, tags: Sequence[str] = (),

@@ -9,7 +9,7 @@ path of each parent subtree that is gone.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from ocisquash.merge.records import (
@@ -22,6 +22,7 @@ from ocisquash.merge.records import (
     SpoolIndex,
     gc_paused,
 )
+from ocisquash.merge.tarread import Hdr
 from ocisquash.merge.tree import Applier, Dir, Ino, copy_tree
 from ocisquash.merge.workers import read_layers
 
@@ -157,17 +158,23 @@ class MergePlan:
         }
 
 
-def plan(layers: Sequence[LayerInput], keep: int = 0, *, limits: MergeLimits | None = None) -> MergePlan:
+Observer = Callable[[int, list[tuple[Hdr, int]]], None]
+
+
+def plan(layers: Sequence[LayerInput], keep: int = 0, *, limits: MergeLimits | None = None,
+         observe: Observer | None = None) -> MergePlan:
     """Pass 1: read every layer's headers, apply them in memory and decide what the merged layer holds.
 
     ``keep`` layers at the bottom stay as they are (0: squash to scratch); ``keep == len(layers)``
-    gives an empty merged layer.
+    gives an empty merged layer. ``observe(i, headers)`` sees each layer's headers (with their data
+    offsets), bottom up, before they are applied: ``analyze`` counts dive's figures from them instead
+    of reading every layer a second time.
     """
     with gc_paused():
-        return _plan(layers, keep, limits)
+        return _plan(layers, keep, limits, observe)
 
 
-def _plan(layers: Sequence[LayerInput], keep: int, limits: MergeLimits | None) -> MergePlan:
+def _plan(layers: Sequence[LayerInput], keep: int, limits: MergeLimits | None, observe: Observer | None) -> MergePlan:
     lim = limits or MergeLimits.current()
     if not 0 <= keep <= len(layers):
         raise ValueError(f"keep={keep} outside 0..{len(layers)}")
@@ -177,6 +184,8 @@ def _plan(layers: Sequence[LayerInput], keep: int, limits: MergeLimits | None) -
     for i, (entries, consumed) in enumerate(read_layers(layers, lim)):
         if i == keep and parent is None:
             parent = copy_tree(ap.root)
+        if observe is not None:
+            observe(i, entries)
         ap.apply_layer(i, layers[i].label, entries, consumed)
     return finish_plan(ap, parent, keep, lim)
 
