@@ -32,7 +32,7 @@ def small_step(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def no_thread_left() -> Iterator[None]:
     yield
-    assert [t for t in threading.enumerate() if t.name == "ocisquash-writeback"] == []
+    assert [t for t in threading.enumerate() if t.name in ("ocisquash-writeback", "ocisquash-sha256")] == []
 
 
 def chunks(data: bytes, n: int = 4096) -> Callable[[BinaryIO], None]:
@@ -251,3 +251,51 @@ def test_directory_sync_einval_is_tolerated_other_errors_are_clean(tmp_path: Pat
     else:
         with pytest.raises(OutputError, match="cannot write the output: input/output error"):
             write_tar(tmp_path / "out.tar")
+
+
+def mixed_writes(w: BinaryIO) -> None:
+    """Small and large writes interleaved, through one reused bytearray: the threaded hash must copy it."""
+    buf = bytearray()
+    pos = 0
+    for i, n in enumerate([100, 70_000, 3, 512, 200_000, 65_536, 1, 1 << 20] * 4):
+        buf[:] = DATA[pos % len(DATA):][:n] or b"x" * n
+        w.write(buf if i % 2 else memoryview(buf))
+        buf[:] = b"\xff" * len(buf)  # reused at once, as a writer's buffer may be
+        pos += n
+
+
+def expected_mixed() -> bytes:
+    out = bytearray()
+    pos = 0
+    for n in [100, 70_000, 3, 512, 200_000, 65_536, 1, 1 << 20] * 4:
+        out += DATA[pos % len(DATA):][:n] or b"x" * n
+        pos += n
+    return bytes(out)
+
+
+@pytest.mark.parametrize("sink", ["dir", "tar"])
+def test_threaded_hash_of_mixed_writes(tmp_path: Path, sink: str) -> None:
+    want = expected_mixed()
+    s: OciDirSink | TarSink = OciDirSink(str(tmp_path / "lay")) if sink == "dir" else TarSink(str(tmp_path / "o.tar"),
+                                                                                                 docker=False)
+    try:
+        d, n = s.put_stream(mixed_writes)
+        s.commit()
+    except BaseException:
+        s.abort()
+        raise
+    assert (str(d), n) == ("sha256:" + hashlib.sha256(want).hexdigest(), len(want))
+
+
+@pytest.mark.parametrize("sink", ["dir", "tar"])
+def test_failed_producer_leaves_no_hashing_thread(tmp_path: Path, sink: str) -> None:
+    s: OciDirSink | TarSink = OciDirSink(str(tmp_path / "lay")) if sink == "dir" else TarSink(str(tmp_path / "o.tar"),
+                                                                                                 docker=False)
+
+    def produce(w: BinaryIO) -> None:
+        w.write(DATA)
+        raise OSError("input went away")
+
+    with pytest.raises(OSError, match="went away"):
+        s.put_stream(produce)
+    s.abort()  # the autouse fixture checks that no ocisquash-sha256 thread is left

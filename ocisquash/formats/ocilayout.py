@@ -447,9 +447,10 @@ class OciDirSink(Sink):
             with os.fdopen(fd, "wb") as f:
                 writeback = commit.Writeback(fd, self.label)
                 try:
-                    hw = HashingWriter(commit.GuardedWriter(f, self.label, writeback))  # type: ignore[arg-type]
-                    produce(hw)  # type: ignore[arg-type]
-                    d = hw.digest()
+                    with HashingWriter(commit.GuardedWriter(f, self.label, writeback),  # type: ignore[arg-type]
+                                       threaded=True) as hw:
+                        produce(hw)  # type: ignore[arg-type]
+                        d = hw.digest()
                     with commit.writing(self.label):
                         state = self._blob_state(d, hw.count)
                         f.flush()

@@ -92,12 +92,13 @@ class TarSink(Sink):
         with commit.writing(self.label):
             start = f.tell()
             f.write(b"\0" * 512)  # placeholder header: the name is the digest, known only at the end
-        hw = HashingWriter(commit.GuardedWriter(f, self.label, self._writeback))  # type: ignore[arg-type]
         # On an error the caller aborts the whole sink: nothing to take back out here.
-        produce(hw)  # type: ignore[arg-type]
+        with HashingWriter(commit.GuardedWriter(f, self.label, self._writeback),  # type: ignore[arg-type]
+                           threaded=True) as hw:
+            produce(hw)  # type: ignore[arg-type]
+            d, n = hw.digest(), hw.count
         with commit.writing(self.label):
             hw.flush()
-            d, n = hw.digest(), hw.count
             if d in self._digests:
                 f.seek(start)
                 f.truncate()
