@@ -660,6 +660,17 @@ def test_root_entry_attributes_are_kept_like_umoci() -> None:
     assert len(roots) == 1 and roots[0].mode & 0o7777 == 0o750
 
 
+def test_workers_only_when_the_work_is_shared(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("OCISQUASH_WORKERS", raising=False)
+    def sized(*mb: int) -> list[merge.LayerInput]:
+        return [merge.LayerInput(f"l{i}", io.BytesIO, io.BytesIO, work=n << 20) for i, n in enumerate(mb)]
+
+    assert merge_workers.worker_count(sized(71, 51, 46, 13, 10, 5)) == min(2, os.cpu_count() or 1)
+    assert merge_workers.worker_count(sized(81, 8, 1)) == 1  # one layer holds most: one process is faster
+    assert merge_workers.worker_count(sized(10, 10)) == 1  # too little to be worth a fork
+    assert merge_workers.worker_count(sized(100)) == 1
+
+
 def test_worker_processes_give_the_same_plan_and_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     # Pass 1 reads big compressed inputs in forked worker processes; the result must not depend on it.
     tars = [
