@@ -71,7 +71,9 @@ class VerifyingReader(Reader):
         self.digest = digest
         self.size = size
         self.what = what
-        self._hash = digest.hasher()
+        # A layer's blob is hashed beside its reader, which is the thread that decompresses it: the
+        # critical path of a squash's read of a gzip layer (0.09 s of sha256 for 194 MB of gzip).
+        self._hash: Any = ThreadedHash(digest.hasher()) if size is None or size >= THREAD_MIN else digest.hasher()
         self.count = 0
         self.done = False
 
@@ -107,9 +109,19 @@ class VerifyingReader(Reader):
         while not self.done:
             self.read(1 << 20)
 
+    def close(self) -> None:
+        closer = getattr(self._hash, "close", None)
+        if closer is not None:
+            closer()
+        self._raw.close()
 
-class ThreadedSha256:
-    """sha256 computed on a thread of its own: ``update`` queues the bytes and returns at once.
+
+THREAD_MIN = 4 << 20  # blobs smaller than this are hashed inline: a thread costs more than it saves
+
+
+class ThreadedHash:
+    """A hash (sha256 unless ``h`` says) computed on a thread of its own: ``update`` queues the bytes
+    and returns at once.
 
     hashlib releases the GIL on large buffers, so a stream hashed here costs its reader or writer no
     time (sha256 runs at ~2 GB/s here: 0.3 s of a 600 MB layer); ``hexdigest`` waits for the queue to
@@ -120,8 +132,8 @@ class ThreadedSha256:
 
     _BATCH = 1 << 16
 
-    def __init__(self, depth: int = 4) -> None:
-        self._h = hashlib.sha256()
+    def __init__(self, h: Any = None, depth: int = 4) -> None:
+        self._h = h if h is not None else hashlib.sha256()
         self._q: queue.Queue[bytes | None] = queue.Queue(maxsize=depth)
         self._t: threading.Thread | None = None
         self._small = bytearray()
@@ -136,7 +148,7 @@ class ThreadedSha256:
 
     def _queue(self, data: bytes) -> None:
         if self._t is None:
-            self._t = threading.Thread(target=self._run, daemon=True, name="ocisquash-sha256")
+            self._t = threading.Thread(target=self._run, daemon=True, name="ocisquash-hash")
             self._t.start()
         self._q.put(data)
 
@@ -175,7 +187,7 @@ class HashingReader(Reader):
 
     def __init__(self, raw: IO[bytes] | BinaryIO, *, enabled: bool = True, threaded: bool = False) -> None:
         self._raw = raw
-        self._hash: Any = ThreadedSha256() if threaded and enabled else hashlib.sha256()
+        self._hash: Any = ThreadedHash() if threaded and enabled else hashlib.sha256()
         self._enabled = enabled
         self.count = 0
 
@@ -203,12 +215,12 @@ class HashingReader(Reader):
 
 class HashingWriter:
     """Passes bytes through to ``raw`` while computing their sha256 and count; with ``threaded``, the
-    sha256 runs on a thread beside the writer (``ThreadedSha256``): then ``close()`` it when done,
+    sha256 runs on a thread beside the writer (``ThreadedHash``): then ``close()`` it when done,
     on errors too (``digest()`` closes it)."""
 
     def __init__(self, raw: IO[bytes] | BinaryIO | None, *, threaded: bool = False) -> None:
         self._raw = raw
-        self._hash: Any = ThreadedSha256() if threaded else hashlib.sha256()
+        self._hash: Any = ThreadedHash() if threaded else hashlib.sha256()
         self.count = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:

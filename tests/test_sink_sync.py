@@ -32,7 +32,7 @@ def small_step(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(autouse=True)
 def no_thread_left() -> Iterator[None]:
     yield
-    assert [t for t in threading.enumerate() if t.name in ("ocisquash-writeback", "ocisquash-sha256")] == []
+    assert [t for t in threading.enumerate() if t.name in ("ocisquash-writeback", "ocisquash-hash")] == []
 
 
 def chunks(data: bytes, n: int = 4096) -> Callable[[BinaryIO], None]:
@@ -298,4 +298,4 @@ def test_failed_producer_leaves_no_hashing_thread(tmp_path: Path, sink: str) -> 
 
     with pytest.raises(OSError, match="went away"):
         s.put_stream(produce)
-    s.abort()  # the autouse fixture checks that no ocisquash-sha256 thread is left
+    s.abort()  # the autouse fixture checks that no ocisquash-hash thread is left
