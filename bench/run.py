@@ -314,7 +314,7 @@ def reference_layer(squash: list[str], image: dict[str, Any], work: Path, env: d
 # ------------------------------------------------------------------------------------------ the rows
 
 
-ENTRY_ROWS = ("sq-gzip-entry", "codec-entry", "sq-dry-entry", "analyze-entry", "inflate-entry")
+ENTRY_ROWS = ("sq-gzip-entry", "codec-entry", "sq-dry-entry", "analyze-entry", "inflate-entry", "gzip-floor-entry")
 PATHS_ROW = "rss-1m"
 
 
@@ -381,6 +381,9 @@ def make_rows(squash: list[str], big: dict[str, Any], tiny: dict[str, Any], entr
             else [], None, [e_oci]),
         Row("verify-floor", "sha256 IN.docker.tar; write + sha256 + fsync the squashed layer (2 threads)", [],
             o / "floor.tar", [docker]),
+        Row("gzip-floor", "verify + inflate the layers (2 threads), deflate + hash + fsync the squashed one", [],
+            o / "gzip-floor.gz", [oci]),
+        Row("gzip-floor-entry", "gzip-floor on the entry-heavy image", [], o / "gzip-floor-entry.gz", [e_oci]),
         Row("reg-squash", "ocisquash squash docker://…/src docker://…/new (local registry, to scratch)"),
         Row("reg-parent", f"ocisquash squash docker://…/src docker://…/new --from-layer {registry_rows.KEEP + 1} "
             "(kept layers mounted)"),
@@ -410,9 +413,9 @@ def ratio(a: Row, b: Row) -> float | None:
     return x / y if x is not None and y else None
 
 
-REFS = {"sq-gzip": ("peer", "codec"), "sq-docker": ("cp-docker", "cp-sync", "verify-floor"),
+REFS = {"sq-gzip": ("peer", "codec", "gzip-floor"), "sq-docker": ("cp-docker", "cp-sync", "verify-floor"),
         "sq-zstd": ("codec",), "sq-dry": ("inflate",), "analyze": ("inflate",),
-        "sq-gzip-entry": ("codec-entry",), "sq-dry-entry": ("inflate-entry",),
+        "sq-gzip-entry": ("codec-entry", "gzip-floor-entry"), "sq-dry-entry": ("inflate-entry",),
         "analyze-entry": ("inflate-entry",),
         "images-oci": ("images-oci-tiny",), "images-docker": ("images-docker-tiny",)}
 BYTES_PER_PATH_LIMIT = 400
@@ -778,6 +781,19 @@ def main(argv: list[str] | None = None) -> int:
         row.warm.append(ref)
         row.note = f"gzip level {level} ({level_src}); squashed layer from {ref_src}"
         print(f"{name} reference: {row.note}", file=sys.stderr)
+    for name, img, tag in (("gzip-floor", big, "large"), ("gzip-floor-entry", entry, "entry")):
+        row = by[name]
+        if row.skip:
+            continue
+        ref, ref_src = ref_for(tag, img)
+        if ref is None:
+            row.skip = f"no squashed layer to compress: {ref_src}"
+            continue
+        row.cmd = [sys.executable, str(BENCH / "verify_floor.py"), "--gzip", str(level), str(ref), str(row.out),
+                   *map(str, oci_layers(Path(img["oci"])))]
+        row.warm.append(ref)
+        row.note = ("the least a verifying gzip->gzip squash does on two cores, no tar parsed "
+                    f"(bench/verify_floor.py --gzip; level {level})")
     floor_row = by["verify-floor"]
     if not floor_row.skip:
         ref, ref_src = ref_for("large", big)

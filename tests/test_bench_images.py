@@ -63,3 +63,25 @@ def test_entry_recipe_is_seeded(tmp_path: Path) -> None:
                       for p in root.rglob("*")})
     assert trees[0] == trees[1]
     assert len(trees[0]) > 500  # many small entries even at 2 %
+
+
+def test_gzip_floor_writes_the_squashed_layer_deflated(tmp_path: Path) -> None:
+    # bench/verify_floor.py --gzip: the floor row's work must be real (every blob read to its end, the
+    # output a gzip of exactly the squashed layer), or the ratio it gives means nothing
+    import subprocess
+
+    blobs = []
+    for i in range(3):
+        p = tmp_path / f"b{i}.gz"
+        p.write_bytes(gzip.compress(os.urandom(1000) * (i + 2000)))
+        blobs.append(str(p))
+    squashed = tmp_path / "layer.tar"
+    squashed.write_bytes(b"".join(os.urandom(4096) for _ in range(600)))
+    out = tmp_path / "out.gz"
+    subprocess.run([sys.executable, str(BENCH / "verify_floor.py"), "--gzip", "2", str(squashed), str(out), *blobs],
+                   check=True, timeout=120)
+    assert gzip.decompress(out.read_bytes()) == squashed.read_bytes()
+    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"x" * 5000)[:-20])  # truncated: the floor must read it all
+    bad = subprocess.run([sys.executable, str(BENCH / "verify_floor.py"), "--gzip", "2", str(squashed), str(out),
+                          str(tmp_path / "bad.gz")], capture_output=True, timeout=120)
+    assert bad.returncode != 0
