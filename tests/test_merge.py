@@ -480,7 +480,7 @@ def test_plan_size_estimate_close_to_written() -> None:
     out = io.BytesIO()
     merge.write(p, inputs(tars), out)
     assert abs(p.out_tar_bytes() - len(out.getvalue())) <= 512 * (p.out_entries // 2 + 2)
-    assert p.out_content_bytes == merge.write(p, inputs(tars), io.BytesIO()).content_bytes
+    assert p.layout.content_bytes == merge.write(p, inputs(tars), io.BytesIO()).content_bytes
 
 
 # ---------------------------------------------------------------------------------------------- memory
@@ -514,7 +514,7 @@ def test_plan_memory_for_100k_paths() -> None:
         p = merge.plan(inputs(tars), keep)
         current, peak = tracemalloc.get_traced_memory()
         tracemalloc.stop()
-        assert p.final_paths == 100_000 + 3
+        assert p.layout.final_paths == 100_000 + 3
         # Measured (CPython 3.11, tracemalloc): peak 59 MB for keep=1 (tree + the parent's copy of
         # the directory dicts) and 44 MB for keep=0 (the diff takes the tree apart as it lays out
         # the merged layer), pure Python; 55 and 40 MB compiled. Before (issue 15): 69 and 82 MB.
@@ -874,7 +874,7 @@ def test_stream_memory_for_100k_paths(monkeypatch: pytest.MonkeyPatch) -> None:
     p, _ = merge.stream(inputs(tars), 0, _Null())  # type: ignore[arg-type]
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
-    assert p.final_paths == 100_000 + 3
+    assert p.layout.final_paths == 100_000 + 3
     # The headers are held until they are applied (each let go once applied), then the tree is taken
     # apart as the layout is made: measured 56 MB, ~590 bytes per path, pure Python and compiled
     # alike (104 MB before issue 15). 75 MB leaves ~30% headroom.

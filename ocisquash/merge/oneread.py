@@ -5,22 +5,10 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator, Sequence
 from typing import BinaryIO
 
-from ocisquash import limits as limits_mod
-from ocisquash.errors import FormatError
 from ocisquash.merge.layerwrite import Spool, Writer, write_layer
 from ocisquash.merge.plan import MergePlan, finish_plan
 from ocisquash.merge.records import IMPLICIT, LayerInput, LayerStats, MergeLimits, WriteStats, gc_paused
-from ocisquash.merge.tarread import (
-    COPY,
-    REGULAR,
-    Hdr,
-    Reader,
-    apply_entry,
-    clean_name,
-    components,
-    open_layer,
-    read_layer,
-)
+from ocisquash.merge.tarread import Hdr, Source, clean_name, components, read_layer
 from ocisquash.merge.tree import AUFS, OPAQUE, Applier, Dir, copy_tree
 from ocisquash.merge.workers import read_layers
 
@@ -146,7 +134,7 @@ def _read_all_once(
     layers: Sequence[LayerInput], keep: int, spool: Spool, lim: MergeLimits,
     progress: Callable[[int], None] | None, ap: Applier,
 ) -> _Once:
-    """Read the squashed layers top down, each once (``_read_once``), each guessing from those above;
+    """Read the squashed layers top down, each once, each guessing from those above;
     a plain layer's headers alone (its contents stay where they are).
 
     The bottom one, read last, is applied to ``ap`` (which holds the kept layers) as it is read:
@@ -162,8 +150,8 @@ def _read_all_once(
             apply.begin_layer(i, layers[i].label, True)
         if layers[i].plain:  # headers only; its contents are copied from it at the end
             entries, consumed = read_layer(layers[i], lim, apply)
-        else:
-            entries, consumed = _read_once(i, layers[i], hits, spool, lim, progress, apply)
+        else:  # read in full (verified), its bodies spooled unless a layer above hides them
+            entries, consumed = read_layer(layers[i], lim, apply, _Spooler(i, hits, spool), progress)
         if i > keep:  # the bottom layer's names guess for no layer below (1M paths: 140 MB saved)
             hits.add(h for h, _ in entries)
         read.append((entries, consumed))
@@ -171,48 +159,19 @@ def _read_all_once(
     return read
 
 
-def _read_once(
-    index: int, layer: LayerInput, hits: Hits, spool: Spool, lim: MergeLimits,
-    progress: Callable[[int], None] | None, apply: Applier | None = None,
-) -> tuple[list[tuple[Hdr, int]], int]:
-    """Read one layer in full (verified): its headers with their data offsets and its length; the
-    bodies ``hits`` leaves alone go to ``spool`` on the way. With ``apply``, each header is applied
-    there instead of kept (``apply_entry``), and the layer's statistics are completed."""
-    f, src = open_layer(layer, False, layer.open_once)
-    entries: list[tuple[Hdr, int]] = []
-    count = 0
-    cap = lim.max_entries_per_layer
-    reported = 0
-    try:
-        for h in Reader(src, lim):
-            if count >= cap:
-                raise limits_mod.exceeded("max_entries_per_layer", f"layer {layer.label}: too many tar entries")
-            count += 1
-            offset = src.consumed
-            if apply is None:
-                entries.append((h, offset))
-            else:
-                apply_entry(apply, h, offset, src)
-            size = h.size
-            if h.type in REGULAR:
-                path = clean_name(h.name)
-                # Whiteouts and AUFS metadata are not files; a file with ".wh." elsewhere in its path
-                # is merely left to a second read, should the plan want it.
-                if path and ".wh." not in path and not hits.hit(path):
-                    spool.add(index, offset, src, size)
-                    size = 0
-            if size and not src.skip((size + 511) & ~511):
-                raise FormatError(f"layer {layer.label}: truncated tar (file contents cut short)")
-            if progress is not None and src.consumed - reported >= COPY:
-                progress(src.consumed - reported)
-                reported = src.consumed
-        src.drain()
-        if progress is not None and src.consumed > reported:
-            progress(src.consumed - reported)
-        if apply is not None:
-            apply.end_layer(count, src.consumed)
-        return entries, src.consumed
-    except OSError as e:
-        raise FormatError(f"layer {layer.label}: read error: {e}") from e
-    finally:
-        f.close()
+class _Spooler:
+    """The bodies of one layer that ``hits`` leaves alone, to ``spool`` as the layer is read."""
+
+    def __init__(self, index: int, hits: Hits, spool: Spool) -> None:
+        self.index = index
+        self.hits = hits
+        self.spool = spool
+
+    def body(self, h: Hdr, offset: int, src: Source) -> bool:
+        path = clean_name(h.name)
+        # Whiteouts and AUFS metadata are not files; a file with ".wh." elsewhere in its path is
+        # merely left to a second read, should the plan want it.
+        if path and ".wh." not in path and not self.hits.hit(path):
+            self.spool.add(self.index, offset, src, h.size)
+            return True
+        return False

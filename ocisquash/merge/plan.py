@@ -81,6 +81,7 @@ class Layout:
     padded: int = 0
     """Contents with their padding to 512-byte blocks."""
     final_paths: int = 0
+    """Paths in the final tree (root excluded)."""
 
 
 @dataclass
@@ -105,19 +106,6 @@ class MergePlan:
     def out_entries(self) -> int:
         """Entries the merged layer will hold (whiteouts included)."""
         return self.layout.entries
-
-    @property
-    def out_whiteouts(self) -> int:
-        return self.layout.whiteouts
-
-    @property
-    def out_content_bytes(self) -> int:
-        return self.layout.content_bytes
-
-    @property
-    def final_paths(self) -> int:
-        """Paths in the final tree (root excluded)."""
-        return self.layout.final_paths
 
     def pass2_layers(self) -> list[int]:
         """The layers the writer visits, in order: those with bodies to copy, and squashed ones not

@@ -430,17 +430,30 @@ def apply_entry(apply: EntrySink, h: Hdr, offset: int, src: Source) -> None:
         raise
 
 
+class BodySink(Protocol):
+    """Where ``read_layer`` can offer each regular file's contents as the stream reaches them."""
+
+    def body(self, h: Hdr, offset: int, src: Source) -> bool:
+        """Take the ``h.size`` bytes (and padding) ``src`` stands at, or leave them: False."""
+        ...
+
+
 def read_layer(
-    layer: LayerInput, lim: MergeLimits, apply: EntrySink | None = None
+    layer: LayerInput, lim: MergeLimits, apply: EntrySink | None = None, bodies: BodySink | None = None,
+    progress: Callable[[int], None] | None = None,
 ) -> tuple[list[tuple[Hdr, int]], int]:
     """One layer's headers, each with the offset where its data starts, and the stream's length.
 
-    With ``apply``, each header goes there instead and none is kept (the list returned is empty)."""
-    f, src = open_layer(layer, True)
+    With ``apply``, each header goes there instead and none is kept (the list returned is empty).
+    Without ``bodies`` the layer is opened for a headers-only scan (``open_scan``: contents may be
+    seeked over); with it, read in full and verified (``open_once``), each regular file's contents
+    offered to ``bodies`` first. ``progress`` is called with the bytes read since its last call."""
+    f, src = open_layer(layer, bodies is None, layer.open_once if bodies is not None else None)
     try:
         entries: list[tuple[Hdr, int]] = []
         count = 0
         cap = lim.max_entries_per_layer
+        reported = 0
         for h in Reader(src, lim):
             if count >= cap:
                 raise limits_mod.exceeded("max_entries_per_layer", f"layer {layer.label}: too many tar entries")
@@ -448,11 +461,19 @@ def read_layer(
             offset = src.consumed  # where this entry's data starts: pass 2 copies from here
             if apply is not None:
                 apply_entry(apply, h, offset, src)
-            if h.size and not src.skip((h.size + 511) & ~511):
-                raise FormatError(f"layer {layer.label}: truncated tar (file contents cut short)")
-            if apply is None:
+            else:
                 entries.append((h, offset))
+            size = h.size
+            if bodies is not None and h.type in REGULAR and bodies.body(h, offset, src):
+                size = 0
+            if size and not src.skip((size + 511) & ~511):
+                raise FormatError(f"layer {layer.label}: truncated tar (file contents cut short)")
+            if progress is not None and src.consumed - reported >= COPY:
+                progress(src.consumed - reported)
+                reported = src.consumed
         src.drain()
+        if progress is not None and src.consumed > reported:
+            progress(src.consumed - reported)
         if apply is not None:
             apply.end_layer(count, src.consumed)
         return entries, src.consumed
