@@ -768,7 +768,10 @@ def main(argv: list[str] | None = None) -> int:
             refs[tag] = reference_layer(squash, img, work, env, args.timeout, tag)
         return refs[tag]
 
-    for name, img, tag in (("codec", big, "large"), ("codec-entry", entry, "entry")):
+    # the rows that compress the squashed layer (an untimed squash's, per image) as a reference
+    floor_note = f"the least a verifying gzip->gzip squash does on two cores, no tar parsed (level {level})"
+    for name, img, tag in (("codec", big, "large"), ("codec-entry", entry, "entry"),
+                           ("gzip-floor", big, "large"), ("gzip-floor-entry", entry, "entry")):
         row = by[name]
         if row.skip:
             continue
@@ -776,24 +779,17 @@ def main(argv: list[str] | None = None) -> int:
         if ref is None:
             row.skip = f"no squashed layer to compress: {ref_src}"
             continue
-        row.cmd = [sys.executable, str(BENCH / "codec_work.py"), "--level", str(level),
-                   "--compress", str(ref), "--out", str(row.out), *map(str, oci_layers(Path(img["oci"])))]
+        blobs = [str(b) for b in oci_layers(Path(img["oci"]))]
+        if name.startswith("codec"):
+            row.cmd = [sys.executable, str(BENCH / "codec_work.py"), "--level", str(level),
+                       "--compress", str(ref), "--out", str(row.out), *blobs]
+            row.note = f"gzip level {level} ({level_src}); squashed layer from {ref_src}"
+            print(f"{name} reference: {row.note}", file=sys.stderr)
+        else:
+            row.cmd = [sys.executable, str(BENCH / "verify_floor.py"), "--gzip", str(level), str(ref), str(row.out),
+                       *blobs]
+            row.note = floor_note
         row.warm.append(ref)
-        row.note = f"gzip level {level} ({level_src}); squashed layer from {ref_src}"
-        print(f"{name} reference: {row.note}", file=sys.stderr)
-    for name, img, tag in (("gzip-floor", big, "large"), ("gzip-floor-entry", entry, "entry")):
-        row = by[name]
-        if row.skip:
-            continue
-        ref, ref_src = ref_for(tag, img)
-        if ref is None:
-            row.skip = f"no squashed layer to compress: {ref_src}"
-            continue
-        row.cmd = [sys.executable, str(BENCH / "verify_floor.py"), "--gzip", str(level), str(ref), str(row.out),
-                   *map(str, oci_layers(Path(img["oci"])))]
-        row.warm.append(ref)
-        row.note = ("the least a verifying gzip->gzip squash does on two cores, no tar parsed "
-                    f"(bench/verify_floor.py --gzip; level {level})")
     floor_row = by["verify-floor"]
     if not floor_row.skip:
         ref, ref_src = ref_for("large", big)

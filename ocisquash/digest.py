@@ -215,8 +215,8 @@ class HashingReader(Reader):
 
 class HashingWriter:
     """Passes bytes through to ``raw`` while computing their sha256 and count; with ``threaded``, the
-    sha256 runs on a thread beside the writer (``ThreadedHash``): then ``close()`` it when done,
-    on errors too (``digest()`` closes it)."""
+    sha256 runs on a thread beside the writer (``ThreadedHash``): then ``close()`` it when done, on
+    errors too (``contextlib.closing``; ``digest()`` stops it as well)."""
 
     def __init__(self, raw: IO[bytes] | BinaryIO | None, *, threaded: bool = False) -> None:
         self._raw = raw
@@ -246,12 +246,6 @@ class HashingWriter:
         closer = getattr(self._hash, "close", None)
         if closer is not None:
             closer()
-
-    def __enter__(self) -> HashingWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def chain_ids(diff_ids: list[Digest]) -> list[Digest]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Callable
+from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -87,7 +88,7 @@ def _encode(sink: Sink, write_tar: Callable[[BinaryIO], None], codec: Codec, lev
 
     def produce(out: BinaryIO) -> None:
         # the diff ID hashed on a thread: on the main thread it took 0.12 s of a 1.3 s squash
-        with compression.compressing_writer(out, codec, level) as cw, HashingWriter(cw, threaded=True) as hw:
+        with compression.compressing_writer(out, codec, level) as cw, closing(HashingWriter(cw, threaded=True)) as hw:
             write_tar(hw)  # type: ignore[arg-type]
             hw.digest()
             diff.append(hw)

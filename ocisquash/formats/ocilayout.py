@@ -447,8 +447,8 @@ class OciDirSink(Sink):
             with os.fdopen(fd, "wb") as f:
                 writeback = commit.Writeback(fd, self.label)
                 try:
-                    with HashingWriter(commit.GuardedWriter(f, self.label, writeback),  # type: ignore[arg-type]
-                                       threaded=True) as hw:
+                    out = commit.GuardedWriter(f, self.label, writeback)
+                    with contextlib.closing(HashingWriter(out, threaded=True)) as hw:  # type: ignore[arg-type]
                         produce(hw)  # type: ignore[arg-type]
                         d = hw.digest()
                     with commit.writing(self.label):

@@ -93,8 +93,8 @@ class TarSink(Sink):
             start = f.tell()
             f.write(b"\0" * 512)  # placeholder header: the name is the digest, known only at the end
         # On an error the caller aborts the whole sink: nothing to take back out here.
-        with HashingWriter(commit.GuardedWriter(f, self.label, self._writeback),  # type: ignore[arg-type]
-                           threaded=True) as hw:
+        out = commit.GuardedWriter(f, self.label, self._writeback)
+        with contextlib.closing(HashingWriter(out, threaded=True)) as hw:  # type: ignore[arg-type]
             produce(hw)  # type: ignore[arg-type]
             d, n = hw.digest(), hw.count
         with commit.writing(self.label):
