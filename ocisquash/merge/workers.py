@@ -126,7 +126,11 @@ def read_layers(layers: Sequence[LayerInput], lim: MergeLimits) -> Iterator[tupl
     tasks, feed = os.pipe()
     try:
         try:
-            os.write(feed, b"".join(_INDEX.pack(i) for i in range(n)))  # fits: checked above
+            # Largest first, so the two workers end together (the parent applies in layer order
+            # whichever comes first): on the bench image, whose three largest layers are on top,
+            # in order one worker read 112 of 196 MB, largest first 100.
+            order = sorted(range(n), key=lambda i: -layers[i].work)
+            os.write(feed, b"".join(_INDEX.pack(i) for i in order))  # fits: checked above
         finally:
             os.close(feed)
         for _ in range(workers):
