@@ -494,23 +494,24 @@ def parse_filters(filters: Sequence[str]) -> Filters:
 
 
 @contextmanager
-def limits(caps: Mapping[str, int]) -> Iterator[None]:
-    """Raise (or lower) safety caps for the ``with`` block: ``caps`` maps a cap's name (``max_json``,
-    ``max_layers``, ...: the ``OCISQUASH_*`` variables' names in lower case) to a positive int. The caps
-    in force before come back when the block ends, by an error too. ``UsageError`` for an unknown name
-    or a value that is not a positive int."""
+def safety_limits(caps: Mapping[str, int]) -> Iterator[None]:
+    """Raise (or lower) safety caps for the ``with`` block, as the command line's ``--limit`` does:
+    ``caps`` maps a cap's name (``max_json``, ``max_layers``, ...: the ``OCISQUASH_*`` variables' names
+    in lower case) to a positive int. The caps in force before come back when the block ends, by an
+    error too. ``UsageError`` for an unknown name or a value that is not a positive int. (Not called
+    ``limits``: that name is the package's module.)"""
     import dataclasses as dcs
 
     from ocisquash import limits as limits_lib
 
     names = [f.name for f in dcs.fields(limits_lib.Limits)]
     if not isinstance(caps, Mapping):
-        raise UsageError(f"limits({caps!r}): a mapping of cap names to ints")
+        raise UsageError(f"safety_limits({caps!r}): a mapping of cap names to ints")
     for name, value in caps.items():
         if name not in names:
-            raise UsageError(f"limits: no cap named {name!r}", hint="the caps: " + ", ".join(names))
+            raise UsageError(f"safety_limits: no cap named {name!r}", hint="the caps: " + ", ".join(names))
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limits_lib.MAX_VALUE:
-            raise UsageError(f"limits: {name}={value!r}: a positive int (at most {limits_lib.MAX_VALUE})")
+            raise UsageError(f"safety_limits: {name}={value!r}: a positive int (at most {limits_lib.MAX_VALUE})")
     with limits_lib.scoped(dict(caps)):
         yield
 

@@ -105,6 +105,24 @@ def test_every_exported_name_has_a_docstring() -> None:
     assert set(ocisquash.__all__) <= set(dir(ocisquash))
 
 
+def test_the_api_names_the_cli_uses_are_exported() -> None:
+    # The CLI is a thin layer over the API: whatever it calls, a library user can call from ``ocisquash``.
+    used = set()
+    for f in (ROOT / "ocisquash" / "cli").glob("*.py"):
+        used |= set(re.findall(r"\bapi\.([A-Za-z_]\w*)", f.read_text()))
+    assert {"parse_filters", "safety_limits", "registry_access", "RegistryAccess", "open"} <= used
+    for name in sorted(used):
+        assert name in ocisquash.__all__, name
+        assert getattr(ocisquash, name) is getattr(ocisquash.api, name)
+
+
+def test_every_exported_name_is_in_the_api_doc() -> None:
+    doc = DOC.read_text()
+    code = re.findall(r"^```python\n(.*?)^```", doc, re.S | re.M) + re.findall(r"`([^`\n]+)`", doc)
+    spoken = set(re.findall(r"[A-Za-z_]\w*", "\n".join(code)))  # the names the doc's code shows
+    assert sorted(set(ocisquash.__all__) - spoken) == []
+
+
 def test_error_classes_are_the_project_ones() -> None:
     from ocisquash import errors
 

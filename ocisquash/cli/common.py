@@ -198,7 +198,7 @@ def apply_limits(values: list[str] | None) -> None:
 
     for v in values:
         name, n = limits.parse_option(v)  # each --limit checked in turn, with the option's words
-        _enter(api.limits({name: n}))
+        _enter(api.safety_limits({name: n}))
 
 
 def check_level(level: int | None, compression: str | None) -> None:
