@@ -210,17 +210,16 @@ def check_level(level: int | None, compression: str | None) -> None:
                          hint=f"e.g. --compression gzip --level {level}")
 
 
-def resolve_io(source: str, image: str | None, dest: str | None, fmt: str | None,
-               tags: list[str] | None) -> tuple[str, str | None, str | None, str | None, list[str]]:
-    """IN and OUT as paths or skopeo references (``ocisquash.transports``): ``(source, image, dest, format,
-    tags)`` with the format in the library's names."""
+def resolve_output(dest: str | None, fmt: str | None, tags: list[str] | None) -> tuple[str | None, str | None,
+                                                                                list[str]]:
+    """OUT as a path or a skopeo reference (``ocisquash.transports``), and ``--format`` in the library's
+    names: ``(dest, format, tags)``, a REF in OUT added to the tags. (IN goes to the API as it is: the
+    API reads references itself.)"""
     from ocisquash import transports
 
-    source, image = transports.input_ref(source, image)
     if dest is None:
-        return source, image, None, transports.format_name(fmt), list(tags or [])
-    dest, lib_fmt, out_tags = transports.output_ref(dest, fmt, tags)
-    return source, image, dest, lib_fmt, out_tags
+        return None, transports.format_name(fmt), list(tags or [])
+    return transports.output_ref(dest, fmt, tags)
 
 
 FORMAT_HELP = ("Output format: docker-archive (a docker save tar), oci-archive (an OCI layout tar) or oci-dir "

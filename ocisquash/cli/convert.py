@@ -37,7 +37,7 @@ def convert(
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:
     common.check_level(level, compression)
-    source, image, out, fmt, tag = common.resolve_io(source, image, dest, fmt, tag)
+    out, fmt, tag = common.resolve_output(dest, fmt, tag)
     dest = out or dest
     # The library (codecs, sources, sinks: ~60 ms to import) loads only when the command runs, for start-up time.
     from ocisquash import api

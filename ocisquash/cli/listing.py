@@ -56,12 +56,6 @@ def _render(fmt: str, default_table: str, fields: list[str], headers: dict[str, 
     _emit_lines(lines, bold_first=tmpl.table)
 
 
-def _input(path: str, image: str | None) -> tuple[str, str | None]:
-    from ocisquash import transports
-
-    return transports.input_ref(path, image)
-
-
 # ---------------------------------------------------------------------------------------------- images
 
 IMAGES_FORMAT_HELP = (
@@ -106,9 +100,8 @@ def images(
     json_out: bool = typer.Option(False, "--json", help="ocisquash's own JSON, one object per line, sizes in "
                                                         "bytes (see docs/commands.md)."),
 ) -> None:
-    from ocisquash import api, goformat, listing, transports
+    from ocisquash import api, goformat, listing
 
-    path, only = transports.input_ref(path, None)
     trunc = not no_trunc
     if quiet and fmt.strip() == goformat.TABLE:
         fmt = "{{.ID}}"  # docker: -q is the ID template, unless --format asks for something else
@@ -119,7 +112,7 @@ def images(
         with common.progress(quiet or not exact) as prog:
             summaries = src.images(exact=exact, on_phase=lambda what, n: prog.phase(what, n, unit="items"),
                                    on_image=lambda: prog.advance(1))
-        rows = src.rows(summaries, flt, all_images=all_images, image=only)  # IN named an image: its rows only
+        rows = src.rows(summaries, flt, all_images=all_images)  # IN named an image (src.ref): its rows only
     now = time.time()
     if json_out:
         _emit_json_lines([r.to_json(now) for r in rows])
@@ -180,7 +173,6 @@ def history(
 ) -> None:
     from ocisquash import api, goformat, listing
 
-    path, image = _input(path, image)
     default = "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
     if quiet and fmt.strip() == goformat.TABLE:
         fmt = "{{.ID}}"
@@ -255,7 +247,6 @@ def analyze(
 ) -> None:
     from ocisquash import api, listing
 
-    path, image = _input(path, image)
     f = "json" if json_out else fmt.strip().lower()
     if f not in ("table", "json"):
         from ocisquash.errors import UsageError
@@ -355,9 +346,8 @@ def validate(
 ) -> None:
     from ocisquash import api, goformat
 
-    path, image = _input(path, None)
     with api.open(path) as src, common.progress(quiet) as prog:
-        res = src.validate(image=image, on_phase=prog.phase, on_bytes=prog.advance)
+        res = src.validate(on_phase=prog.phase, on_bytes=prog.advance)
     if json_out:
         common.print_json(res.to_json())
     else:

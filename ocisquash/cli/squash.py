@@ -96,7 +96,7 @@ def squash(
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no report."),
 ) -> None:
     common.check_level(level, compression)
-    source, image, dest, fmt, tag = common.resolve_io(source, image, dest, fmt, tag)
+    dest, fmt, tag = common.resolve_output(dest, fmt, tag)
     if dest is None and not dry_run:
         from ocisquash.errors import UsageError
 
