@@ -531,37 +531,49 @@ def prune(cache: Path) -> None:
             shutil.rmtree(d, ignore_errors=True)
 
 
-def ensure_built(cache: Path, kind: str, scale: float = 1.0) -> dict[str, Any]:
-    """The cached image ``kind`` ("large", "entry" or "tiny"), built on first use; returns its info dict."""
-    # "-s": scaled images scale path counts as well as bytes (older "-x" ones scaled bytes only).
-    key = f"{IMAGE_VERSION}-{kind}" + (f"-s{scale:g}" if scale != 1.0 else "")
+def _cached(cache: Path, key: str, build: Callable[[Path, Path], dict[str, Any]]) -> dict[str, Any]:
+    """The info dict of the image cached as ``cache/key``. On first use ``build(tmp, dest)`` makes it in
+    the scratch folder ``tmp`` and returns its info (naming the paths it will have under ``dest``); the
+    folder is renamed to ``dest`` only when whole, and info.json, written last, marks it as built."""
     dest = cache / key
     info_file = dest / "info.json"
     if info_file.exists():
         return dict(json.loads(info_file.read_text()))
-    for tool in ("umoci", "skopeo"):
-        if shutil.which(tool) is None:
-            raise RuntimeError(f"{tool} is needed to build the benchmark image (or pass --image-dir)")
     tmp = cache / f"{key}.building"
-    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.rmtree(tmp, ignore_errors=True)  # left by an interrupted build
     tmp.mkdir(parents=True)
-    t0 = time.monotonic()
-    log(f"building the {kind} image into {dest} (once; cached by version {IMAGE_VERSION})")
-    recipes = {"large": lambda: large_layers(scale), "entry": lambda: entry_layers(scale), "tiny": tiny_layers}
-    if kind not in recipes:
-        raise ValueError(f"unknown image kind {kind!r}")
-    layers = recipes[kind]()
-    build_oci(tmp / "image.oci", tmp, layers)
-    finish_forms(tmp / "image.oci", tmp, kind)
+    info = build(tmp, dest)
     shutil.rmtree(dest, ignore_errors=True)
     tmp.rename(dest)
-    info = {"kind": kind, "version": key, "source": "built by bench/imagebuild.py",
-            "oci": str(dest / "image.oci"), "docker": str(dest / "image.docker.tar"),
-            "oci_tar": str(dest / "image.oci.tar"), **stats(dest / "image.oci"),
-            "build_seconds": round(time.monotonic() - t0, 1)}
     info_file.write_text(json.dumps(info, indent=2))
-    log(f"built {kind} image in {info['build_seconds']}s: {info}")
     return info
+
+
+def ensure_built(cache: Path, kind: str, scale: float = 1.0) -> dict[str, Any]:
+    """The cached image ``kind`` ("large", "entry" or "tiny"), built on first use; returns its info dict."""
+    # "-s": scaled images scale path counts as well as bytes (older "-x" ones scaled bytes only).
+    key = f"{IMAGE_VERSION}-{kind}" + (f"-s{scale:g}" if scale != 1.0 else "")
+
+    def build(tmp: Path, dest: Path) -> dict[str, Any]:
+        for tool in ("umoci", "skopeo"):
+            if shutil.which(tool) is None:
+                raise RuntimeError(f"{tool} is needed to build the benchmark image (or pass --image-dir)")
+        t0 = time.monotonic()
+        log(f"building the {kind} image into {dest} (once; cached by version {IMAGE_VERSION})")
+        recipes = {"large": lambda: large_layers(scale), "entry": lambda: entry_layers(scale), "tiny": tiny_layers}
+        if kind not in recipes:
+            raise ValueError(f"unknown image kind {kind!r}")
+        layers = recipes[kind]()
+        build_oci(tmp / "image.oci", tmp, layers)
+        finish_forms(tmp / "image.oci", tmp, kind)
+        info = {"kind": kind, "version": key, "source": "built by bench/imagebuild.py",
+                "oci": str(dest / "image.oci"), "docker": str(dest / "image.docker.tar"),
+                "oci_tar": str(dest / "image.oci.tar"), **stats(tmp / "image.oci"),
+                "build_seconds": round(time.monotonic() - t0, 1)}
+        log(f"built {kind} image in {info['build_seconds']}s: {info}")
+        return info
+
+    return _cached(cache, key, build)
 
 
 def ensure_external(cache: Path, path: Path) -> dict[str, Any]:
@@ -574,36 +586,29 @@ def ensure_external(cache: Path, path: Path) -> dict[str, Any]:
     path = path.resolve()
     st = path.stat()
     key = "ext-" + hashlib.sha256(f"{path}:{st.st_mtime_ns}:{IMAGE_VERSION}".encode()).hexdigest()[:12]
-    dest = cache / key
-    info_file = dest / "info.json"
-    if info_file.exists():
-        return dict(json.loads(info_file.read_text()))
-    tmp = cache / f"{key}.building"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    docker: Path | None = None
-    if path.is_dir():
-        index = json.loads((path / "index.json").read_text())
-        mans = index.get("manifests", [])
-        tags = [m.get("annotations", {}).get("org.opencontainers.image.ref.name") for m in mans]
-        if len(mans) == 1:
-            shutil.copytree(path, tmp / "image.oci")
+
+    def build(tmp: Path, dest: Path) -> dict[str, Any]:
+        docker: Path | None = None
+        if path.is_dir():
+            index = json.loads((path / "index.json").read_text())
+            mans = index.get("manifests", [])
+            tags = [m.get("annotations", {}).get("org.opencontainers.image.ref.name") for m in mans]
+            if len(mans) == 1:
+                shutil.copytree(path, tmp / "image.oci")
+            else:
+                tag = TAG if TAG in tags else tags[0]
+                run(["skopeo", "copy", "-q", f"oci:{path}:{tag}", f"oci:{tmp / 'image.oci'}:{TAG}"])
+            sibling = path.with_name(path.name.removesuffix(".oci") + ".docker.tar")
+            if sibling.is_file():
+                docker = sibling
         else:
-            tag = TAG if TAG in tags else tags[0]
-            run(["skopeo", "copy", "-q", f"oci:{path}:{tag}", f"oci:{tmp / 'image.oci'}:{TAG}"])
-        sibling = path.with_name(path.name.removesuffix(".oci") + ".docker.tar")
-        if sibling.is_file():
-            docker = sibling
-    else:
-        docker = path
-        run(["skopeo", "copy", "-q", f"docker-archive:{path}", f"oci:{tmp / 'image.oci'}:{TAG}"])
-    forms = finish_forms(tmp / "image.oci", tmp, "external", docker_tar=docker)
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    forms = {k: v.replace(str(tmp), str(dest)) for k, v in forms.items()}
-    info = {"kind": "external", "version": key, "source": str(path), **forms, **stats(dest / "image.oci")}
-    info_file.write_text(json.dumps(info, indent=2))
-    return info
+            docker = path
+            run(["skopeo", "copy", "-q", f"docker-archive:{path}", f"oci:{tmp / 'image.oci'}:{TAG}"])
+        forms = finish_forms(tmp / "image.oci", tmp, "external", docker_tar=docker)
+        forms = {k: v.replace(str(tmp), str(dest)) for k, v in forms.items()}
+        return {"kind": "external", "version": key, "source": str(path), **forms, **stats(tmp / "image.oci")}
+
+    return _cached(cache, key, build)
 
 
 def sniff_plain_tar(path: Path) -> bool:
@@ -741,35 +746,30 @@ def ensure_paths_image(cache: Path, paths: int) -> dict[str, Any]:
     members into ISA-L gzip, so the builder never holds the path list. Cached like the other images.
     """
     key = f"{IMAGE_VERSION}-paths{paths}"
-    dest = cache / key
-    info_file = dest / "info.json"
-    if info_file.exists():
-        return dict(json.loads(info_file.read_text()))
-    tmp = cache / f"{key}.building"
-    shutil.rmtree(tmp, ignore_errors=True)
-    layout = tmp / "image.oci"
-    blobs = layout / "blobs" / "sha256"
-    blobs.mkdir(parents=True)
-    t0 = time.monotonic()
-    log(f"building a layer of {paths} paths into {dest} (once; cached)")
-    l1, d1, n1 = write_layer(blobs, many_paths(paths))
-    l2, d2, n2 = write_layer(blobs, top_layer(paths))
-    created = "2024-01-01T00:00:00Z"
-    config = {"architecture": "amd64", "os": "linux", "created": created, "config": {},
-              "rootfs": {"type": "layers", "diff_ids": [d1, d2]},
-              "history": [{"created": created, "created_by": f"{paths} paths"},
-                          {"created": created, "created_by": "delete data/d0000, edit and add files"}]}
-    cfg = _store_json(blobs, config, "application/vnd.oci.image.config.v1+json")
-    man = _store_json(blobs, {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                              "config": cfg, "layers": [l1, l2]}, "application/vnd.oci.image.manifest.v1+json")
-    man["annotations"] = {"org.opencontainers.image.ref.name": TAG}
-    (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [man]}))
-    (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
-    shutil.rmtree(dest, ignore_errors=True)
-    tmp.rename(dest)
-    info = {"kind": "paths", "version": key, "source": f"built by bench/imagebuild.py ({paths} paths)",
-            "oci": str(dest / "image.oci"), "layers": 2, "paths": n1, "tar_entries": n1 + n2,
-            "compressed_bytes": l1["size"] + l2["size"], "build_seconds": round(time.monotonic() - t0, 1)}
-    info_file.write_text(json.dumps(info, indent=2))
-    log(f"built the {paths}-path image in {info['build_seconds']}s: {info}")
-    return info
+
+    def build(tmp: Path, dest: Path) -> dict[str, Any]:
+        layout = tmp / "image.oci"
+        blobs = layout / "blobs" / "sha256"
+        blobs.mkdir(parents=True)
+        t0 = time.monotonic()
+        log(f"building a layer of {paths} paths into {dest} (once; cached)")
+        l1, d1, n1 = write_layer(blobs, many_paths(paths))
+        l2, d2, n2 = write_layer(blobs, top_layer(paths))
+        created = "2024-01-01T00:00:00Z"
+        config = {"architecture": "amd64", "os": "linux", "created": created, "config": {},
+                  "rootfs": {"type": "layers", "diff_ids": [d1, d2]},
+                  "history": [{"created": created, "created_by": f"{paths} paths"},
+                              {"created": created, "created_by": "delete data/d0000, edit and add files"}]}
+        cfg = _store_json(blobs, config, "application/vnd.oci.image.config.v1+json")
+        man = _store_json(blobs, {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                  "config": cfg, "layers": [l1, l2]}, "application/vnd.oci.image.manifest.v1+json")
+        man["annotations"] = {"org.opencontainers.image.ref.name": TAG}
+        (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": [man]}))
+        (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+        info = {"kind": "paths", "version": key, "source": f"built by bench/imagebuild.py ({paths} paths)",
+                "oci": str(dest / "image.oci"), "layers": 2, "paths": n1, "tar_entries": n1 + n2,
+                "compressed_bytes": l1["size"] + l2["size"], "build_seconds": round(time.monotonic() - t0, 1)}
+        log(f"built the {paths}-path image in {info['build_seconds']}s: {info}")
+        return info
+
+    return _cached(cache, key, build)

@@ -40,10 +40,14 @@ if TYPE_CHECKING:
         Cut,
         Image,
         OutputFormat,
+        RegistryAccess,
         Source,
         convert_image,
         list_images,
         open,
+        parse_filters,
+        registry_access,
+        safety_limits,
         squash_image,
         validate_input,
     )
@@ -56,8 +60,9 @@ __version__ = "0.1.0"
 # name -> (module, attribute): what __getattr__ imports on first use.
 _LAZY = {
     **{name: ("ocisquash.api", name) for name in (
-        "Compression", "ConvertReport", "Cut", "Image", "OutputFormat", "Source", "convert_image", "list_images",
-        "open", "squash_image", "validate_input")},
+        "Compression", "ConvertReport", "Cut", "Image", "OutputFormat", "RegistryAccess", "Source", "convert_image",
+        "list_images", "open", "parse_filters", "registry_access", "safety_limits", "squash_image",
+        "validate_input")},
     "ImageSummary": ("ocisquash.listing", "ImageSummary"),
     "Validation": ("ocisquash.validate", "Validation"),
     "SquashReport": ("ocisquash.squash", "Report"),
@@ -78,6 +83,7 @@ __all__ = [
     "OcisquashError",
     "OutputError",
     "OutputFormat",
+    "RegistryAccess",
     "Source",
     "SquashReport",
     "UnsafePath",
@@ -86,6 +92,9 @@ __all__ = [
     "convert_image",
     "list_images",
     "open",
+    "parse_filters",
+    "registry_access",
+    "safety_limits",
     "squash_image",
     "validate_input",
 ]

@@ -196,9 +196,14 @@ class Source:
     that ``close()`` removes.
     """
 
-    def __init__(self, path: str, inner: _sources.Source) -> None:
+    def __init__(self, path: str, inner: _sources.Source, ref: str | None = None, named_by: str | None = None) -> None:
         self.path = path
-        """The path it was opened from."""
+        """The path it was opened from (of a reference such as ``oci:DIR:REF``, its path), or a ``docker://``
+        reference."""
+        self.ref = ref
+        """The image its reference named (``REF`` of ``oci:DIR:REF`` or ``FILE:REF``), or None: what
+        ``image()``, ``rows()`` and ``validate()`` choose when not told."""
+        self._named_by = named_by or path
         self._inner: _sources.Source | None = inner
 
     @property
@@ -227,7 +232,8 @@ class Source:
              image: str | None = None) -> list[ImageRow]:
         """The rows ``ocisquash images`` prints for ``summaries`` (from ``images()``): one per name
         (``<none>`` for an untagged image), newest first, kept by ``filters`` (``parse_filters``); images
-        that others are built on only with ``all_images``; only the image ``image`` names, if given."""
+        that others are built on only with ``all_images``; only the image ``image`` (else ``ref``) names, if
+        given."""
         from ocisquash import listing
 
         if filters is not None and not isinstance(filters, listing.Filters):
@@ -238,20 +244,22 @@ class Source:
             return inner.choose_candidate(ref).image_id
 
         rows = listing.select(list(summaries), filters or listing.Filters(), all_images=all_images, resolve=resolve)
+        image = self._chosen(_check_ref(image))
         if image is not None:
-            chosen = inner.choose_candidate(_check_ref(image)).image_id
+            chosen = inner.choose_candidate(image).image_id
             rows = [r for r in rows if r.image.image_id == chosen]
         return rows
 
     def image(self, ref: str | None = None, *, platform: str | None = None,
               default_platform: bool = False) -> Image:
-        """Choose an image: by ``name:tag``, manifest digest, or image ID prefix, or the only one when
-        ``ref`` is None; ``platform`` (``os/arch[/variant]``) inside a multi-platform index. Raises
-        ``NotFound`` or ``Ambiguous`` (whose hint lists the choices). With ``default_platform``, a
-        multi-platform image asked for without ``platform`` is taken for this machine's platform, as
-        docker does, and ``Image.note`` says so."""
+        """Choose an image: by ``name:tag``, manifest digest, or image ID prefix, or when ``ref`` is None
+        the one the Source's reference named (``Source.ref``), else the only one; ``platform``
+        (``os/arch[/variant]``) inside a multi-platform index. Raises ``NotFound`` or ``Ambiguous`` (whose
+        hint lists the choices). With ``default_platform``, a multi-platform image asked for without
+        ``platform`` is taken for this machine's platform, as docker does, and ``Image.note`` says so."""
         if ref is not None and (not isinstance(ref, str) or not ref):
             raise UsageError(f"image reference {ref!r}: a non-empty string (name:tag, digest or image ID)")
+        ref = self._chosen(ref)
         if platform is not None:
             _check_platform(platform)
         note = None
@@ -263,14 +271,15 @@ class Source:
 
     def validate(self, *, image: str | None = None, on_phase: Callable[[str, int | None], None] | None = None,
                  on_bytes: Callable[[int], None] | None = None) -> Validation:
-        """Recompute every digest, size, diff ID and chain ID of every image (or of the one ``image``
-        names); the result lists every mismatch (``ok`` is False if there is any) instead of raising on
+        """Recompute every digest, size, diff ID and chain ID of every image (or of the one ``image``, else
+        ``ref``, names); the result lists every mismatch (``ok`` is False if there is any) instead of raising on
         the first. Progress: ``on_phase("validating", total bytes)`` once, then ``on_bytes(n)`` as blobs
         are hashed."""
         from ocisquash import validate as validate_lib
 
         inner = self._open()
-        only = inner.choose_candidate(_check_ref(image)).image_id if image is not None else None
+        image = self._chosen(_check_ref(image))
+        only = inner.choose_candidate(image).image_id if image is not None else None
         if on_phase is not None:
             on_phase("validating", validate_lib.total_bytes(inner))
         return validate_lib.validate(inner, on_bytes=on_bytes, only=only)
@@ -294,6 +303,11 @@ class Source:
         if self._inner is None:
             raise UsageError(f"{self.path}: the Source is closed")
         return self._inner
+
+    def _chosen(self, image: str | None) -> str | None:
+        from ocisquash import transports
+
+        return transports.pick_image(self._named_by, self.ref, image)
 
 
 class Image:
@@ -395,11 +409,17 @@ def open(path: PathLike) -> Source:  # ocisquash.open, as tarfile.open: shadows 
     """Open an input: an OCI layout directory, an OCI layout tar, or a ``docker save`` tarball (plain or
     compressed whole), or ``-``: standard input, for listing and validating (an ``Image`` from it cannot
     be squashed: see the module's docstring). Reads only the JSON documents. Raises ``FormatError``
-    when it is none of these."""
-    p = _path(path, "path")
+    when it is none of these.
+
+    A ``str`` may also be a reference, as the command line takes them (skopeo's): ``oci:DIR[:REF]``,
+    ``oci-archive:FILE[:REF]``, ``docker-archive:FILE[:REF]``, ``FILE:REF`` where FILE exists, or
+    ``docker://HOST/REPO[:TAG|@DIGEST]`` (a registry); REF names the image (``Source.ref``). A path that
+    exists is always a path, and an ``os.PathLike`` is never a reference. A malformed reference or one
+    of skopeo's other transports raises ``UsageError``."""
+    p, ref = _input(path, "path")
     from ocisquash import sources
 
-    return Source(p, sources.open_source(p))
+    return Source(p, sources.open_source(p), ref, named_by=path if isinstance(path, str) else None)
 
 
 def squash_image(input: PathLike, output: PathLike | None, *, image: str | None = None,
@@ -410,9 +430,10 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
                  on_progress: Callable[[int], None] | None = None) -> SquashReport:
     """Squash an image of ``input`` into one layer above ``cut`` and write it to ``output``.
 
-    - ``input``: a path, or ``-`` for standard input, or a ``docker://HOST/REPO:TAG`` registry reference;
-      ``image``/``platform`` choose as ``Source.image``; ``platform=ALL_PLATFORMS`` squashes every
-      platform of a multi-platform image into an image index (the report's ``platforms`` lists each).
+    - ``input``: a path, or ``-`` for standard input, or a reference as ``open`` takes them
+      (``oci:DIR:REF``, ``docker://HOST/REPO:TAG``, ...); ``image``/``platform`` choose as ``Source.image``;
+      ``platform=ALL_PLATFORMS`` squashes every platform of a multi-platform image into an image index
+      (the report's ``platforms`` lists each).
     - ``output``: a path (``-`` for standard output), or None to compute the report and write nothing.
       The input's own layout directory adds the squashed image beside the original.
     - ``cut``: ``Cut.scratch()`` (the default), ``Cut.onto(parent)``, ``Cut.from_layer(n)`` or
@@ -433,10 +454,10 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
     """
     from ocisquash import squash as squash_lib
 
-    src = _path(input, "input")
+    src, image = _input(input, "input", _check_ref(image))
     cut = _check_cut(cut)
     opts = squash_lib.SquashOptions(
-        image=_check_ref(image), platform=_check_platform(platform), tags=_check_tags(tags),
+        image=image, platform=_check_platform(platform), tags=_check_tags(tags),
         fmt=_check_format(format), compression=_check_compression(compression).value,
         level=_check_level(compression, level), message=_check_message(message),
         timestamp=_check_timestamp(timestamp),
@@ -461,18 +482,18 @@ def convert_image(input: PathLike, output: PathLike, *, image: str | None = None
                   on_step: Callable[[str], None] | None = None,
                   on_phase: Callable[[str, int | None], None] | None = None,
                   on_bytes: Callable[[int], None] | None = None) -> ConvertReport:
-    """Copy an image of ``input`` (a path or ``-``) to ``output`` in another format, verifying every blob;
-    ``compression`` recompresses every layer (None keeps each as it is). Options as in ``squash_image``.
-    Progress: ``on_phase(description, total)`` once, then ``on_bytes(n)`` as the layer blobs are read
-    (``total`` is their size, or None without ``on_bytes``), and ``on_step(description)`` as each blob
-    is written."""
+    """Copy an image of ``input`` (a path, ``-`` or a reference, as in ``squash_image``) to ``output`` in
+    another format, verifying every blob; ``compression`` recompresses every layer (None keeps each as it
+    is). Options as in ``squash_image``. Progress: ``on_phase(description, total)`` once, then
+    ``on_bytes(n)`` as the layer blobs are read (``total`` is their size, or None without ``on_bytes``),
+    and ``on_step(description)`` as each blob is written."""
     from ocisquash import convert as convert_lib
 
-    src = _path(input, "input")
+    src, image = _input(input, "input", _check_ref(image))
     dest = _path(output, "output")
     codec = None if compression is None else _check_compression(compression)
     result = convert_lib.convert(
-        src, dest, image=_check_ref(image), platform=_check_platform(platform), tags=_check_tags(tags),
+        src, dest, image=image, platform=_check_platform(platform), tags=_check_tags(tags),
         fmt=_check_format(format), compression=None if codec is None else codec.value,
         level=None if codec is None else _check_level(codec, level),
         on_step=on_step, on_start=on_phase, on_bytes=on_bytes,
@@ -494,23 +515,24 @@ def parse_filters(filters: Sequence[str]) -> Filters:
 
 
 @contextmanager
-def limits(caps: Mapping[str, int]) -> Iterator[None]:
-    """Raise (or lower) safety caps for the ``with`` block: ``caps`` maps a cap's name (``max_json``,
-    ``max_layers``, ...: the ``OCISQUASH_*`` variables' names in lower case) to a positive int. The caps
-    in force before come back when the block ends, by an error too. ``UsageError`` for an unknown name
-    or a value that is not a positive int."""
+def safety_limits(caps: Mapping[str, int]) -> Iterator[None]:
+    """Raise (or lower) safety caps for the ``with`` block, as the command line's ``--limit`` does:
+    ``caps`` maps a cap's name (``max_json``, ``max_layers``, ...: the ``OCISQUASH_*`` variables' names
+    in lower case) to a positive int. The caps in force before come back when the block ends, by an
+    error too. ``UsageError`` for an unknown name or a value that is not a positive int. (Not called
+    ``limits``: that name is the package's module.)"""
     import dataclasses as dcs
 
     from ocisquash import limits as limits_lib
 
     names = [f.name for f in dcs.fields(limits_lib.Limits)]
     if not isinstance(caps, Mapping):
-        raise UsageError(f"limits({caps!r}): a mapping of cap names to ints")
+        raise UsageError(f"safety_limits({caps!r}): a mapping of cap names to ints")
     for name, value in caps.items():
         if name not in names:
-            raise UsageError(f"limits: no cap named {name!r}", hint="the caps: " + ", ".join(names))
+            raise UsageError(f"safety_limits: no cap named {name!r}", hint="the caps: " + ", ".join(names))
         if isinstance(value, bool) or not isinstance(value, int) or not 0 < value <= limits_lib.MAX_VALUE:
-            raise UsageError(f"limits: {name}={value!r}: a positive int (at most {limits_lib.MAX_VALUE})")
+            raise UsageError(f"safety_limits: {name}={value!r}: a positive int (at most {limits_lib.MAX_VALUE})")
     with limits_lib.scoped(dict(caps)):
         yield
 
@@ -548,9 +570,14 @@ def registry_access(access: RegistryAccess) -> Iterator[None]:
 
 
 def list_images(path: PathLike, *, exact: bool = False) -> list[ImageSummary]:
-    """The images ``path`` holds, one summary each (see ``Source.images``)."""
+    """The images ``path`` holds, one summary each (see ``Source.images``); of a reference that names an
+    image (``oci:DIR:REF``), that one only."""
     with open(path) as src:
-        return src.images(exact=exact)
+        summaries = src.images(exact=exact)
+        if src.ref is None:
+            return summaries
+        chosen = src._open().choose_candidate(src.ref).image_id
+        return [s for s in summaries if s.image_id == chosen]
 
 
 def validate_input(path: PathLike) -> Validation:
@@ -568,6 +595,17 @@ def _path(p: object, what: str) -> str:
         if isinstance(s, str) and s:
             return s
     raise UsageError(f"{what} {p!r}: expected a path (str or os.PathLike)")
+
+
+def _input(p: object, what: str, image: str | None = None) -> tuple[str, str | None]:
+    """An input as ``(path, image)``: a ``str`` may be a reference (``ocisquash.transports``) whose REF
+    chooses the image, as ``image`` does; an ``os.PathLike`` is a path."""
+    s = _path(p, what)
+    if not isinstance(p, str):
+        return s, image
+    from ocisquash import transports
+
+    return transports.input_ref(s, image)
 
 
 def _check_cut(cut: object) -> Cut:

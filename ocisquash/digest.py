@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from typing import IO, Any, BinaryIO
 
 from ocisquash.errors import DigestMismatch, FormatError
-from ocisquash.streams import Reader
+from ocisquash.streams import Reader, Writer
 
 _DIGEST_RE = re.compile(r"[a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-zA-Z0-9=_-]+\Z")
 _KNOWN = {"sha256": 64, "sha512": 128}
@@ -213,7 +213,7 @@ class HashingReader(Reader):
         self._raw.close()
 
 
-class HashingWriter:
+class HashingWriter(Writer):
     """Passes bytes through to ``raw`` while computing their sha256 and count; with ``threaded``, the
     sha256 runs on a thread beside the writer (``ThreadedHash``): then ``close()`` it when done, on
     errors too (``contextlib.closing``; ``digest()`` stops it as well)."""
@@ -230,13 +230,6 @@ class HashingWriter:
         if self._raw is not None:
             self._raw.write(data)
         return n
-
-    def writable(self) -> bool:
-        return True
-
-    def flush(self) -> None:
-        if self._raw is not None:
-            self._raw.flush()
 
     def digest(self) -> Digest:
         return Digest("sha256", self._hash.hexdigest())

@@ -1,7 +1,8 @@
-"""The small reader plumbing every stream wrapper shares: one base class and a byte counter.
+"""The small plumbing every stream wrapper shares: a reader base class, a byte counter, a writer base.
 
-Wrappers (verifying, hashing, decompressing, prefixing, teeing) implement ``read`` only; ``Reader``
-gives them the rest of what ``io``, ``shutil`` and the codecs call, and closes what they wrap.
+Reading wrappers (verifying, hashing, decompressing, prefixing, teeing) implement ``read`` only;
+``Reader`` gives them the rest of what ``io``, ``shutil`` and the codecs call, and closes what they wrap.
+Writing wrappers (hashing, mapping errors) implement ``write``; ``Writer`` gives them the rest.
 ``LayerStream`` is what ``Layer.uncompressed`` returns: a stream that can finish its checks early.
 """
 
@@ -44,6 +45,22 @@ class CountingReader(Reader):
         data: bytes = self._raw.read(n)
         self.count += len(data)
         return data
+
+
+class Writer:
+    """Base for write-only stream wrappers that pass bytes on to ``self._raw`` (None: to nothing)."""
+
+    _raw: Any
+
+    def write(self, data: Any) -> int:
+        raise NotImplementedError
+
+    def writable(self) -> bool:
+        return True
+
+    def flush(self) -> None:
+        if self._raw is not None:
+            self._raw.flush()
 
 
 @runtime_checkable

@@ -117,46 +117,68 @@ def _pax_size(value: str, label: str) -> int:
     return size
 
 
-class _File:
-    """Reads blocks at known offsets of a seekable file whose length is known."""
+def _padded(size: int) -> int:
+    """``size`` rounded up to whole blocks: what member data takes in the archive."""
+    return (size + BLOCK - 1) // BLOCK * BLOCK
 
-    def __init__(self, f: BinaryIO, label: str) -> None:
+
+class _Blocks:
+    """What both readers share: the position, and the rule that a header block cut short is an error."""
+
+    def __init__(self, f: Any, label: str) -> None:
         self.f = f
         self.label = label
-        self.end = os.fstat(f.fileno()).st_size
         self.pos = 0
 
+    def _next(self) -> bytes:
+        """The bytes of the block at ``pos``: fewer at the end of the data, none past it."""
+        raise NotImplementedError
+
     def block(self) -> bytes | None:
-        if self.pos >= self.end:
+        """The next 512-byte header block, or None at the end of the data."""
+        data = self._next()
+        if not data:
             return None
-        self.f.seek(self.pos)
-        data = self.f.read(BLOCK)
         if len(data) < BLOCK:
             raise _bad(self.label, "unexpected end of data: a header is cut short")
         self.pos += BLOCK
+        return data
+
+    def _truncated(self, what: str) -> FormatError:
+        return _bad(self.label, f"unexpected end of data: {what} is truncated")
+
+
+class _File(_Blocks):
+    """Reads blocks at known offsets of a seekable file whose length is known."""
+
+    def __init__(self, f: BinaryIO, label: str) -> None:
+        super().__init__(f, label)
+        self.end = os.fstat(f.fileno()).st_size
+
+    def _next(self) -> bytes:
+        if self.pos >= self.end:
+            return b""
+        self.f.seek(self.pos)
+        data: bytes = self.f.read(BLOCK)
         return data
 
     def skip(self, size: int, what: str) -> int:
         """Skip ``size`` bytes of data (padded to a block); returns their offset."""
         start = self.pos
         if start + size > self.end:
-            raise _bad(self.label, f"unexpected end of data: {what} is truncated")
-        self.pos = start + (size + BLOCK - 1) // BLOCK * BLOCK
+            raise self._truncated(what)
+        self.pos = start + _padded(size)
         return start
 
     def read(self, size: int, what: str) -> bytes:
         start = self.skip(size, what)
         self.f.seek(start)
-        return self.f.read(size)
+        data: bytes = self.f.read(size)
+        return data
 
 
-class _Stream:
+class _Stream(_Blocks):
     """The same over a stream read once (a decompressing reader): data is skipped by reading it."""
-
-    def __init__(self, f: Any, label: str) -> None:
-        self.f = f
-        self.label = label
-        self.pos = 0
 
     def _take(self, n: int) -> int:
         got = 0
@@ -168,34 +190,29 @@ class _Stream:
         self.pos += got
         return got
 
-    def block(self) -> bytes | None:
+    def _next(self) -> bytes:
         data = b""
         while len(data) < BLOCK:
             chunk = self.f.read(BLOCK - len(data))
             if not chunk:
                 break
             data += chunk
-        if not data:
-            return None
-        if len(data) < BLOCK:
-            raise _bad(self.label, "unexpected end of data: a header is cut short")
-        self.pos += BLOCK
         return data
 
     def skip(self, size: int, what: str) -> int:
         start = self.pos
-        padded = (size + BLOCK - 1) // BLOCK * BLOCK
+        padded = _padded(size)
         if self._take(padded) < padded:
-            raise _bad(self.label, f"unexpected end of data: {what} is truncated")
+            raise self._truncated(what)
         return start
 
     def read(self, size: int, what: str) -> bytes:
-        padded = (size + BLOCK - 1) // BLOCK * BLOCK
+        padded = _padded(size)
         data = b""
         while len(data) < padded:
             chunk = self.f.read(padded - len(data))
             if not chunk:
-                raise _bad(self.label, f"unexpected end of data: {what} is truncated")
+                raise self._truncated(what)
             data += chunk
         self.pos += padded
         return data[:size]

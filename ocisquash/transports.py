@@ -28,6 +28,8 @@ from ocisquash.registry.ref import is_registry_ref
 
 TRANSPORTS = {"docker-archive": "docker", "oci-archive": "oci", "oci": "oci-dir"}
 """skopeo's transport -> the format name the library takes."""
+UNSUPPORTED = ("containers-storage", "docker-daemon", "dir", "ostree", "sif", "tarball")
+"""skopeo's other transports: an input that names one (and is no file) is a usage error, not a missing file."""
 FORMATS = {"docker-archive": "docker", "docker": "docker", "oci-archive": "oci", "oci": "oci",
            "oci-dir": "oci-dir", "oci-layout": "oci-dir"}
 """``--format`` names (skopeo's and the old ones) -> the format name the library takes."""
@@ -60,15 +62,24 @@ def parse(text: str, *, file_ref: bool = True) -> Ref:
         return Ref(path, ref or None, TRANSPORTS[head])
     if file_ref and sep and rest and os.path.lexists(head):
         return Ref(head, rest)
+    if file_ref and sep and head in UNSUPPORTED:
+        raise UsageError(f"{text!r}: ocisquash does not read skopeo's {head}: transport",
+                         hint="inputs: a path, docker-archive:PATH, oci:DIR, oci-archive:PATH or docker://HOST/REPO:TAG")
     return Ref(text)
 
 
 def input_ref(text: str, image: str | None) -> tuple[str, str | None]:
     """An input argument as ``(path, image reference)``: a reference in it stands in for ``--image``."""
     r = parse(text)
-    if r.ref is not None and image is not None and r.ref != image:
-        raise UsageError(f"{text!r} names image {r.ref!r} and --image names {image!r}", hint="give one")
-    return r.path, r.ref or image
+    return r.path, pick_image(text, r.ref, image)
+
+
+def pick_image(text: str, named: str | None, image: str | None) -> str | None:
+    """The image an input chooses: the one its reference ``text`` names (``named``), or else ``image``
+    (``--image``); both naming different images is a usage error."""
+    if named is not None and image is not None and named != image:
+        raise UsageError(f"{text!r} names image {named!r} and --image names {image!r}", hint="give one")
+    return named or image
 
 
 def format_name(fmt: str | None) -> str | None:

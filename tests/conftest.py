@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import pytest
@@ -35,14 +35,21 @@ TRAP_REPO_TAG = "ocisquash-test/trap:latest"
 SAMPLE_DOCKER = TESTS.parent / "testdata" / "sample.docker.tar"
 
 
+def needs(tools: Sequence[str], install: str, *, root: str | None = None) -> str | None:
+    """Why tests that run ``tools`` cannot run here, or None: some are not on PATH (``install`` says how
+    to get them), or, when ``root`` says what needs it, this is not root."""
+    missing = [t for t in tools if shutil.which(t) is None]
+    if missing:
+        return f"needs {', '.join(missing)} ({install})"
+    if root is not None and os.geteuid() != 0:
+        return f"needs root {root}"
+    return None
+
+
 def tools_problem() -> str | None:
     """Why the oracle can't run here, or None."""
-    missing = [t for t in TOOLS if shutil.which(t) is None]
-    if missing:
-        return f"needs {' and '.join(missing)} (apt-get install -y umoci skopeo)"
-    if os.geteuid() != 0:
-        return "needs root (the oracle unpacks owners, devices and security.* xattrs)"
-    return None
+    return needs(TOOLS, "apt-get install -y umoci skopeo",
+                 root="(the oracle unpacks owners, devices and security.* xattrs)")
 
 
 def skip_or_fail(problem: str) -> None:

@@ -103,6 +103,11 @@ def write_docker(path: Path, imgs: list[Img]) -> Path:
             paths.append(p)
         items.append({"Config": cfg_name, "RepoTags": img.names or None, "Layers": paths})
     members["manifest.json"] = json.dumps(items).encode() + b"\n"
+    return write_members(path, members)
+
+
+def write_members(path: Path, members: dict[str, bytes]) -> Path:
+    """A plain tar at ``path`` of ``{name: data}`` regular files, in order (tarfile's defaults otherwise)."""
     with tarfile.open(path, "w") as t:
         for name, data in members.items():
             ti = tarfile.TarInfo(name)

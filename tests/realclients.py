@@ -47,6 +47,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
+from conftest import needs
 from oracle import Entry, Snapshot, compare, snapshot
 
 DOCKERD = "/usr/sbin/dockerd"
@@ -95,12 +96,8 @@ def _tail(log: Path, n: int = 8) -> str:
 def problem() -> str | None:
     """Why real clients cannot run here, or None."""
     tools = (DOCKERD, DOCKER, "containerd", "ctr", "podman", "runc", "busybox")  # busybox: docker build's shell
-    missing = [t for t in tools if shutil.which(t) is None]
-    if missing:
-        return f"needs {', '.join(missing)} (apt-get install -y docker.io containerd podman busybox-static)"
-    if os.geteuid() != 0:
-        return "needs root to run dockerd and containerd"
-    return None
+    return needs(tools, "apt-get install -y docker.io containerd podman busybox-static",
+                 root="to run dockerd and containerd")
 
 
 # ------------------------------------------------------------------------------------------ trees

@@ -169,19 +169,19 @@ class Registry:
 
     def uploads(self, repo: str, since: int = 0) -> list[str]:
         """Blob uploads into ``repo`` completed since ``since`` (each a ``PUT …?digest=`` of a session)."""
-        out = []
-        for method, path, status in self.requests()[since:]:
-            if method == "PUT" and path.startswith(f"/v2/{repo}/blobs/uploads/") and status == 201:
-                q = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
-                out.extend(q.get("digest", []))
-        return out
+        return self._query_values("PUT", f"/v2/{repo}/blobs/uploads/", "digest", since)
 
     def mounts(self, repo: str, since: int = 0) -> list[str]:
+        """Blobs mounted into ``repo`` from another repository since ``since`` (``POST …?mount=``)."""
+        return self._query_values("POST", f"/v2/{repo}/blobs/uploads/?", "mount", since)
+
+    def _query_values(self, method: str, prefix: str, key: str, since: int) -> list[str]:
+        """The ``key`` query values of the ``method`` requests to paths under ``prefix`` that succeeded
+        (201) since request number ``since``."""
         out = []
-        for method, path, status in self.requests()[since:]:
-            if method == "POST" and path.startswith(f"/v2/{repo}/blobs/uploads/?") and status == 201:
-                q = urllib.parse.parse_qs(urllib.parse.urlsplit(path).query)
-                out.extend(q.get("mount", []))
+        for m, path, status in self.requests()[since:]:
+            if m == method and path.startswith(prefix) and status == 201:
+                out.extend(urllib.parse.parse_qs(urllib.parse.urlsplit(path).query).get(key, []))
         return out
 
 

@@ -18,7 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import registryd
+from conftest import skip_or_fail
 from fixtures import BuiltImage
+from listing_inputs import Img, layer_tar, write_docker, write_oci
 from oracle import Snapshot, skopeo_inspect
 
 import ocisquash
@@ -103,6 +106,24 @@ def test_every_exported_name_has_a_docstring() -> None:
     assert not missing, f"no docstring: {missing}"
     assert sorted(ocisquash.__all__) == sorted(set(ocisquash.__all__))
     assert set(ocisquash.__all__) <= set(dir(ocisquash))
+
+
+def test_the_api_names_the_cli_uses_are_exported() -> None:
+    # The CLI is a thin layer over the API: whatever it calls, a library user can call from ``ocisquash``.
+    used = set()
+    for f in (ROOT / "ocisquash" / "cli").glob("*.py"):
+        used |= set(re.findall(r"\bapi\.([A-Za-z_]\w*)", f.read_text()))
+    assert {"parse_filters", "safety_limits", "registry_access", "RegistryAccess", "open"} <= used
+    for name in sorted(used):
+        assert name in ocisquash.__all__, name
+        assert getattr(ocisquash, name) is getattr(ocisquash.api, name)
+
+
+def test_every_exported_name_is_in_the_api_doc() -> None:
+    doc = DOC.read_text()
+    code = re.findall(r"^```python\n(.*?)^```", doc, re.S | re.M) + re.findall(r"`([^`\n]+)`", doc)
+    spoken = set(re.findall(r"[A-Za-z_]\w*", "\n".join(code)))  # the names the doc's code shows
+    assert sorted(set(ocisquash.__all__) - spoken) == []
 
 
 def test_error_classes_are_the_project_ones() -> None:
@@ -333,3 +354,106 @@ def test_squash_image_reads_standard_input(tmp_path: Path, same_rootfs: Callable
                          tmp_path)
     assert out == ["1"]
     same_rootfs(str(SAMPLE), str(tmp_path / "flat.tar"), mtime=True)
+
+
+# ------------------------------------------------------------------------------------------ references (the CLI's)
+
+GOOD, OTHER = "acme/good:1", "acme/other:1"
+
+
+@pytest.fixture(scope="module")
+def two_images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Img]:
+    """A folder with the same two images (``GOOD`` of two layers, ``OTHER`` of one) as an OCI layout
+    directory (``lay``), an OCI layout tar (``lay.tar``) and a docker save tarball (``two.tar``)."""
+    d = tmp_path_factory.mktemp("refs")
+    good = Img([f"docker.io/{GOOD}"], "2023-01-01T00:00:00Z", [layer_tar({"a": b"a" * 100}), layer_tar({"b": b"b"})])
+    other = Img([f"docker.io/{OTHER}"], "2023-01-02T00:00:00Z", [layer_tar({"o": b"o" * 10})])
+    lay = write_oci(d / "lay", [good, other])
+    with tarfile.open(d / "lay.tar", "w") as t:
+        for name in sorted(os.listdir(lay)):
+            t.add(lay / name, arcname=name)
+    write_docker(d / "two.tar", [good, other])
+    return d, good
+
+
+REFERENCES = {  # the form -> the reference to the GOOD image, from the folder two_images made
+    "oci": lambda d: f"oci:{d / 'lay'}:{GOOD}",
+    "oci-archive": lambda d: f"oci-archive:{d / 'lay.tar'}:{GOOD}",
+    "docker-archive": lambda d: f"docker-archive:{d / 'two.tar'}:{GOOD}",
+    "file-ref": lambda d: f"{d / 'two.tar'}:{GOOD}",
+}
+
+
+@pytest.mark.parametrize("form", sorted(REFERENCES))
+def test_a_reference_opens_lists_and_squashes_the_image_it_names(form: str, two_images: tuple[Path, Img],
+                                                                  tmp_path: Path) -> None:
+    d, good = two_images
+    text = REFERENCES[form](d)
+    with ocisquash.open(text) as src:
+        assert src.ref == GOOD and os.path.exists(src.path)
+        img = src.image()  # of two images: the one the reference names, with no ref given here
+        assert img.id == good.id and len(img.diff_ids) == 2
+        assert [str(r.image.image_id) for r in src.rows(src.images())] == [good.id]
+        v = src.validate()
+        assert v.ok and len(v.images) == 1
+        with pytest.raises(ocisquash.UsageError, match="names image 'acme/good:1' and --image names 'acme/other:1'"):
+            src.image(OTHER)
+        report = img.squash(tmp_path / "img.tar", timestamp=TS)  # reopens by path, for the same image
+        assert (report.layers_before, report.layers_after) == (2, 1)
+    report = ocisquash.squash_image(text, tmp_path / "flat.tar", timestamp=TS)
+    assert (report.layers_before, report.layers_after) == (2, 1)
+    assert (tmp_path / "flat.tar").read_bytes() == (tmp_path / "img.tar").read_bytes()
+    written = ocisquash.convert_image(text, tmp_path / "copy", format=OutputFormat.OCI_DIR)
+    assert written.config == good.id
+    assert [str(s.image_id) for s in ocisquash.list_images(text)] == [good.id]  # the named image only
+    assert ocisquash.validate_input(text).images == v.images
+    with pytest.raises(ocisquash.UsageError, match="names image 'acme/good:1' and --image names 'acme/other:1'"):
+        ocisquash.squash_image(text, tmp_path / "no.tar", image=OTHER)
+    assert not (tmp_path / "no.tar").exists()
+
+
+def test_a_path_object_is_never_a_reference(two_images: tuple[Path, Img]) -> None:
+    d, good = two_images
+    with ocisquash.open(f"oci:{d / 'lay'}") as src:  # the str: a reference to the layout...
+        assert src.path == str(d / "lay") and src.ref is None
+        assert src.image(GOOD).id == good.id
+    with pytest.raises(ocisquash.FormatError, match="no such file"):
+        ocisquash.open(Path(f"oci:{d / 'lay'}"))  # ...the Path: a file of that name, and there is none
+
+
+BAD_REFERENCES = {
+    "oci:": "no path after 'oci:'",
+    "oci-archive:x.tar:@0": "source index",
+    "docker-daemon:app:1": "does not read skopeo's docker-daemon: transport",
+    "containers-storage:app:1": "does not read skopeo's containers-storage: transport",
+}
+
+
+@pytest.mark.parametrize("text", sorted(BAD_REFERENCES))
+def test_a_bad_reference_is_a_one_line_usage_error(text: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    for call in (lambda: ocisquash.open(text), lambda: ocisquash.squash_image(text, tmp_path / "o.tar"),
+                 lambda: ocisquash.convert_image(text, tmp_path / "o.tar"), lambda: ocisquash.list_images(text)):
+        with pytest.raises(ocisquash.UsageError) as e:
+            call()
+        assert BAD_REFERENCES[text] in str(e.value) and "\n" not in str(e.value)
+    assert os.listdir(tmp_path) == []
+
+
+def test_a_registry_reference_opens_and_squashes(two_images: tuple[Path, Img], tmp_path: Path) -> None:
+    problem = registryd.problem()
+    if problem is not None:
+        skip_or_fail(problem)
+    d, good = two_images
+    with registryd.Registry(tmp_path / "registry") as r, \
+            ocisquash.registry_access(ocisquash.RegistryAccess(tls_verify=False)):
+        ref = f"docker://{r.host}/acme/good:1"
+        ocisquash.convert_image(REFERENCES["oci"](d), ref)
+        with ocisquash.open(ref) as src:
+            assert src.ref is None and src.path == ref
+            assert src.image().id == good.id
+        report = ocisquash.squash_image(ref, tmp_path / "flat.tar", timestamp=TS)
+    assert (report.layers_before, report.layers_after) == (2, 1)
+    with ocisquash.open(tmp_path / "flat.tar") as out:
+        assert len(out.image().diff_ids) == 1
+

@@ -100,13 +100,13 @@ def test_rows_filters_and_image_scope() -> None:
 
 
 def test_limits_hold_for_the_block_only() -> None:
-    with ocisquash.api.limits({"max_json": 16}), pytest.raises(ocisquash.LimitExceeded):
+    with ocisquash.safety_limits({"max_json": 16}), pytest.raises(ocisquash.LimitExceeded):
         ocisquash.open(SAMPLE)
     with ocisquash.open(SAMPLE) as src:  # the default cap is back
         assert len(src.images()) == 1
-    with pytest.raises(ocisquash.UsageError, match="no cap named"), ocisquash.api.limits({"json": 1}):
+    with pytest.raises(ocisquash.UsageError, match="no cap named"), ocisquash.safety_limits({"json": 1}):
         pass
-    with pytest.raises(ocisquash.UsageError, match="positive int"), ocisquash.api.limits({"max_json": 0}):
+    with pytest.raises(ocisquash.UsageError, match="positive int"), ocisquash.safety_limits({"max_json": 0}):
         pass
 
 

@@ -8,6 +8,7 @@ estimate). Big inputs are sparse files or streamed, so the tests stay fast.
 from __future__ import annotations
 
 import contextlib
+import functools
 import gzip
 import io
 import json
@@ -589,56 +590,43 @@ def test_outer_member_names_are_capped_at_path_max(tmp_path: Path) -> None:
     assert_clean_error(cli("images", p, timeout=20), "max_path")
 
 
+@functools.cache
+def _many_records() -> bytes:
+    return b"".join(pax_record(f"x{j}", b"v") for j in range(60_000))  # unknown keys are kept too
+
+
+# (members, one member's PAX records, the cap that must stop them, what they are). Each member's records
+# are held by the layer merge unless capped: the inputs are 0.5-1.2 GB once.
+PAX_FLOODS: dict[str, tuple[int, Callable[[int], bytes], str, str]] = {
+    # 530 MB: a member's xattrs are capped at Linux's 64 KiB (max_xattr)
+    "xattrs-of-a-megabyte-each": (500, lambda i: pax_record(f"SCHILY.xattr.user.a{i}", b"v" * ((1 << 20) - 100)),
+                                  "max_xattr", "500 xattrs of 1 MiB"),
+    # 120 MB of xattrs of 60 KiB each, under the per-member cap: max_xattr_total stops them
+    "xattrs-in-all-are-capped": (2000, lambda i: pax_record(f"SCHILY.xattr.user.a{i}", b"v" * (60 << 10)),
+                                 "max_xattr_total", "2,000 xattrs of 60 KiB"),
+    # 1.2 GB: each member's 60,000 records exceed what Linux could apply, so the first is refused
+    "many-pax-records-per-member": (150, lambda i: _many_records(), "max_xattr",
+                                    "150 members of 60,000 PAX records"),
+}
+
+
 @pytest.mark.slow
-def test_xattrs_of_a_megabyte_each(tmp_path: Path) -> None:
-    """500 PAX xattr records of 1 MiB each in one layer: 530 MB once, all held by the layer merge; now a
-    member's xattrs are capped at Linux's 64 KiB (max_xattr)."""
+@pytest.mark.parametrize("case", sorted(PAX_FLOODS))
+def test_pax_record_floods_are_capped(case: str, tmp_path: Path) -> None:
+    """Members with huge or countless PAX records: a clear error naming the cap, in bounded memory."""
+    members, records, cap, what = PAX_FLOODS[case]
+
     def write(f: BinaryIO) -> None:
-        for i in range(500):
-            rec = pax_record(f"SCHILY.xattr.user.a{i}", b"v" * ((1 << 20) - 100))
+        for i in range(members):
+            rec = records(i)
             f.write(header("././@PaxHeader", size=len(rec), type_=b"x") + pad(rec) + header(f"f{i}"))
         f.write(bytes(1024))
 
     p = tmp_path / "x.tar"
     docker_tar_streaming(p, write)
     r = cli("squash", p, tmp_path / "o.tar", "-t", "x:1", timeout=120)
-    assert r.rc == 1 and "max_xattr" in r.err, r.err
-    assert_rss(r, "500 xattrs of 1 MiB")
-
-
-@pytest.mark.slow
-def test_xattrs_in_all_are_capped(tmp_path: Path) -> None:
-    """Xattrs of 60 KiB each, under the per-member cap, on 2,000 members (120 MB): max_xattr_total stops
-    them, and memory stays bounded."""
-    def write(f: BinaryIO) -> None:
-        for i in range(2000):
-            rec = pax_record(f"SCHILY.xattr.user.a{i}", b"v" * (60 << 10))
-            f.write(header("././@PaxHeader", size=len(rec), type_=b"x") + pad(rec) + header(f"f{i}"))
-        f.write(bytes(1024))
-
-    p = tmp_path / "x.tar"
-    docker_tar_streaming(p, write)
-    r = cli("squash", p, tmp_path / "o.tar", "-t", "x:1", timeout=120)
-    assert r.rc == 1 and "max_xattr_total" in r.err, r.err
-    assert_rss(r, "2,000 xattrs of 60 KiB")
-
-
-
-@pytest.mark.slow
-def test_many_pax_records_per_member(tmp_path: Path) -> None:
-    """150 members with 60,000 PAX records each (1.2 GB once): each member's records exceed what Linux
-    could apply, so the first is refused, in bounded memory."""
-    def write(f: BinaryIO) -> None:
-        recs = b"".join(pax_record(f"x{j}", b"v") for j in range(60_000))  # unknown keys are kept too
-        for i in range(150):
-            f.write(header("././@PaxHeader", size=len(recs), type_=b"x") + pad(recs) + header(f"f{i}"))
-        f.write(bytes(1024))
-
-    p = tmp_path / "x.tar"
-    docker_tar_streaming(p, write)
-    r = cli("squash", p, tmp_path / "o.tar", "-t", "x:1", timeout=120)
-    assert r.rc == 1 and "max_xattr" in r.err, r.err
-    assert_rss(r, "150 members of 60,000 PAX records")
+    assert r.rc == 1 and cap in r.err, r.err
+    assert_rss(r, what)
 
 
 @pytest.mark.slow

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import io
 import json
 import os
 import pty
@@ -31,6 +30,7 @@ from typing import Any
 
 import pytest
 from conftest import skip_or_fail
+from listing_inputs import write_members
 from test_squash import decompress, drop_layers, hand_layout, jbytes, plain_tar, read_image, sha
 
 TS = "1700000000"
@@ -132,12 +132,7 @@ def docker_tar(out: Path, images: dict[str, list[bytes]], arch: str = "amd64") -
         items.append({"Config": f"blobs/sha256/{sha(cfg)[7:]}", "RepoTags": [tag],
                       "Layers": [f"blobs/sha256/{sha(x)[7:]}" for x in layers]})
     members["manifest.json"] = json.dumps(items).encode()
-    with tarfile.open(out, "w") as t:
-        for name, b in members.items():
-            ti = tarfile.TarInfo(name)
-            ti.size = len(b)
-            t.addfile(ti, io.BytesIO(b))
-    return out
+    return write_members(out, members)
 
 
 def leftovers(*dirs: Path, keep: tuple[str, ...] = ()) -> list[str]:

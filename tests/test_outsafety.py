@@ -210,22 +210,26 @@ def test_out_is_the_input_layout_adds_to_it(layout: Path) -> None:
 
 # ------------------------------------------------------------------------------------------ two writers
 
+def run_together(argvs: list[list[str]], what: str) -> None:
+    """``ocisquash ARGV`` for each of ``argvs``, all started at once; each must succeed, none may hang."""
+    procs = [subprocess.Popen([sys.executable, "-m", "ocisquash", *argv], stdout=subprocess.DEVNULL,
+                              stderr=subprocess.PIPE, stdin=subprocess.DEVNULL) for argv in argvs]
+    for p in procs:
+        try:
+            _, err = p.communicate(timeout=TIMEOUT)
+        except subprocess.TimeoutExpired:
+            for q in procs:
+                q.kill()
+            pytest.fail(f"{what} hung", pytrace=False)
+        assert p.returncode == 0, err
+
+
 def test_two_writers_one_layout_lose_no_tag(layout: Path, two_tar: Path) -> None:
     """20 rounds of two writers started together into one layout: every tag of every round is there."""
     want = {("docker.io/library/a:1", "1")}
     for i in range(20):
-        procs = [subprocess.Popen([sys.executable, "-m", "ocisquash", "convert", str(two_tar), str(layout),
-                                   "--image", img, "-t", tag, "-q"], stdout=subprocess.DEVNULL,
-                                  stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-                 for img, tag in (("a:1", f"x:one-{i}"), ("b:1", f"y:two-{i}"))]
-        for p in procs:
-            try:
-                _, err = p.communicate(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                for q in procs:
-                    q.kill()
-                pytest.fail(f"round {i}: a writer hung", pytrace=False)
-            assert p.returncode == 0, err
+        run_together([["convert", str(two_tar), str(layout), "--image", img, "-t", tag, "-q"]
+                      for img, tag in (("a:1", f"x:one-{i}"), ("b:1", f"y:two-{i}"))], f"round {i}: a writer")
         want |= {(f"docker.io/library/x:one-{i}", f"one-{i}"), (f"docker.io/library/y:two-{i}", f"two-{i}")}
         names = index_names(layout)
         assert set(names) == want, f"round {i}: lost {want - set(names)}"
@@ -239,18 +243,8 @@ def test_two_writers_one_layout_lose_no_tag(layout: Path, two_tar: Path) -> None
 def test_two_squashes_into_their_own_layout(layout: Path) -> None:
     """Two squashes of a layout into itself at once (IN == OUT for both): both results are kept."""
     for i in range(3):
-        procs = [subprocess.Popen([sys.executable, "-m", "ocisquash", "squash", str(layout), str(layout),
-                                   "--image", "a:1", "-t", f"{t}{i}", "-q", "--timestamp", str(i)],
-                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, stdin=subprocess.DEVNULL)
-                 for t in ("left", "right")]
-        for p in procs:
-            try:
-                _, err = p.communicate(timeout=TIMEOUT)
-            except subprocess.TimeoutExpired:
-                for q in procs:
-                    q.kill()
-                pytest.fail(f"round {i}: a squash hung", pytrace=False)
-            assert p.returncode == 0, err
+        run_together([["squash", str(layout), str(layout), "--image", "a:1", "-t", f"{t}{i}", "-q", "--timestamp",
+                       str(i)] for t in ("left", "right")], f"round {i}: a squash")
     refs = sorted(r for _, r in index_names(layout))
     assert refs == ["1", *sorted(f"{t}{i}" for t in ("left", "right") for i in range(3))]
     assert_blobs_whole(layout)

@@ -95,6 +95,11 @@ def test_listing_commands_take_a_reference(tmp_path: Path) -> None:
     assert ocisquash("validate", str(path)).returncode == 1
     p = ocisquash("history", f"oci:{path}:acme/good:1", "--image", "acme/bad:1")
     assert p.returncode == 2 and "give one" in p.stderr
+    # skopeo's transports that ocisquash does not read: a usage error, not a missing file
+    for cmd in ("images", "history", "validate", "squash"):
+        p = ocisquash(cmd, "docker-daemon:acme/good:1", *(["out.tar"] if cmd == "squash" else []), cwd=tmp_path)
+        assert p.returncode == 2 and "does not read skopeo's docker-daemon: transport" in p.stderr, p.stderr
+        assert not (tmp_path / "out.tar").exists()
 
 
 def test_format_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -171,7 +171,7 @@ def _on_sigterm(signum: int, frame: FrameType | None) -> None:
 
 def _run(args: list[str]) -> object:
     """The typer app, with the caps a run's ``--limit`` sets and its registry options put back when it
-    returns (``limits.scoped``, and the scope ``common`` enters ``ocisquash.api.limits`` and
+    returns (``limits.scoped``, and the scope ``common`` enters ``ocisquash.api.safety_limits`` and
     ``registry_access`` into): ``main`` may run many times in one process (a library caller, the
     tests), and one run's options must not carry over to the next."""
     from contextlib import ExitStack

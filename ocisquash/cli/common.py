@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
@@ -198,7 +198,7 @@ def apply_limits(values: list[str] | None) -> None:
 
     for v in values:
         name, n = limits.parse_option(v)  # each --limit checked in turn, with the option's words
-        _enter(api.limits({name: n}))
+        _enter(api.safety_limits({name: n}))
 
 
 def check_level(level: int | None, compression: str | None) -> None:
@@ -210,17 +210,16 @@ def check_level(level: int | None, compression: str | None) -> None:
                          hint=f"e.g. --compression gzip --level {level}")
 
 
-def resolve_io(source: str, image: str | None, dest: str | None, fmt: str | None,
-               tags: list[str] | None) -> tuple[str, str | None, str | None, str | None, list[str]]:
-    """IN and OUT as paths or skopeo references (``ocisquash.transports``): ``(source, image, dest, format,
-    tags)`` with the format in the library's names."""
+def resolve_output(dest: str | None, fmt: str | None, tags: list[str] | None) -> tuple[str | None, str | None,
+                                                                                list[str]]:
+    """OUT as a path or a skopeo reference (``ocisquash.transports``), and ``--format`` in the library's
+    names: ``(dest, format, tags)``, a REF in OUT added to the tags. (IN goes to the API as it is: the
+    API reads references itself.)"""
     from ocisquash import transports
 
-    source, image = transports.input_ref(source, image)
     if dest is None:
-        return source, image, None, transports.format_name(fmt), list(tags or [])
-    dest, lib_fmt, out_tags = transports.output_ref(dest, fmt, tags)
-    return source, image, dest, lib_fmt, out_tags
+        return None, transports.format_name(fmt), list(tags or [])
+    return transports.output_ref(dest, fmt, tags)
 
 
 FORMAT_HELP = ("Output format: docker-archive (a docker save tar), oci-archive (an OCI layout tar) or oci-dir "
@@ -230,33 +229,68 @@ IN_OUT_HELP = ("IN and OUT may also be skopeo references: docker-archive:PATH[:R
                "oci-archive:PATH[:REF] (REF: the image to read, or the name to write), docker://HOST/REPO:TAG "
                "(a registry: see --creds, --authfile, --cert-dir, --tls-verify).")
 
-LIMIT_OPTION = typer.Option(
-    None, "--limit", metavar="NAME=N",
-    help="Raise a safety cap for trusted input, e.g. --limit max_json=67108864 (see OCISQUASH_* variables).",
-)
-IMAGE_OPTION = typer.Option(None, "--image", "-i", metavar="REF",
-                            help="Which image of a multi-image input: name:tag, digest, or image ID prefix.")
-PLATFORM_OPTION = typer.Option(None, "--platform", metavar="OS/ARCH[/VARIANT]",
-                               help="Which platform, e.g. linux/arm64: must match exactly one image "
-                                    "(its index entry's platform, else its config's).")
+# The options and arguments several commands take, as typer's Annotated types: one declaration each, so
+# the flags and help texts cannot drift apart between commands.
+ImageOption = Annotated[str | None, typer.Option(
+    "--image", "-i", metavar="REF", help="Which image of a multi-image input: name:tag, digest, or image ID prefix.")]
+PlatformOption = Annotated[str | None, typer.Option(
+    "--platform", metavar="OS/ARCH[/VARIANT]",
+    help="Which platform, e.g. linux/arm64: must match exactly one image (its index entry's platform, else its "
+         "config's).")]
+FormatOption = Annotated[str | None, typer.Option("--format", help=FORMAT_HELP)]
 
 _INPUT_HELP = ("OCI layout dir, OCI tar, docker save tar, or -; or docker-archive:PATH[:REF], oci:DIR[:REF], "
                "oci-archive:PATH[:REF], FILE:REF (REF names the image), or docker://HOST/REPO:TAG (a registry).")
-IN_ARG = typer.Argument(..., metavar="IN", help="Input: " + _INPUT_HELP)
-IMAGE_ARG = typer.Argument(..., metavar="IMAGE", help=_INPUT_HELP)
-PATH_ARG = typer.Argument(..., metavar="PATH", help=_INPUT_HELP)
+InArg = Annotated[str, typer.Argument(metavar="IN", help="Input: " + _INPUT_HELP)]
+ImageArg = Annotated[str, typer.Argument(metavar="IMAGE", help=_INPUT_HELP)]
+PathArg = Annotated[str, typer.Argument(metavar="PATH", help=_INPUT_HELP)]
 
-# Registry options (docker://HOST/REPO:TAG as IN or OUT), named and meant as skopeo's.
-CREDS_OPTION = typer.Option(None, "--creds", metavar="USER:PASSWORD",
-                            help="Registry credentials (else --authfile, $REGISTRY_AUTH_FILE, "
-                                 "${XDG_RUNTIME_DIR}/containers/auth.json, ~/.docker/config.json).")
-AUTHFILE_OPTION = typer.Option(None, "--authfile", metavar="FILE",
-                               help="Registry credentials file (containers-auth.json / docker config.json).")
-CERT_DIR_OPTION = typer.Option(None, "--cert-dir", metavar="DIR",
-                               help="Registry TLS: CA certificates (*.crt) and client certificate "
-                                    "(*.cert + *.key), as in containers-certs.d.")
-TLS_VERIFY_OPTION = typer.Option("true", "--tls-verify", metavar="BOOL",
-                                 help="Verify registry TLS certificates (--tls-verify=false also allows HTTP).")
+# What every command that reads or writes an image takes besides its own options: --limit, and the
+# registry options (docker://HOST/REPO:TAG as IN or OUT), named and meant as skopeo's.
+LimitOption = Annotated[list[str] | None, typer.Option(
+    "--limit", metavar="NAME=N",
+    help="Raise a safety cap for trusted input, e.g. --limit max_json=67108864 (see OCISQUASH_* variables).")]
+CredsOption = Annotated[str | None, typer.Option(
+    "--creds", metavar="USER:PASSWORD",
+    help="Registry credentials (else --authfile, $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json, "
+         "~/.docker/config.json).")]
+AuthfileOption = Annotated[str | None, typer.Option(
+    "--authfile", metavar="FILE", help="Registry credentials file (containers-auth.json / docker config.json).")]
+CertDirOption = Annotated[str | None, typer.Option(
+    "--cert-dir", metavar="DIR",
+    help="Registry TLS: CA certificates (*.crt) and client certificate (*.cert + *.key), as in containers-certs.d.")]
+TlsVerifyOption = Annotated[str, typer.Option(
+    "--tls-verify", metavar="BOOL", help="Verify registry TLS certificates (--tls-verify=false also allows HTTP).")]
+
+# (name, type, default) of those options, in the order --help lists them: after the command's own.
+_RUN_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
+    ("limit", LimitOption, None), ("creds", CredsOption, None), ("authfile", AuthfileOption, None),
+    ("cert_dir", CertDirOption, None), ("tls_verify", TlsVerifyOption, "true"),
+)
+
+
+def run_options(command: Callable[..., None]) -> Callable[..., None]:
+    """``command`` taking the run options too (``--limit`` and the registry options), applied for the run
+    before the command's own code starts. Their parameters are added to the signature typer reads, so each
+    command declares only its own options."""
+    import inspect
+
+    own = inspect.signature(command, eval_str=True)
+    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=kind)
+             for name, kind, default in _RUN_OPTIONS]
+
+    def run(**kwargs: Any) -> None:
+        given = {name: kwargs.pop(name, default) for name, _, default in _RUN_OPTIONS}
+        apply_limits(given["limit"])
+        apply_registry(given["creds"], given["authfile"], given["cert_dir"], given["tls_verify"])
+        command(**kwargs)
+
+    sig = own.replace(parameters=[*own.parameters.values(), *added])
+    run.__signature__ = sig  # type: ignore[attr-defined]  # what typer (inspect.signature) reads
+    run.__annotations__ = {p.name: p.annotation for p in sig.parameters.values()}
+    run.__name__, run.__qualname__ = command.__name__, command.__qualname__
+    run.__module__, run.__doc__ = command.__module__, command.__doc__
+    return run
 
 
 def apply_registry(creds: str | None, authfile: str | None, cert_dir: str | None, tls_verify: str) -> None:

@@ -22,28 +22,22 @@ from ocisquash.cli import app, common
         "  ocisquash convert app-oci/ app.tar --tag app:1.0 --compression zstd"
     ),
 )
+@common.run_options
 def convert(
-    source: str = common.IN_ARG,
+    source: common.InArg,
     dest: str = typer.Argument(..., metavar="OUT", help="Output path, or - for standard output."),
-    image: str | None = common.IMAGE_OPTION,
-    platform: str | None = common.PLATFORM_OPTION,
+    image: common.ImageOption = None,
+    platform: common.PlatformOption = None,
     tag: list[str] | None = typer.Option(None, "--tag", "-t", help="Name the output (repeatable)."),
-    fmt: str | None = typer.Option(None, "--format", help=common.FORMAT_HELP),
+    fmt: common.FormatOption = None,
     compression: str | None = typer.Option(None, "--compression", "-c",
                                            help="Recompress layers: gzip, zstd or none (default: keep)."),
     level: int | None = typer.Option(None, "--level", help="Compression level (gzip 0-3, zstd 1-19)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
-    limit: list[str] | None = common.LIMIT_OPTION,
-    creds: str | None = common.CREDS_OPTION,
-    authfile: str | None = common.AUTHFILE_OPTION,
-    cert_dir: str | None = common.CERT_DIR_OPTION,
-    tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    common.apply_limits(limit)
-    common.apply_registry(creds, authfile, cert_dir, tls_verify)
     common.check_level(level, compression)
-    source, image, out, fmt, tag = common.resolve_io(source, image, dest, fmt, tag)
+    out, fmt, tag = common.resolve_output(dest, fmt, tag)
     dest = out or dest
     # The library (codecs, sources, sinks: ~60 ms to import) loads only when the command runs, for start-up time.
     from ocisquash import api

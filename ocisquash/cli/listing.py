@@ -56,12 +56,6 @@ def _render(fmt: str, default_table: str, fields: list[str], headers: dict[str, 
     _emit_lines(lines, bold_first=tmpl.table)
 
 
-def _input(path: str, image: str | None) -> tuple[str, str | None]:
-    from ocisquash import transports
-
-    return transports.input_ref(path, image)
-
-
 # ---------------------------------------------------------------------------------------------- images
 
 IMAGES_FORMAT_HELP = (
@@ -89,8 +83,9 @@ IMAGES_HELP = (
 )
 
 
+@common.run_options
 def images(
-    path: str = common.PATH_ARG,
+    path: common.PathArg,
     all_images: bool = typer.Option(False, "--all", "-a", help="Show intermediate images too (untagged images "
                                                               "other images of the input are built on)."),
     digests: bool = typer.Option(False, "--digests", help="Show manifest digests."),
@@ -104,17 +99,9 @@ def images(
     fmt: str = typer.Option("table", "--format", metavar="FORMAT", help=IMAGES_FORMAT_HELP),
     json_out: bool = typer.Option(False, "--json", help="ocisquash's own JSON, one object per line, sizes in "
                                                         "bytes (see docs/commands.md)."),
-    limit: list[str] | None = common.LIMIT_OPTION,
-    creds: str | None = common.CREDS_OPTION,
-    authfile: str | None = common.AUTHFILE_OPTION,
-    cert_dir: str | None = common.CERT_DIR_OPTION,
-    tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    from ocisquash import api, goformat, listing, transports
+    from ocisquash import api, goformat, listing
 
-    common.apply_limits(limit)
-    common.apply_registry(creds, authfile, cert_dir, tls_verify)
-    path, only = transports.input_ref(path, None)
     trunc = not no_trunc
     if quiet and fmt.strip() == goformat.TABLE:
         fmt = "{{.ID}}"  # docker: -q is the ID template, unless --format asks for something else
@@ -125,7 +112,7 @@ def images(
         with common.progress(quiet or not exact) as prog:
             summaries = src.images(exact=exact, on_phase=lambda what, n: prog.phase(what, n, unit="items"),
                                    on_image=lambda: prog.advance(1))
-        rows = src.rows(summaries, flt, all_images=all_images, image=only)  # IN named an image: its rows only
+        rows = src.rows(summaries, flt, all_images=all_images)  # IN named an image (src.ref): its rows only
     now = time.time()
     if json_out:
         _emit_json_lines([r.to_json(now) for r in rows])
@@ -172,27 +159,20 @@ HISTORY_HELP = (
 
 
 @app.command("history", help=HISTORY_HELP)
+@common.run_options
 def history(
-    path: str = common.IMAGE_ARG,
-    image: str | None = common.IMAGE_OPTION,
-    platform: str | None = common.PLATFORM_OPTION,
+    path: common.ImageArg,
+    image: common.ImageOption = None,
+    platform: common.PlatformOption = None,
     no_trunc: bool = typer.Option(False, "--no-trunc", help="Don't truncate output."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="Only show image IDs."),
     exact: bool = typer.Option(False, "--exact", help="Decompress compressed layers for exact sizes."),
     fmt: str = typer.Option("table", "--format", metavar="FORMAT", help=HISTORY_FORMAT_HELP),
     json_out: bool = typer.Option(False, "--json", help="ocisquash's own JSON, one object per line, sizes in "
                                                         "bytes (see docs/commands.md)."),
-    limit: list[str] | None = common.LIMIT_OPTION,
-    creds: str | None = common.CREDS_OPTION,
-    authfile: str | None = common.AUTHFILE_OPTION,
-    cert_dir: str | None = common.CERT_DIR_OPTION,
-    tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
     from ocisquash import api, goformat, listing
 
-    common.apply_limits(limit)
-    common.apply_registry(creds, authfile, cert_dir, tls_verify)
-    path, image = _input(path, image)
     default = "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
     if quiet and fmt.strip() == goformat.TABLE:
         fmt = "{{.ID}}"
@@ -245,10 +225,11 @@ def _fraction(text: str | None, flag: str) -> float | None:
 
 
 @app.command("analyze", help=ANALYZE_HELP)
+@common.run_options
 def analyze(
-    path: str = common.IMAGE_ARG,
-    image: str | None = common.IMAGE_OPTION,
-    platform: str | None = common.PLATFORM_OPTION,
+    path: common.ImageArg,
+    image: common.ImageOption = None,
+    platform: common.PlatformOption = None,
     top: int = typer.Option(10, "--top", min=0, help="How many duplicated paths and hidden files to list."),
     fmt: str = typer.Option("table", "--format", metavar="FORMAT", help="table, or json (layers numbered from 1)."),
     json_out: bool = typer.Option(False, "--json", help="The same as --format json."),
@@ -263,17 +244,9 @@ def analyze(
         None, "--highest-user-wasted-percent", metavar="0-1",
         help="CI rule: the most wasted bytes allowed, as a fraction of the user layers' bytes (default 0.1)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
-    limit: list[str] | None = common.LIMIT_OPTION,
-    creds: str | None = common.CREDS_OPTION,
-    authfile: str | None = common.AUTHFILE_OPTION,
-    cert_dir: str | None = common.CERT_DIR_OPTION,
-    tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
     from ocisquash import api, listing
 
-    common.apply_limits(limit)
-    common.apply_registry(creds, authfile, cert_dir, tls_verify)
-    path, image = _input(path, image)
     f = "json" if json_out else fmt.strip().lower()
     if f not in ("table", "json"):
         from ocisquash.errors import UsageError
@@ -364,24 +337,17 @@ VALIDATE_HELP = (
 
 
 @app.command("validate", help=VALIDATE_HELP)
+@common.run_options
 def validate(
-    path: str = common.PATH_ARG,
+    path: common.PathArg,
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar and no summary; only the exit status "
                                                             "and the findings."),
-    limit: list[str] | None = common.LIMIT_OPTION,
-    creds: str | None = common.CREDS_OPTION,
-    authfile: str | None = common.AUTHFILE_OPTION,
-    cert_dir: str | None = common.CERT_DIR_OPTION,
-    tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
     from ocisquash import api, goformat
 
-    common.apply_limits(limit)
-    common.apply_registry(creds, authfile, cert_dir, tls_verify)
-    path, image = _input(path, None)
     with api.open(path) as src, common.progress(quiet) as prog:
-        res = src.validate(image=image, on_phase=prog.phase, on_bytes=prog.advance)
+        res = src.validate(on_phase=prog.phase, on_bytes=prog.advance)
     if json_out:
         common.print_json(res.to_json())
     else:

@@ -70,19 +70,20 @@ def print_report(r: squash_lib.Report) -> None:
         "  ocisquash squash app.tar --dry-run                           # how much would it save?"
     ),
 )
+@common.run_options
 def squash(
-    source: str = common.IN_ARG,
+    source: common.InArg,
     dest: str | None = typer.Argument(None, metavar="OUT", help="Output path, or - for stdout (not needed with "
                                                                "--dry-run)."),
-    image: str | None = common.IMAGE_OPTION,
-    platform: str | None = common.PLATFORM_OPTION,
+    image: common.ImageOption = None,
+    platform: common.PlatformOption = None,
     parent: str | None = typer.Option(None, "--parent", "-p", metavar="REF",
                                       help="Keep this parent image's layers (REF in IN, or FILE[:REF])."),
     from_layer: str | None = typer.Option(None, "--from-layer", metavar="N|DIGEST",
                                           help="Squash from this layer up: 1 is the bottom, -3 the last three; "
                                                "or a layer digest or diff ID."),
     tag: list[str] | None = typer.Option(None, "--tag", "-t", help="Name the result, name:tag (repeatable)."),
-    fmt: str | None = typer.Option(None, "--format", help=common.FORMAT_HELP),
+    fmt: common.FormatOption = None,
     compression: str | None = typer.Option(None, "--compression", "-c",
                                            help="New layer's compression: gzip (default), zstd, none."),
     level: int | None = typer.Option(None, "--level", help="Compression level (gzip 0-3, default 2; zstd 1-19, "
@@ -93,16 +94,9 @@ def squash(
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Compute and print the report; write nothing."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no report."),
-    limit: list[str] | None = common.LIMIT_OPTION,
-    creds: str | None = common.CREDS_OPTION,
-    authfile: str | None = common.AUTHFILE_OPTION,
-    cert_dir: str | None = common.CERT_DIR_OPTION,
-    tls_verify: str = common.TLS_VERIFY_OPTION,
 ) -> None:
-    common.apply_limits(limit)
-    common.apply_registry(creds, authfile, cert_dir, tls_verify)
     common.check_level(level, compression)
-    source, image, dest, fmt, tag = common.resolve_io(source, image, dest, fmt, tag)
+    dest, fmt, tag = common.resolve_output(dest, fmt, tag)
     if dest is None and not dry_run:
         from ocisquash.errors import UsageError
 

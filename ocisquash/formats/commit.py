@@ -27,6 +27,7 @@ from ocisquash import limits, model
 from ocisquash.digest import Digest
 from ocisquash.errors import OutputError
 from ocisquash.model import Descriptor
+from ocisquash.streams import Writer
 
 
 @dataclass
@@ -165,28 +166,25 @@ class Writeback:
             raise output_error(self._error, self._label)
 
 
-class GuardedWriter(io.RawIOBase):
+class GuardedWriter(Writer, io.RawIOBase):
     """A file's write/flush with OSError mapped to OutputError: a blob's producer also reads input, so
     the mapping must sit on the output file itself, not around the producer."""
 
     def __init__(self, f: IO[bytes], label: str, writeback: Writeback | None = None) -> None:
-        self._f = f
+        self._raw = f
         self._label = label
         self._writeback = writeback
 
     def write(self, data: Any) -> int:
         with writing(self._label):
-            n = self._f.write(data)
+            n: int = self._raw.write(data)
         if self._writeback is not None:
             self._writeback.wrote(n)
         return n
 
-    def writable(self) -> bool:
-        return True
-
     def flush(self) -> None:
         with writing(self._label):
-            self._f.flush()
+            super().flush()
 
 
 def refuse_symlink(path: str) -> None:

@@ -32,16 +32,6 @@ CHUNK = 8 << 20  # bytes per PATCH: big enough that requests cost little, small 
 _REFUSED_CHUNKS = (400, 404, 405, 411, 413, 415, 416, 501)
 
 
-@dataclass
-class PushStats:
-    """What the push moved, for reports and benchmarks."""
-
-    blobs_uploaded: int = 0
-    bytes_uploaded: int = 0
-    blobs_mounted: int = 0
-    blobs_present: int = 0
-
-
 @dataclass(frozen=True)
 class Origin:
     """Where a source layer lives: the registry API host and repository (for a cross-repo mount)."""
@@ -74,7 +64,6 @@ class RegistrySink(Sink):
         self.ref = ref
         self.label = str(ref)
         self.client = client if client is not None else Client(ref, push=True)
-        self.stats = PushStats()
         self._known: set[Digest] = set()
         self._small: dict[Digest, bytes] = {}
         self._open_upload: str | None = None
@@ -113,7 +102,6 @@ class RegistrySink(Sink):
         if d is None:
             return False
         if self.has(d):
-            self.stats.blobs_present += 1
             return True
         origin = getattr(layer.opener, "origin", None)
         if not isinstance(origin, Origin) or origin.host != self.ref.api_host or origin.repo == self.ref.repo:
@@ -125,7 +113,6 @@ class RegistrySink(Sink):
         resp.close()
         if resp.status_code == 201:
             self._known.add(d)
-            self.stats.blobs_mounted += 1
             return True
         if resp.status_code == 202:  # the registry would not mount: it opened an upload instead
             loc = resp.headers.get("location")
@@ -273,7 +260,6 @@ class _Upload:
         self._location = str(resp.headers.get("location") or self._location)
         self._s._open_upload = self._location
         self._offset = end
-        self._s.stats.bytes_uploaded += len(self._buf)
         self._buf = bytearray()
 
     def _status(self) -> int:
@@ -288,7 +274,6 @@ class _Upload:
         if resp.status_code == 204:
             self._location = resp.headers.get("location") or self._location
             self._offset = got
-            self._s.stats.bytes_uploaded += len(self._buf)
             self._buf = bytearray()
         return got
 
@@ -305,7 +290,6 @@ class _Upload:
         if self._offset == 0 and self._s.has(digest):
             # nothing sent yet (one chunk or less) and the registry has it: no upload at all
             self.cancel()
-            self._s.stats.blobs_present += 1
             return
         last = bytes(self._buf)
         headers = {"Content-Type": "application/octet-stream"}
@@ -318,8 +302,6 @@ class _Upload:
         # a retried PUT whose first try completed finds no session (404): the blob is there all the same
         if resp.status_code not in (201, 204) and not (resp.status_code == 404 and self._c.has_blob(str(digest))):
             raise self._c.fail(resp, f"blob {digest}: finish upload")
-        self._s.stats.bytes_uploaded += len(last)
-        self._s.stats.blobs_uploaded += 1
         self._s._open_upload = None
 
     def _finish_spooled(self, digest: Digest) -> None:
@@ -346,8 +328,6 @@ class _Upload:
             self._spool = None
         if resp.status_code not in (201, 204):
             raise self._c.fail(resp, f"blob {digest}: upload")
-        self._s.stats.bytes_uploaded += size
-        self._s.stats.blobs_uploaded += 1
         self._s._open_upload = None
 
     def _delete_current(self) -> None:
