@@ -739,3 +739,33 @@ def test_platform_all_refuses_an_image_without_a_platform(tmp_path: Path) -> Non
                                                  [layer_tar({"a": b"1"}), layer_tar({"b": b"2"})])])
     line = one_line_error(ocisquash(str(layout), "--platform", "all", "--dry-run"))
     assert "names no platform" in line and "x/app:1" in line
+
+
+def test_uploaded_chunks_are_not_held_while_gc_is_paused(plain: registryd.Registry,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # A squash pauses the cyclic gc (merge.records.gc_paused); httpx's request and response objects
+    # refer to each other, so a request that kept its chunk kept every chunk sent until the squash
+    # ended: 85 MB of an upload held at once on the bench image (peak RSS 176 MB, now 78 MB).
+    import gc
+    import tracemalloc
+
+    from ocisquash.registry import sink as rsink
+
+    chunk = 256 << 10
+    monkeypatch.setattr(rsink, "CHUNK", chunk)
+    data = os.urandom(chunk)
+    ref = parse(f"docker://{plain.host}/chunks/held:1")
+    out = rsink.RegistrySink(ref, Client(ref, RegistryOptions(tls_verify=False), push=True))
+    gc.collect()
+    gc.disable()
+    tracemalloc.start()
+    try:
+        d, n = out.put_stream(lambda w: [w.write(data) for _ in range(24)])  # type: ignore[arg-type, attr-defined, func-returns-value]
+        held, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+        gc.enable()
+    assert n == 24 * chunk and out.has(d)
+    assert held < 4 * chunk, f"{held / chunk:.1f} chunks still held after the upload"
+    # what is written waits as written, not copied again into one buffer (that took two chunks' room)
+    assert peak < 1.8 * chunk, f"peak {peak / chunk:.1f} chunks"

@@ -37,6 +37,7 @@ MAX_ATTEMPTS = 5  # tries of one request on 429/5xx/dropped connections
 MAX_RESUMES = 5  # Range re-requests of one blob download
 BACKOFF_FIRST = 0.25  # seconds; doubled each try
 BACKOFF_MAX = 8.0  # also the cap on a server's Retry-After
+_HANDED_OFF = 64 << 10  # request bodies this large are not kept by the request once sent
 MAX_MANIFEST = 4 << 20  # what registries accept (distribution's own cap), so what we accept
 RETRY_STATUS = (429, 500, 502, 503, 504)
 CERT_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
@@ -180,6 +181,12 @@ class Client:
             try:
                 # a callable body is made again for each try: an iterator can be sent only once
                 body = content() if callable(content) else content
+                if isinstance(body, bytes) and len(body) >= _HANDED_OFF:
+                    # Sent from an iterator that lets go of the bytes once sent: httpx's request and
+                    # response refer to each other, and while a squash pauses the cyclic gc a request
+                    # that kept its body kept every upload chunk until the end (85 MB on the bench).
+                    hdrs["Content-Length"] = str(len(body))
+                    body = iter((body,))
                 # merged by hand: httpx's params= would replace the query an upload Location carries
                 url = httpx.URL(self.url(path))
                 if params:

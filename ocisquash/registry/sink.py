@@ -206,7 +206,10 @@ class _Upload:
         self._s = sink
         self._c = sink.client
         self._repo = sink.ref.repo
-        self._buf = bytearray()
+        # What was written since the last PATCH, as written (no copy into one buffer: an 8 MiB chunk
+        # then took 8 MiB twice), sent from an iterator that drops each piece once it is sent.
+        self._parts: list[bytes] = []
+        self._pending = 0
         self._offset = 0  # bytes the registry has
         self._spool: IO[bytes] | None = None
         self._location = self._start()
@@ -233,16 +236,18 @@ class _Upload:
         if self._spool is not None:
             self._spool.write(data)
             return n
-        self._buf += data
-        if len(self._buf) >= CHUNK:
+        self._parts.append(bytes(data))  # a copy only of a buffer the writer may reuse
+        self._pending += n
+        if self._pending >= CHUNK:
             self._patch()
         return n
 
     def _patch(self) -> None:
-        chunk = bytes(self._buf)
-        end = self._offset + len(chunk)
-        resp = self._c.request("PATCH", self._location, what="upload blob chunk", content=chunk,
-                               headers={"Content-Type": "application/octet-stream",
+        parts, n = self._parts, self._pending
+        self._parts, self._pending = [], 0
+        end = self._offset + n
+        resp = self._c.request("PATCH", self._location, what="upload blob chunk", content=lambda: iter(parts),
+                               headers={"Content-Type": "application/octet-stream", "Content-Length": str(n),
                                         "Content-Range": f"{self._offset}-{end - 1}"})
         resp.read()
         resp.close()
@@ -252,7 +257,7 @@ class _Upload:
         if resp.status_code == 416 and self._status() == end:
             return  # a retried PATCH the registry had taken already
         if resp.status_code in _REFUSED_CHUNKS and self._offset == 0:
-            self._to_spool()
+            self._to_spool(parts)
             return
         raise self._c.fail(resp, "upload blob chunk")
 
@@ -260,7 +265,6 @@ class _Upload:
         self._location = str(resp.headers.get("location") or self._location)
         self._s._open_upload = self._location
         self._offset = end
-        self._buf = bytearray()
 
     def _status(self) -> int:
         resp = self._c.request("GET", self._location, what="upload status")
@@ -274,14 +278,13 @@ class _Upload:
         if resp.status_code == 204:
             self._location = resp.headers.get("location") or self._location
             self._offset = got
-            self._buf = bytearray()
         return got
 
-    def _to_spool(self) -> None:
+    def _to_spool(self, parts: list[bytes]) -> None:
         """The registry refuses chunked uploads: keep the rest in a temporary file, PUT it whole."""
         self._spool = tempfile.TemporaryFile(prefix="ocisquash-upload-")  # noqa: SIM115 - closed in finish/cancel
-        self._spool.write(self._buf)
-        self._buf = bytearray()
+        for part in parts:
+            self._spool.write(part)
 
     def finish(self, digest: Digest) -> None:
         if self._spool is not None:
@@ -291,12 +294,13 @@ class _Upload:
             # nothing sent yet (one chunk or less) and the registry has it: no upload at all
             self.cancel()
             return
-        last = bytes(self._buf)
-        headers = {"Content-Type": "application/octet-stream"}
-        if last:
-            headers["Content-Range"] = f"{self._offset}-{self._offset + len(last) - 1}"
-        resp = self._c.request("PUT", self._location, what="finish blob upload", content=last, headers=headers,
-                               params={"digest": str(digest)})
+        parts, n = self._parts, self._pending
+        self._parts, self._pending = [], 0
+        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(n)}
+        if n:
+            headers["Content-Range"] = f"{self._offset}-{self._offset + n - 1}"
+        resp = self._c.request("PUT", self._location, what="finish blob upload", content=lambda: iter(parts),
+                               headers=headers, params={"digest": str(digest)})
         resp.read()
         resp.close()
         # a retried PUT whose first try completed finds no session (404): the blob is there all the same
