@@ -199,7 +199,7 @@ ANALYZE_HELP = (
     "Efficiency and wasted bytes follow dive: a path found in several layers wastes all its copies but the "
     "smallest (each copy counted once, unlike dive before its issue #684); efficiency is the bytes of each "
     "path's smallest copy over the bytes of all copies; user wasted percent is wasted bytes over the bytes "
-    "of the layers above the first. Reads layer headers only, twice.\n\n"
+    "of the layers above the first. Reads each layer's headers once.\n\n"
     "--ci checks dive's three rules and exits 1 with one line per broken rule: --lowest-efficiency "
     "(0-1, default 0.9), --highest-wasted-bytes (a size such as 20MB; default disabled), "
     "--highest-user-wasted-percent (0-1, default 0.1). Giving a rule implies --ci; 'disabled' turns one off.\n\n"
