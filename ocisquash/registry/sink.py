@@ -207,7 +207,7 @@ class _Upload:
         self._c = sink.client
         self._repo = sink.ref.repo
         # What was written since the last PATCH, as written (no copy into one buffer: an 8 MiB chunk
-        # then took 8 MiB twice), sent from an iterator that drops each piece once it is sent.
+        # then took 8 MiB twice); the client sends the pieces one after another.
         self._parts: list[bytes] = []
         self._pending = 0
         self._offset = 0  # bytes the registry has
@@ -246,8 +246,8 @@ class _Upload:
         parts, n = self._parts, self._pending
         self._parts, self._pending = [], 0
         end = self._offset + n
-        resp = self._c.request("PATCH", self._location, what="upload blob chunk", content=lambda: iter(parts),
-                               headers={"Content-Type": "application/octet-stream", "Content-Length": str(n),
+        resp = self._c.request("PATCH", self._location, what="upload blob chunk", content=parts,
+                               headers={"Content-Type": "application/octet-stream",
                                         "Content-Range": f"{self._offset}-{end - 1}"})
         resp.read()
         resp.close()
@@ -296,11 +296,11 @@ class _Upload:
             return
         parts, n = self._parts, self._pending
         self._parts, self._pending = [], 0
-        headers = {"Content-Type": "application/octet-stream", "Content-Length": str(n)}
+        headers = {"Content-Type": "application/octet-stream"}
         if n:
             headers["Content-Range"] = f"{self._offset}-{self._offset + n - 1}"
-        resp = self._c.request("PUT", self._location, what="finish blob upload", content=lambda: iter(parts),
-                               headers=headers, params={"digest": str(digest)})
+        resp = self._c.request("PUT", self._location, what="finish blob upload", content=parts, headers=headers,
+                               params={"digest": str(digest)})
         resp.read()
         resp.close()
         # a retried PUT whose first try completed finds no session (404): the blob is there all the same
