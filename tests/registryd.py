@@ -62,11 +62,12 @@ class CA:
     ca_crt: Path
     ca_key: Path
 
-    def issue(self, name: str, cn: str = "127.0.0.1") -> tuple[Path, Path]:
-        """A server certificate for 127.0.0.1 (and localhost) signed by this CA."""
+    def issue(self, name: str, cn: str = "127.0.0.1", ips: tuple[str, ...] = ("127.0.0.1",)) -> tuple[Path, Path]:
+        """A server certificate for ``ips`` (127.0.0.1 by default) and localhost, signed by this CA."""
         key, csr, crt, ext = (self.dir / f"{name}.key", self.dir / f"{name}.csr", self.dir / f"{name}.crt",
                               self.dir / f"{name}.ext")
-        ext.write_text("subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\n")
+        alt = ",".join(f"IP:{ip}" for ip in ips)
+        ext.write_text(f"subjectAltName={alt},DNS:localhost\nbasicConstraints=CA:FALSE\n")
         run("openssl", "req", "-new", "-newkey", "rsa:2048", "-nodes", "-keyout", str(key), "-out", str(csr),
             "-subj", f"/CN={cn}")
         run("openssl", "x509", "-req", "-in", str(csr), "-CA", str(self.ca_crt), "-CAkey", str(self.ca_key),

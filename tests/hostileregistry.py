@@ -1,0 +1,288 @@
+"""A programmable, misbehaving registry on loopback, for the registry-trust tests.
+
+``HostileServer`` listens on one loopback address (127.0.0.1, or 127.0.0.2 to play "another host"),
+plain or TLS (a certificate from ``registryd.make_ca``), and hands each parsed request to a handler
+that answers through ``Conn``: a whole response, raw bytes, or bytes trickled with pauses. Every
+request it receives is kept whole (``raw``), so a test can assert that a password, its base64 form
+or a token reached no host it should not (``leaked``). ``tiny_image`` gives a valid one-layer image
+and ``serve_image`` a handler that serves it the way a registry does, with hooks to misbehave.
+
+Bounds: the server stops itself after ``lifetime`` seconds or ``max_requests`` requests, each
+connection's request head is read up to 64 KiB and its body up to 16 MiB, and every socket has a
+timeout, so a test that forgets to stop it cannot hang the run.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import gzip
+import hashlib
+import io
+import json
+import re
+import socket
+import ssl
+import tarfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+MAX_HEAD = 64 << 10
+_REQUEST_LINE = re.compile(rb"[A-Z]+ \S+ HTTP/1\.[01]\r\n")
+MAX_BODY = 16 << 20
+
+
+@dataclass
+class Request:
+    method: str
+    target: str  # path and query, as sent
+    headers: dict[str, str]  # lower-case names
+    body: bytes
+    server: str  # the netloc that received it, e.g. 127.0.0.2:41234
+
+    @property
+    def path(self) -> str:
+        return self.target.split("?", 1)[0]
+
+    @property
+    def query(self) -> str:
+        return self.target.partition("?")[2]
+
+
+class Conn:
+    """The connection a handler answers on."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.closed = False
+
+    def send(self, data: bytes) -> None:
+        self.sock.sendall(data)
+
+    def respond(self, status: int, body: bytes = b"", headers: dict[str, str] | None = None,
+                reason: str = "X") -> None:
+        hdrs = {"Content-Length": str(len(body))}
+        hdrs.update(headers or {})
+        head = f"HTTP/1.1 {status} {reason}\r\n" + "".join(f"{k}: {v}\r\n" for k, v in hdrs.items()) + "\r\n"
+        self.send(head.encode("latin-1") + body)
+
+    def trickle(self, data: bytes, every: float = 1.0, step: int = 1, limit: float = 30.0) -> None:
+        """Send ``data`` ``step`` bytes at a time, ``every`` seconds apart, for at most ``limit`` seconds."""
+        end = time.monotonic() + limit
+        for i in range(0, len(data), step):
+            if time.monotonic() > end:
+                break
+            self.send(data[i:i + step])
+            time.sleep(every)
+
+    def stream(self, pieces: Iterator[bytes], limit: float = 30.0) -> None:
+        """Send pieces until they end, the client goes away, or ``limit`` seconds pass."""
+        end = time.monotonic() + limit
+        for piece in pieces:
+            if time.monotonic() > end:
+                break
+            self.send(piece)
+
+    def close(self) -> None:
+        self.closed = True
+
+
+Handler = Callable[[Request, Conn], None]
+
+
+def _read_request(f: io.BufferedReader, server: str) -> tuple[Request, bytes] | None:
+    head = b""
+    while not head.endswith(b"\r\n\r\n"):
+        line = f.readline(MAX_HEAD)
+        if not line:
+            return None
+        head += line
+        if len(head) > MAX_HEAD:
+            return None
+        if head == b"\r\n":
+            head = b""
+        elif head == line and not _REQUEST_LINE.match(line):
+            return None  # not HTTP (a TLS hello sent to a plain server): hang up, as a server would
+    lines = head.decode("latin-1").split("\r\n")
+    method, target, _ = lines[0].split(" ", 2)
+    headers: dict[str, str] = {}
+    for ln in lines[1:]:
+        if ":" in ln:
+            k, v = ln.split(":", 1)
+            headers[k.strip().lower()] = v.strip()
+    body = b""
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        while len(body) <= MAX_BODY:
+            size = int(f.readline(100).split(b";")[0].strip() or b"0", 16)
+            if size == 0:
+                f.readline(100)
+                break
+            body += f.read(size)
+            f.readline(100)
+    elif headers.get("content-length", "").isdigit():
+        body = f.read(min(int(headers["content-length"]), MAX_BODY))
+    return Request(method, target, headers, body, server), head + body
+
+
+class HostileServer:
+    """One misbehaving server; use as a context manager."""
+
+    def __init__(self, handler: Handler, *, host: str = "127.0.0.1", tls: tuple[Path, Path] | None = None,
+                 lifetime: float = 60.0, max_requests: int = 500) -> None:
+        assert host.startswith("127."), "test servers listen on loopback only"
+        self.handler = handler
+        self.host = host
+        self.tls = tls
+        self.lifetime = lifetime
+        self.max_requests = max_requests
+        self.requests: list[Request] = []
+        self.raw: list[bytes] = []
+        self._sock = socket.socket()
+        self._sock.bind((host, 0))
+        self._sock.listen(16)
+        self._sock.settimeout(0.2)
+        self.port = int(self._sock.getsockname()[1])
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._ctx: ssl.SSLContext | None = None
+        if tls is not None:
+            self._ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._ctx.load_cert_chain(str(tls[0]), str(tls[1]))
+
+    @property
+    def netloc(self) -> str:
+        return f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"{'https' if self.tls else 'http'}://{self.netloc}"
+
+    def __enter__(self) -> HostileServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+    def leaked(self, *secrets: str) -> list[str]:
+        """The secrets (plain or base64 in any user:pass pair) found in anything this server received."""
+        blob = b"\n".join(self.raw)
+        found = []
+        for s in secrets:
+            forms = [s.encode()]
+            forms += [base64.b64encode(s.encode())[:-4]] if len(s) > 8 else []
+            if any(f and f in blob for f in forms):
+                found.append(s)
+        return found
+
+    def _serve(self) -> None:
+        end = time.monotonic() + self.lifetime
+        while not self._stop.is_set() and time.monotonic() < end and len(self.requests) < self.max_requests:
+            try:
+                sock, _ = self._sock.accept()
+            except OSError:
+                continue
+            threading.Thread(target=self._conn, args=(sock, end), daemon=True).start()
+
+    def _conn(self, sock: socket.socket, end: float) -> None:
+        sock.settimeout(10)
+        try:
+            if self._ctx is not None:
+                sock = self._ctx.wrap_socket(sock, server_side=True)
+            f = sock.makefile("rb")
+            conn = Conn(sock)
+            while not conn.closed and not self._stop.is_set() and time.monotonic() < end \
+                    and len(self.requests) < self.max_requests:
+                got = _read_request(f, self.netloc)
+                if got is None:
+                    break
+                req, raw = got
+                self.requests.append(req)
+                self.raw.append(raw)
+                self.handler(req, conn)
+        except (OSError, ValueError, ssl.SSLError):
+            pass
+        finally:
+            with contextlib.suppress(OSError):
+                sock.close()
+
+
+# ---- a valid image to serve
+
+
+def _digest(data: bytes) -> str:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+@dataclass
+class TinyImage:
+    manifest: bytes
+    blobs: dict[str, bytes] = field(default_factory=dict)
+
+    @property
+    def digest(self) -> str:
+        return _digest(self.manifest)
+
+
+def tiny_image(config_padding: int = 0, files: dict[str, bytes] | None = None) -> TinyImage:
+    """A one-layer image (gzip layer); ``config_padding`` bytes of label make a large config."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as t:
+        for name, data in sorted((files or {"hello.txt": b"hello\n"}).items()):
+            ti = tarfile.TarInfo(name)
+            ti.size, ti.mtime, ti.mode = len(data), 1700000000, 0o644
+            t.addfile(ti, io.BytesIO(data))
+    raw = buf.getvalue()
+    layer = gzip.compress(raw, mtime=0)
+    config = json.dumps({
+        "architecture": "amd64", "os": "linux", "created": "2023-11-14T22:13:20Z",
+        "config": {"Labels": {"pad": "x" * config_padding} if config_padding else {}},
+        "rootfs": {"type": "layers", "diff_ids": [_digest(raw)]},
+        "history": [{"created": "2023-11-14T22:13:20Z", "created_by": "tiny"}],
+    }, sort_keys=True).encode()
+    manifest = json.dumps({
+        "schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": _digest(config),
+                   "size": len(config)},
+        "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip", "digest": _digest(layer),
+                    "size": len(layer)}],
+    }, sort_keys=True).encode()
+    return TinyImage(manifest, {_digest(config): config, _digest(layer): layer})
+
+
+def serve_image(img: TinyImage, repo: str = "a/b", tag: str = "1",
+                override: Callable[[Request, Conn], bool] | None = None) -> Handler:
+    """A handler that serves ``img`` at ``repo:tag`` like a registry, without auth. ``override`` sees
+    each request first and returns True when it has answered it."""
+
+    def handle(req: Request, conn: Conn) -> None:
+        if override is not None and override(req, conn):
+            return
+        path = req.path
+        if path == "/v2/":
+            conn.respond(200, b"{}", {"Content-Type": "application/json"})
+            return
+        if path in (f"/v2/{repo}/manifests/{tag}", f"/v2/{repo}/manifests/{img.digest}"):
+            body = b"" if req.method == "HEAD" else img.manifest
+            hdrs = {"Content-Type": "application/vnd.oci.image.manifest.v1+json",
+                    "Docker-Content-Digest": img.digest, "Content-Length": str(len(img.manifest))}
+            conn.respond(200, body, hdrs)
+            return
+        prefix = f"/v2/{repo}/blobs/"
+        if path.startswith(prefix) and path[len(prefix):] in img.blobs:
+            data = img.blobs[path[len(prefix):]]
+            conn.respond(200, b"" if req.method == "HEAD" else data,
+                         {"Content-Type": "application/octet-stream", "Content-Length": str(len(data))})
+            return
+        conn.respond(404, b'{"errors":[{"code":"NAME_UNKNOWN","message":"unknown"}]}',
+                     {"Content-Type": "application/json"})
+
+    return handle
