@@ -8,6 +8,10 @@ Where the examples come from:
   (```` ```sh ````) is a script: each line is run in order. A ```` ```python ```` block is run with the
   interpreter running the tests.
 - every command's ``--help`` text (ocisquash/cli/*.py): the lines below ``Examples:`` are a script.
+- inline code in the same documents' prose, when it is a whole example: ``ocisquash`` with arguments,
+  a pipe into ``ocisquash``, ``source <(…)``, and a Python statement that calls into ``ocisquash`` and
+  uses no other free name (run after ``import ocisquash``). A bare command name (``ocisquash images``), a
+  Python name (``ocisquash.limits``), a fragment (``with …:``) or a signature is prose, not an example.
 
 What is checked: a transcript's shown output, exactly (after the normalisations below). A script line
 has no shown output: it must exit 0 with bash's ``pipefail`` (so every command of a pipe succeeds), print
@@ -36,16 +40,21 @@ examples (``docker://reg.example/…``) run against a throw-away registry on 127
 (tests/registryd.py): ``reg.example`` becomes its address and ``--tls-verify=false`` is added (it
 speaks plain HTTP); the registry holds ``app:1`` and ``base:12`` first.
 
-Not run, and why (``NOT_RUN`` lists them; the test fails if the list and the documents disagree):
-synopsis lines with placeholders (``ocisquash IN OUT [options]``); ``make demo``/``make test`` (they
-install and run everything: ``test_make_demo_installs_nothing_outside_the_venv`` checks what
-``make -n demo`` would run instead); and prose examples inside a paragraph's backquotes, which are
-not in fenced blocks. Normalised in compared output: relative times ("3 years ago"), docker's
+Not run, and why: ``NOT_RUN`` lists each with its reason, and the test fails when the list and the
+documents disagree. They are synopsis lines with placeholders (``ocisquash IN OUT [options]``,
+``ocisquash images PATH``, ``completion bash|zsh|fish``); ``make demo`` and ``make test`` (they
+install and run everything: ``test_make_demo_installs_nothing_outside_the_venv`` checks what ``make -n
+demo`` would run instead); ``ocisquash images /tmp/ocisquash-demo.tar`` (lists what ``make demo``
+wrote); ``ocisquash.open("-")`` (reads standard input, in a sentence saying it can only be listed).
+bench/README.md's commands run the benchmark (minutes, the whole machine) and are not examples of
+ocisquash's interface: they are not run here.
+Normalised in compared output: relative times ("3 years ago"), docker's
 local-time stamps, durations ("0.02s") and runs of spaces (they change with the clock, not the code).
 """
 
 from __future__ import annotations
 
+import ast
 import hashlib
 import json
 import os
@@ -72,10 +81,20 @@ SECONDS = re.compile(r"\b\d+\.\d+s\b")
 TMP = re.compile(r"(?<![\w./])/tmp/")
 COMMENT = re.compile(r"\s+#\s.*$")
 ASSIGN = re.compile(r"^[A-Z_][A-Z0-9_]*=\S*$")
-PLACEHOLDER = re.compile(r"^(\[.*|[A-Z][A-Z_]+)$")  # IN, OUT, [options]: a synopsis, not an example
+PLACEHOLDER = re.compile(r"^(\[.*|[A-Z][A-Z_]+|\w+(\|\w+)+)$")  # IN, OUT, [options], a|b: a synopsis
 RUNNABLE = {"ocisquash", "docker", "podman", "skopeo", "source"}
 SAMPLE = ROOT / "testdata" / "sample.docker.tar"
-NOT_RUN = {"ocisquash IN OUT [options]", "make demo", "make test"}
+# Examples not run, each with its reason (the test fails if this list and the documents disagree).
+NOT_RUN = {
+    **dict.fromkeys(["ocisquash IN OUT [options]", "ocisquash IN OUT", "ocisquash squash IN OUT",
+                     "ocisquash images PATH", "ocisquash history IMAGE", "ocisquash analyze IMAGE",
+                     "ocisquash validate PATH", "ocisquash completion bash|zsh|fish"],
+                    "a synopsis: placeholders, not an example"),
+    "make demo": "installs a venv and runs the demo: test_make_demo_installs_nothing_outside_the_venv reads it",
+    "make test": "runs every test, this one included",
+    "ocisquash images /tmp/ocisquash-demo.tar": "lists what `make demo` wrote",
+    'ocisquash.open("-")': "reads standard input; the sentence says such a source can only be listed",
+}
 
 
 @dataclass(frozen=True)
@@ -124,6 +143,53 @@ NOT_RUN_SEEN: set[str] = set()
 def _script(where: str, lines: list[str]) -> Block | None:
     cmds = [c for ln in lines if ln.strip() for c in [_command(ln)] if c is not None]
     return Block(where, tuple(Example(c, None) for c in cmds)) if cmds else None
+
+
+def _inline(text: str) -> Iterator[tuple[int, str]]:
+    """(line number, code) of every inline code span outside fenced blocks (a span may wrap a line)."""
+    fenced = False
+    prose = []
+    for line in text.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+            prose.append("")
+        else:
+            prose.append("" if fenced else line)
+    joined = "\n".join(prose)
+    for m in re.finditer(r"`([^`]+)`", joined):
+        if "\n\n" not in m.group(1):
+            yield joined.count("\n", 0, m.start()) + 1, re.sub(r"\s*\n\s*", " ", m.group(1))
+
+
+def _inline_python(code: str) -> bool:
+    """A span of Python to run: a complete statement using ``ocisquash`` and the names it binds only."""
+    if not code.startswith(("ocisquash.", "with ocisquash.")):
+        return False
+    try:
+        tree = ast.parse(code)
+    except SyntaxError:
+        return False  # a fragment (`with ...:`) or a signature with `*` and `…`
+    bound = {"ocisquash"} | {n.id for n in ast.walk(tree) if isinstance(n, ast.Name) and isinstance(n.ctx, ast.Store)}
+    calls = any(isinstance(n, ast.Call) for n in ast.walk(tree))  # `ocisquash.limits` alone names a module
+    return calls and all(n.id in bound for n in ast.walk(tree) if isinstance(n, ast.Name))
+
+
+def inline_blocks(doc: str) -> list[Block]:
+    """Inline spans that are whole examples: ``ocisquash ARGS…``, a pipe into ocisquash, ``source <(…)``,
+    and Python statements (``_inline_python``); a bare command name (``ocisquash images``) is prose."""
+    blocks = []
+    for n, code in _inline((ROOT / doc).read_text()):
+        where = f"{doc}:{n}"
+        if code in NOT_RUN:
+            NOT_RUN_SEEN.add(code)
+        elif _inline_python(code):
+            blocks.append(Block(where, (Example(f"import ocisquash\n{code}\n", None, python=True),)))
+        elif (code.startswith("ocisquash ") and len(code.split()) > 2) or " | ocisquash " in code or \
+                code.startswith("source <("):
+            block = _script(where, [code])
+            if block:
+                blocks.append(block)
+    return blocks
 
 
 def doc_blocks(doc: str) -> list[Block]:
@@ -177,7 +243,7 @@ def help_blocks() -> list[Block]:
     return blocks
 
 
-BLOCKS = [b for d in DOCS for b in doc_blocks(d)] + help_blocks()
+BLOCKS = [b for d in DOCS for b in doc_blocks(d) + inline_blocks(d)] + help_blocks()
 
 
 # ------------------------------------------------------------------------------------------ the workspace
@@ -320,6 +386,11 @@ def _env(ws: Path) -> dict[str, str]:
     return env
 
 
+def _run(argv: list[str], ws: Path) -> subprocess.CompletedProcess[str]:
+    """Run an example in the workspace (a tarball on stdout is shown as text with replacements)."""
+    return subprocess.run(argv, capture_output=True, text=True, errors="replace", timeout=300, cwd=ws, env=_env(ws))
+
+
 def _registry_form(cmd: str, host: str) -> str:
     """reg.example -> the test registry; plain HTTP needs --tls-verify=false (after the command's own
     words, before a comment or a pipe)."""
@@ -337,8 +408,7 @@ def run_script_line(ws: Path, cmd: str, host: str | None) -> None:
         line = _registry_form(line, host)
     if line.startswith("source "):
         line += " && complete -p ocisquash"
-    p = subprocess.run(["bash", "-o", "pipefail", "-c", line], capture_output=True, text=True, timeout=300, cwd=ws,
-                       env=_env(ws))
+    p = _run(["bash", "-o", "pipefail", "-c", line], ws)
     out = p.stdout + p.stderr
     ci_verdict = "--ci" in line and p.returncode == 1 and all(ln.startswith("fail: ") for ln in p.stderr.splitlines())
     assert p.returncode == 0 or ci_verdict, f"{cmd}\nexit {p.returncode}\n{out}"
@@ -349,14 +419,12 @@ def run_script_line(ws: Path, cmd: str, host: str | None) -> None:
 
 def run_transcript_line(ws: Path, ex: Example) -> None:
     assert ex.expected is not None
-    p = subprocess.run(["bash", "-c", TMP.sub("tmp/", ex.cmd)], capture_output=True, text=True, timeout=300,
-                       cwd=ws, env=_env(ws))
+    p = _run(["bash", "-c", TMP.sub("tmp/", ex.cmd)], ws)
     assert norm(p.stdout + p.stderr) == norm(TMP.sub("tmp/", ex.expected)), ex.cmd
 
 
 def run_python(ws: Path, code: str) -> None:
-    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=ws,
-                       env=_env(ws))
+    p = _run([sys.executable, "-c", code], ws)
     assert p.returncode == 0, f"{code}\n{p.stdout}{p.stderr}"
 
 
@@ -369,7 +437,7 @@ def test_every_document_and_help_text_has_its_examples_found() -> None:
     for where, section in helps:
         block = _script(where, section.splitlines())
         assert block is not None and {ex.cmd for ex in block.examples} <= run, where
-    assert NOT_RUN_SEEN == NOT_RUN, "the list of examples not run is out of date"
+    assert set(NOT_RUN) == NOT_RUN_SEEN, "the list of examples not run is out of date"
     assert sum(len(b.examples) for b in BLOCKS) >= 60
 
 
