@@ -1,4 +1,5 @@
-# ocisquash: `make demo` squashes the sample image; `make test` runs every check CI runs.
+# ocisquash: `make demo` squashes the sample image (installs Python packages into $(VENV), nothing else);
+# `make test` installs the Debian test tools too (`make debs`, apt-get as root or sudo) and runs every check CI runs.
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
@@ -12,7 +13,7 @@ DEB_TOOLS := umoci skopeo podman buildah jq oci-image-tool dockerd containerd ct
 
 .PHONY: setup debs venv demo test lint pytest pytest-pure fuzz clean bench
 
-setup: debs venv
+setup: debs venv  ## everything `make test` needs: the Debian test tools and the venv
 
 debs:  ## Debian packages the tests use (umoci, skopeo, and docker/containerd/podman: the oracles); root or sudo
 	@missing=""; for t in $(DEB_TOOLS); do command -v $$t >/dev/null || [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
@@ -33,12 +34,13 @@ $(VENV)/.installed: pyproject.toml constraints.txt setup.py $(wildcard ocisquash
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
 	touch $@
 
-demo: setup  ## squash the sample image shipped in testdata/ and show the report
+# The demo needs Python only: its set-up is the venv (pip into $(VENV)); it never runs apt-get.
+demo: venv  ## squash the sample image shipped in testdata/ and show the report
 	$(VENV)/bin/ocisquash images testdata/sample.docker.tar
 	$(VENV)/bin/ocisquash testdata/sample.docker.tar /tmp/ocisquash-demo.tar --tag sample:squashed
 	$(VENV)/bin/ocisquash images /tmp/ocisquash-demo.tar
 
-test: setup lint pytest pytest-pure  ## everything CI runs
+test: setup lint pytest pytest-pure  ## everything CI runs (installs the Debian test tools first)
 
 lint:
 	$(VENV)/bin/ruff check ocisquash tests bench

@@ -15,7 +15,7 @@ from typing import Any
 from ocisquash.digest import Digest
 from ocisquash.errors import FormatError
 
-# Media types (FORMATS.md §1).
+# Media types (docs/formats.md §1.3).
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"

@@ -109,7 +109,7 @@ class LayerBuilder:
 
     def hardlink(self, path: str, target: str, mode: int = 0o644, uid: int = 0, gid: int = 0,
                  mtime: int | None = None, xattrs: Mapping[str, bytes | str] | None = None) -> LayerBuilder:
-        """A ``1`` entry; ``target`` is a rootfs path. Give it the target's metadata (FORMATS §3 step 5)."""
+        """A ``1`` entry; ``target`` is a rootfs path. Give it the target's metadata (docs/formats.md §4.5 step 5)."""
         ti = self._info(path, tarfile.LNKTYPE, mode, uid, gid, mtime, xattrs)
         ti.linkname = target
         return self.add(ti)

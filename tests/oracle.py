@@ -4,7 +4,7 @@ Nothing here uses ocisquash's code. ``unpack`` turns an image reference into an 
 ``umoci unpack`` (via ``skopeo copy`` first when umoci 0.4.7 can't read the input directly);
 ``snapshot`` records everything that counts about each path (type, content hash, mode bits, owner,
 symlink target, device numbers, xattrs of every namespace, mtime, hardlink grouping); ``compare`` lists
-the differences in readable form. Directory mtimes are never compared (FORMATS.md §3 step 8).
+the differences in readable form. Directory mtimes are never compared (docs/formats.md §4.5 step 8).
 
 Reference forms accepted by ``unpack``/``skopeo_ref``:
   DIR or DIR:TAG                      an OCI image layout directory (TAG = its ref.name annotation)

@@ -1,7 +1,7 @@
 """Reference model: apply layer tars to a plain dict filesystem, the way umoci 0.4.7 does.
 
 Deliberately naive and independent of ``ocisquash.merge``: a flat ``{path: object}`` dict, Python's own
-``tarfile`` to read, linear scans for subtrees. Rules (FORMATS.md §3, checked against umoci):
+``tarfile`` to read, linear scans for subtrees. Rules (docs/formats.md §4.4 and §4.5, checked against umoci):
 - names cleaned lexically, escaping names rejected, root entries and AUFS metadata ignored;
 - an entry's parent directories are resolved through symlinks as the tree is *now*;
 - whiteouts/opaques remove what the current layer has not itself written (its entries and their

@@ -1,6 +1,6 @@
 """Round trips in every direction, checked by real tools: ``skopeo inspect``/``copy`` accept the output, the
 oracle (umoci unpack) shows the same root filesystem as the input, and docker outputs are consistent for
-both of ``docker load``'s paths (FORMATS.md §5). Also naming, adding to a layout, choosing an image,
+both of ``docker load``'s paths (docs/formats.md §6.5). Also naming, adding to a layout, choosing an image,
 byte-exact pass-through and deterministic output.
 """
 

@@ -1,4 +1,4 @@
-"""The image model: digest grammar, chain IDs (FORMATS.md §4 vectors), strict JSON, schema 1 rejection,
+"""The image model: digest grammar, chain IDs (docs/formats.md §5 test values), strict JSON, schema 1 rejection,
 null-tolerant optional fields, and byte-exact pass-through of documents nobody changed."""
 
 from __future__ import annotations
@@ -56,7 +56,7 @@ def test_unknown_algorithm_cannot_be_verified_or_pathed() -> None:
 
 
 def test_chain_id_vectors() -> None:
-    """The three vectors of FORMATS.md §4, computed independently of the implementation."""
+    """The three test values of docs/formats.md §5, computed independently of the implementation."""
     a = Digest.parse("sha256:ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb")
     assert str(a) == "sha256:" + hashlib.sha256(b"a").hexdigest()
     e = Digest.parse(E)
@@ -146,7 +146,7 @@ def _config(**extra: object) -> dict[str, object]:
 
 
 def test_config_null_tolerant() -> None:
-    """Optional fields may be null, which means absent (FORMATS.md §2 rule 4)."""
+    """Optional fields may be null, which means absent (docs/formats.md §2.4 rule 4)."""
     doc = _config(config=None, history=None, created=None, variant=None, author=None, container_config=None)
     c = model.ImageConfig.parse(jbytes(doc), "c.json")
     assert c.history == () and c.labels == {} and c.created is None

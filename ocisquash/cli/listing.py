@@ -79,7 +79,7 @@ IMAGES_HELP = (
     "  ocisquash images app.tar\n\n"
     "  ocisquash ls layout/ -f dangling=true -q\n\n"
     "  ocisquash images app.tar -f 'reference=acme/*' -f label=org.opencontainers.image.version --sizes\n\n"
-    "  ocisquash images app.tar --format json | jq .size"
+    "  ocisquash images app.tar --format json | jq -r .Size"
 )
 
 
@@ -154,7 +154,7 @@ HISTORY_HELP = (
     "Examples:\n\n"
     "  ocisquash history app.tar\n\n"
     "  ocisquash history layout/ --image app:1.0 --platform linux/arm64 --no-trunc\n\n"
-    "  ocisquash history app.tar --format json | jq -r .created_by"
+    "  ocisquash history app.tar --format json | jq -r .CreatedBy"
 )
 
 

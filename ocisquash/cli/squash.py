@@ -64,7 +64,7 @@ def print_report(r: squash_lib.Report) -> None:
         "Examples:\n\n"
         "  docker save app:1.0 | ocisquash - - | docker load\n\n"
         "  ocisquash app.tar app-squashed.tar --tag app:squashed\n\n"
-        "  ocisquash squash app.tar out.tar --parent debian:bookworm     # keep the base layers\n\n"
+        "  ocisquash squash app.tar out.tar --parent debian.tar          # keep the base image's layers\n\n"
         "  docker save app base | ocisquash - - --image app --parent base | docker load\n\n"
         "  ocisquash squash layout/ layout/ --image app:1.0 --from-layer -3 --tag app:1.0-flat\n\n"
         "  ocisquash squash app.tar --dry-run                           # how much would it save?"

@@ -1,7 +1,7 @@
 """The layer merge: many layer tar streams in, one tar stream out.
 
 ``plan()`` reads the headers of every layer and applies them to an in-memory tree the way
-``umoci unpack`` (the oracle, FORMATS.md §3) does; the merged layer is the difference between the
+``umoci unpack`` (the oracle, docs/formats.md §4.5) does; the merged layer is the difference between the
 final tree and the tree the kept layers give. ``write()`` then reads the squashed layers again and
 writes it. ``stream()``, which a squash runs, gives the same bytes reading each squashed layer once:
 top down, its file contents spooled to a temporary file unless a layer above certainly hides them

@@ -201,7 +201,7 @@ def diff(final: Dir, parent: Dir) -> Layout:
     Deleted parent paths get explicit ``.wh.NAME`` entries (topmost path only), never opaque markers,
     even for a directory deleted and then recreated: the diff is structural, so every parent child
     that survives unchanged needs no entry at all, while an opaque marker would force re-writing each
-    of them (FORMATS.md also says writers SHOULD prefer explicit whiteouts).
+    of them (docs/formats.md §4.4: writers should prefer explicit whiteouts).
 
     Takes ``final`` apart as it goes (each directory's children are let go once visited), so the
     tree and the layout are not both held in full (memory per path).

@@ -1,4 +1,4 @@
-"""The in-memory tree and the header applier, with umoci's semantics (the oracle, FORMATS.md §3).
+"""The in-memory tree and the header applier, with umoci's semantics (the oracle, docs/formats.md §4.5).
 
 Compact slotted records: memory grows with paths, not bytes.
 """
