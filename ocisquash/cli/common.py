@@ -254,9 +254,9 @@ LimitOption = Annotated[list[str] | None, typer.Option(
     help="Raise a safety cap for trusted input, e.g. --limit max_json=67108864 (see OCISQUASH_* variables).")]
 CredsOption = Annotated[str | None, typer.Option(
     "--creds", metavar="USER:PASSWORD",
-    help="Registry credentials, when every registry of the run is one host (else --src-creds/--dest-creds); "
-         "without them, --authfile, $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json, "
-         "~/.docker/config.json, looked up per host. Sent to that registry's own scheme://host:port only.")]
+    help="Registry credentials, when every registry of the run is one HOST:PORT (else use --src-creds and "
+         "--dest-creds). Without any, --authfile or the containers/docker auth files are read, per host. "
+         "Credentials are sent to their registry's own scheme, host and port only.")]
 SrcCredsOption = Annotated[str | None, typer.Option(
     "--src-creds", metavar="USER:PASSWORD",
     help="Credentials for the registry of IN and --parent only (as skopeo copy's --src-creds).")]
