@@ -11,9 +11,13 @@ seconds, and nothing written at OUT.
   ``test_refused_mount_location_elsewhere_gets_no_credentials``
 - class 2, credentials answer any challenge: ``test_blob_redirect_to_a_cdn_strips_credentials``,
   ``test_cdn_challenge_is_not_answered_with_the_registrys_credentials``,
-  ``test_plain_http_realm_on_another_host_gets_no_password``, ``test_redirect_loop_is_one_line``,
+  ``test_plain_http_realm_on_another_host_gets_no_password``,
+  ``test_https_realm_gets_the_password_and_the_token_goes_to_the_registry_only``,
+  ``test_a_token_realm_redirect_elsewhere_gets_no_password``, ``test_redirect_loop_is_one_line``,
   ``test_creds_for_two_registries_is_a_usage_error``, ``test_src_and_dest_creds_reach_their_own_registry``
-- class 3, secrets echoed: ``test_userinfo_in_a_reference_is_never_echoed``
+- class 3, secrets echoed: ``test_userinfo_in_a_reference_is_never_echoed``,
+  ``test_redact_hides_userinfo_and_keeps_digests``
+- the rules themselves, as pure logic: ``test_origin_rules``
 """
 
 from __future__ import annotations
@@ -428,3 +432,38 @@ def test_origin_rules() -> None:
     assert origin.realm_refusal(httpx.URL("http://127.0.0.1:5001/token"), ("https", "127.0.0.1", 5000)) is None
     assert origin.realm_refusal(httpx.URL("http://127.0.0.2/token"), ("https", "127.0.0.1", 5000)) is not None
     assert origin.realm_refusal(httpx.URL("http://reg.example:81/t"), ("http", "reg.example", 80)) is None
+
+
+def test_a_token_realm_redirect_elsewhere_gets_no_password() -> None:
+    """The token request is sent through the same rule: basic auth goes to the realm's origin, and a
+    redirect from the realm to another host (or to plain http) goes without it."""
+    import httpx
+
+    from ocisquash.registry.client import Client, RegistryError
+    from ocisquash.registry.options import AuthOptions, RegistryOptions
+    from ocisquash.registry.ref import parse
+
+    seen: list[tuple[str, str | None]] = []
+
+    def handler(req: httpx.Request) -> httpx.Response:
+        seen.append((f"{req.url.scheme}://{req.url.host}{req.url.path}", req.headers.get("authorization")))
+        if req.url.host == "reg.example" and req.headers.get("authorization") != f"Bearer {TOKEN}":
+            return httpx.Response(401, headers={"WWW-Authenticate": 'Bearer realm="https://auth.example/token"'})
+        if req.url.host == "auth.example":
+            return httpx.Response(307, headers={"Location": target})
+        if req.url.host == "elsewhere.example":
+            return httpx.Response(200, json={"token": TOKEN})
+        return httpx.Response(200)
+
+    opts = RegistryOptions(AuthOptions(creds=f"{USER}:{PASSWORD}"))
+    for target in ("https://elsewhere.example/token", "http://auth.example/token"):
+        seen.clear()
+        c = Client(parse("docker://reg.example/a/b:1"), opts, transport=httpx.MockTransport(handler))
+        if target.startswith("http:"):
+            with pytest.raises(RegistryError, match="plain http"):
+                c.has_blob("sha256:" + "a" * 64)
+        else:
+            assert c.has_blob("sha256:" + "a" * 64)
+        assert ("https://auth.example/token", basic(USER, PASSWORD)) in seen
+        assert [a for u, a in seen if "auth.example" not in u and a is not None and a.startswith("Basic")] == []
+        assert all(u.startswith("https://reg.example/") for u, a in seen if a == f"Bearer {TOKEN}")
