@@ -170,7 +170,9 @@ class Client:
             raise RegistryError(f"{self.host}: {what}: the registry's Location header is {e}") from None
         if origin.downgrade(url, self.origin):
             raise RegistryError(f"{self.host}: {what}: the registry sent the request from https to plain http "
-                                f"({origin.show(origin.origin_of(url))}); refused")
+                                f"({origin.show(origin.origin_of(url))}); refused",
+                                hint="a registry behind a TLS proxy gives http:// Locations when the proxy does "
+                                     "not pass X-Forwarded-Proto: https")
         return url
 
     def want_scope(self, repo: str, actions: set[str]) -> None:
