@@ -540,16 +540,23 @@ def safety_limits(caps: Mapping[str, int]) -> Iterator[None]:
 @dataclass(frozen=True)
 class RegistryAccess:
     """How to reach a registry named by a ``docker://HOST/REPO:TAG`` input or output: credentials and
-    TLS, meant as skopeo's ``--creds``, ``--authfile``, ``--cert-dir`` and ``--tls-verify``."""
+    TLS, meant as skopeo's ``--creds``, ``--src-creds``, ``--dest-creds``, ``--authfile``, ``--cert-dir``
+    and ``--tls-verify``. Credentials go to their registry's own origin only."""
 
     creds: str | None = field(default=None, repr=False)
-    """``USER:PASSWORD``; else ``authfile``, ``$REGISTRY_AUTH_FILE``, the containers and docker files."""
+    """``USER:PASSWORD`` for a run whose registries are one host (else a ``UsageError``: use
+    ``src_creds``/``dest_creds``); else ``authfile``, ``$REGISTRY_AUTH_FILE``, the containers and docker
+    files, looked up per host."""
     authfile: str | None = None
     """A containers-auth.json or docker config.json to read credentials from."""
     cert_dir: str | None = None
     """CA certificates (``*.crt``) and a client certificate (``*.cert`` + ``*.key``), as containers-certs.d."""
     tls_verify: bool = True
     """Verify TLS certificates; False also allows plain HTTP."""
+    src_creds: str | None = field(default=None, repr=False)
+    """``USER:PASSWORD`` for the registry of the input and the ``parent`` only (wins over ``creds``)."""
+    dest_creds: str | None = field(default=None, repr=False)
+    """``USER:PASSWORD`` for the registry of the output only (wins over ``creds``)."""
 
 
 @contextmanager
@@ -561,7 +568,8 @@ def registry_access(access: RegistryAccess) -> Iterator[None]:
     from ocisquash import registry
 
     saved = registry.current()
-    registry.configure(registry.RegistryOptions(registry.AuthOptions(access.creds, access.authfile),
+    registry.configure(registry.RegistryOptions(registry.AuthOptions(access.creds, access.authfile, access.src_creds,
+                                                                     access.dest_creds),
                                                 access.cert_dir, access.tls_verify))
     try:
         yield

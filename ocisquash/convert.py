@@ -54,6 +54,7 @@ def convert(src_path: str, dest: str, *, image: str | None = None, platform: str
     check_format(fmt)
     codec = compression_codec(compression)
     compression_level = codecs.check_level(codec, level) if codec is not None else level
+    registry.check_credentials([src_path], dest)
     refuse_overlap(dest, [("IN", src_path)])
     with open_source(src_path, spool.beside(dest)) as src:
         img, platform_note = src.choose_default(image, platform)
@@ -88,6 +89,11 @@ def _counted(layer: Layer, on_bytes: Callable[[int], None]) -> Layer:
     def open_counted() -> IO[bytes]:
         return _CountingBlob(opener(), on_bytes)  # type: ignore[return-value]
 
+    origin = getattr(opener, "origin", None)
+    if origin is not None:  # still says which registry repository it is in: a sink there mounts it
+        from ocisquash.registry.sink import OriginOpener
+
+        return dataclasses.replace(layer, opener=OriginOpener(open_counted, origin))
     return dataclasses.replace(layer, opener=open_counted)
 
 

@@ -234,10 +234,11 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
             except UnicodeEncodeError:  # undecodable bytes of argv arrive as lone surrogates
                 raise UsageError(f"{flag} {printable(v)!r}: not valid UTF-8 text") from None
     every = opts.platform is not None and opts.platform.strip().lower() == ALL_PLATFORMS
+    read = [("IN", src_path)]
+    if opts.parent is not None:
+        read.append(("--parent", _parent_location(opts.parent, src_path)[0]))
+    registry.check_credentials([path for _, path in read], None if opts.dry_run else dest)
     if not opts.dry_run:
-        read = [("IN", src_path)]
-        if opts.parent is not None:
-            read.append(("--parent", _parent_location(opts.parent, src_path)[0]))
         refuse_overlap(dest, read)
     with open_source(src_path, spool.beside(dest)) as src:
         if every:

@@ -286,3 +286,84 @@ def serve_image(img: TinyImage, repo: str = "a/b", tag: str = "1",
                      {"Content-Type": "application/json"})
 
     return handle
+
+
+# ---- auth in front of any handler, and a registry that takes pushes
+
+
+def basic(user: str, password: str) -> str:
+    """The ``Authorization`` value of HTTP basic auth."""
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+def _unauthorized(conn: Conn, challenge: str) -> None:
+    conn.respond(401, b'{"errors":[{"code":"UNAUTHORIZED","message":"authentication required"}]}',
+                 {"WWW-Authenticate": challenge, "Content-Type": "application/json"})
+
+
+def guarded(handler: Handler, authorization: str, challenge: str) -> Handler:
+    """``handler`` behind auth: a request without exactly ``authorization`` gets a 401 with ``challenge``
+    (``Basic realm="r"``, or ``Bearer realm="URL",service="s"``)."""
+
+    def handle(req: Request, conn: Conn) -> None:
+        if req.headers.get("authorization") != authorization:
+            _unauthorized(conn, challenge)
+            return
+        handler(req, conn)
+
+    return handle
+
+
+def token_service(authorization: str, token: str) -> Handler:
+    """A distribution token endpoint: ``{"token": token}`` to a request carrying ``authorization``, else 401."""
+
+    def handle(req: Request, conn: Conn) -> None:
+        if req.headers.get("authorization") != authorization:
+            _unauthorized(conn, 'Basic realm="token"')
+            return
+        conn.respond(200, json.dumps({"token": token}).encode(), {"Content-Type": "application/json"})
+
+    return handle
+
+
+class Uploads:
+    """An ``override`` for ``serve_image`` that takes pushes as a registry does: ``POST …/blobs/uploads/``
+    (a cross-repository mount too: it is refused) answers 202 with ``location(request)``, a Location header
+    as sent (a test puts it on another host, port or scheme, or makes it relative); ``PATCH`` appends to
+    the session at the path it is sent to, ``PUT ?digest=`` ends it (the digest checked), ``HEAD`` of a
+    pushed blob finds it, manifests are kept by the reference they are put at. Sessions are keyed by
+    path, so one ``Uploads`` may stand behind two servers a Location points between."""
+
+    def __init__(self, location: Callable[[Request], str] | None = None) -> None:
+        self.location = location or (lambda req: f"/v2/_uploads/{len(self.sessions) + len(self.blobs)}")
+        self.sessions: dict[str, bytearray] = {}
+        self.blobs: dict[str, bytes] = {}
+        self.manifests: dict[str, bytes] = {}
+
+    def __call__(self, req: Request, conn: Conn) -> bool:
+        path, method = req.path, req.method
+        if method == "POST" and path.endswith("/blobs/uploads/"):
+            conn.respond(202, b"", {"Location": self.location(req), "Range": "0-0"})
+        elif method == "PUT" and "/manifests/" in path:
+            self.manifests[path.rsplit("/", 1)[1]] = req.body
+            conn.respond(201, b"", {"Docker-Content-Digest": _digest(req.body)})
+        elif method == "HEAD" and "/blobs/" in path and path.rsplit("/", 1)[1] in self.blobs:
+            conn.respond(200, b"", {"Content-Length": str(len(self.blobs[path.rsplit("/", 1)[1]]))})
+        elif method == "PATCH":
+            buf = self.sessions.setdefault(path, bytearray())
+            buf += req.body
+            conn.respond(202, b"", {"Location": req.target, "Range": f"0-{len(buf) - 1}"})
+        elif method == "PUT" and "digest=" in req.query:
+            data = bytes(self.sessions.pop(path, bytearray()) + req.body)
+            want = req.query.split("digest=", 1)[1].split("&", 1)[0].replace("%3A", ":")
+            if _digest(data) != want:
+                conn.respond(400, b'{"errors":[{"code":"DIGEST_INVALID","message":"digest"}]}')
+                return True
+            self.blobs[want] = data
+            conn.respond(201, b"", {"Docker-Content-Digest": want})
+        elif method == "DELETE":
+            self.sessions.pop(path, None)
+            conn.respond(204)
+        else:
+            return False
+        return True

@@ -48,10 +48,12 @@ def out_console() -> Console:
 
 
 def error_line(message: str, hint: str | None = None) -> None:
+    from ocisquash.registry.ref import redact  # a docker://USER:PASSWORD@… argument is never echoed
+
     c = err_console()
-    c.print(f"[bold red]error:[/] {_escape(message)}")
+    c.print(f"[bold red]error:[/] {_escape(redact(message))}")
     if hint:
-        c.print(f"[dim]hint: {_escape(hint)}[/]")
+        c.print(f"[dim]hint: {_escape(redact(hint))}[/]")
 
 
 def note(message: str) -> None:
@@ -227,7 +229,7 @@ FORMAT_HELP = ("Output format: docker-archive (a docker save tar), oci-archive (
                "skopeo's oci:, a directory).")
 IN_OUT_HELP = ("IN and OUT may also be skopeo references: docker-archive:PATH[:REF], oci:DIR[:REF], "
                "oci-archive:PATH[:REF] (REF: the image to read, or the name to write), docker://HOST/REPO:TAG "
-               "(a registry: see --creds, --authfile, --cert-dir, --tls-verify).")
+               "(a registry: see --creds, --src-creds, --dest-creds, --authfile, --cert-dir, --tls-verify).")
 
 # The options and arguments several commands take, as typer's Annotated types: one declaration each, so
 # the flags and help texts cannot drift apart between commands.
@@ -252,8 +254,15 @@ LimitOption = Annotated[list[str] | None, typer.Option(
     help="Raise a safety cap for trusted input, e.g. --limit max_json=67108864 (see OCISQUASH_* variables).")]
 CredsOption = Annotated[str | None, typer.Option(
     "--creds", metavar="USER:PASSWORD",
-    help="Registry credentials (else --authfile, $REGISTRY_AUTH_FILE, ${XDG_RUNTIME_DIR}/containers/auth.json, "
-         "~/.docker/config.json).")]
+    help="Registry credentials, when every registry of the run is one HOST:PORT (else use --src-creds and "
+         "--dest-creds). Without any, --authfile or the containers/docker auth files are read, per host. "
+         "Credentials are sent to their registry's own scheme, host and port only.")]
+SrcCredsOption = Annotated[str | None, typer.Option(
+    "--src-creds", metavar="USER:PASSWORD",
+    help="Credentials for the registry of IN and --parent only (as skopeo copy's --src-creds).")]
+DestCredsOption = Annotated[str | None, typer.Option(
+    "--dest-creds", metavar="USER:PASSWORD",
+    help="Credentials for the registry of OUT only (as skopeo copy's --dest-creds).")]
 AuthfileOption = Annotated[str | None, typer.Option(
     "--authfile", metavar="FILE", help="Registry credentials file (containers-auth.json / docker config.json).")]
 CertDirOption = Annotated[str | None, typer.Option(
@@ -264,7 +273,8 @@ TlsVerifyOption = Annotated[str, typer.Option(
 
 # (name, type, default) of those options, in the order --help lists them: after the command's own.
 _RUN_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
-    ("limit", LimitOption, None), ("creds", CredsOption, None), ("authfile", AuthfileOption, None),
+    ("limit", LimitOption, None), ("creds", CredsOption, None), ("src_creds", SrcCredsOption, None),
+    ("dest_creds", DestCredsOption, None), ("authfile", AuthfileOption, None),
     ("cert_dir", CertDirOption, None), ("tls_verify", TlsVerifyOption, "true"),
 )
 
@@ -282,7 +292,8 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
     def run(**kwargs: Any) -> None:
         given = {name: kwargs.pop(name, default) for name, _, default in _RUN_OPTIONS}
         apply_limits(given["limit"])
-        apply_registry(given["creds"], given["authfile"], given["cert_dir"], given["tls_verify"])
+        apply_registry(given["creds"], given["authfile"], given["cert_dir"], given["tls_verify"],
+                       src_creds=given["src_creds"], dest_creds=given["dest_creds"])
         command(**kwargs)
 
     sig = own.replace(parameters=[*own.parameters.values(), *added])
@@ -293,7 +304,8 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
-def apply_registry(creds: str | None, authfile: str | None, cert_dir: str | None, tls_verify: str) -> None:
+def apply_registry(creds: str | None, authfile: str | None, cert_dir: str | None, tls_verify: str, *,
+                   src_creds: str | None = None, dest_creds: str | None = None) -> None:
     """Hand the registry options to every registry source and sink of this run."""
     from ocisquash import api
     from ocisquash.errors import UsageError
@@ -301,4 +313,5 @@ def apply_registry(creds: str | None, authfile: str | None, cert_dir: str | None
     value = tls_verify.strip().lower()
     if value not in ("true", "false", "1", "0", "yes", "no"):
         raise UsageError(f"--tls-verify={tls_verify!r}: expected true or false")
-    _enter(api.registry_access(api.RegistryAccess(creds, authfile, cert_dir, value in ("true", "1", "yes"))))
+    _enter(api.registry_access(api.RegistryAccess(creds, authfile, cert_dir, value in ("true", "1", "yes"),
+                                                  src_creds=src_creds, dest_creds=dest_creds)))

@@ -2,8 +2,9 @@
 
 ``is_registry_ref`` is the one test callers make; ``open_source`` gives a ``sources.Source`` whose
 images stream from the registry, ``open_sink`` a ``Sink`` that pushes to it. The options the CLI
-gives (``--creds``, ``--authfile``, ``--cert-dir``, ``--tls-verify``) are set once with
-``configure``.
+gives (``--creds``, ``--src-creds``, ``--dest-creds``, ``--authfile``, ``--cert-dir``, ``--tls-verify``)
+are set once with ``configure``; ``check_credentials`` refuses, before a run starts, credentials that
+would reach two registries.
 """
 
 from __future__ import annotations
@@ -17,7 +18,21 @@ if TYPE_CHECKING:
     from ocisquash.registry.sink import RegistrySink
     from ocisquash.sources import Source
 
-__all__ = ["AuthOptions", "RegistryOptions", "configure", "current", "is_registry_ref", "open_sink", "open_source"]
+__all__ = ["AuthOptions", "RegistryOptions", "check_credentials", "configure", "current", "is_registry_ref",
+           "open_sink", "open_source"]
+
+
+def check_credentials(sources: list[str], dest: str | None) -> None:
+    """Before a run that reads ``sources`` (IN, ``--parent``) and writes ``dest``: every ``docker://`` one
+    parsed (a malformed one, or one carrying USER:PASSWORD@, is a usage error) and the credentials options
+    checked to reach one registry each (``auth.check_scope``)."""
+    from ocisquash.registry import auth
+    from ocisquash.registry.ref import parse
+
+    refs = [parse(s) for s in sources if is_registry_ref(s)]
+    out = parse(dest) if dest is not None and is_registry_ref(dest) else None
+    if refs or out is not None:
+        auth.check_scope(current().auth, refs, out)
 
 
 def open_source(text: str) -> Source:

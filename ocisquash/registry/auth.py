@@ -1,6 +1,8 @@
 """Where registry credentials come from, the way skopeo and docker find them.
 
-Order: ``--creds USER[:PASS]``; else ``--authfile FILE`` alone; else the first of
+Order: the side's own option (``--src-creds`` for IN and ``--parent``, ``--dest-creds`` for OUT), else
+``--creds USER[:PASS]`` (allowed only when every registry of the run is one host: ``check_scope``,
+so one password never reaches two registries); else ``--authfile FILE`` alone; else the first of
 ``$REGISTRY_AUTH_FILE``, ``${XDG_RUNTIME_DIR}/containers/auth.json``,
 ``~/.config/containers/auth.json`` and ``~/.docker/config.json`` that has an entry for the registry.
 In a file, ``credHelpers[host]`` and then ``credsStore`` name a ``docker-credential-NAME`` program
@@ -45,14 +47,47 @@ class Credentials:
         return "Basic " + base64.b64encode(raw).decode()
 
 
-def parse_creds(text: str) -> Credentials:
+def parse_creds(text: str, option: str = "--creds") -> Credentials:
     user, sep, password = text.partition(":")
     if not user:
-        raise UsageError("--creds: expected USER[:PASSWORD] (the user name is empty)")
+        raise UsageError(f"{option}: expected USER[:PASSWORD] (the user name is empty)")
     if not sep:
         # skopeo asks for the password on a terminal; a script must give it.
-        raise UsageError("--creds: give USER:PASSWORD (ocisquash does not prompt for a password)")
-    return Credentials(user, password, "--creds")
+        raise UsageError(f"{option}: give USER:PASSWORD (ocisquash does not prompt for a password)")
+    return Credentials(user, password, option)
+
+
+def _given(opts: AuthOptions, dest: bool) -> tuple[str, str] | None:
+    """The credentials option that applies to a side of the run, ``(text, option name)``, or None."""
+    own = opts.dest_creds if dest else opts.src_creds
+    if own is not None:
+        return own, "--dest-creds" if dest else "--src-creds"
+    return (opts.creds, "--creds") if opts.creds is not None else None
+
+
+def check_scope(opts: AuthOptions, sources: list[RegistryRef], dest: RegistryRef | None) -> None:
+    """Refuse, before anything is sent, a credentials option that would reach two registries:
+    ``--creds`` where the registries of the run (IN, ``--parent``, OUT) are not one host, or
+    ``--src-creds`` where IN and ``--parent`` are on two. Hosts compare with their ports (two ports are
+    two registries). Each option is also checked for USER:PASSWORD form here, before any request."""
+    src_hosts = {r.api_host for r in sources}
+    dest_hosts = {dest.api_host} if dest is not None else set()
+    reach: dict[str, set[str]] = {"--src-creds": set(), "--dest-creds": set(), "--creds": set()}
+    for side_dest, hosts in ((False, src_hosts), (True, dest_hosts)):
+        given = _given(opts, side_dest)
+        if given is not None:
+            reach[given[1]] |= hosts
+    for name, text in (("--creds", opts.creds), ("--src-creds", opts.src_creds), ("--dest-creds", opts.dest_creds)):
+        if text is not None:
+            parse_creds(text, name)
+    for name, hint in (("--creds", "give --src-creds USER:PASSWORD for IN and --parent, --dest-creds USER:PASSWORD "
+                                    "for OUT"),
+                       ("--src-creds", "IN and --parent are on different registries: put each one's credentials in "
+                                       "an --authfile (looked up per host)")):
+        names = sorted(reach[name])
+        if len(names) > 1:
+            raise UsageError(f"{name} would go to {len(names)} registries ({', '.join(names)}); one password is "
+                             "sent to one registry only", hint=hint)
 
 
 def default_auth_files() -> list[str]:
@@ -70,10 +105,12 @@ def default_auth_files() -> list[str]:
     return out
 
 
-def find(ref: RegistryRef, opts: AuthOptions) -> Credentials | None:
-    """The credentials to use for ``ref``'s registry, or None (anonymous)."""
-    if opts.creds is not None:
-        return parse_creds(opts.creds)
+def find(ref: RegistryRef, opts: AuthOptions, *, dest: bool = False) -> Credentials | None:
+    """The credentials to use for ``ref``'s registry, on the OUT side (``dest``) or on the IN side (IN and
+    ``--parent``), or None (anonymous)."""
+    given = _given(opts, dest)
+    if given is not None:
+        return parse_creds(*given)
     if opts.authfile is not None:
         if not os.path.isfile(opts.authfile):
             raise UsageError(f"--authfile {opts.authfile}: no such file")

@@ -6,7 +6,13 @@ exponential backoff, on 429, 5xx and dropped connections; a blob download that d
 resumes with a ``Range`` request. A 401 is answered once per challenge: ``Basic`` with the
 credentials found (``auth.find``, looked up only then), ``Bearer`` by the token flow of the
 distribution token spec (``realm?service=…&scope=…``, basic auth to the realm when credentials
-exist). Credentials and tokens appear in no message, log or ``repr``.
+exist and ``origin.realm_refusal`` allows it). Credentials and tokens appear in no message, log or ``repr``.
+
+Credentials are attached in one place (``_send``) and only to the registry's own origin (a token realm's
+basic auth only to the realm's): redirects are followed here, not by httpx, at most ``MAX_REDIRECTS``
+hops, each ``Location`` resolved per RFC 3986 against the request it answers, and a hop to another
+origin goes without them. A 401 from anywhere but the registry is an error, never answered with the
+registry's credentials. Upload ``Location``s are resolved the same way (``location``). See ``origin``.
 
 TLS is verified by default against the system store plus a certs.d directory (``--cert-dir``, else
 ``/etc/containers/certs.d/HOST`` and ``/etc/docker/certs.d/HOST``): ``*.crt`` are extra CAs,
@@ -27,9 +33,10 @@ from typing import Any
 import httpx
 
 from ocisquash.errors import FormatError, MissingBlob, NotFound, OcisquashError, UsageError
-from ocisquash.registry import auth
+from ocisquash.registry import auth, origin
 from ocisquash.registry.auth import AuthError, Credentials
 from ocisquash.registry.options import RegistryOptions, current
+from ocisquash.registry.origin import Origin
 from ocisquash.registry.ref import RegistryRef
 from ocisquash.streams import Reader
 
@@ -40,6 +47,8 @@ BACKOFF_MAX = 8.0  # also the cap on a server's Retry-After
 _HANDED_OFF = 64 << 10  # request bodies this large are not kept by the request once sent
 MAX_MANIFEST = 4 << 20  # what registries accept (distribution's own cap), so what we accept
 RETRY_STATUS = (429, 500, 502, 503, 504)
+MAX_REDIRECTS = 10  # hops followed for one request (Go's http.Client stops at 10 too)
+REDIRECT_STATUS = (301, 302, 303, 307, 308)
 CERT_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
 
 
@@ -106,6 +115,7 @@ class Client:
         self.host = ref.api_host
         self.scheme = "https"
         self._transport = transport
+        self._push = push  # the side of a run: OUT (--dest-creds) or IN and --parent (--src-creds)
         self._scopes: dict[str, set[str]] = {ref.repo: {"pull", "push"} if push else {"pull"}}
         self._token: str | None = None
         self._basic: str | None = None
@@ -123,7 +133,7 @@ class Client:
         if self._http is None or self._pid != os.getpid():
             self._http = httpx.Client(
                 verify=self._ctx if self._ctx is not None else True, transport=self._transport,
-                timeout=httpx.Timeout(60.0, connect=15.0), follow_redirects=True,
+                timeout=httpx.Timeout(60.0, connect=15.0), follow_redirects=False,
                 headers={"User-Agent": "ocisquash"},
             )
             self._pid = os.getpid()
@@ -135,9 +145,35 @@ class Client:
         self._http = None
 
     def url(self, path: str) -> str:
+        """A path of the registry's API (``/v2/…``) as a URL; an absolute URL (a ``Location`` that
+        ``location`` resolved) as it is."""
         if path.startswith(("http://", "https://")):
             return path
         return f"{self.scheme}://{self.host}{path}"
+
+    @property
+    def origin(self) -> Origin:
+        """The registry's own scheme, host and port: the one origin its credentials are sent to."""
+        return origin.origin_of(httpx.URL(self.url("/v2/")))
+
+    def location(self, resp: httpx.Response, what: str) -> str | None:
+        """``resp``'s ``Location`` (an upload session's URL) resolved against the URL of the request it
+        answers (RFC 3986 §5), or None without one. It gets the credentials only if it is the registry's
+        origin (``_send``); one that leaves TLS is refused."""
+        loc = resp.headers.get("location")
+        return str(self._resolve(resp.request.url, loc, what)) if loc else None
+
+    def _resolve(self, base: httpx.URL, location: str, what: str) -> httpx.URL:
+        try:
+            url = origin.resolve(base, location)
+        except origin.BadURL as e:
+            raise RegistryError(f"{self.host}: {what}: the registry's Location header is {e}") from None
+        if origin.downgrade(url, self.origin):
+            raise RegistryError(f"{self.host}: {what}: the registry sent the request from https to plain http "
+                                f"({origin.show(origin.origin_of(url))}); refused",
+                                hint="a registry behind a TLS proxy gives http:// Locations when the proxy does "
+                                     "not pass X-Forwarded-Proto: https")
+        return url
 
     def want_scope(self, repo: str, actions: set[str]) -> None:
         have = self._scopes.setdefault(repo, set())
@@ -147,9 +183,13 @@ class Client:
 
     def _credentials(self) -> Credentials | None:
         if not self._creds_looked:
-            self._creds = auth.find(self.ref, self.opts.auth)
+            self._creds = auth.find(self.ref, self.opts.auth, dest=self._push)
             self._creds_looked = True
         return self._creds
+
+    def _creds_option(self) -> str:
+        side = "--dest-creds" if self._push else "--src-creds"
+        return f"{side} USER:PASSWORD (--creds if the run has one registry) or --authfile FILE"
 
     def _probe(self) -> None:
         """With --tls-verify=false, find out once whether the registry speaks TLS at all."""
@@ -177,10 +217,6 @@ class Client:
         while True:  # bounded: MAX_ATTEMPTS retries plus one answer per distinct challenge
             attempt += 1
             hdrs = dict(headers or {})
-            if self._token is not None:
-                hdrs["Authorization"] = "Bearer " + self._token
-            elif self._basic is not None:
-                hdrs["Authorization"] = self._basic
             try:
                 # a callable body is made again for each try: an iterator can be sent only once
                 body: bytes | Iterator[bytes] | None
@@ -199,8 +235,8 @@ class Client:
                 url = httpx.URL(self.url(path))
                 if params:
                     url = url.copy_merge_params(params)
-                req = self._client().build_request(method, url, headers=hdrs, content=body)
-                resp = self._client().send(req, stream=stream)
+                resp = self._send(method, url, hdrs, body, stream=stream, what=what,
+                                  bound=(self.origin, self._authorization()))
             except httpx.TransportError as e:
                 if _is_tls_failure(e):
                     raise RegistryError(f"{self.host}: TLS handshake failed: {_reason(e)}",
@@ -212,6 +248,12 @@ class Client:
                 time.sleep(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (attempt - 1)))
                 continue
             if resp.status_code == 401:
+                where = origin.origin_of(resp.request.url)
+                if where != self.origin:
+                    self._close(resp)
+                    raise AuthError(f"{self.host}: {what}: {origin.show(where)}, where the registry sent the "
+                                    "request, asks for authentication; the registry's credentials are sent to "
+                                    "the registry only")
                 challenge = resp.headers.get("www-authenticate", "")
                 key = challenge + "|" + ",".join(sorted(self._scope_list()))
                 if key in answered or len(answered) >= 4:
@@ -230,6 +272,29 @@ class Client:
                 continue
             return resp
 
+    def _authorization(self) -> str | None:
+        if self._token is not None:
+            return "Bearer " + self._token
+        return self._basic
+
+    def _send(self, method: str, url: httpx.URL, headers: dict[str, str], body: bytes | Iterator[bytes] | None,
+              *, stream: bool, what: str, bound: tuple[Origin, str | None]) -> httpx.Response:
+        """One request, its redirects followed (``GET`` and ``HEAD`` only: a body is not sent twice).
+        The one place credentials are attached: ``bound`` is ``(origin, Authorization value)``, and the
+        value goes to a URL of that origin only, so a hop elsewhere goes without it."""
+        for _ in range(MAX_REDIRECTS + 1):
+            hdrs = dict(headers)
+            if bound[1] is not None and origin.carries_credentials(url, bound[0]):
+                hdrs["Authorization"] = bound[1]
+            req = self._client().build_request(method, url, headers=hdrs, content=body)
+            resp = self._client().send(req, stream=stream)
+            loc = resp.headers.get("location")
+            if resp.status_code not in REDIRECT_STATUS or not loc or method not in ("GET", "HEAD"):
+                return resp
+            self._close(resp)
+            url = self._resolve(url, loc, what)
+        raise RegistryError(f"{self.host}: {what}: more than {MAX_REDIRECTS} redirects (a redirect loop)")
+
     @staticmethod
     def _close(resp: httpx.Response) -> None:
         with contextlib.suppress(httpx.HTTPError):
@@ -245,8 +310,7 @@ class Client:
         if scheme == "basic":
             if creds is None:
                 raise AuthError(f"{self.host}: {what}: authentication required",
-                                hint="log in (podman login / docker login), or give --creds USER:PASSWORD or "
-                                     "--authfile FILE")
+                                hint=f"log in (podman login / docker login), or give {self._creds_option()}")
             self._basic = creds.basic_header()
             self._token = None
             return
@@ -265,11 +329,21 @@ class Client:
         if service:
             q.append(("service", service))
         q += [("scope", s) for s in scopes]
-        hdrs = {"Authorization": creds.basic_header()} if creds is not None else {}
+        try:
+            url = origin.parse(realm)
+        except origin.BadURL as e:
+            raise RegistryError(f"{self.host}: {what}: the token realm is {e}") from None
+        if creds is not None:
+            why = origin.realm_refusal(url, self.origin)
+            if why is not None:
+                raise AuthError(f"{self.host}: {what}: credentials not sent to the token service at "
+                                f"{origin.show(origin.origin_of(url))}: {why}")
+        url = url.copy_merge_params(q)
+        bound = (origin.origin_of(url), creds.basic_header() if creds is not None else None)
         resp = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:
-                resp = self._client().get(realm, params=q, headers=hdrs)
+                resp = self._send("GET", url, {}, None, stream=False, what="token", bound=bound)
             except httpx.TransportError as e:
                 if attempt == MAX_ATTEMPTS:
                     raise RegistryError(f"{self.host}: token service unreachable: {_reason(e)}") from None
@@ -283,7 +357,7 @@ class Client:
         if resp.status_code in (401, 403):
             raise AuthError(f"{self.host}: {what}: the token service refused "
                             f"{'the credentials' if creds else 'anonymous access'} ({resp.status_code})",
-                            hint=None if creds else "give --creds USER:PASSWORD or --authfile FILE")
+                            hint=None if creds else f"give {self._creds_option()}")
         if resp.status_code != 200:
             raise RegistryError(f"{self.host}: token service answered {resp.status_code}")
         try:
@@ -306,7 +380,7 @@ class Client:
             creds = self._creds
             return AuthError(f"{where}: {what}: unauthorized{detail}",
                              hint="the credentials were refused" if creds else
-                             "give --creds USER:PASSWORD or --authfile FILE")
+                             f"give {self._creds_option()}")
         if s == 403:
             return AuthError(f"{where}: {what}: denied{detail}",
                              hint="the credentials have no access to this repository")

@@ -1,5 +1,6 @@
-"""The registry options of a run (``--creds``, ``--authfile``, ``--cert-dir``, ``--tls-verify``), set
-once by the CLI. Kept apart from ``client`` so setting them costs no import of the HTTP stack."""
+"""The registry options of a run (``--creds``, ``--src-creds``, ``--dest-creds``, ``--authfile``,
+``--cert-dir``, ``--tls-verify``), set once by the CLI. Kept apart from ``client`` so setting them costs
+no import of the HTTP stack."""
 
 from __future__ import annotations
 
@@ -8,15 +9,18 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True)
 class AuthOptions:
-    """The CLI's ``--creds`` and ``--authfile``."""
+    """The CLI's ``--creds``, ``--src-creds`` (IN and ``--parent``), ``--dest-creds`` (OUT) and ``--authfile``.
+    A side's own option wins over ``--creds``, which may stand only for one registry (``auth.check_scope``)."""
 
     creds: str | None = field(default=None, repr=False)
     authfile: str | None = None
+    src_creds: str | None = field(default=None, repr=False)
+    dest_creds: str | None = field(default=None, repr=False)
 
 
 @dataclass(frozen=True)
 class RegistryOptions:
-    """Auth (``--creds``, ``--authfile``) and TLS (``--cert-dir``, ``--tls-verify``)."""
+    """Auth (``AuthOptions``) and TLS (``--cert-dir``, ``--tls-verify``)."""
 
     auth: AuthOptions = field(default_factory=AuthOptions)
     cert_dir: str | None = None

@@ -2,7 +2,9 @@
 
 A first component with a dot or a port, or ``localhost``, is a registry host; otherwise the
 reference is on Docker Hub (``docker.io``, served at ``registry-1.docker.io``) and a one-component
-repository gets the ``library/`` prefix. No tag and no digest means ``latest``.
+repository gets the ``library/`` prefix. No tag and no digest means ``latest``. A reference carrying
+``USER:PASSWORD@`` is refused without being echoed: credentials go in options, never in a name that
+messages show (``redact`` hides them in any text).
 """
 
 from __future__ import annotations
@@ -20,6 +22,10 @@ _COMPONENT = r"[a-z0-9]+(?:(?:[._]|__|[-]+)[a-z0-9]+)*"
 _REPO_RE = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*\Z")
 _HOST_RE = re.compile(r"(?:[a-zA-Z0-9.-]+|\[[0-9a-fA-F:]+\])(?::[0-9]{1,5})?\Z")
 _TAG_RE = re.compile(r"[\w][\w.-]{0,127}\Z")
+# docker://USER[:PASSWORD]@HOST/…: an "@" in the first component with a "/" after it, or with what
+# follows it not a digest (``repo@sha256:…`` on Docker Hub has no "/")
+_USERINFO_RE = re.compile(r"docker://(?=[^/\s]*@)(?:[^/\s@]*@)+(?=[^/\s]*/|(?![a-z0-9]+(?:[+._-][a-z0-9]+)*:[a-fA-F0-9]{32,}\b))")
+CREDENTIALS_HINT = "give credentials with --creds, --src-creds (IN, --parent) or --dest-creds (OUT), or --authfile"
 
 
 def is_registry_ref(text: str) -> bool:
@@ -65,10 +71,19 @@ class RegistryRef:
         return s
 
 
+def redact(text: str) -> str:
+    """``text`` with the user information of any ``docker://USER:PASSWORD@HOST/…`` in it replaced by ``…``."""
+    return _USERINFO_RE.sub("docker://…@", text) if PREFIX in text else text
+
+
 def parse(text: str) -> RegistryRef:
     """Parse ``docker://…``; a malformed one is a usage error naming what is wrong."""
     if not is_registry_ref(text):
-        raise UsageError(f"{text!r} is not a docker:// reference")
+        raise UsageError(f"{redact(text)!r} is not a docker:// reference")
+    shown = redact(text)
+    if shown != text:
+        raise UsageError(f"{shown!r}: a reference carries no credentials (USER:PASSWORD@ before the host)",
+                         hint=CREDENTIALS_HINT)
     rest = text[len(PREFIX):]
     if rest.startswith("/"):
         raise UsageError(f"{text!r}: write docker://HOST/REPO:TAG, without a third slash")

@@ -7,7 +7,9 @@ produced, in ``CHUNK``-byte ``PATCH``es; a registry that refuses chunks gets it 
 a temporary spool file. Configs and manifests are small: they are held until ``commit()``, which
 pushes configs, then each manifest by digest, then the tags. A failed run cancels its open upload
 and writes no tag and no manifest, so the registry's names are as they were (blobs it uploaded are
-unreferenced and left to the registry's garbage collection).
+unreferenced and left to the registry's garbage collection). Every upload ``Location`` is resolved
+against the request it answers (``Client.location``, RFC 3986) and gets credentials only if it is on the
+registry's own origin.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from ocisquash.digest import Digest, HashingWriter
 from ocisquash.errors import OutputError
 from ocisquash.formats.commit import Sink, WrittenImage
 from ocisquash.image import Layer
+from ocisquash.registry.auth import AuthError
 from ocisquash.registry.client import Client, RegistryError
 from ocisquash.registry.ref import RegistryRef
 
@@ -115,13 +118,14 @@ class RegistrySink(Sink):
             self._known.add(d)
             return True
         if resp.status_code == 202:  # the registry would not mount: it opened an upload instead
-            loc = resp.headers.get("location")
+            loc = self.client.location(resp, what)
             if loc:
                 self._delete(loc)
         return False
 
     def _delete(self, location: str) -> None:
-        with contextlib.suppress(RegistryError, httpx.HTTPError):
+        # best effort: an upload left open expires on the registry (a foreign 401 is not answered either)
+        with contextlib.suppress(RegistryError, AuthError, httpx.HTTPError):
             self.client.request("DELETE", location, what="cancel upload").close()
 
     def _push_blob(self, d: Digest, data: bytes) -> None:
@@ -218,10 +222,9 @@ class _Upload:
         resp = self._c.request("POST", f"/v2/{self._repo}/blobs/uploads/", what="start blob upload")
         resp.read()
         resp.close()
-        loc = resp.headers.get("location")
-        if resp.status_code != 202 or not loc:
+        loc = self._c.location(resp, "start blob upload") if resp.status_code == 202 else None
+        if loc is None:
             raise self._c.fail(resp, "start blob upload")
-        loc = str(loc)
         self._s._open_upload = loc
         return loc
 
@@ -262,7 +265,7 @@ class _Upload:
         raise self._c.fail(resp, "upload blob chunk")
 
     def _advance(self, resp: httpx.Response, end: int) -> None:
-        self._location = str(resp.headers.get("location") or self._location)
+        self._location = self._c.location(resp, "upload blob chunk") or self._location
         self._s._open_upload = self._location
         self._offset = end
 
@@ -276,7 +279,7 @@ class _Upload:
         except ValueError:
             return -1
         if resp.status_code == 204:
-            self._location = resp.headers.get("location") or self._location
+            self._location = self._c.location(resp, "upload status") or self._location
             self._offset = got
         return got
 
