@@ -103,3 +103,61 @@ def test_header_size_is_the_header_length_property() -> None:
         name, meta = _random_name(rng), _random_meta(rng)
         assert tarwrite.header_size(name, type_, meta, size, link, dev) == \
             len(tarwrite.header(name, type_, meta, size=size, linkname=link, dev=dev)), (name, type_, meta)
+
+
+# ------------------------------------------------------------------------------------- like for like
+
+SAMPLE = Path(__file__).resolve().parent.parent / "testdata" / "sample.docker.tar"
+
+
+def test_docker_save_input_compares_uncompressed_sizes(tmp_path: Path) -> None:
+    """A docker save tarball stores its layers uncompressed: no "before" compressed size, the saving on
+    uncompressed sizes, and the report says why."""
+    inp = read_image(SAMPLE)
+    assert all(decompress(b) == b for b in inp.layers)
+    r = ok(cli("squash", SAMPLE, tmp_path / "o.tar", "--json"))
+    rep = r.json()
+    assert rep["bytes_before_compressed"] is None
+    assert rep["bytes_after_compressed"] == sum(map(len, read_image(tmp_path / "o.tar").layers))
+    assert rep["compressed_note"] == "input layers were stored uncompressed"
+    assert rep["saving_basis"] == "uncompressed"
+    assert rep["saving"] == round(1 - rep["bytes_after_uncompressed"] / rep["bytes_before_uncompressed"], 4)
+    table = ok(cli("squash", SAMPLE, tmp_path / "t.tar")).stderr
+    assert "│ size (compressed)   │      — │" in table
+    assert f"saves {rep['saving']:.0%} (uncompressed sizes: input layers were stored uncompressed)" in table
+    dry = ok(cli("squash", SAMPLE, "--dry-run", "--json")).json()
+    assert dry["bytes_before_compressed"] is None and dry["saving_basis"] == "uncompressed"
+    assert dry["saving"] == rep["saving"]  # the dry run's size after is exact
+
+
+def test_compressed_input_compares_compressed_sizes(pax_image: BuiltImage, tmp_path: Path) -> None:
+    inp = read_image(pax_image.path)
+    rep = ok(cli("squash", pax_image.path, tmp_path / "o.oci", "--json")).json()
+    out = read_image(tmp_path / "o.oci")
+    assert rep["bytes_before_compressed"] == sum(map(len, inp.layers))
+    assert rep["bytes_after_compressed"] == sum(map(len, out.layers))
+    assert rep["compressed_note"] is None and rep["saving_basis"] == "compressed"
+    assert rep["saving"] == round(1 - rep["bytes_after_compressed"] / rep["bytes_before_compressed"], 4)
+    # written uncompressed, the output has no compressed size either
+    none = ok(cli("squash", pax_image.path, tmp_path / "n.oci", "--compression", "none", "--json")).json()
+    assert none["bytes_before_compressed"] == rep["bytes_before_compressed"]
+    assert none["bytes_after_compressed"] is None and none["saving_basis"] == "uncompressed"
+    assert none["compressed_note"] == "output layers are stored uncompressed"
+
+
+# ------------------------------------------------------------------------------------- names kept
+
+def test_names_kept_without_tag_and_said(tmp_path: Path) -> None:
+    table = ok(cli("squash", SAMPLE, tmp_path / "kept.tar")).stderr
+    assert "tags: ocisquash/sample:latest (kept from the input; --tag to rename)" in table
+    assert read_image(tmp_path / "kept.tar").docker_item["RepoTags"] == ["ocisquash/sample:latest"]
+    rep = ok(cli("squash", SAMPLE, tmp_path / "kept2.tar", "--json")).json()
+    assert rep["tags_kept_from_input"] is True and rep["tags"] == ["docker.io/ocisquash/sample:latest"]
+
+
+def test_tag_renames_and_report_says_nothing_kept(tmp_path: Path) -> None:
+    table = ok(cli("squash", SAMPLE, tmp_path / "new.tar", "--tag", "app:flat")).stderr
+    assert "tags: app:flat\n" in table and "kept from the input" not in table
+    assert read_image(tmp_path / "new.tar").docker_item["RepoTags"] == ["app:flat"]
+    rep = ok(cli("squash", SAMPLE, tmp_path / "new2.tar", "--tag", "app:flat", "--json")).json()
+    assert rep["tags_kept_from_input"] is False and rep["tags"] == ["docker.io/library/app:flat"]
