@@ -92,8 +92,7 @@ def squash(
     fmt: common.FormatOption = None,
     compression: str | None = typer.Option(None, "--compression", "-c",
                                            help="New layer's compression: gzip (default), zstd, none."),
-    level: int | None = typer.Option(None, "--level", help="Compression level (gzip 0-3, default 2; zstd 1-19, "
-                                                          "default 3)."),
+    level: int | None = typer.Option(None, "--level", help=common.LEVEL_HELP),
     message: str | None = typer.Option(None, "--message", "-m", help="Comment for the new history entry."),
     timestamp: str | None = typer.Option(None, "--timestamp", help="Creation time (RFC 3339 or epoch seconds); "
                                                                   "default SOURCE_DATE_EPOCH or now."),
