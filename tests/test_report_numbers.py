@@ -8,6 +8,7 @@ hardlinks to a lower layer, overwritten, deleted and opaque-hidden files.
 
 from __future__ import annotations
 
+import json
 import random
 import tarfile
 from pathlib import Path
@@ -161,3 +162,13 @@ def test_tag_renames_and_report_says_nothing_kept(tmp_path: Path) -> None:
     assert read_image(tmp_path / "new.tar").docker_item["RepoTags"] == ["app:flat"]
     rep = ok(cli("squash", SAMPLE, tmp_path / "new2.tar", "--tag", "app:flat", "--json")).json()
     assert rep["tags_kept_from_input"] is False and rep["tags"] == ["docker.io/library/app:flat"]
+
+
+def test_analyze_wasted_equals_squash_dropped(pax_image: BuiltImage) -> None:
+    """One definition of waste: analyze's wasted bytes are the squash report's dropped bytes (here with
+    hardlinks to a lower layer, an overwritten file, a whiteout and an opaque directory)."""
+    an = json.loads(ok(cli("analyze", pax_image.path, "--json")).stdout)
+    dry = ok(cli("squash", pax_image.path, "--dry-run", "--json")).json()
+    # etc/conf's old 550 bytes, the secret's 4096, cache/one and cache/two's 900 + 1100
+    assert an["wasted_bytes"] == dry["bytes_dropped"] == 550 + 4096 + 900 + 1100
+    assert an["wasted_files"] == dry["files_dropped"] == 4
