@@ -171,8 +171,9 @@ class MergePlan:
                 meta = b.meta
                 assert meta is not None
                 total += header_size(b.origin, "0", meta, b.size)
-                for args in body_links(b):
-                    total += header_size(*args)
+                if b.links:
+                    for args in body_links(b):
+                        total += header_size(*args)
         return total
 
     def totals(self) -> dict[str, int]:
