@@ -129,6 +129,12 @@ def test_docker_save_input_compares_uncompressed_sizes(tmp_path: Path) -> None:
     dry = ok(cli("squash", SAMPLE, "--dry-run", "--json")).json()
     assert dry["bytes_before_compressed"] is None and dry["saving_basis"] == "uncompressed"
     assert dry["saving"] == rep["saving"]  # the dry run's size after is exact
+    # kept layers are copied as stored (uncompressed here): the output has no compressed size either
+    kept = ok(cli("squash", SAMPLE, tmp_path / "k.tar", "--from-layer", "2", "--json")).json()
+    assert kept["bytes_before_compressed"] is None and kept["bytes_after_compressed"] is None
+    assert kept["compressed_note"] == ("input layers were stored uncompressed; "
+                                       "some output layers are stored uncompressed")
+    assert kept["saving"] == round(1 - kept["bytes_after_uncompressed"] / kept["bytes_before_uncompressed"], 4)
 
 
 def test_compressed_input_compares_compressed_sizes(pax_image: BuiltImage, tmp_path: Path) -> None:
