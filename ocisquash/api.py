@@ -46,7 +46,7 @@ class Compression(enum.Enum):
     """How the layers ocisquash writes are compressed (the squashed layer, or every layer on convert)."""
 
     GZIP = "gzip"
-    """gzip through ISA-L: levels 0-3, default 2; what every tool reads."""
+    """gzip through ISA-L: gzip's levels 0-9 (0 stores), default 6; what every tool reads."""
     ZSTD = "zstd"
     """zstd: levels 1-19, default 3; needs Docker 23+ or containerd 1.5+ to load."""
     NONE = "none"
@@ -62,7 +62,7 @@ class Compression(enum.Enum):
 
     def check_level(self, level: int | None) -> int | None:
         """``level`` (or None, the default) if it is within this compression's range, else ``UsageError``
-        in the command line's words (``--level 9 is out of range for gzip: 0 to 3``)."""
+        in the command line's words (``--level 10 is out of range for gzip: 0 to 9``)."""
         if level is None:
             return None
         from ocisquash import compression
@@ -83,8 +83,6 @@ class OutputFormat(enum.Enum):
 
 ALL_PLATFORMS = "all"
 """``platform=ALL_PLATFORMS`` (``--platform all``) squashes every platform of a multi-platform image."""
-
-_LEVELS = {Compression.GZIP: (0, 3), Compression.ZSTD: (1, 19), Compression.NONE: (0, 0)}
 
 
 @dataclass(frozen=True)
@@ -684,7 +682,9 @@ def _check_level(c: Compression, level: object) -> int | None:
         return None
     if isinstance(level, bool) or not isinstance(level, int):
         raise UsageError(f"level={level!r}: an int")
-    lo, hi = _LEVELS[c]
+    from ocisquash import compression
+
+    lo, hi = compression.LEVEL_RANGE[compression.Codec(c.value)]
     if not lo <= level <= hi:
         raise UsageError(f"level={level} is out of range for {c.value}: {lo} to {hi}")
     return level

@@ -592,10 +592,15 @@ class Inefficiency:
 
 @dataclass
 class Efficiency:
-    """dive's image efficiency, with each duplicated path's wasted bytes counted once (see ``efficiency``)."""
+    """dive's image efficiency, with each duplicated path's wasted bytes counted once (see ``DiveCount``).
+
+    These are dive's figures, shown beside ocisquash's own waste (``Analysis.wasted_bytes``: what a squash
+    drops) where they differ: dive counts each path's copies, so a path deleted while a hardlink keeps its
+    file, or overwritten by a smaller file, is waste to dive but not to a squash."""
 
     score: float
     wasted_bytes: int
+    """dive's: each duplicated path's copies but the smallest."""
     user_bytes: int
     """File bytes of every layer above the first (dive's "user" layers)."""
     inefficiencies: list[Inefficiency]
@@ -603,7 +608,9 @@ class Efficiency:
 
     @property
     def user_wasted_percent(self) -> float:
-        """Wasted bytes over the user layers' bytes (a fraction: 0.1 is 10%), as dive's CI rule reads it."""
+        """dive's wasted bytes over the user layers' bytes (a fraction: 0.1 is 10%), as dive's CI rule reads
+        it. Above 1 when copies in the first layer count (a base file deleted above it): they are waste, but
+        not among the user layers' bytes."""
         return self.wasted_bytes / self.user_bytes if self.user_bytes else 0.0
 
 
@@ -705,7 +712,8 @@ class Analysis:
     """``(path, size, layer index)`` of the largest hidden regular files, biggest first."""
     dropped_files: int
     dropped_bytes: int
-    """What a squash to one layer would drop: every hidden copy of every file, each counted once."""
+    """What a squash to one layer would drop: every hidden copy of every file, each counted once. This is
+    ocisquash's one definition of waste (``wasted_bytes``), the squash report's "dropped" figure."""
     efficiency: Efficiency
     top: int = 10
 
@@ -713,13 +721,19 @@ class Analysis:
     def bytes_added(self) -> int:
         return sum(ly.bytes_added for ly in self.layers)
 
+    @property
+    def wasted_bytes(self) -> int:
+        """The bytes a squash removes (hidden files), as the squash report counts them."""
+        return self.dropped_bytes
+
     def to_json(self) -> dict[str, Any]:
         eff = self.efficiency
         return {"image": self.image, "id": str(self.image_id), "layers": [ly.to_json() for ly in self.layers],
-                "efficiency": eff.score, "wasted_bytes": eff.wasted_bytes, "user_bytes": eff.user_bytes,
+                "wasted_bytes": self.wasted_bytes, "wasted_files": self.dropped_files,
+                "efficiency": eff.score, "dive_wasted_bytes": eff.wasted_bytes, "user_bytes": eff.user_bytes,
                 "user_wasted_percent": eff.user_wasted_percent,
                 "inefficiencies": [{"path": x.path, "count": x.count, "total_bytes": x.total_bytes,
-                                    "wasted_bytes": x.wasted_bytes} for x in eff.inefficiencies[:self.top]],
+                                    "dive_wasted_bytes": x.wasted_bytes} for x in eff.inefficiencies[:self.top]],
                 "largest_hidden": [{"path": p, "size": s, "layer": i + 1} for p, s, i in self.largest_hidden],
                 "bytes_added": self.bytes_added, "dropped_files": self.dropped_files,
                 "dropped_bytes": self.dropped_bytes, "final_bytes": self.bytes_added - self.dropped_bytes}
@@ -780,16 +794,19 @@ class CiRules:
     highest_wasted_bytes: int | None = None
     highest_user_wasted_percent: float | None = 0.1
 
-    def broken(self, eff: Efficiency) -> list[str]:
-        """One line per broken rule, naming the rule, the figure and the limit."""
+    def broken(self, res: Analysis) -> list[str]:
+        """One line per broken rule, naming the rule, the figure and the limit. Wasted bytes are what a
+        squash drops (ocisquash's one definition); efficiency and user wasted percent are dive's."""
         out = []
+        eff, wasted = res.efficiency, res.wasted_bytes
         if self.lowest_efficiency is not None and eff.score < self.lowest_efficiency:
-            out.append(f"lowest-efficiency: image efficiency {eff.score:.4f} is below {self.lowest_efficiency:g}")
-        if self.highest_wasted_bytes is not None and eff.wasted_bytes > self.highest_wasted_bytes:
-            out.append(f"highest-wasted-bytes: {human_size(eff.wasted_bytes)} ({eff.wasted_bytes} bytes) wasted, "
+            out.append(f"lowest-efficiency: dive's image efficiency {eff.score:.4f} is below "
+                       f"{self.lowest_efficiency:g}")
+        if self.highest_wasted_bytes is not None and wasted > self.highest_wasted_bytes:
+            out.append(f"highest-wasted-bytes: {human_size(wasted)} ({wasted} bytes) wasted (what a squash drops), "
                        f"more than {human_size(self.highest_wasted_bytes)}")
         pct = eff.user_wasted_percent
         if self.highest_user_wasted_percent is not None and pct > self.highest_user_wasted_percent:
-            out.append(f"highest-user-wasted-percent: {pct:.4f} of the user layers' bytes wasted, more than "
-                       f"{self.highest_user_wasted_percent:g}")
+            out.append(f"highest-user-wasted-percent: dive's user wasted {pct:.4f} of the user layers' bytes, more "
+                       f"than {self.highest_user_wasted_percent:g}")
         return out

@@ -57,12 +57,22 @@ class Report:
     kept_layers: int
     bytes_before_uncompressed: int
     bytes_after_uncompressed: int | None
-    bytes_before_compressed: int
+    bytes_before_compressed: int | None
+    """The stored layers' size, None when some were stored uncompressed (a ``docker save`` tarball):
+    their stored size is no compressed size to compare with the output's."""
     bytes_after_compressed: int | None
     files_dropped: int
     bytes_dropped: int
     seconds: float
     tags: list[str] = field(default_factory=list)
+    tags_kept_from_input: bool = False
+    """No ``--tag``: the output carries the input's names (``docker load`` moves them onto it)."""
+    saving: float | None = None
+    """The fraction of the size the squash saves, like for like: compressed sizes when both are known,
+    else uncompressed ones (``saving_basis`` says which)."""
+    saving_basis: str | None = None
+    compressed_note: str | None = None
+    """Why a compressed size is missing, when one is."""
     platforms: list[dict[str, Any]] | None = None  # --platform all: each platform's own report
     manifest: str | None = None
     config: str | None = None
@@ -72,6 +82,24 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+    def compare(self, before_stored_compressed: bool | None, after_stored_compressed: bool | None) -> None:
+        """Set ``saving``, its basis and ``compressed_note``. ``*_stored_compressed``: whether every
+        layer of that side is stored compressed (None: some are, some are not)."""
+        notes = []
+        if before_stored_compressed is not True:
+            self.bytes_before_compressed = None
+            notes.append(f"{'some ' if before_stored_compressed is None else ''}input layers were stored uncompressed")
+        # a dry run has no compressed size after (nothing is compressed), unless nothing is squashed
+        if after_stored_compressed is not True and (not self.dry_run or self.bytes_after_compressed is not None):
+            self.bytes_after_compressed = None
+            notes.append(f"{'some ' if after_stored_compressed is None else ''}output layers are stored uncompressed")
+        self.compressed_note = "; ".join(notes) or None
+        before, after, basis = self.bytes_before_compressed, self.bytes_after_compressed, "compressed"
+        if before is None or after is None:
+            before, after, basis = self.bytes_before_uncompressed, self.bytes_after_uncompressed, "uncompressed"
+        if after is not None and before:
+            self.saving, self.saving_basis = round(1 - after / before, 4), basis
 
 
 def parse_timestamp(text: str | None) -> dt.datetime:
@@ -250,11 +278,13 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
         same_layout = dest is not None and os.path.isdir(dest) and os.path.isdir(src_path) and \
             os.path.samefile(dest, src_path)
         tags = _layout_tags(image, opts.tags) if same_layout else output_tags(image.names, opts.tags)
-        if dest is not None and registry.is_registry_ref(dest):
+        to_registry = dest is not None and registry.is_registry_ref(dest)
+        if dest is not None and to_registry:
             tags = registry.output_tags(dest, opts.tags)
+        kept_names = not (opts.tags or same_layout or to_registry) and bool(tags)
         if opts.dry_run or dest is None:
             report, _ = _squash_one(image, None, parent, opts, codec, level, created, tags, on_phase, on_progress)
-            report.output = dest
+            report.output, report.tags_kept_from_input = dest, kept_names
             report.seconds = round(time.monotonic() - t0, 3)
             return _with_note(report, platform_note)
         out_fmt = opts.fmt or sink.guess_format(dest)
@@ -266,7 +296,7 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
         except BaseException:
             out.abort()
             raise
-    report.output = dest
+    report.output, report.tags_kept_from_input = dest, kept_names
     report.manifest = str(written.manifest.digest)
     report.config = str(written.config_digest)
     report.seconds = round(time.monotonic() - t0, 3)
@@ -314,10 +344,8 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
                                  hint="use --format oci (an OCI layout tar that docker load reads too) or a directory")
             out_fmt = "oci"
     names = list(cands[0].names)
-    if dest is not None and registry.is_registry_ref(dest):
-        tags = registry.output_tags(dest, opts.tags)
-    else:
-        tags = output_tags(names, opts.tags)
+    to_registry = dest is not None and registry.is_registry_ref(dest)
+    tags = registry.output_tags(dest, opts.tags) if dest is not None and to_registry else output_tags(names, opts.tags)
     out = None if opts.dry_run or dest is None else sink.open_sink(dest, out_fmt)
     reports: list[Report] = []
     children: list[model.Descriptor] = []
@@ -360,17 +388,35 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
         kept_layers=sum(r.kept_layers for r in reports),
         bytes_before_uncompressed=sum(r.bytes_before_uncompressed for r in reports),
         bytes_after_uncompressed=_sum_or_none([r.bytes_after_uncompressed for r in reports]),
-        bytes_before_compressed=sum(r.bytes_before_compressed for r in reports),
+        bytes_before_compressed=_sum_or_none([r.bytes_before_compressed for r in reports]),
         bytes_after_compressed=_sum_or_none([r.bytes_after_compressed for r in reports]),
         files_dropped=sum(r.files_dropped for r in reports), bytes_dropped=sum(r.bytes_dropped for r in reports),
         seconds=round(time.monotonic() - t0, 3), tags=tags, dry_run=opts.dry_run,
         manifest=str(index_desc.digest) if index_desc is not None else None,
-        platforms=[r.to_json() for r in reports],
+        platforms=[r.to_json() for r in reports], tags_kept_from_input=not (opts.tags or to_registry) and bool(tags),
     )
+    total.compare(all_or_none([r.bytes_before_compressed is not None for r in reports]),
+                  None if opts.dry_run else all_or_none([r.bytes_after_compressed is not None for r in reports]))
     if dropped:
         total.note = (f"dropped {dropped} attestation manifest{'s' if dropped > 1 else ''}: they describe the "
                       "unsquashed images, which the output does not hold")
     return total
+
+
+def all_or_none(flags: list[bool]) -> bool | None:
+    """True when every flag is, False when none is, None when some are."""
+    return True if all(flags) else False if not any(flags) else None
+
+
+def stored_compressed(ly: Layer) -> bool:
+    """Whether a layer's stored bytes are compressed (its codec, else its media type, else whether its
+    digest differs from its diff ID)."""
+    codec = ly.codec
+    if codec is None and ly.media_type is not None:
+        codec = compression.codec_of_media_type(ly.media_type)
+    if codec is None:
+        return ly.digest is not None and ly.digest != ly.diff_id and not ly.is_plain_file
+    return codec is not compression.Codec.NONE
 
 
 def _sum_or_none(values: list[int | None]) -> int | None:
@@ -432,14 +478,15 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
             report.bytes_after_uncompressed = stats["bytes_after"]
         return report
 
-    if out is None:
-        if on_phase:
-            on_phase("reading layers", None)
-        return new_report(merge.plan(inputs, keep)), None  # type: ignore[return-value]
-    if nothing:
+    packed = [stored_compressed(ly) for ly in image.layers]
+    before_packed, kept_packed = all_or_none(packed), packed[:keep]
+    if out is None or nothing:
         if on_phase:
             on_phase("reading layers", None)
         report = new_report(merge.plan(inputs, keep))
+        report.compare(before_packed, before_packed if nothing else None)
+        if out is None:
+            return report, None  # type: ignore[return-value]
         written = transfer.write_image(out, image, transfer.plan_convert(image, None, None), tags=tags)
         return report, written
     plans: list[merge.MergePlan] = []
@@ -472,6 +519,7 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
                    for i, r in enumerate(results[:-1]))
     report.bytes_after_uncompressed = kept_unc + (results[-1].uncompressed_size or 0)
     report.diff_id = str(results[-1].diff_id)
+    report.compare(before_packed, all_or_none([*kept_packed, codec is not compression.Codec.NONE]))
     return report, written
 
 

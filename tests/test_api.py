@@ -265,7 +265,7 @@ def _squash(**kw: Any) -> Callable[[Path], object]:
 
 BAD: dict[str, tuple[type[ocisquash.OcisquashError], Callable[[Path], object], str]] = {
     "compression-string": (ocisquash.UsageError, _squash(compression="gzip"), "Compression.GZIP"),
-    "level-out-of-range": (ocisquash.UsageError, _squash(level=4), "0 to 3"),
+    "level-out-of-range": (ocisquash.UsageError, _squash(level=10), "0 to 9"),
     "zstd-level-out-of-range": (ocisquash.UsageError, _squash(compression=Compression.ZSTD, level=0), "1 to 19"),
     "level-bool": (ocisquash.UsageError, _squash(level=True), "int"),
     "level-string": (ocisquash.UsageError, _squash(level="2"), "int"),

@@ -36,8 +36,8 @@ def test_check_level_speaks_the_command_lines_words() -> None:
     assert Compression.GZIP.check_level(None) is None
     assert Compression.ZSTD.check_level(19) == 19
     with pytest.raises(ocisquash.UsageError) as e:
-        Compression.GZIP.check_level(9)
-    assert str(e.value) == "--level 9 is out of range for gzip: 0 to 3"
+        Compression.GZIP.check_level(10)
+    assert str(e.value) == "--level 10 is out of range for gzip: 0 to 9"
 
 
 def test_cut_parse_both_is_refused_and_one_is_kept_as_spelt() -> None:

@@ -462,7 +462,7 @@ def test_analyze_counts_each_hidden_copy(tmp_path: Path) -> None:
     assert bars == ["." * 20, "." * 20, "#" * 20]  # 7 of 307 bytes visible rounds to no '#'
     hidden_rows = [ln.split() for ln in text.splitlines() if ln.split()[:1] in (["a"], ["b"]) and "squash" not in ln]
     assert hidden_rows == [["a", "300B", "2"]]  # --top 1
-    assert "a squash would drop 3 hidden files" in text and text.count("\n") > 5
+    assert "wasted 600B: the 3 hidden files a squash drops" in text and text.count("\n") > 5
 
 
 def test_analyze_subprocess_and_errors(tmp_path: Path) -> None:

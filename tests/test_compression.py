@@ -6,14 +6,20 @@ from __future__ import annotations
 import bz2
 import gzip
 import io
+import json
 import lzma
 import os
 import struct
+import subprocess
+import sys
 import zlib
+from pathlib import Path
 
+import isal.igzip_threaded as igzip_threaded
 import pytest
 import zstandard
 
+import ocisquash
 from ocisquash import compression as c
 from ocisquash import errors, model
 from ocisquash.compression import Codec
@@ -159,12 +165,52 @@ def test_levels_and_codec_names() -> None:
     for bad in ("xz", "bzip2", "lz4", "GZIP"):
         with pytest.raises(errors.UsageError):
             c.parse_codec(bad)
-    assert c.check_level(Codec.GZIP, None) == c.DEFAULT_LEVEL[Codec.GZIP]
-    with pytest.raises(errors.UsageError):
-        c.check_level(Codec.GZIP, 9)
-    with pytest.raises(errors.UsageError):
-        c.check_level(Codec.ZSTD, 0)
-    assert c.check_level(Codec.ZSTD, 19) == 19
+
+
+
+# ------------------------------------------------------------------------------------------ levels
+# The level table's tests, all here: the range each codec takes (the API's and the command line's,
+# which read the same table), the default, and gzip's 0-9 mapped onto ISA-L.
+
+@pytest.mark.parametrize(("codec", "lo", "hi", "default"), [(Codec.GZIP, 0, 9, 6), (Codec.ZSTD, 1, 19, 3),
+                                                           (Codec.NONE, 0, 0, 0)])
+def test_level_ranges(codec: Codec, lo: int, hi: int, default: int) -> None:
+    assert c.check_level(codec, None) == default
+    for ok_level in (lo, hi):
+        assert c.check_level(codec, ok_level) == ok_level
+    for bad in (lo - 1, hi + 1):
+        with pytest.raises(errors.UsageError) as e:
+            c.check_level(codec, bad)
+        assert str(e.value) == f"--level {bad} is out of range for {codec.value}: {lo} to {hi}"
+        with pytest.raises(errors.UsageError) as e:
+            ocisquash.Compression(codec.value).check_level(bad)  # the API reads the same table
+        assert str(e.value) == f"--level {bad} is out of range for {codec.value}: {lo} to {hi}"
+
+
+def _gzip_at(level: int | None, data: bytes) -> bytes:
+    out = io.BytesIO()
+    with c.compressing_writer(out, Codec.GZIP, level) as w:
+        w.write(data)
+    return out.getvalue()
+
+
+def test_gzip_levels_have_gzips_meaning() -> None:
+    """0 stores; 1-3, 4-6 and 7-9 are ISA-L's levels 1, 2 and 3 (byte for byte); the default is 6."""
+    # real text (the package's own sources), on which the levels compress as they do on a layer
+    data = b"".join(p.read_bytes() for p in sorted(Path(c.__file__).parent.rglob("*.py")))
+    out = {lvl: _gzip_at(lvl, data) for lvl in range(10)}
+    for lvl, blob in out.items():
+        assert zlib.decompress(blob, 31) == data, lvl
+        assert blob[4:8] == b"\0\0\0\0" and not blob[3] & 0x08, "not deterministic"
+    assert len(out[0]) > len(data), "level 0 is gzip's store: no compression"
+    assert out[1] == out[2] == out[3] and out[4] == out[5] == out[6] and out[7] == out[8] == out[9]
+    assert _gzip_at(None, data) == out[6]
+    assert len(out[1]) > len(out[6]) > len(out[9])
+    for gz, isal in ((1, 1), (6, 2), (9, 3)):
+        raw = io.BytesIO()
+        with igzip_threaded.open(raw, "wb", compresslevel=isal, threads=1) as w:  # type: ignore[no-untyped-call]
+            w.write(data)
+        assert out[gz][10:] == raw.getvalue()[10:], f"gzip level {gz} is not ISA-L's {isal}"
 
 
 def test_media_types() -> None:
@@ -181,3 +227,29 @@ def test_media_types() -> None:
             mt = c.layer_media_type(codec, docker)
             assert c.codec_of_media_type(mt) is codec
             assert mt.startswith("application/vnd.docker." if docker else "application/vnd.oci.")
+
+
+@pytest.mark.parametrize(("codec", "bad", "range_"), [("gzip", "10", "0 to 9"), ("gzip", "-1", "0 to 9"),
+                                                     ("zstd", "0", "1 to 19"), ("zstd", "20", "1 to 19")])
+def test_cli_level_out_of_range_is_one_usage_line(codec: str, bad: str, range_: str, tmp_path: Path) -> None:
+    sample = Path(__file__).resolve().parent.parent / "testdata" / "sample.docker.tar"
+    out = tmp_path / "o.tar"
+    r = subprocess.run([sys.executable, "-m", "ocisquash", "squash", str(sample), str(out), "--compression", codec,
+                        f"--level={bad}"], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and not out.exists()
+    assert r.stderr.splitlines() == [f"error: --level {bad} is out of range for {codec}: {range_}"]
+
+
+def test_cli_gzip_level_9_is_isal_3(tmp_path: Path) -> None:
+    """Through the command line: --level 9 is accepted and writes what ISA-L's best level writes."""
+    sample = Path(__file__).resolve().parent.parent / "testdata" / "sample.docker.tar"
+    blobs = {}
+    for lvl in ("7", "9", "6"):
+        out = tmp_path / f"l{lvl}"
+        r = subprocess.run([sys.executable, "-m", "ocisquash", "squash", str(sample), str(out), "--compression", "gzip",
+                            "--level", lvl, "--timestamp", "0", "-q"], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        index = json.loads((out / "index.json").read_text())
+        man = json.loads((out / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_bytes())
+        blobs[lvl] = (out / "blobs" / "sha256" / man["layers"][-1]["digest"][7:]).read_bytes()
+    assert blobs["7"] == blobs["9"] != blobs["6"]

@@ -474,12 +474,12 @@ def test_stats_hidden_bytes_counted_per_hidden_copy() -> None:
     assert t["files_dropped"] == 2
 
 
-def test_plan_size_estimate_close_to_written() -> None:
+def test_plan_size_is_what_is_written() -> None:
     tars = trap_stack()
     p = merge.plan(inputs(tars), 0)
     out = io.BytesIO()
     merge.write(p, inputs(tars), out)
-    assert abs(p.out_tar_bytes() - len(out.getvalue())) <= 512 * (p.out_entries // 2 + 2)
+    assert p.out_tar_bytes() == len(out.getvalue())
     assert p.layout.content_bytes == merge.write(p, inputs(tars), io.BytesIO()).content_bytes
 
 

@@ -133,6 +133,7 @@ def _stream(tars: list[bytes], keep: int, plain: bool = False) -> tuple[bytes, i
     layers = [dataclasses.replace(li, plain=plain) for li in inputs(tars)]
     p, ws = merge.stream(layers, keep, out)
     assert ws.entries == p.out_entries and ws.bytes_written == len(out.getvalue())
+    assert p.out_tar_bytes() == len(out.getvalue())  # the dry run's size is exact, PAX records and all
     return out.getvalue(), ws.refetched
 
 

@@ -203,12 +203,17 @@ def apply_limits(values: list[str] | None) -> None:
         _enter(api.safety_limits({name: n}))
 
 
+LEVEL_HELP = ("Compression level: gzip 0-9 as gzip's (0 stores; default 6; on ISA-L 1-3 is its level 1, 4-6 its 2, "
+              "7-9 its 3), zstd 1-19 (default 3).")
+"""``--level``'s help (squash, convert): the table is ``compression.LEVEL_RANGE`` and ``ISAL_LEVEL``."""
+
+
 def check_level(level: int | None, compression: str | None) -> None:
-    """``--level`` means a gzip level (0-3) or a zstd one (1-19): without ``--compression`` it is a guess."""
+    """``--level`` means a gzip level (0-9) or a zstd one (1-19): without ``--compression`` it is a guess."""
     if level is not None and compression is None:
         from ocisquash.errors import UsageError
 
-        raise UsageError("--level needs --compression: a level is a gzip level (0-3) or a zstd level (1-19)",
+        raise UsageError("--level needs --compression: a level is a gzip level (0-9) or a zstd level (1-19)",
                          hint=f"e.g. --compression gzip --level {level}")
 
 

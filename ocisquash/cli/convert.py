@@ -32,7 +32,7 @@ def convert(
     fmt: common.FormatOption = None,
     compression: str | None = typer.Option(None, "--compression", "-c",
                                            help="Recompress layers: gzip, zstd or none (default: keep)."),
-    level: int | None = typer.Option(None, "--level", help="Compression level (gzip 0-3, zstd 1-19)."),
+    level: int | None = typer.Option(None, "--level", help=common.LEVEL_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
 ) -> None:

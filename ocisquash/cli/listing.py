@@ -196,13 +196,16 @@ ANALYZE_HELP = (
     "Show what each layer adds and how much of it later layers hide, with dive's efficiency figures.\n\n"
     "Per layer: its size (uncompressed tar), the file bytes it adds, the bytes of those files that a later "
     "layer overwrites or deletes, the history entry that made it, and a bar (# still visible, . hidden). "
-    "Efficiency and wasted bytes follow dive: a path found in several layers wastes all its copies but the "
-    "smallest (each copy counted once, unlike dive before its issue #684); efficiency is the bytes of each "
-    "path's smallest copy over the bytes of all copies; user wasted percent is wasted bytes over the bytes "
-    "of the layers above the first. Reads each layer's headers once.\n\n"
-    "--ci checks dive's three rules and exits 1 with one line per broken rule: --lowest-efficiency "
-    "(0-1, default 0.9), --highest-wasted-bytes (a size such as 20MB; default disabled), "
-    "--highest-user-wasted-percent (0-1, default 0.1). Giving a rule implies --ci; 'disabled' turns one off.\n\n"
+    "Wasted bytes are what a squash drops (the files no name reaches any more: overwritten, deleted, or under "
+    "an opaque directory), the squash report's figure. Beside them, dive's figures: efficiency (the bytes of "
+    "each path's smallest copy over the bytes of all copies), dive's wasted bytes where they differ (a path "
+    "found in several layers wastes all its copies but the smallest, even when a hardlink keeps the file) and "
+    "user wasted percent (dive's wasted bytes over the bytes of the layers above the first: it can pass 100%, "
+    "as first-layer copies count as waste but not as user bytes). Reads each layer's headers once.\n\n"
+    "--ci checks dive's three rules and exits 1 with one line per broken rule (with -q, that verdict is all "
+    "it prints): --lowest-efficiency (0-1, default 0.9), --highest-wasted-bytes (a size such as 20MB; default "
+    "disabled), --highest-user-wasted-percent (0-1, default 0.1). Giving a rule implies --ci; 'disabled' "
+    "turns one off.\n\n"
     "Examples:\n\n"
     "  ocisquash analyze app.tar\n\n"
     "  ocisquash analyze app.tar --ci --lowest-efficiency 0.95 --highest-wasted-bytes 20MB\n\n"
@@ -271,7 +274,7 @@ def analyze(
         with common.progress(quiet) as prog:
             res = img.analyze(top=top, on_phase=lambda what, n: prog.phase(what, n, unit="items"),
                               on_layer=lambda i: prog.advance(1))
-    broken = rules.broken(res.efficiency) if ci else []
+    broken = rules.broken(res) if ci else []
     if f == "json":
         out = res.to_json()
         if ci:
@@ -279,13 +282,13 @@ def analyze(
                          "highest_wasted_bytes": rules.highest_wasted_bytes,
                          "highest_user_wasted_percent": rules.highest_user_wasted_percent, "broken": broken}
         common.print_json(out)
-    else:
+    elif not (ci and quiet):  # --ci -q: the verdict only
         _analyze_table(res, no_trunc)
     if ci:
         c = common.err_console()
         for line in broken:
             c.print(f"[bold red]fail:[/] {_esc(line)}")
-        if not broken and not quiet:
+        if not broken:
             c.print("[green]ci: pass[/] (lowest-efficiency, highest-wasted-bytes, highest-user-wasted-percent)")
         if broken:
             raise typer.Exit(1)
@@ -306,10 +309,19 @@ def _analyze_table(res: listing.Analysis, no_trunc: bool) -> None:
     lines = [f"{printable(res.image)} ({res.image_id.short()}): {len(res.layers)} layers"]
     _emit_lines(lines)
     _emit_lines(align(table, right=(0, 2, 3, 4), min_width=0), bold_first=True)
-    _emit_lines(["", f"efficiency {eff.score:.2%}; wasted {hs(eff.wasted_bytes)} (each duplicated path's copies "
-                     f"but the smallest); user wasted {eff.user_wasted_percent:.2%} of {hs(eff.user_bytes)}"])
+    remain = hs(res.bytes_added - res.dropped_bytes)
+    dive_wasted = "" if eff.wasted_bytes == res.wasted_bytes else \
+        f"; wasted {hs(eff.wasted_bytes)} (each duplicated path's copies but the smallest)"
+    summary = ["", f"wasted {hs(res.wasted_bytes)}: the {res.dropped_files} hidden files a squash drops, of "
+                   f"{hs(res.bytes_added)} file contents ({remain} remain)",
+               f"dive's figures: efficiency {eff.score:.2%}{dive_wasted}; user wasted {eff.user_wasted_percent:.2%} "
+               f"of {hs(eff.user_bytes)}"]
+    if eff.user_wasted_percent > 1:
+        summary.append("  (dive counts every copy of a path, in the first layer too, against the bytes the layers "
+                       "above it add: it can pass 100%)")
+    _emit_lines(summary)
     if eff.inefficiencies and res.top:
-        dup = [["COUNT", "WASTED", "TOTAL", "PATH"]]
+        dup = [["COUNT", "DIVE WASTED", "TOTAL", "PATH"]]
         dup += [[str(x.count), hs(x.wasted_bytes), hs(x.total_bytes), printable(x.path)]
                 for x in eff.inefficiencies[:res.top]]
         _emit_lines([""])
@@ -319,9 +331,6 @@ def _analyze_table(res: listing.Analysis, no_trunc: bool) -> None:
         hidden += [[printable(p), hs(size), str(layer + 1)] for p, size, layer in res.largest_hidden]
         _emit_lines([""])
         _emit_lines(align(hidden, right=(1, 2), min_width=0), bold_first=True)
-    remain = hs(res.bytes_added - res.dropped_bytes)
-    _emit_lines(["", f"a squash would drop {res.dropped_files} hidden files: {hs(res.dropped_bytes)} of "
-                     f"{hs(res.bytes_added)} file contents ({remain} remain)"])
 
 
 # ---------------------------------------------------------------------------------------------- validate

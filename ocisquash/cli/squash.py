@@ -19,7 +19,7 @@ def human(n: int | None) -> str:
     """A size as ``images`` and ``history`` print it (docker's units: 61.4kB), so the report compares with them."""
     from ocisquash.goformat import human_size
 
-    return "-" if n is None else human_size(n)
+    return "—" if n is None else human_size(n)
 
 
 def print_report(r: squash_lib.Report) -> None:
@@ -39,14 +39,20 @@ def print_report(r: squash_lib.Report) -> None:
     t.add_row("size (uncompressed)", human(r.bytes_before_uncompressed), human(r.bytes_after_uncompressed))
     t.add_row("size (compressed)", human(r.bytes_before_compressed), human(r.bytes_after_compressed))
     c.print(t)
+    if r.saving is not None and r.squashed:
+        why = f": {r.compressed_note}" if r.compressed_note else ""
+        c.print(f"saves {r.saving:.0%} ({r.saving_basis} sizes{why})")
+    elif r.compressed_note:
+        c.print(f"size (compressed): {r.compressed_note}")
     if r.squashed:
         c.print(f"dropped {r.files_dropped} hidden files ({human(r.bytes_dropped)}) that later layers overwrote or "
                 f"deleted; kept {r.kept_layers} parent layers; {r.seconds:.2f}s")
     if r.squashed and not r.dry_run and r.config:
         c.print(f"image ID {r.config.split(':', 1)[-1][:12]}" + (f", manifest {r.manifest}" if r.manifest else ""))
     if r.tags and not r.dry_run:
+        kept = " (kept from the input; --tag to rename)" if r.tags_kept_from_input else ""
         c.print("tags: " + common.safe(", ".join(reference.familiar(t) if ":" in t or "/" in t else t
-                                                 for t in r.tags)))
+                                                 for t in r.tags)) + kept)
 
 
 @app.command(
@@ -86,8 +92,7 @@ def squash(
     fmt: common.FormatOption = None,
     compression: str | None = typer.Option(None, "--compression", "-c",
                                            help="New layer's compression: gzip (default), zstd, none."),
-    level: int | None = typer.Option(None, "--level", help="Compression level (gzip 0-3, default 2; zstd 1-19, "
-                                                          "default 3)."),
+    level: int | None = typer.Option(None, "--level", help=common.LEVEL_HELP),
     message: str | None = typer.Option(None, "--message", "-m", help="Comment for the new history entry."),
     timestamp: str | None = typer.Option(None, "--timestamp", help="Creation time (RFC 3339 or epoch seconds); "
                                                                   "default SOURCE_DATE_EPOCH or now."),

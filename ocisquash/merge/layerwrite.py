@@ -8,8 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import BinaryIO
 
 from ocisquash.errors import FormatError, OutputError
-from ocisquash.merge.plan import DirEntry, MergePlan
-from ocisquash.merge.records import WHITEOUT_META, LayerInput, MergeLimits, Meta, SpoolIndex, WriteStats
+from ocisquash.merge.plan import END_BLOCKS, MergePlan, body_links
+from ocisquash.merge.records import LayerInput, MergeLimits, Meta, SpoolIndex, WriteStats
 from ocisquash.merge.streamtypes import SkipsRest
 from ocisquash.merge.tarread import COPY, REFILL, REGULAR_FLAGS, ZERO, Source, open_layer
 from ocisquash.merge.tarwrite import header
@@ -35,7 +35,7 @@ class Writer:
             self.buf = bytearray()
 
     def header(
-        self, name: str, type_: str, meta: Meta, *, size: int = 0, linkname: str = "",
+        self, name: str, type_: str, meta: Meta, size: int = 0, linkname: str = "",
         dev: tuple[int, int] | None = None,
     ) -> None:
         self.buf += header(name, type_, meta, size=size, linkname=linkname, dev=dev)
@@ -68,7 +68,7 @@ class Writer:
             self.buf += bytes(512 - size % 512)
 
     def finish(self) -> None:
-        self.buf += bytes(1024)  # the end marker only: no 10240-byte record padding, like Go
+        self.buf += bytes(END_BLOCKS)
         self.flush()
 
 
@@ -218,19 +218,8 @@ def write_layer(
     position, each followed by its hardlinks. Bodies come from ``spool`` when it holds them, else
     from a read of their layer."""
     layout = plan.layout
-    for e in layout.head:
-        if type(e) is DirEntry:
-            w.header(e.path or "./", "5", e.meta)
-        else:
-            w.header(e.path, "0", WHITEOUT_META)
-    for sp in layout.specials:
-        meta = sp.ino.meta
-        assert meta is not None
-        w.header(sp.name, sp.ino.kind, meta, linkname=sp.ino.target, dev=sp.ino.dev)
-        for link in sp.links:
-            w.header(link, "1", meta, linkname=sp.name)
-    for pl in layout.parent_links:
-        w.header(pl.name, "1", pl.meta, linkname=pl.target)
+    for args in layout.fixed_entries():
+        w.header(*args)
     for li in plan.pass2_layers():
         bodies = layout.bodies.get(li, [])
         spooled = plan.spooled.get(li) or SpoolIndex()
@@ -309,8 +298,8 @@ def copy_layer(
                 if progress is not None and src.consumed - reported >= COPY:
                     progress(src.consumed - reported)
                     reported = src.consumed
-            for link in b.links:
-                w.header(link, "1", meta, linkname=body)
+            for args in body_links(b):
+                w.header(*args)
         if src is None or f is None:
             return
         if isinstance(f, SkipsRest):

@@ -9,11 +9,12 @@ path of each parent subtree that is gone.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from ocisquash.merge.records import (
     IMPLICIT,
+    WHITEOUT_META,
     HiddenFile,
     LayerInput,
     LayerStats,
@@ -23,6 +24,7 @@ from ocisquash.merge.records import (
     gc_paused,
 )
 from ocisquash.merge.tarread import Hdr
+from ocisquash.merge.tarwrite import header_size
 from ocisquash.merge.tree import Applier, Dir, Ino, copy_tree
 from ocisquash.merge.workers import read_layers
 
@@ -83,6 +85,38 @@ class Layout:
     final_paths: int = 0
     """Paths in the final tree (root excluded)."""
 
+    def fixed_entries(self) -> Iterator[Entry]:
+        """The headers written before the bodies, in order: ``head``, ``specials`` (each followed by its
+        hardlinks), ``parent_links``. The writer writes these and a dry run sizes them."""
+        for e in self.head:
+            if type(e) is DirEntry:
+                yield e.path or "./", "5", e.meta, 0, "", None
+            else:
+                yield e.path, "0", WHITEOUT_META, 0, "", None
+        for sp in self.specials:
+            meta = sp.ino.meta
+            assert meta is not None
+            yield sp.name, sp.ino.kind, meta, 0, sp.ino.target, sp.ino.dev
+            for link in sp.links:
+                yield link, "1", meta, 0, sp.name, None
+        for pl in self.parent_links:
+            yield pl.name, "1", pl.meta, 0, pl.target, None
+
+
+END_BLOCKS = 1024
+"""What ends the merged layer: two zero blocks, no padding to a 10240-byte record (like Go)."""
+
+Entry = tuple[str, str, Meta, int, str, tuple[int, int] | None]
+"""One header the merged layer writes: name, tar type flag, metadata, size, link target, device."""
+
+
+def body_links(ino: Ino) -> Iterator[Entry]:
+    """The hardlinks written after a regular file's body (``ino.origin``)."""
+    meta = ino.meta
+    assert meta is not None
+    for link in ino.links:
+        yield link, "1", meta, 0, ino.origin, None
+
 
 @dataclass
 class MergePlan:
@@ -126,13 +160,21 @@ class MergePlan:
         return sum(self.layers[i].tar_bytes for i in self.pass2_layers() if self.reread(i))
 
     def out_tar_bytes(self) -> int:
-        """Size of the merged tar: exact for contents and padding, headers estimated at one block
-        each plus one more for names over 100 bytes or extended records."""
-        blocks = self.out_entries + 2
-        for e in self.layout.head:
-            if len(e.path) > 99 or (type(e) is DirEntry and e.meta.extra):
-                blocks += 2
-        return blocks * 512 + self.layout.padded
+        """Size of the merged tar, exact: each header sized by the writer's own rule (PAX records
+        included), contents with their padding, and the end-of-archive blocks."""
+        layout = self.layout
+        total = END_BLOCKS + layout.padded
+        for args in layout.fixed_entries():
+            total += header_size(*args)
+        for bodies in layout.bodies.values():
+            for b in bodies:
+                meta = b.meta
+                assert meta is not None
+                total += header_size(b.origin, "0", meta, b.size)
+                if b.links:
+                    for args in body_links(b):
+                        total += header_size(*args)
+        return total
 
     def totals(self) -> dict[str, int]:
         """Figures for reports: tar bytes before/after (after estimated), squashed input bytes, drops."""
