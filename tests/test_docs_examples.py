@@ -37,7 +37,8 @@ workspace, and ``docker load`` checks what it is given with ``ocisquash validate
 docker, podman and containerd load from ocisquash's output is tested in tests/test_realclients.py;
 here the examples' own commands are the subject. ``skopeo`` and ``jq`` are the real ones. Registry
 examples (``docker://reg.example/…``) run against a throw-away registry on 127.0.0.1
-(tests/registryd.py): ``reg.example`` becomes its address and ``--tls-verify=false`` is added (it
+(tests/registryd.py): ``reg.example`` (and ``pub.example``, ``priv.example``) becomes its address and
+``--tls-verify=false`` is added (it
 speaks plain HTTP); the registry holds ``app:1`` and ``base:12`` first.
 
 Not run, and why: ``NOT_RUN`` lists each with its reason, and the test fails when the list and the
@@ -383,6 +384,7 @@ def _env(ws: Path) -> dict[str, str]:
     env = {**os.environ, "HOME": str(ws / "home"),
            "PATH": os.pathsep.join([str(ws / "bin"), str(Path(sys.executable).parent), os.environ.get("PATH", "")])}
     env.pop("DOCKER_DEFAULT_PLATFORM", None)
+    env.update(PUB="reader:pub-secret", PRIV="pusher:priv-secret")  # the two-registry example's credentials
     return env
 
 
@@ -392,9 +394,11 @@ def _run(argv: list[str], ws: Path) -> subprocess.CompletedProcess[str]:
 
 
 def _registry_form(cmd: str, host: str) -> str:
-    """reg.example -> the test registry; plain HTTP needs --tls-verify=false (after the command's own
-    words, before a comment or a pipe)."""
-    return cmd.replace("reg.example", host) + " --tls-verify=false"
+    """reg.example (and the two-registry example's pub.example and priv.example) -> the test registry;
+    plain HTTP needs --tls-verify=false (after the command's own words, before a comment or a pipe)."""
+    for name in ("reg.example", "pub.example", "priv.example"):
+        cmd = cmd.replace(name, host)
+    return cmd + " --tls-verify=false"
 
 
 def _bad_lines(out: str) -> list[str]:
