@@ -38,8 +38,7 @@ docker, podman and containerd load from ocisquash's output is tested in tests/te
 here the examples' own commands are the subject. ``skopeo`` and ``jq`` are the real ones. Registry
 examples (``docker://reg.example/…``) run against a throw-away registry on 127.0.0.1
 (tests/registryd.py): ``reg.example`` (and ``pub.example``, ``priv.example``) becomes its address and
-``--tls-verify=false`` is added (it
-speaks plain HTTP); the registry holds ``app:1`` and ``base:12`` first.
+``--tls-verify=false`` is added (it speaks plain HTTP); the registry holds ``app:1`` and ``base:12`` first.
 
 Not run, and why: ``NOT_RUN`` lists each with its reason, and the test fails when the list and the
 documents disagree. They are synopsis lines with placeholders (``ocisquash IN OUT [options]``,
