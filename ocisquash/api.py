@@ -550,6 +550,9 @@ class RegistryAccess:
     """CA certificates (``*.crt``) and a client certificate (``*.cert`` + ``*.key``), as containers-certs.d."""
     tls_verify: bool = True
     """Verify TLS certificates; False also allows plain HTTP."""
+    timeout: float = 60.0
+    """Seconds one request may take to connect, answer and send a small body; a blob's body must move at
+    least 1 KiB/s over each such window (``--registry-timeout``)."""
 
 
 @contextmanager
@@ -561,8 +564,10 @@ def registry_access(access: RegistryAccess) -> Iterator[None]:
     from ocisquash import registry
 
     saved = registry.current()
+    if not 0 < access.timeout < float("inf"):
+        raise UsageError(f"registry timeout {access.timeout!r}: give a number of seconds above 0")
     registry.configure(registry.RegistryOptions(registry.AuthOptions(access.creds, access.authfile),
-                                                access.cert_dir, access.tls_verify))
+                                                access.cert_dir, access.tls_verify, access.timeout))
     try:
         yield
     finally:

@@ -261,11 +261,16 @@ CertDirOption = Annotated[str | None, typer.Option(
     help="Registry TLS: CA certificates (*.crt) and client certificate (*.cert + *.key), as in containers-certs.d.")]
 TlsVerifyOption = Annotated[str, typer.Option(
     "--tls-verify", metavar="BOOL", help="Verify registry TLS certificates (--tls-verify=false also allows HTTP).")]
+RegistryTimeoutOption = Annotated[float, typer.Option(
+    "--registry-timeout", metavar="SECONDS",
+    help="Most time one registry request may take to connect, answer and send a small body (default 60); a "
+         "blob's download or upload must move at least 1 KiB/s over each such window.")]
 
 # (name, type, default) of those options, in the order --help lists them: after the command's own.
 _RUN_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("limit", LimitOption, None), ("creds", CredsOption, None), ("authfile", AuthfileOption, None),
     ("cert_dir", CertDirOption, None), ("tls_verify", TlsVerifyOption, "true"),
+    ("registry_timeout", RegistryTimeoutOption, 60.0),
 )
 
 
@@ -282,7 +287,8 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
     def run(**kwargs: Any) -> None:
         given = {name: kwargs.pop(name, default) for name, _, default in _RUN_OPTIONS}
         apply_limits(given["limit"])
-        apply_registry(given["creds"], given["authfile"], given["cert_dir"], given["tls_verify"])
+        apply_registry(given["creds"], given["authfile"], given["cert_dir"], given["tls_verify"],
+                       timeout=given["registry_timeout"])
         command(**kwargs)
 
     sig = own.replace(parameters=[*own.parameters.values(), *added])
@@ -293,7 +299,8 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
     return run
 
 
-def apply_registry(creds: str | None, authfile: str | None, cert_dir: str | None, tls_verify: str) -> None:
+def apply_registry(creds: str | None, authfile: str | None, cert_dir: str | None, tls_verify: str, *,
+                   timeout: float = 60.0) -> None:
     """Hand the registry options to every registry source and sink of this run."""
     from ocisquash import api
     from ocisquash.errors import UsageError
@@ -301,4 +308,7 @@ def apply_registry(creds: str | None, authfile: str | None, cert_dir: str | None
     value = tls_verify.strip().lower()
     if value not in ("true", "false", "1", "0", "yes", "no"):
         raise UsageError(f"--tls-verify={tls_verify!r}: expected true or false")
-    _enter(api.registry_access(api.RegistryAccess(creds, authfile, cert_dir, value in ("true", "1", "yes"))))
+    if not 0 < timeout < float("inf"):
+        raise UsageError(f"--registry-timeout {timeout}: give a number of seconds above 0")
+    _enter(api.registry_access(api.RegistryAccess(creds, authfile, cert_dir, value in ("true", "1", "yes"),
+                                                  timeout=timeout)))

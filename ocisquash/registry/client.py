@@ -12,6 +12,9 @@ TLS is verified by default against the system store plus a certs.d directory (``
 ``/etc/containers/certs.d/HOST`` and ``/etc/docker/certs.d/HOST``): ``*.crt`` are extra CAs,
 ``NAME.cert`` with ``NAME.key`` a client certificate. ``--tls-verify=false`` accepts any
 certificate and, like skopeo, falls back to plain HTTP when the registry does not speak TLS.
+
+Time, body sizes and the mapping of transport errors to one line are ``bounds``' job: each try of a
+request runs within a ``bounds.Budget``, and every body is read through ``bounds`` under a cap.
 """
 
 from __future__ import annotations
@@ -27,8 +30,10 @@ from typing import Any
 import httpx
 
 from ocisquash.errors import FormatError, MissingBlob, NotFound, OcisquashError, UsageError
-from ocisquash.registry import auth
+from ocisquash.registry import auth, bounds
 from ocisquash.registry.auth import AuthError, Credentials
+from ocisquash.registry.bounds import ERROR_CAP, TOKEN_CAP
+from ocisquash.registry.bounds import RegistryError as RegistryError  # raised by the client, named here too
 from ocisquash.registry.options import RegistryOptions, current
 from ocisquash.registry.ref import RegistryRef
 from ocisquash.streams import Reader
@@ -41,10 +46,6 @@ _HANDED_OFF = 64 << 10  # request bodies this large are not kept by the request 
 MAX_MANIFEST = 4 << 20  # what registries accept (distribution's own cap), so what we accept
 RETRY_STATUS = (429, 500, 502, 503, 504)
 CERT_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
-
-
-class RegistryError(OcisquashError):
-    """The registry refused a request or could not be reached."""
 
 
 def _ssl_context(host: str, opts: RegistryOptions) -> ssl.SSLContext:
@@ -121,10 +122,12 @@ class Client:
         # Layers are opened in forked worker processes too: a pool inherited across fork shares its
         # sockets with the parent, so a child builds its own.
         if self._http is None or self._pid != os.getpid():
+            verify = self._ctx if self._ctx is not None else True
             self._http = httpx.Client(
-                verify=self._ctx if self._ctx is not None else True, transport=self._transport,
+                verify=verify, transport=self._transport or bounds.transport(verify),
                 timeout=httpx.Timeout(60.0, connect=15.0), follow_redirects=True,
-                headers={"User-Agent": "ocisquash"},
+                # identity: a body the server encodes anyway is decoded by ``bounds``, under its cap
+                headers={"User-Agent": "ocisquash", "Accept-Encoding": "identity"},
             )
             self._pid = os.getpid()
         return self._http
@@ -158,9 +161,13 @@ class Client:
         self._probed = True
         if self.opts.tls_verify or self._transport is not None:
             return
+        budget = bounds.Budget(self.opts.timeout)
         try:
-            self._client().get(self.url("/v2/")).close()
-        except httpx.TransportError as e:
+            with bounds.active(budget):
+                self._client().send(self._client().build_request("GET", self.url("/v2/")), stream=True).close()
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:
+            if bounds.is_timeout(e):
+                raise bounds.as_error(e, self.host, "connect", budget) from None
             if _is_tls_failure(e):
                 self.scheme = "http"
 
@@ -176,6 +183,7 @@ class Client:
         attempt = 0
         while True:  # bounded: MAX_ATTEMPTS retries plus one answer per distinct challenge
             attempt += 1
+            budget = None
             hdrs = dict(headers or {})
             if self._token is not None:
                 hdrs["Authorization"] = "Bearer " + self._token
@@ -200,8 +208,17 @@ class Client:
                 if params:
                     url = url.copy_merge_params(params)
                 req = self._client().build_request(method, url, headers=hdrs, content=body)
-                resp = self._client().send(req, stream=stream)
-            except httpx.TransportError as e:
+                # one deadline for connect, headers and a small body; a large upload is judged by progress
+                budget = bounds.Budget(self.opts.timeout, progress=body is not None and not isinstance(body, bytes))
+                with bounds.active(budget):
+                    resp = self._client().send(req, stream=True)
+                bounds.attach(resp, budget)
+                if not stream:  # read here, bounded: an answer without a body to stream is a few KiB at most
+                    with bounds.mapped(self.host, what, budget):
+                        resp = bounds.small(resp, ERROR_CAP, f"{self.host}: {what}")
+            except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:
+                if bounds.not_retried(e):  # a spent deadline, a bad URL: trying again changes nothing
+                    raise bounds.as_error(e, self.host, what, budget) from None
                 if _is_tls_failure(e):
                     raise RegistryError(f"{self.host}: TLS handshake failed: {_reason(e)}",
                                         hint="give the registry's CA with --cert-dir DIR (DIR/ca.crt), or "
@@ -230,10 +247,10 @@ class Client:
                 continue
             return resp
 
-    @staticmethod
-    def _close(resp: httpx.Response) -> None:
-        with contextlib.suppress(httpx.HTTPError):
-            resp.read()
+    def _close(self, resp: httpx.Response) -> None:
+        # a few KiB are read so the connection may be reused; a longer body closes it
+        with contextlib.suppress(RegistryError, httpx.HTTPError):
+            bounds.read_body(resp, ERROR_CAP, self.host, truncate=True)
         resp.close()
 
     def _scope_list(self) -> list[str]:
@@ -268,9 +285,17 @@ class Client:
         hdrs = {"Authorization": creds.basic_header()} if creds is not None else {}
         resp = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
+            budget = bounds.Budget(self.opts.timeout)
             try:
-                resp = self._client().get(realm, params=q, headers=hdrs)
-            except httpx.TransportError as e:
+                with bounds.active(budget):  # the token, read whole and capped, within the deadline
+                    resp = self._client().send(self._client().build_request("GET", realm, params=q, headers=hdrs),
+                                               stream=True)
+                bounds.attach(resp, budget)
+                with bounds.mapped(self.host, f"{what}: token service", budget):
+                    resp = bounds.small(resp, TOKEN_CAP, f"{self.host}: {what}: token service", truncate=False)
+            except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:
+                if bounds.not_retried(e):
+                    raise bounds.as_error(e, self.host, f"{what}: token service", budget) from None
                 if attempt == MAX_ATTEMPTS:
                     raise RegistryError(f"{self.host}: token service unreachable: {_reason(e)}") from None
                 time.sleep(BACKOFF_FIRST * 2 ** (attempt - 1))
@@ -288,16 +313,19 @@ class Client:
             raise RegistryError(f"{self.host}: token service answered {resp.status_code}")
         try:
             obj = resp.json()
-            token = obj.get("token") or obj.get("access_token")
+            token = (obj.get("token") or obj.get("access_token")) if isinstance(obj, dict) else None
         except ValueError:
             token = None
         if not isinstance(token, str) or not token:
-            raise RegistryError(f"{self.host}: token service gave no token")
+            raise RegistryError(f"{self.host}: {what}: the token service gave no token")
         return token
 
     # ---- errors
     def fail(self, resp: httpx.Response, what: str) -> OcisquashError:
         """A one-line error for a failed response (the registry's error code, never a header)."""
+        if not resp.is_stream_consumed:  # its first few KiB, for the registry's error code
+            with contextlib.suppress(RegistryError, httpx.HTTPError):
+                resp = bounds.small(resp, ERROR_CAP, self.host)
         code, message = _error_body(resp)
         detail = f" ({code}: {message})" if code else ""
         s = resp.status_code
@@ -326,18 +354,18 @@ class Client:
                             headers={"Accept": accept}, stream=True)
         try:
             if resp.status_code != 200:
-                resp.read()
                 raise self.fail(resp, what)
             length = resp.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > MAX_MANIFEST:
                 raise FormatError(f"{self.ref.host}/{self.ref.repo}: {what} is {length} bytes, over the "
                                   f"{MAX_MANIFEST >> 20} MiB registries accept")
             buf = bytearray()
-            for chunk in resp.iter_bytes():
-                buf += chunk
-                if len(buf) > MAX_MANIFEST:
-                    raise FormatError(f"{self.ref.host}/{self.ref.repo}: {what} is over the "
-                                      f"{MAX_MANIFEST >> 20} MiB registries accept")
+            with bounds.mapped(self.host, what, bounds.budget_of(resp)):
+                for chunk in bounds.chunks(resp, f"{self.host}: {what}"):  # decoded, counted as it comes
+                    buf += chunk
+                    if len(buf) > MAX_MANIFEST:
+                        raise FormatError(f"{self.ref.host}/{self.ref.repo}: {what} is over the "
+                                          f"{MAX_MANIFEST >> 20} MiB registries accept")
             ctype = resp.headers.get("content-type", "").split(";")[0].strip()
             return bytes(buf), ctype, resp.headers.get("docker-content-digest")
         finally:
@@ -392,15 +420,19 @@ class BlobStream(Reader):
         resp = self._c.request("GET", f"/v2/{self._c.ref.repo}/blobs/{self._digest}", what=self._what,
                                headers=headers, stream=True)
         if resp.status_code not in (200, 206):
-            resp.read()
-            resp.close()
-            raise self._c.fail(resp, f"blob {self._digest}")
+            try:
+                raise self._c.fail(resp, f"blob {self._digest}")
+            finally:
+                resp.close()
         skip = self._offset if resp.status_code == 200 else 0  # no Range support: skip what we have
         self._resp = resp
+        budget = bounds.budget_of(resp)
+        if budget is not None:
+            budget.to_progress()  # the headers came in time; a large body may take long, if it moves
         # no chunk_size: a chunker would hold back bytes a dropped connection then loses
-        self._chunks = resp.iter_raw() if _identity(resp) else resp.iter_bytes()
+        self._chunks = bounds.chunks(resp, self._what)
         while skip > 0:
-            chunk = next(self._chunks, b"")
+            chunk = self._next()
             if not chunk:
                 raise RegistryError(f"{self._what}: the registry sent less than before on a retry")
             if len(chunk) > skip:
@@ -416,8 +448,10 @@ class BlobStream(Reader):
         while not self._buf and not self._eof:
             assert self._chunks is not None
             try:
-                self._buf = next(self._chunks, b"")
+                self._buf = self._next()
             except httpx.TransportError as e:
+                if bounds.not_retried(e):
+                    raise self._error(e) from None
                 self._reopen(e)
                 continue
             if not self._buf:
@@ -425,6 +459,18 @@ class BlobStream(Reader):
         data, self._buf = self._buf[:n], self._buf[n:]
         self._offset += len(data)
         return data
+
+    def _next(self) -> bytes:
+        assert self._chunks is not None
+        try:
+            return next(self._chunks, b"")
+        except httpx.TransportError:
+            raise  # the caller resumes where it can
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, UnicodeError) as e:
+            raise self._error(e) from None
+
+    def _error(self, e: BaseException) -> RegistryError:
+        return bounds.as_error(e, self._what, "download", bounds.budget_of(self._resp) if self._resp else None)
 
     def _reopen(self, e: BaseException) -> None:
         self._resumes += 1
@@ -440,7 +486,3 @@ class BlobStream(Reader):
             self._resp.close()
             self._resp = None
 
-
-def _identity(resp: httpx.Response) -> bool:
-    # A blob is served as its own bytes; a Content-Encoding would be a transfer detail, decoded by httpx.
-    return resp.headers.get("content-encoding", "identity").lower() in ("", "identity")

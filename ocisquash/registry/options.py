@@ -16,11 +16,12 @@ class AuthOptions:
 
 @dataclass(frozen=True)
 class RegistryOptions:
-    """Auth (``--creds``, ``--authfile``) and TLS (``--cert-dir``, ``--tls-verify``)."""
+    """Auth (``--creds``, ``--authfile``), TLS (``--cert-dir``, ``--tls-verify``), ``--registry-timeout``."""
 
     auth: AuthOptions = field(default_factory=AuthOptions)
     cert_dir: str | None = None
     tls_verify: bool = True
+    timeout: float = 60.0  # --registry-timeout: seconds per request; a blob's progress window (``bounds``)
 
 
 _OPTIONS = RegistryOptions()
