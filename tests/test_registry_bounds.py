@@ -10,6 +10,7 @@ small with ``--registry-timeout``), under 150 MB, with nothing written at OUT.
 
 from __future__ import annotations
 
+import functools
 import itertools
 import json
 import os
@@ -110,8 +111,9 @@ def endless(status: int, headers: dict[str, str] | None = None) -> Callable[[Req
     return answer
 
 
+@functools.cache
 def bomb(encoding: str) -> bytes:
-    """512 MiB of JSON-ish spaces, compressed: a manifest bomb of a few hundred KiB."""
+    """512 MiB of JSON-ish spaces, compressed: a manifest bomb of a few hundred KiB (made once: 7 s)."""
     piece = b" " * (1 << 20)
     z: Any = zstandard.ZstdCompressor(level=3).compressobj() if encoding == "zstd" else \
         zlib.compressobj(6, zlib.DEFLATED, 31)
@@ -321,6 +323,8 @@ def test_images_fetches_a_shared_config_once(tmp_path: Path) -> None:
     assert len(r.stdout.splitlines()) == 3
     gets = [q for q in server.requests if q.method == "GET" and q.path == BLOBS + config]
     assert len(gets) == 1
+    # and the tag is resolved by a HEAD (its headers kept whole), the index then fetched by digest only
+    assert [q.method for q in server.requests if q.path == MANIFEST + "1"] == ["HEAD"]
 
 
 def test_a_refused_second_tag_says_which_tags_were_written(tmp_path: Path) -> None:

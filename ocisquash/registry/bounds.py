@@ -60,7 +60,6 @@ class Budget:
         self.start = time.monotonic()
         self._window = self.start
         self._bytes = 0
-        self.spent: str | None = None  # why it ran out, once it has
 
     def to_progress(self) -> None:
         """From now on, judge progress (a blob's body after its headers came within the deadline)."""
@@ -68,26 +67,19 @@ class Budget:
         self._window = time.monotonic()
         self._bytes = 0
 
-    def describe(self) -> str:
-        if self.spent is not None:
-            return self.spent
-        return f"no answer within {self.timeout:g} s"
-
     def wait(self) -> float:
         """Seconds the next socket operation may wait; raises ``httpcore.ReadTimeout`` once spent."""
         now = time.monotonic()
         if not self.progress:
             left = self.start + self.timeout - now
             if left <= 0:
-                self.spent = f"no complete answer within {self.timeout:g} s"
-                raise httpcore.ReadTimeout(self.spent)
+                raise httpcore.ReadTimeout(f"no complete answer within {self.timeout:g} s")
             return left
         end = self._window + self.timeout
         if now >= end:
             if self._bytes < MIN_RATE * self.timeout:
-                self.spent = (f"less than {MIN_RATE >> 10} KiB/s for {self.timeout:g} s "
-                              f"({self._bytes} bytes)")
-                raise httpcore.ReadTimeout(self.spent)
+                raise httpcore.ReadTimeout(f"less than {MIN_RATE >> 10} KiB/s for {self.timeout:g} s "
+                                           f"({self._bytes} bytes)")
             self._window, self._bytes = now, 0
             end = now + self.timeout
         return end - now
@@ -150,8 +142,7 @@ class _Stream(httpcore.NetworkStream):
             try:
                 self._inner.write(piece, wait)
             except httpcore.WriteTimeout:
-                budget.spent = f"the registry took no {len(piece)} bytes within {wait:.3g} s"
-                raise
+                raise httpcore.WriteTimeout(f"the registry took not {len(piece)} bytes within {wait:.3g} s") from None
             budget.moved(len(piece))
 
     def close(self) -> None:
@@ -254,8 +245,8 @@ def small(resp: httpx.Response, cap: int, where: str, *, truncate: bool = True) 
     """``resp`` with its body read (its first ``cap`` bytes, decoded; over ``cap`` an error unless
     ``truncate``): ``.content`` and ``.json()`` work."""
     body = read_body(resp, cap, where, truncate=truncate)
-    headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() not in ("content-encoding",
-                                                                                      "content-length")]
+    # Content-Length stays as sent (a HEAD's tells the size of what a GET would send); the encoding is undone
+    headers = [(k, v) for k, v in resp.headers.multi_items() if k.lower() != "content-encoding"]
     out = httpx.Response(resp.status_code, headers=headers, content=body, request=resp.request)
     budget = budget_of(resp)
     if budget is not None:
@@ -280,20 +271,20 @@ def one_line(e: BaseException) -> str:
 
 
 @contextlib.contextmanager
-def mapped(where: str, what: str, budget: Budget | None = None) -> Iterator[None]:
+def mapped(where: str, what: str) -> Iterator[None]:
     """Anything httpx, h11, idna or URL parsing raises in the block, as one ``RegistryError`` line."""
     try:
         yield
     except OcisquashError:
         raise
     except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, UnicodeError) as e:
-        raise as_error(e, where, what, budget) from None
+        raise as_error(e, where, what) from None
 
 
-def as_error(e: BaseException, where: str, what: str, budget: Budget | None = None) -> RegistryError:
-    if is_timeout(e):
-        why = budget.describe() if budget is not None else one_line(e)
-        return RegistryTimeout(f"{where}: {what}: timed out: {why}",
+def as_error(e: BaseException, where: str, what: str) -> RegistryError:
+    """``e`` as one line: ``WHERE: WHAT: what went wrong``."""
+    if is_timeout(e):  # the budget's own words (``Budget.wait``), or the socket's
+        return RegistryTimeout(f"{where}: {what}: timed out: {one_line(e)}",
                                hint="raise --registry-timeout SECONDS for a slow registry")
     if isinstance(e, httpx.TooManyRedirects):
         return RegistryError(f"{where}: {what}: too many redirects")

@@ -161,13 +161,11 @@ class Client:
         self._probed = True
         if self.opts.tls_verify or self._transport is not None:
             return
-        budget = bounds.Budget(self.opts.timeout)
         try:
-            with bounds.active(budget):
-                self._client().send(self._client().build_request("GET", self.url("/v2/")), stream=True).close()
+            self._send(self._client().build_request("GET", self.url("/v2/")), "connect", stream=True).close()
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:
             if bounds.is_timeout(e):
-                raise bounds.as_error(e, self.host, "connect", budget) from None
+                raise bounds.as_error(e, self.host, "connect") from None
             if _is_tls_failure(e):
                 self.scheme = "http"
 
@@ -183,7 +181,6 @@ class Client:
         attempt = 0
         while True:  # bounded: MAX_ATTEMPTS retries plus one answer per distinct challenge
             attempt += 1
-            budget = None
             hdrs = dict(headers or {})
             if self._token is not None:
                 hdrs["Authorization"] = "Bearer " + self._token
@@ -208,17 +205,10 @@ class Client:
                 if params:
                     url = url.copy_merge_params(params)
                 req = self._client().build_request(method, url, headers=hdrs, content=body)
-                # one deadline for connect, headers and a small body; a large upload is judged by progress
-                budget = bounds.Budget(self.opts.timeout, progress=body is not None and not isinstance(body, bytes))
-                with bounds.active(budget):
-                    resp = self._client().send(req, stream=True)
-                bounds.attach(resp, budget)
-                if not stream:  # read here, bounded: an answer without a body to stream is a few KiB at most
-                    with bounds.mapped(self.host, what, budget):
-                        resp = bounds.small(resp, ERROR_CAP, f"{self.host}: {what}")
+                resp = self._send(req, what, stream=stream, upload=body is not None and not isinstance(body, bytes))
             except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:
                 if bounds.not_retried(e):  # a spent deadline, a bad URL: trying again changes nothing
-                    raise bounds.as_error(e, self.host, what, budget) from None
+                    raise bounds.as_error(e, self.host, what) from None
                 if _is_tls_failure(e):
                     raise RegistryError(f"{self.host}: TLS handshake failed: {_reason(e)}",
                                         hint="give the registry's CA with --cert-dir DIR (DIR/ca.crt), or "
@@ -246,6 +236,18 @@ class Client:
                 time.sleep(delay)
                 continue
             return resp
+
+    def _send(self, req: httpx.Request, what: str, *, stream: bool = False, upload: bool = False,
+              cap: int = ERROR_CAP, truncate: bool = True) -> httpx.Response:
+        """One try of ``req`` within a ``bounds.Budget``: one deadline for connecting, the headers and
+        (unless ``stream``) the body, read here up to ``cap``; an ``upload`` is judged by its progress."""
+        budget = bounds.Budget(self.opts.timeout, progress=upload)
+        with bounds.active(budget):
+            resp = self._client().send(req, stream=True)
+        bounds.attach(resp, budget)
+        if stream:
+            return resp
+        return bounds.small(resp, cap, f"{self.host}: {what}", truncate=truncate)  # httpx errors: the caller's
 
     def _close(self, resp: httpx.Response) -> None:
         # a few KiB are read so the connection may be reused; a longer body closes it
@@ -285,17 +287,12 @@ class Client:
         hdrs = {"Authorization": creds.basic_header()} if creds is not None else {}
         resp = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            budget = bounds.Budget(self.opts.timeout)
-            try:
-                with bounds.active(budget):  # the token, read whole and capped, within the deadline
-                    resp = self._client().send(self._client().build_request("GET", realm, params=q, headers=hdrs),
-                                               stream=True)
-                bounds.attach(resp, budget)
-                with bounds.mapped(self.host, f"{what}: token service", budget):
-                    resp = bounds.small(resp, TOKEN_CAP, f"{self.host}: {what}: token service", truncate=False)
+            try:  # the token read whole, capped, within the deadline
+                resp = self._send(self._client().build_request("GET", realm, params=q, headers=hdrs),
+                                  f"{what}: token service", cap=TOKEN_CAP, truncate=False)
             except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:
                 if bounds.not_retried(e):
-                    raise bounds.as_error(e, self.host, f"{what}: token service", budget) from None
+                    raise bounds.as_error(e, self.host, f"{what}: token service") from None
                 if attempt == MAX_ATTEMPTS:
                     raise RegistryError(f"{self.host}: token service unreachable: {_reason(e)}") from None
                 time.sleep(BACKOFF_FIRST * 2 ** (attempt - 1))
@@ -360,7 +357,7 @@ class Client:
                 raise FormatError(f"{self.ref.host}/{self.ref.repo}: {what} is {length} bytes, over the "
                                   f"{MAX_MANIFEST >> 20} MiB registries accept")
             buf = bytearray()
-            with bounds.mapped(self.host, what, bounds.budget_of(resp)):
+            with bounds.mapped(self.host, what):
                 for chunk in bounds.chunks(resp, f"{self.host}: {what}"):  # decoded, counted as it comes
                     buf += chunk
                     if len(buf) > MAX_MANIFEST:
@@ -470,7 +467,7 @@ class BlobStream(Reader):
             raise self._error(e) from None
 
     def _error(self, e: BaseException) -> RegistryError:
-        return bounds.as_error(e, self._what, "download", bounds.budget_of(self._resp) if self._resp else None)
+        return bounds.as_error(e, self._what, "download")
 
     def _reopen(self, e: BaseException) -> None:
         self._resumes += 1
