@@ -213,6 +213,26 @@ def test_every_request_has_a_deadline(out: Path) -> None:
             assert time.monotonic() - t0 >= 2.5, (shape, "cut off before the deadline")
 
 
+def test_a_registry_output_that_stops_answering_is_cut_off_too() -> None:
+    """An upload the registry takes and then never answers: the deadline ends it; no tag is written."""
+    img = tiny_image()
+    store = PushStore()
+    pushes = accept_pushes(store)
+
+    def stall(req: Request, conn: Conn) -> None:
+        if req.method == "PUT" and "/blobs/uploads/" in req.path:
+            time.sleep(25)  # took the blob, never says so
+            return
+        pushes(req, conn)
+
+    with HostileServer(serve_image(img)) as src, HostileServer(stall, host="127.0.0.2") as dst:
+        r = run_cli(f"docker://{src.netloc}/a/b:1", f"docker://{dst.netloc}/c/d:1", "--tls-verify=false",
+                    "--registry-timeout", TIMEOUT, "-q")
+    line = refused(r, 20)
+    assert "timed out" in line and dst.netloc in line
+    assert store.manifests == {}
+
+
 def test_a_slow_blob_that_moves_is_not_cut_off(tmp_path: Path) -> None:
     """A blob that takes longer than the deadline but keeps moving (over 1 KiB/s) arrives."""
     img = tiny_image(files={"big.bin": os.urandom(40_000)})
