@@ -1,6 +1,6 @@
 """Bounds on what a registry can make the client spend: time per request, bytes per body, one-line errors.
 
-**Time.** Each request gets a ``Budget`` (``--registry-timeout``, ``DEFAULT_TIMEOUT`` seconds by default)
+**Time.** Each request gets a ``Budget`` (``--registry-timeout``, ``RegistryOptions.timeout``, 60 s by default)
 that the sockets themselves enforce: ``transport()`` gives httpx a network backend whose streams
 compute every socket wait from the budget of the request running on that thread. Connecting, sending a
 small body, the status line, the headers and a small body (a manifest, a config, a token, an error)
@@ -35,7 +35,6 @@ import httpx
 
 from ocisquash.errors import OcisquashError
 
-DEFAULT_TIMEOUT = 60.0  # seconds: one request's headers and small body; a blob's progress window
 MIN_RATE = 1024  # bytes/s a blob or a large upload must average over each window of the timeout
 PIECE = 1 << 20  # most bytes one decoded piece may hold
 ERROR_CAP = 8 << 10  # an error body: enough for the registry's error code and message
@@ -192,8 +191,9 @@ def transport(verify: Any) -> httpx.HTTPTransport:
 def chunks(resp: httpx.Response, where: str) -> Iterator[bytes]:
     """The body's bytes decoded, in pieces of at most ``PIECE`` bytes, each read within the response's
     budget. gzip and deflate are decoded here (never more than a piece at once); other encodings refused."""
-    if resp.is_stream_consumed:  # read already (by ``small``, under its cap): decoded, in memory
-        yield resp.content
+    if resp.is_stream_consumed:  # read already (by ``small``, under its cap), or begun and given up
+        with contextlib.suppress(httpx.ResponseNotRead):
+            yield resp.content
         return
     budget = budget_of(resp)
     raw = resp.iter_raw()
