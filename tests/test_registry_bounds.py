@@ -11,6 +11,7 @@ small with ``--registry-timeout``), under 150 MB, with nothing written at OUT.
 from __future__ import annotations
 
 import functools
+import gzip
 import itertools
 import json
 import os
@@ -24,6 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpcore
+import httpx
 import pytest
 import registryd
 import zstandard
@@ -39,6 +42,8 @@ from hostileregistry import (
     tiny_image,
     tiny_index,
 )
+
+from ocisquash.registry import bounds
 
 TIME = "/usr/bin/time"
 MAX_RSS_MB = 150
@@ -358,3 +363,48 @@ def test_a_refused_second_tag_says_which_tags_were_written(tmp_path: Path) -> No
     assert "tags written: first; not written: second, third" in line
     assert "first" in store.manifests and "second" not in store.manifests and "third" not in store.manifests
 
+
+
+# ---------------------------------------------------------------------------------- the pure parts
+
+
+def test_budget_deadline_and_progress_windows(monkeypatch: pytest.MonkeyPatch) -> None:
+    now = [100.0]
+    monkeypatch.setattr(bounds.time, "monotonic", lambda: now[0])
+    deadline = bounds.Budget(3)
+    now[0] += 2.5
+    assert deadline.wait() == pytest.approx(0.5)
+    deadline.moved(1 << 30)  # bytes do not extend a deadline
+    now[0] += 0.5
+    with pytest.raises(httpcore.ReadTimeout, match="within 3 s"):
+        deadline.wait()
+
+    blob = bounds.Budget(3)
+    blob.to_progress()
+    blob.moved(bounds.MIN_RATE * 3)  # a window's worth: a new window opens
+    now[0] += 3
+    assert blob.wait() == pytest.approx(3)
+    blob.moved(bounds.MIN_RATE * 3 - 1)  # one byte short
+    now[0] += 3
+    with pytest.raises(httpcore.ReadTimeout, match="less than 1 KiB/s for 3 s"):
+        blob.wait()
+
+
+def test_chunks_decode_a_bomb_a_piece_at_a_time_and_refuse_other_encodings() -> None:
+    def response(body: bytes, encoding: str) -> httpx.Response:
+        return httpx.Response(200, headers={"Content-Encoding": encoding}, stream=httpx.ByteStream(body))
+
+    pieces = bounds.chunks(response(bomb("gzip"), "gzip"), "here")
+    sizes = [len(next(pieces)) for _ in range(8)]
+    assert max(sizes) <= bounds.PIECE and sum(sizes) > 4 * bounds.PIECE
+    with pytest.raises(bounds.RegistryError, match="over 1 MiB"):
+        bounds.read_body(response(gzip.compress(b" " * (2 << 20)), "gzip"), 1 << 20, "here")
+    assert bounds.read_body(response(gzip.compress(b"{}" * 5), "x-gzip"), 100, "here") == b"{}" * 5
+    with pytest.raises(bounds.RegistryError, match="Content-Encoding 'zstd'"):
+        bounds.read_body(response(zstandard.ZstdCompressor().compress(b"{}"), "zstd"), 100, "here")
+
+
+def test_registry_timeout_must_be_a_positive_number(tmp_path: Path) -> None:
+    for bad in ("0", "-1", "nan", "inf"):
+        r = run_cli("images", "docker://127.0.0.1:9/a/b:1", "--registry-timeout", bad)
+        assert r.code == 2 and "--registry-timeout" in r.stderr, r.stderr
