@@ -373,3 +373,65 @@ def accept_pushes(store: PushStore, repo: str = "c/d", refuse_tags: tuple[str, .
             conn.respond(404, b"")
 
     return handle
+
+
+class TrickleProxy:
+    """A TCP proxy on loopback: the client's bytes go on at once, the server's one at a time, ``every``
+    seconds apart. In front of a TLS ``HostileServer`` it trickles the handshake itself. Bounded like
+    ``HostileServer``: it stops after ``lifetime`` seconds, every socket has a timeout."""
+
+    def __init__(self, target: str, *, every: float = 0.3, host: str = "127.0.0.1", lifetime: float = 40.0) -> None:
+        assert host.startswith("127."), "test servers listen on loopback only"
+        th, tp = target.rsplit(":", 1)
+        self.target = (th, int(tp))
+        self.every = every
+        self._end = time.monotonic() + lifetime
+        self._sock = socket.socket()
+        self._sock.bind((host, 0))
+        self._sock.listen(8)
+        self._sock.settimeout(0.2)
+        self.netloc = f"{host}:{self._sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> TrickleProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+    def _live(self) -> bool:
+        return not self._stop.is_set() and time.monotonic() < self._end
+
+    def _serve(self) -> None:
+        while self._live():
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                continue
+            server = socket.create_connection(self.target, timeout=5)
+            for sock in (client, server):
+                sock.settimeout(1)
+            threading.Thread(target=self._pipe, args=(client, server, 0.0), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, self.every), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, every: float) -> None:
+        with contextlib.suppress(OSError):
+            while self._live():
+                try:
+                    data = src.recv(4096)
+                except TimeoutError:
+                    continue
+                if not data:
+                    break
+                for i in range(0, len(data), 1 if every else len(data)):
+                    if not self._live():
+                        break
+                    dst.sendall(data[i:i + 1] if every else data)
+                    time.sleep(every)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.close()

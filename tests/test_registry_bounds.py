@@ -36,6 +36,7 @@ from hostileregistry import (
     PushStore,
     Request,
     TinyImage,
+    TrickleProxy,
     accept_pushes,
     serve_image,
     serve_index,
@@ -216,6 +217,17 @@ def test_every_request_has_a_deadline(out: Path) -> None:
             assert "timed out" in line, (shape, line)
             assert server.netloc in line, line
             assert time.monotonic() - t0 >= 2.5, (shape, "cut off before the deadline")
+
+
+def test_a_trickled_tls_handshake_is_cut_off(tls: tuple[tuple[Path, Path], Path], out: Path) -> None:
+    """A handshake that trickles ends with the deadline (ssl bounds a handshake's waits in sum by the
+    socket's timeout, which the budget sets)."""
+    cert, certs = tls
+    with HostileServer(serve_image(tiny_image()), tls=cert) as server, TrickleProxy(server.netloc) as proxy:
+        r = run_cli(f"docker://{proxy.netloc}/a/b:1", str(out), "--cert-dir", str(certs),
+                    "--registry-timeout", TIMEOUT, "-q")
+    line = refused(r, 20)
+    assert "timed out" in line and "handshake" in line and proxy.netloc in line
 
 
 def test_a_registry_output_that_stops_answering_is_cut_off_too() -> None:
