@@ -5,10 +5,11 @@ that the sockets themselves enforce: ``transport()`` gives httpx a network backe
 compute every socket wait from the budget of the request running on that thread. Connecting, sending a
 small body, the status line, the headers and a small body (a manifest, a config, a token, an error)
 share one deadline, so a server that trickles a byte a second or says nothing is cut off when it
-passes. A blob's body, and a large upload, are held to a progress rule instead (curl's
-``--speed-limit``/``--speed-time``, the "low speed" rule, where containers/image and
-go-containerregistry leave a transfer unbounded): at least ``MIN_RATE`` bytes a second in every
-window of the timeout, so a large layer on a slow link still arrives and a stalled one stops.
+passes. A blob's body, and a large upload, are held to a progress rule instead, curl's low-speed
+limit (``--speed-limit``/``--speed-time``): at least ``MIN_RATE`` bytes a second in every window of
+the timeout, so a large layer on a slow link still arrives and a stalled one stops. (containers/image
+and go-containerregistry bound dialing and the TLS handshake, and leave the rest of a transfer to the
+caller's context: a stalled body there waits for as long as the caller lets it.)
 
 **Bytes.** Bodies are read only through ``chunks``, which decodes a ``Content-Encoding`` itself (gzip
 and deflate, in pieces of at most ``PIECE`` bytes however much one wire chunk inflates to) and refuses
