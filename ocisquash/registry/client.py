@@ -162,7 +162,7 @@ class Client:
         if self.opts.tls_verify or self._transport is not None:
             return
         try:
-            self._send(self._client().build_request("GET", self.url("/v2/")), "connect", stream=True).close()
+            self._bounded_send(self._client().build_request("GET", self.url("/v2/")), "connect", stream=True).close()
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:
             if bounds.is_timeout(e):
                 raise bounds.as_error(e, self.host, "connect") from None
@@ -205,7 +205,8 @@ class Client:
                 if params:
                     url = url.copy_merge_params(params)
                 req = self._client().build_request(method, url, headers=hdrs, content=body)
-                resp = self._send(req, what, stream=stream, upload=body is not None and not isinstance(body, bytes))
+                upload = body is not None and not isinstance(body, bytes)  # judged by progress, not a deadline
+                resp = self._bounded_send(req, what, stream=stream, upload=upload)
             except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:
                 if bounds.not_retried(e):  # a spent deadline, a bad URL: trying again changes nothing
                     raise bounds.as_error(e, self.host, what) from None
@@ -237,8 +238,8 @@ class Client:
                 continue
             return resp
 
-    def _send(self, req: httpx.Request, what: str, *, stream: bool = False, upload: bool = False,
-              cap: int = ERROR_CAP, truncate: bool = True) -> httpx.Response:
+    def _bounded_send(self, req: httpx.Request, what: str, *, stream: bool = False, upload: bool = False,
+                      cap: int = ERROR_CAP, truncate: bool = True) -> httpx.Response:
         """One try of ``req`` within a ``bounds.Budget``: one deadline for connecting, the headers and
         (unless ``stream``) the body, read here up to ``cap``; an ``upload`` is judged by its progress."""
         budget = bounds.Budget(self.opts.timeout, progress=upload)
@@ -249,10 +250,11 @@ class Client:
             return resp
         return bounds.small(resp, cap, f"{self.host}: {what}", truncate=truncate)  # httpx errors: the caller's
 
-    def _close(self, resp: httpx.Response) -> None:
+    @staticmethod
+    def _close(resp: httpx.Response) -> None:
         # a few KiB are read so the connection may be reused; a longer body closes it
         with contextlib.suppress(RegistryError, httpx.HTTPError):
-            bounds.read_body(resp, ERROR_CAP, self.host, truncate=True)
+            bounds.read_body(resp, ERROR_CAP, "", truncate=True)
         resp.close()
 
     def _scope_list(self) -> list[str]:
@@ -288,7 +290,7 @@ class Client:
         resp = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
             try:  # the token read whole, capped, within the deadline
-                resp = self._send(self._client().build_request("GET", realm, params=q, headers=hdrs),
+                resp = self._bounded_send(self._client().build_request("GET", realm, params=q, headers=hdrs),
                                   f"{what}: token service", cap=TOKEN_CAP, truncate=False)
             except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:
                 if bounds.not_retried(e):
