@@ -555,6 +555,9 @@ class RegistryAccess:
     """``USER:PASSWORD`` for the registry of the input and the ``parent`` only (wins over ``creds``)."""
     dest_creds: str | None = field(default=None, repr=False)
     """``USER:PASSWORD`` for the registry of the output only (wins over ``creds``)."""
+    timeout: float = 60.0
+    """Seconds one request may take to connect, answer and send a small body; a blob's body must move at
+    least 1 KiB/s over each such window (``--registry-timeout``)."""
 
 
 @contextmanager
@@ -566,9 +569,11 @@ def registry_access(access: RegistryAccess) -> Iterator[None]:
     from ocisquash import registry
 
     saved = registry.current()
+    if not 0 < access.timeout < float("inf"):
+        raise UsageError(f"registry timeout {access.timeout!r}: give a number of seconds above 0")
     registry.configure(registry.RegistryOptions(registry.AuthOptions(access.creds, access.authfile, access.src_creds,
                                                                      access.dest_creds),
-                                                access.cert_dir, access.tls_verify))
+                                                access.cert_dir, access.tls_verify, access.timeout))
     try:
         yield
     finally:

@@ -48,8 +48,10 @@ class Source:
 
     def matching(self, ref: str | None) -> list[Candidate]:
         """Every candidate ``ref`` names (all of them for None), one per image and platform, each with
-        its platform known as ``--platform`` judges it: its index entry's, else its config's."""
-        return [_with_platform(c) for c in _dedupe([c for c in self.candidates if ref is None or _matches(ref, c)])]
+        its platform known as ``--platform`` judges it: its index entry's, else its config's. Index entries
+        of different platforms that share a manifest are each kept: each is a platform to write."""
+        named = [c for c in self.candidates if ref is None or _matches(ref, c)]
+        return [_with_platform(c) for c in _dedupe(named, by_platform=True)]
 
     def choose(self, ref: str | None = None, platform: str | None = None) -> Image:
         return self.choose_candidate(ref, platform).load()
@@ -154,10 +156,12 @@ def _same_top(cands: list[Candidate]) -> bool:
     return len({tuple(c.names) for c in cands}) == 1
 
 
-def _dedupe(cands: list[Candidate]) -> list[Candidate]:
+def _dedupe(cands: list[Candidate], *, by_platform: bool = False) -> list[Candidate]:
     seen: dict[object, Candidate] = {}
     for c in cands:
-        key = c.manifest_digest or c.image_id or id(c)
+        key: object = c.manifest_digest or c.image_id or id(c)
+        if by_platform:
+            key = (key, c.platform)
         if key in seen:
             seen[key].names.extend(n for n in c.names if n not in seen[key].names)
         else:

@@ -349,11 +349,20 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
     out = None if opts.dry_run or dest is None else sink.open_sink(dest, out_fmt)
     reports: list[Report] = []
     children: list[model.Descriptor] = []
+    # Index entries of several platforms may share one manifest: it is squashed once (per parent) and
+    # each entry gets the result, so every platform of the input is one of the output.
+    done: dict[tuple[object, ...], tuple[Report, WrittenImage]] = {}
     try:
         for c in cands:
             image = c.load()
             parent = _parent_diff_ids(opts, src_path, src, c.platform)
-            report, written = _squash_one(image, out, parent, opts, codec, level, created, [], on_phase, on_progress)
+            key = (c.manifest_digest or id(c), tuple(parent[0]) if parent is not None else None)
+            if key in done:
+                report, written = copy.copy(done[key][0]), done[key][1]
+            else:
+                report, written = _squash_one(image, out, parent, opts, codec, level, created, [], on_phase,
+                                              on_progress)
+                done[key] = (report, written)
             report.image = f"{image.label} [{c.platform or '?'}]"
             reports.append(report)
             if out is None:

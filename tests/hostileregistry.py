@@ -367,3 +367,150 @@ class Uploads:
         else:
             return False
         return True
+# ---- an index, and a registry that takes pushes
+
+
+def tiny_index(img: TinyImage, platforms: list[str]) -> bytes:
+    """An OCI index whose entries, one per ``os/arch`` in ``platforms``, all name ``img``'s manifest."""
+    entries = []
+    for p in platforms:
+        os_, arch = p.split("/")
+        entries.append({"mediaType": "application/vnd.oci.image.manifest.v1+json", "digest": img.digest,
+                        "size": len(img.manifest), "platform": {"os": os_, "architecture": arch}})
+    return json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.index.v1+json",
+                       "manifests": entries}, sort_keys=True).encode()
+
+
+def serve_index(index: bytes, img: TinyImage, repo: str = "a/b", tag: str = "1",
+                override: Callable[[Request, Conn], bool] | None = None) -> Handler:
+    """``serve_image`` of ``img`` with ``index`` at ``repo:tag`` (and by its digest)."""
+    index_digest = _digest(index)
+
+    def top(req: Request, conn: Conn) -> bool:
+        if override is not None and override(req, conn):
+            return True
+        if req.path in (f"/v2/{repo}/manifests/{tag}", f"/v2/{repo}/manifests/{index_digest}"):
+            hdrs = {"Content-Type": "application/vnd.oci.image.index.v1+json", "Docker-Content-Digest": index_digest,
+                    "Content-Length": str(len(index))}
+            conn.respond(200, b"" if req.method == "HEAD" else index, hdrs)
+            return True
+        return False
+
+    return serve_image(img, repo, tag="\0", override=top)  # the tag is answered above
+
+
+@dataclass
+class PushStore:
+    """What ``accept_pushes`` was given: blobs by digest, manifests by tag or digest."""
+
+    blobs: dict[str, bytes] = field(default_factory=dict)
+    manifests: dict[str, bytes] = field(default_factory=dict)
+    uploads: dict[str, bytearray] = field(default_factory=dict)
+
+
+def accept_pushes(store: PushStore, repo: str = "c/d", refuse_tags: tuple[str, ...] = ()) -> Handler:
+    """A handler that takes blob uploads (chunked or whole) and manifest PUTs like a registry, without
+    auth; a PUT of a tag in ``refuse_tags`` is answered 400 (not retried), as a registry refusing it."""
+    uploads = f"/v2/{repo}/blobs/uploads/"
+
+    def handle(req: Request, conn: Conn) -> None:
+        path, q = req.path, dict(p.split("=", 1) for p in req.query.split("&") if "=" in p)
+        if path == "/v2/":
+            conn.respond(200, b"{}")
+        elif path.startswith(f"/v2/{repo}/blobs/sha256:"):
+            d = path.rsplit("/", 1)[1]
+            conn.respond(200 if d in store.blobs else 404, b"",
+                         {"Content-Length": str(len(store.blobs.get(d, b"")))})
+        elif path == uploads and req.method == "POST":
+            uid = str(len(store.uploads))
+            store.uploads[uid] = bytearray()
+            conn.respond(202, b"", {"Location": uploads + uid, "Range": "0-0"})
+        elif path.startswith(uploads) and path[len(uploads):] in store.uploads:
+            buf = store.uploads[path[len(uploads):]]
+            if req.method == "DELETE":
+                conn.respond(204)
+                return
+            buf += req.body
+            if req.method == "PUT":
+                store.blobs[q.get("digest", "").replace("%3A", ":")] = bytes(buf)
+                conn.respond(201, b"", {"Location": path})
+            else:
+                conn.respond(202, b"", {"Location": path, "Range": f"0-{len(buf) - 1}"})
+        elif path.startswith(f"/v2/{repo}/manifests/"):
+            ref = path.rsplit("/", 1)[1]
+            if req.method == "PUT" and ref in refuse_tags:
+                conn.respond(400, b'{"errors":[{"code":"TAG_INVALID","message":"refused"}]}')
+            elif req.method == "PUT":
+                store.manifests[ref] = req.body
+                conn.respond(201, b"", {"Docker-Content-Digest": _digest(req.body)})
+            elif ref in store.manifests:
+                body = store.manifests[ref]
+                conn.respond(200, b"" if req.method == "HEAD" else body, {"Content-Length": str(len(body))})
+            else:
+                conn.respond(404, b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}')
+        else:
+            conn.respond(404, b"")
+
+    return handle
+
+
+class TrickleProxy:
+    """A TCP proxy on loopback: the client's bytes go on at once, the server's one at a time, ``every``
+    seconds apart. In front of a TLS ``HostileServer`` it trickles the handshake itself. Bounded like
+    ``HostileServer``: it stops after ``lifetime`` seconds, every socket has a timeout."""
+
+    def __init__(self, target: str, *, every: float = 0.3, host: str = "127.0.0.1", lifetime: float = 40.0) -> None:
+        assert host.startswith("127."), "test servers listen on loopback only"
+        th, tp = target.rsplit(":", 1)
+        self.target = (th, int(tp))
+        self.every = every
+        self._end = time.monotonic() + lifetime
+        self._sock = socket.socket()
+        self._sock.bind((host, 0))
+        self._sock.listen(8)
+        self._sock.settimeout(0.2)
+        self.netloc = f"{host}:{self._sock.getsockname()[1]}"
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+
+    def __enter__(self) -> TrickleProxy:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(5)
+        self._sock.close()
+
+    def _live(self) -> bool:
+        return not self._stop.is_set() and time.monotonic() < self._end
+
+    def _serve(self) -> None:
+        while self._live():
+            try:
+                client, _ = self._sock.accept()
+            except OSError:
+                continue
+            server = socket.create_connection(self.target, timeout=5)
+            for sock in (client, server):
+                sock.settimeout(1)
+            threading.Thread(target=self._pipe, args=(client, server, 0.0), daemon=True).start()
+            threading.Thread(target=self._pipe, args=(server, client, self.every), daemon=True).start()
+
+    def _pipe(self, src: socket.socket, dst: socket.socket, every: float) -> None:
+        with contextlib.suppress(OSError):
+            while self._live():
+                try:
+                    data = src.recv(4096)
+                except TimeoutError:
+                    continue
+                if not data:
+                    break
+                for i in range(0, len(data), 1 if every else len(data)):
+                    if not self._live():
+                        break
+                    dst.sendall(data[i:i + 1] if every else data)
+                    time.sleep(every)
+        for sock in (src, dst):
+            with contextlib.suppress(OSError):
+                sock.close()

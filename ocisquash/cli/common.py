@@ -275,12 +275,17 @@ CertDirOption = Annotated[str | None, typer.Option(
     help="Registry TLS: CA certificates (*.crt) and client certificate (*.cert + *.key), as in containers-certs.d.")]
 TlsVerifyOption = Annotated[str, typer.Option(
     "--tls-verify", metavar="BOOL", help="Verify registry TLS certificates (--tls-verify=false also allows HTTP).")]
+RegistryTimeoutOption = Annotated[float, typer.Option(
+    "--registry-timeout", metavar="SECONDS",
+    help="Most time one registry request may take to connect, answer and send a small body (default 60); a "
+         "blob's download or upload must move at least 1 KiB/s over each such window.")]
 
 # (name, type, default) of those options, in the order --help lists them: after the command's own.
 _RUN_OPTIONS: tuple[tuple[str, Any, Any], ...] = (
     ("limit", LimitOption, None), ("creds", CredsOption, None), ("src_creds", SrcCredsOption, None),
     ("dest_creds", DestCredsOption, None), ("authfile", AuthfileOption, None),
     ("cert_dir", CertDirOption, None), ("tls_verify", TlsVerifyOption, "true"),
+    ("registry_timeout", RegistryTimeoutOption, 60.0),
 )
 
 
@@ -298,7 +303,8 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
         given = {name: kwargs.pop(name, default) for name, _, default in _RUN_OPTIONS}
         apply_limits(given["limit"])
         apply_registry(given["creds"], given["authfile"], given["cert_dir"], given["tls_verify"],
-                       src_creds=given["src_creds"], dest_creds=given["dest_creds"])
+                       src_creds=given["src_creds"], dest_creds=given["dest_creds"],
+                       timeout=given["registry_timeout"])
         command(**kwargs)
 
     sig = own.replace(parameters=[*own.parameters.values(), *added])
@@ -310,7 +316,7 @@ def run_options(command: Callable[..., None]) -> Callable[..., None]:
 
 
 def apply_registry(creds: str | None, authfile: str | None, cert_dir: str | None, tls_verify: str, *,
-                   src_creds: str | None = None, dest_creds: str | None = None) -> None:
+                   src_creds: str | None = None, dest_creds: str | None = None, timeout: float = 60.0) -> None:
     """Hand the registry options to every registry source and sink of this run."""
     from ocisquash import api
     from ocisquash.errors import UsageError
@@ -318,5 +324,7 @@ def apply_registry(creds: str | None, authfile: str | None, cert_dir: str | None
     value = tls_verify.strip().lower()
     if value not in ("true", "false", "1", "0", "yes", "no"):
         raise UsageError(f"--tls-verify={tls_verify!r}: expected true or false")
+    if not 0 < timeout < float("inf"):
+        raise UsageError(f"--registry-timeout {timeout}: give a number of seconds above 0")
     _enter(api.registry_access(api.RegistryAccess(creds, authfile, cert_dir, value in ("true", "1", "yes"),
-                                                  src_creds=src_creds, dest_creds=dest_creds)))
+                                                  src_creds=src_creds, dest_creds=dest_creds, timeout=timeout)))

@@ -18,6 +18,9 @@ TLS is verified by default against the system store plus a certs.d directory (``
 ``/etc/containers/certs.d/HOST`` and ``/etc/docker/certs.d/HOST``): ``*.crt`` are extra CAs,
 ``NAME.cert`` with ``NAME.key`` a client certificate. ``--tls-verify=false`` accepts any
 certificate and, like skopeo, falls back to plain HTTP when the registry does not speak TLS.
+
+Time, body sizes and the mapping of transport errors to one line are ``bounds``' job: each try of a
+request runs within a ``bounds.Budget``, and every body is read through ``bounds`` under a cap.
 """
 
 from __future__ import annotations
@@ -33,8 +36,10 @@ from typing import Any
 import httpx
 
 from ocisquash.errors import FormatError, MissingBlob, NotFound, OcisquashError, UsageError
-from ocisquash.registry import auth, origin
+from ocisquash.registry import auth, bounds, origin
 from ocisquash.registry.auth import AuthError, Credentials
+from ocisquash.registry.bounds import ERROR_CAP, TOKEN_CAP
+from ocisquash.registry.bounds import RegistryError as RegistryError  # raised by the client, named here too
 from ocisquash.registry.options import RegistryOptions, current
 from ocisquash.registry.origin import Origin
 from ocisquash.registry.ref import RegistryRef
@@ -50,10 +55,6 @@ RETRY_STATUS = (429, 500, 502, 503, 504)
 MAX_REDIRECTS = 10  # hops followed for one request (Go's http.Client stops at 10 too)
 REDIRECT_STATUS = (301, 302, 303, 307, 308)
 CERT_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
-
-
-class RegistryError(OcisquashError):
-    """The registry refused a request or could not be reached."""
 
 
 def _ssl_context(host: str, opts: RegistryOptions) -> ssl.SSLContext:
@@ -131,10 +132,12 @@ class Client:
         # Layers are opened in forked worker processes too: a pool inherited across fork shares its
         # sockets with the parent, so a child builds its own.
         if self._http is None or self._pid != os.getpid():
+            verify = self._ctx if self._ctx is not None else True
             self._http = httpx.Client(
-                verify=self._ctx if self._ctx is not None else True, transport=self._transport,
+                verify=verify, transport=self._transport or bounds.transport(verify),
                 timeout=httpx.Timeout(60.0, connect=15.0), follow_redirects=False,
-                headers={"User-Agent": "ocisquash"},
+                # identity: a body the server encodes anyway is decoded by ``bounds``, under its cap
+                headers={"User-Agent": "ocisquash", "Accept-Encoding": "identity"},
             )
             self._pid = os.getpid()
         return self._http
@@ -199,8 +202,10 @@ class Client:
         if self.opts.tls_verify or self._transport is not None:
             return
         try:
-            self._client().get(self.url("/v2/")).close()
-        except httpx.TransportError as e:
+            self._bounded_send(self._client().build_request("GET", self.url("/v2/")), "connect", stream=True).close()
+        except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:
+            if bounds.is_timeout(e):
+                raise bounds.as_error(e, self.host, "connect") from None
             if _is_tls_failure(e):
                 self.scheme = "http"
 
@@ -235,9 +240,12 @@ class Client:
                 url = httpx.URL(self.url(path))
                 if params:
                     url = url.copy_merge_params(params)
+                upload = body is not None and not isinstance(body, bytes)  # judged by progress, not a deadline
                 resp = self._send(method, url, hdrs, body, stream=stream, what=what,
-                                  bound=(self.origin, self._authorization()))
-            except httpx.TransportError as e:
+                                  bound=(self.origin, self._authorization()), upload=upload)
+            except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:
+                if bounds.not_retried(e):  # a spent deadline, a bad URL: trying again changes nothing
+                    raise bounds.as_error(e, self.host, what) from None
                 if _is_tls_failure(e):
                     raise RegistryError(f"{self.host}: TLS handshake failed: {_reason(e)}",
                                         hint="give the registry's CA with --cert-dir DIR (DIR/ca.crt), or "
@@ -278,16 +286,18 @@ class Client:
         return self._basic
 
     def _send(self, method: str, url: httpx.URL, headers: dict[str, str], body: bytes | Iterator[bytes] | None,
-              *, stream: bool, what: str, bound: tuple[Origin, str | None]) -> httpx.Response:
+              *, stream: bool, what: str, bound: tuple[Origin, str | None], upload: bool = False,
+              cap: int = ERROR_CAP, truncate: bool = True) -> httpx.Response:
         """One request, its redirects followed (``GET`` and ``HEAD`` only: a body is not sent twice).
         The one place credentials are attached: ``bound`` is ``(origin, Authorization value)``, and the
-        value goes to a URL of that origin only, so a hop elsewhere goes without it."""
+        value goes to a URL of that origin only, so a hop elsewhere goes without it. Each hop is one
+        bounded try (``_bounded_send``)."""
         for _ in range(MAX_REDIRECTS + 1):
             hdrs = dict(headers)
             if bound[1] is not None and origin.carries_credentials(url, bound[0]):
                 hdrs["Authorization"] = bound[1]
             req = self._client().build_request(method, url, headers=hdrs, content=body)
-            resp = self._client().send(req, stream=stream)
+            resp = self._bounded_send(req, what, stream=stream, upload=upload, cap=cap, truncate=truncate)
             loc = resp.headers.get("location")
             if resp.status_code not in REDIRECT_STATUS or not loc or method not in ("GET", "HEAD"):
                 return resp
@@ -295,10 +305,23 @@ class Client:
             url = self._resolve(url, loc, what)
         raise RegistryError(f"{self.host}: {what}: more than {MAX_REDIRECTS} redirects (a redirect loop)")
 
+    def _bounded_send(self, req: httpx.Request, what: str, *, stream: bool = False, upload: bool = False,
+                      cap: int = ERROR_CAP, truncate: bool = True) -> httpx.Response:
+        """One try of ``req`` within a ``bounds.Budget``: one deadline for connecting, the headers and
+        (unless ``stream``) the body, read here up to ``cap``; an ``upload`` is judged by its progress."""
+        budget = bounds.Budget(self.opts.timeout, progress=upload)
+        with bounds.active(budget):
+            resp = self._client().send(req, stream=True)
+        bounds.attach(resp, budget)
+        if stream:
+            return resp
+        return bounds.small(resp, cap, f"{self.host}: {what}", truncate=truncate)  # httpx errors: the caller's
+
     @staticmethod
     def _close(resp: httpx.Response) -> None:
-        with contextlib.suppress(httpx.HTTPError):
-            resp.read()
+        # a few KiB are read so the connection may be reused; a longer body closes it
+        with contextlib.suppress(RegistryError, httpx.HTTPError):
+            bounds.read_body(resp, ERROR_CAP, "", truncate=True)
         resp.close()
 
     def _scope_list(self) -> list[str]:
@@ -342,9 +365,12 @@ class Client:
         bound = (origin.origin_of(url), creds.basic_header() if creds is not None else None)
         resp = None
         for attempt in range(1, MAX_ATTEMPTS + 1):
-            try:
-                resp = self._send("GET", url, {}, None, stream=False, what="token", bound=bound)
-            except httpx.TransportError as e:
+            try:  # the token read whole, capped, within the deadline
+                resp = self._send("GET", url, {}, None, stream=False, what=f"{what}: token service", bound=bound,
+                                  cap=TOKEN_CAP, truncate=False)
+            except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:
+                if bounds.not_retried(e):
+                    raise bounds.as_error(e, self.host, f"{what}: token service") from None
                 if attempt == MAX_ATTEMPTS:
                     raise RegistryError(f"{self.host}: token service unreachable: {_reason(e)}") from None
                 time.sleep(BACKOFF_FIRST * 2 ** (attempt - 1))
@@ -362,16 +388,19 @@ class Client:
             raise RegistryError(f"{self.host}: token service answered {resp.status_code}")
         try:
             obj = resp.json()
-            token = obj.get("token") or obj.get("access_token")
+            token = (obj.get("token") or obj.get("access_token")) if isinstance(obj, dict) else None
         except ValueError:
             token = None
         if not isinstance(token, str) or not token:
-            raise RegistryError(f"{self.host}: token service gave no token")
+            raise RegistryError(f"{self.host}: {what}: the token service gave no token")
         return token
 
     # ---- errors
     def fail(self, resp: httpx.Response, what: str) -> OcisquashError:
         """A one-line error for a failed response (the registry's error code, never a header)."""
+        if not resp.is_stream_consumed:  # its first few KiB, for the registry's error code
+            with contextlib.suppress(RegistryError, httpx.HTTPError):
+                resp = bounds.small(resp, ERROR_CAP, self.host)
         code, message = _error_body(resp)
         detail = f" ({code}: {message})" if code else ""
         s = resp.status_code
@@ -400,18 +429,18 @@ class Client:
                             headers={"Accept": accept}, stream=True)
         try:
             if resp.status_code != 200:
-                resp.read()
                 raise self.fail(resp, what)
             length = resp.headers.get("content-length")
             if length is not None and length.isdigit() and int(length) > MAX_MANIFEST:
                 raise FormatError(f"{self.ref.host}/{self.ref.repo}: {what} is {length} bytes, over the "
                                   f"{MAX_MANIFEST >> 20} MiB registries accept")
             buf = bytearray()
-            for chunk in resp.iter_bytes():
-                buf += chunk
-                if len(buf) > MAX_MANIFEST:
-                    raise FormatError(f"{self.ref.host}/{self.ref.repo}: {what} is over the "
-                                      f"{MAX_MANIFEST >> 20} MiB registries accept")
+            with bounds.mapped(self.host, what):
+                for chunk in bounds.chunks(resp, f"{self.host}: {what}"):  # decoded, counted as it comes
+                    buf += chunk
+                    if len(buf) > MAX_MANIFEST:
+                        raise FormatError(f"{self.ref.host}/{self.ref.repo}: {what} is over the "
+                                          f"{MAX_MANIFEST >> 20} MiB registries accept")
             ctype = resp.headers.get("content-type", "").split(";")[0].strip()
             return bytes(buf), ctype, resp.headers.get("docker-content-digest")
         finally:
@@ -466,15 +495,19 @@ class BlobStream(Reader):
         resp = self._c.request("GET", f"/v2/{self._c.ref.repo}/blobs/{self._digest}", what=self._what,
                                headers=headers, stream=True)
         if resp.status_code not in (200, 206):
-            resp.read()
-            resp.close()
-            raise self._c.fail(resp, f"blob {self._digest}")
+            try:
+                raise self._c.fail(resp, f"blob {self._digest}")
+            finally:
+                resp.close()
         skip = self._offset if resp.status_code == 200 else 0  # no Range support: skip what we have
         self._resp = resp
+        budget = bounds.budget_of(resp)
+        if budget is not None:
+            budget.to_progress()  # the headers came in time; a large body may take long, if it moves
         # no chunk_size: a chunker would hold back bytes a dropped connection then loses
-        self._chunks = resp.iter_raw() if _identity(resp) else resp.iter_bytes()
+        self._chunks = bounds.chunks(resp, self._what)
         while skip > 0:
-            chunk = next(self._chunks, b"")
+            chunk = self._next()
             if not chunk:
                 raise RegistryError(f"{self._what}: the registry sent less than before on a retry")
             if len(chunk) > skip:
@@ -490,8 +523,10 @@ class BlobStream(Reader):
         while not self._buf and not self._eof:
             assert self._chunks is not None
             try:
-                self._buf = next(self._chunks, b"")
+                self._buf = self._next()
             except httpx.TransportError as e:
+                if bounds.not_retried(e):
+                    raise self._error(e) from None
                 self._reopen(e)
                 continue
             if not self._buf:
@@ -499,6 +534,18 @@ class BlobStream(Reader):
         data, self._buf = self._buf[:n], self._buf[n:]
         self._offset += len(data)
         return data
+
+    def _next(self) -> bytes:
+        assert self._chunks is not None
+        try:
+            return next(self._chunks, b"")
+        except httpx.TransportError:
+            raise  # the caller resumes where it can
+        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, UnicodeError) as e:
+            raise self._error(e) from None
+
+    def _error(self, e: BaseException) -> RegistryError:
+        return bounds.as_error(e, self._what, "download")
 
     def _reopen(self, e: BaseException) -> None:
         self._resumes += 1
@@ -514,7 +561,3 @@ class BlobStream(Reader):
             self._resp.close()
             self._resp = None
 
-
-def _identity(resp: httpx.Response) -> bool:
-    # A blob is served as its own bytes; a Content-Encoding would be a transfer detail, decoded by httpx.
-    return resp.headers.get("content-encoding", "identity").lower() in ("", "identity")

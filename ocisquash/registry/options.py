@@ -20,11 +20,12 @@ class AuthOptions:
 
 @dataclass(frozen=True)
 class RegistryOptions:
-    """Auth (``AuthOptions``) and TLS (``--cert-dir``, ``--tls-verify``)."""
+    """Auth (``AuthOptions``), TLS (``--cert-dir``, ``--tls-verify``), ``--registry-timeout``."""
 
     auth: AuthOptions = field(default_factory=AuthOptions)
     cert_dir: str | None = None
     tls_verify: bool = True
+    timeout: float = 60.0  # --registry-timeout: seconds per request; a blob's progress window (``bounds``)
 
 
 _OPTIONS = RegistryOptions()

@@ -5,11 +5,12 @@ repository of the same registry is mounted (``POST …/blobs/uploads/?mount=D&fr
 parent layers never travel again. A produced blob (the squashed layer) is uploaded while it is
 produced, in ``CHUNK``-byte ``PATCH``es; a registry that refuses chunks gets it in one ``PUT`` from
 a temporary spool file. Configs and manifests are small: they are held until ``commit()``, which
-pushes configs, then each manifest by digest, then the tags. A failed run cancels its open upload
-and writes no tag and no manifest, so the registry's names are as they were (blobs it uploaded are
-unreferenced and left to the registry's garbage collection). Every upload ``Location`` is resolved
-against the request it answers (``Client.location``, RFC 3986) and gets credentials only if it is on the
-registry's own origin.
+pushes configs, then each manifest by digest, then the tags. A run that fails before its tags cancels
+its open upload and writes no tag, so the registry's names are as they were (blobs and manifests it
+uploaded are unreferenced and left to the registry's garbage collection). A registry cannot set
+several tags at once: they are PUT one by one, last, and when one fails the error says which tags
+were written and which were not. Every upload ``Location`` is resolved against the request it answers
+(``Client.location``, RFC 3986) and gets credentials only if it is on the registry's own origin.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ import httpx
 
 from ocisquash import model, reference
 from ocisquash.digest import Digest, HashingWriter
-from ocisquash.errors import OutputError
+from ocisquash.errors import OcisquashError, OutputError
 from ocisquash.formats.commit import Sink, WrittenImage
 from ocisquash.image import Layer
 from ocisquash.registry.auth import AuthError
@@ -158,8 +159,14 @@ class RegistrySink(Sink):
         man = self._manifest_bytes(img)
         if img.manifest.digest not in self._pushed:  # an index (--platform all): its children are up
             self._put_manifest(str(img.manifest.digest), man, img.manifest.media_type)
-        for tag in self._tags():
-            self._put_manifest(tag, man, img.manifest.media_type)
+        tags = self._tags()
+        for i, tag in enumerate(tags):
+            try:
+                self._put_manifest(tag, man, img.manifest.media_type)
+            except OcisquashError as e:
+                written = ", ".join(tags[:i]) or "none"
+                raise RegistryError(f"{e}; tags written: {written}; not written: {', '.join(tags[i:])}",
+                                    hint=e.hint) from None
         self.client.close()
 
     def _manifest_bytes(self, img: WrittenImage) -> bytes:

@@ -21,6 +21,8 @@ from ocisquash.errors import FormatError, MissingBlob
 from ocisquash.registry.client import MAX_MANIFEST, Client
 from ocisquash.registry.ref import RegistryRef
 
+CACHE_ONE = 1 << 20  # a config cached is at most this large (real ones: a few KiB to a few 100 KiB)
+CACHE_ALL = 32 << 20  # bytes of configs one tree keeps
 ACCEPT = ", ".join([model.OCI_INDEX, model.DOCKER_LIST, model.OCI_MANIFEST, model.DOCKER_MANIFEST])
 
 
@@ -32,6 +34,9 @@ class RegistryTree:
         self.client = client if client is not None else Client(ref)
         self.label = str(ref)
         self._manifests: dict[str, bytes | None] = {}  # digest -> bytes once fetched
+        # digest -> a config's bytes: every entry of an index naming one config fetches it once per run
+        self._small: dict[tuple[str, int], bytes] = {}
+        self._cached = 0
         self._index: bytes | None = None
 
     # ---- the made-up index.json
@@ -109,12 +114,21 @@ class RegistryTree:
                 self._manifests[digest] = data
             self._learn_children(data)
             return data[: max_size + 1]
+        key = (digest, max_size)
+        if key in self._small:
+            return self._small[key]
         f = self.open(name)
         try:
-            out = f.read(max_size + 1)
+            # looped to the end: one read of a stream gives what one TLS record held (16 KiB)
+            out = bytearray()
+            while len(out) <= max_size and (piece := f.read(max_size + 1 - len(out))):
+                out += piece
         finally:
             f.close()
-        return out
+        if len(out) <= CACHE_ONE and self._cached + len(out) <= CACHE_ALL:
+            self._small[key] = bytes(out)
+            self._cached += len(out)
+        return bytes(out)
 
     def open(self, name: str) -> IO[bytes]:
         digest = self._digest_of(name)
