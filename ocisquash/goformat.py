@@ -22,10 +22,11 @@ untrusted, and a raw escape sequence or carriage return from them must not reach
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ocisquash.errors import UsageError
@@ -101,6 +102,11 @@ def _width(text: str) -> int:
 def align(rows: Sequence[Sequence[str]], *, right: Sequence[int] = (), min_width: int = MIN_WIDTH,
           padding: int = PADDING) -> list[str]:
     """Rows of cells as aligned lines. Every cell but a row's last is padded to its column's width."""
+    return list(_aligned(rows, right=right, min_width=min_width, padding=padding))
+
+
+def _aligned(rows: Sequence[Sequence[str]], *, right: Sequence[int] = (), min_width: int = MIN_WIDTH,
+             padding: int = PADDING) -> Iterator[str]:
     widths: list[int] = []
     for row in rows:
         # A row's last cell is not padded, so it widens its column only when right-aligned.
@@ -110,7 +116,6 @@ def align(rows: Sequence[Sequence[str]], *, right: Sequence[int] = (), min_width
                 widths.append(w)
             elif w > widths[i]:
                 widths[i] = w
-    lines = []
     for row in rows:
         parts = []
         for i, cell in enumerate(row):
@@ -121,8 +126,7 @@ def align(rows: Sequence[Sequence[str]], *, right: Sequence[int] = (), min_width
                 continue
             gap = widths[i] - _width(cell)
             parts.append(" " * (gap - padding) + cell + " " * padding if i in right else cell + " " * gap)
-        lines.append("".join(parts).rstrip(" "))
-    return lines
+        yield "".join(parts).rstrip(" ")
 
 
 def tabulate(text: str) -> list[str]:
@@ -267,13 +271,20 @@ def _action(body: str, fmt: str, fields: Sequence[str]) -> _Action:
     return _Action(name, as_json)
 
 
-def write(template: Template, rows: Sequence[Mapping[str, str]], headers: Mapping[str, str],
+def write(template: Template, rows: Iterable[Mapping[str, str]], headers: Mapping[str, str],
           emit: Callable[[str], None], optional: Collection[str] = ()) -> None:
     """Render every row (and the header row of a table) and hand each finished line to ``emit``."""
+    for line in lines(template, rows, headers, optional):
+        emit(line)
+
+
+def lines(template: Template, rows: Iterable[Mapping[str, str]], headers: Mapping[str, str],
+          optional: Collection[str] = ()) -> Iterator[str]:
+    """The finished lines of ``write``, one at a time (a table's are aligned once every row is rendered)."""
     if template.table:
-        text = "\n".join([template.header(headers), *(template.render(r, optional) for r in rows)])
-        for line in tabulate(text):
-            emit(line)
+        texts = itertools.chain([template.header(headers)], (template.render(r, optional) for r in rows))
+        # each rendered row split into cells as it comes: docker's tabwriter over the joined text
+        yield from _aligned([line.split("\t") for text in texts for line in text.split("\n")])
         return
     for r in rows:
-        emit(template.render(r, optional))
+        yield template.render(r, optional)

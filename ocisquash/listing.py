@@ -124,7 +124,7 @@ def size_text(n: int, exact: bool) -> str:
 # ------------------------------------------------------------------------------------------ summaries
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a listing of 20,000 images holds about 90,000 of these
 class LayerSize:
     diff_id: Digest
     chain_id: Digest
@@ -136,7 +136,7 @@ class LayerSize:
     """Whether ``size`` is the uncompressed tar length."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ImageSummary:
     """One image of an input, as ``images`` lists it (JSON documents only, unless sizes are exact)."""
 
@@ -248,10 +248,21 @@ def summarize(candidates: Sequence[Candidate], *, exact: bool = False,
 
 
 def count_children(images: list[ImageSummary]) -> None:
+    """Each image's ``children``: the other images whose chain IDs start with all of its own, and more.
+
+    A chain ID names the whole stack of layers below it, so an image's chain starts with another's exactly
+    when it holds that image's top chain ID below its own top: one pass counts, for each chain ID, the
+    images that hold it under another layer. (Comparing every pair of images took 119 s on 20,000.)"""
+    under: dict[Digest, int] = {}  # chain ID -> images that hold it below their top layer
+    layered = 0  # images with a layer: every one of them is built on an image of no layers
     for img in images:
         chain = img.chain_ids
-        img.children = sum(1 for other in images
-                           if len(other.chain_ids) > len(chain) and other.chain_ids[: len(chain)] == chain)
+        layered += bool(chain)
+        for c in chain[:-1]:
+            under[c] = under.get(c, 0) + 1
+    for img in images:
+        chain = img.chain_ids
+        img.children = under.get(chain[-1], 0) if chain else layered
 
 
 def shared_sizes(images: Iterable[ImageSummary]) -> None:

@@ -82,7 +82,7 @@ def read_blob(tree: Tree, desc: Descriptor, what: str, max_size: int | None = No
     return data
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a listing of 20,000 images holds one per image
 class Entry:
     """One image manifest reachable from index.json, with the names of the top-level entry it is under."""
 
