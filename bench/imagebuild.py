@@ -740,6 +740,15 @@ def top_layer(paths: int) -> Iterator[tuple[str, bytes]]:
         yield name, ustar_header(name, 0, b"0", 0o644)
 
 
+def _new_layout(tmp: Path, what: str, dest: Path) -> tuple[Path, Path, float]:
+    """An empty layout's folder and blob folder under ``tmp``, and the time its build starts."""
+    layout = tmp / "image.oci"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    log(f"building {what} into {dest} (once; cached)")
+    return layout, blobs, time.monotonic()
+
+
 def ensure_paths_image(cache: Path, paths: int) -> dict[str, Any]:
     """An OCI layout whose first layer holds exactly ``paths`` tar entries (small and empty files in
     nested directories) and whose second deletes and edits a few: written by streaming generated tar
@@ -748,11 +757,7 @@ def ensure_paths_image(cache: Path, paths: int) -> dict[str, Any]:
     key = f"{IMAGE_VERSION}-paths{paths}"
 
     def build(tmp: Path, dest: Path) -> dict[str, Any]:
-        layout = tmp / "image.oci"
-        blobs = layout / "blobs" / "sha256"
-        blobs.mkdir(parents=True)
-        t0 = time.monotonic()
-        log(f"building a layer of {paths} paths into {dest} (once; cached)")
+        layout, blobs, t0 = _new_layout(tmp, f"a layer of {paths} paths", dest)
         l1, d1, n1 = write_layer(blobs, many_paths(paths))
         l2, d2, n2 = write_layer(blobs, top_layer(paths))
         created = "2024-01-01T00:00:00Z"
@@ -788,11 +793,7 @@ def ensure_many_images(cache: Path, count: int) -> dict[str, Any]:
     key = many_images_path(cache, count).parent.name
 
     def build(tmp: Path, dest: Path) -> dict[str, Any]:
-        layout = tmp / "image.oci"
-        blobs = layout / "blobs" / "sha256"
-        blobs.mkdir(parents=True)
-        t0 = time.monotonic()
-        log(f"building a layout of {count} images into {dest} (once; cached)")
+        layout, blobs, t0 = _new_layout(tmp, f"a layout of {count} images", dest)
         pool = []
         for i in range(32):
             name = f"file{i:02d}"

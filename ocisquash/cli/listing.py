@@ -24,10 +24,12 @@ if TYPE_CHECKING:
 # ocisquash.listing, ocisquash.sources (~15 ms to import), rich (~50 ms) and json load in the functions that use them,
 # not here, for start-up time: registering these commands must not cost every other command their import.
 SIZE_HELP = (
-    "SIZE is the sum of the image's layers: the tar size of a layer stored uncompressed, and the stored "
-    "(compressed) blob size of a compressed layer, since listing reads only JSON documents; --exact "
-    "decompresses compressed layers to count their uncompressed tar bytes (slower: reads every layer). "
-    "Docker shows the unpacked size on disk, which is close to the uncompressed tar size."
+    "SIZE is docker's figure (what docker history and docker images show after docker load: the layers' file "
+    "contents, each inode once, not their tar bytes), read from the layers' tar headers: history reads them "
+    "in place for layers stored uncompressed; images only with --exact; --exact also decompresses compressed "
+    "layers to read theirs (reads every layer). Without its headers a layer's SIZE is its uncompressed tar "
+    "size recorded by ocisquash, or its stored (compressed) size, marked *. "
+    "--json keeps the tar size (size) and adds docker_size."
 )
 
 
