@@ -94,6 +94,8 @@ def go_json(value: object) -> str:
 
 
 def _width(text: str) -> int:
+    if text.isascii() and text.isprintable():  # one cell per character: most cells, without rich's lookup
+        return len(text)
     from rich.cells import cell_len  # terminal cells: a CJK character takes two
 
     return cell_len(text)
