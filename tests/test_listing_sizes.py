@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import io
 import json
+import stat
 import subprocess
 import sys
 import tarfile
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import pytest
 from conftest import skip_or_fail
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from listing_inputs import Img, write_docker, write_oci
 
 from ocisquash import dockersize, tarheader
@@ -134,3 +137,55 @@ def test_docker_history_shows_the_same_sizes(docker_tar: Path) -> None:
         assert ocisquash("images", docker_tar, "--format", "{{.Size}}", "--exact").stdout.split() == theirs
     finally:
         rc.stop()
+
+
+def walked_size(root: Path) -> int:
+    """moby's ``pkg/directory.Size``: lstat every entry, skip directories and empty ones, each inode once."""
+    import os
+
+    seen: set[int] = set()
+    total = 0
+    for dirpath, dirs, files in os.walk(root):
+        for name in dirs + files:
+            st = os.lstat(os.path.join(dirpath, name))
+            if stat.S_ISDIR(st.st_mode) or st.st_size == 0 or st.st_ino in seen:
+                continue
+            seen.add(st.st_ino)
+            total += st.st_size
+    return total
+
+
+NAMES = st.sampled_from(["a", "b", "c", "d/e", "d/f", "g/h/i", "long-" + "n" * 120])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from(["file", "symlink", "hardlink", "dir"]), NAMES, st.integers(0, 3000),
+                          st.text("xyz/", min_size=1, max_size=40)), max_size=12))
+def test_diff_size_equals_the_unpacked_tree(entries: list[tuple[str, str, int, str]]) -> None:
+    """Unpacked by tarfile into a directory and walked as moby walks it, the same figure: on layers with one
+    entry per path (docker refuses others), hardlinks to earlier files, symlinks of any target."""
+    import tempfile
+
+    members: list[tuple[tarfile.TarInfo, bytes]] = []
+    used: set[str] = set()
+    files: list[str] = []
+    for kind, name, size, target in entries:
+        if any(name == u or name.startswith(u + "/") or u.startswith(name + "/") for u in used):
+            continue  # one entry per path, and nothing below a file
+        used.add(name)
+        if kind == "file":
+            members.append(member(name, data=b"z" * size))
+            files.append(name)
+        elif kind == "symlink":
+            members.append(member(name, tarfile.SYMTYPE, link=target))
+        elif kind == "hardlink" and files:
+            members.append(member(name, tarfile.LNKTYPE, link=files[size % len(files)]))
+        else:
+            members.append(member(name + "/", tarfile.DIRTYPE))
+    data = tar_of(members)
+    with tempfile.TemporaryDirectory() as d:
+        with tarfile.open(fileobj=io.BytesIO(data)) as t:
+            t.extractall(d, filter="tar")
+        want = walked_size(Path(d))
+    got = dockersize.diff_size(tarheader.headers(io.BytesIO(data), "t", stream=True))  # type: ignore[arg-type]
+    assert got == want
