@@ -740,6 +740,15 @@ def top_layer(paths: int) -> Iterator[tuple[str, bytes]]:
         yield name, ustar_header(name, 0, b"0", 0o644)
 
 
+def _new_layout(tmp: Path, what: str, dest: Path) -> tuple[Path, Path, float]:
+    """An empty layout's folder and blob folder under ``tmp``, and the time its build starts."""
+    layout = tmp / "image.oci"
+    blobs = layout / "blobs" / "sha256"
+    blobs.mkdir(parents=True)
+    log(f"building {what} into {dest} (once; cached)")
+    return layout, blobs, time.monotonic()
+
+
 def ensure_paths_image(cache: Path, paths: int) -> dict[str, Any]:
     """An OCI layout whose first layer holds exactly ``paths`` tar entries (small and empty files in
     nested directories) and whose second deletes and edits a few: written by streaming generated tar
@@ -748,11 +757,7 @@ def ensure_paths_image(cache: Path, paths: int) -> dict[str, Any]:
     key = f"{IMAGE_VERSION}-paths{paths}"
 
     def build(tmp: Path, dest: Path) -> dict[str, Any]:
-        layout = tmp / "image.oci"
-        blobs = layout / "blobs" / "sha256"
-        blobs.mkdir(parents=True)
-        t0 = time.monotonic()
-        log(f"building a layer of {paths} paths into {dest} (once; cached)")
+        layout, blobs, t0 = _new_layout(tmp, f"a layer of {paths} paths", dest)
         l1, d1, n1 = write_layer(blobs, many_paths(paths))
         l2, d2, n2 = write_layer(blobs, top_layer(paths))
         created = "2024-01-01T00:00:00Z"
@@ -770,6 +775,59 @@ def ensure_paths_image(cache: Path, paths: int) -> dict[str, Any]:
                 "oci": str(dest / "image.oci"), "layers": 2, "paths": n1, "tar_entries": n1 + n2,
                 "compressed_bytes": l1["size"] + l2["size"], "build_seconds": round(time.monotonic() - t0, 1)}
         log(f"built the {paths}-path image in {info['build_seconds']}s: {info}")
+        return info
+
+    return _cached(cache, key, build)
+
+
+def many_images_path(cache: Path, count: int) -> Path:
+    """Where ``ensure_many_images(cache, count)`` keeps its layout."""
+    return cache / f"{IMAGE_VERSION}-many{count}" / "image.oci"
+
+
+def ensure_many_images(cache: Path, count: int) -> dict[str, Any]:
+    """An OCI layout of ``count`` images for ``images``' scaling: small configs, 32 tiny layers shared among
+    them. Each image is built on an earlier one (its layers and one more) with probability 0.6, up to 6
+    layers deep, so there are parents with children; one in three images is untagged (intermediate or
+    dangling). Deterministic; cached like the other images."""
+    key = many_images_path(cache, count).parent.name
+
+    def build(tmp: Path, dest: Path) -> dict[str, Any]:
+        layout, blobs, t0 = _new_layout(tmp, f"a layout of {count} images", dest)
+        pool = []
+        for i in range(32):
+            name = f"file{i:02d}"
+            data = f"layer {i}\n".encode()
+            tar = ustar_header(name, len(data), b"0", 0o644) + data.ljust(512, b"\0") + b"\0" * 1024
+            (blobs / "layer.tmp").write_bytes(tar)
+            desc = _store(blobs, blobs / "layer.tmp", "application/vnd.oci.image.layer.v1.tar")
+            pool.append((desc, desc["digest"]))  # uncompressed: the diff ID is the digest
+        rng = random.Random(count)
+        chains: list[list[int]] = []
+        manifests = []
+        for i in range(count):
+            parent = rng.randrange(i) if i and rng.random() < 0.6 else -1
+            base = chains[parent] if parent >= 0 and len(chains[parent]) < 6 else []
+            chain = [*base, rng.randrange(len(pool))]
+            chains.append(chain)
+            created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(1_700_000_000 + i))
+            config = {"architecture": "amd64", "os": "linux", "created": created, "config": {},
+                      "rootfs": {"type": "layers", "diff_ids": [pool[j][1] for j in chain]},
+                      "history": [{"created": created, "created_by": f"layer {j}"} for j in chain]}
+            cfg = _store_json(blobs, config, "application/vnd.oci.image.config.v1+json")
+            man = _store_json(blobs, {"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                                      "config": cfg, "layers": [pool[j][0] for j in chain]},
+                              "application/vnd.oci.image.manifest.v1+json")
+            if i % 3:
+                name = f"bench/many{i % 50}:t{i}"
+                man["annotations"] = {"io.containerd.image.name": f"docker.io/{name}",
+                                      "org.opencontainers.image.ref.name": name.rsplit(":", 1)[1]}
+            manifests.append(man)
+        (layout / "index.json").write_text(json.dumps({"schemaVersion": 2, "manifests": manifests}))
+        (layout / "oci-layout").write_text('{"imageLayoutVersion":"1.0.0"}')
+        info = {"kind": "many", "version": key, "source": f"built by bench/imagebuild.py ({count} images)",
+                "oci": str(dest / "image.oci"), "images": count, "build_seconds": round(time.monotonic() - t0, 1)}
+        log(f"built the {count}-image layout in {info['build_seconds']}s")
         return info
 
     return _cached(cache, key, build)

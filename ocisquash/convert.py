@@ -12,6 +12,7 @@ from ocisquash.errors import UsageError
 from ocisquash.image import Layer
 from ocisquash.samefile import refuse_overlap
 from ocisquash.sources import open_source
+from ocisquash.transports import RefName
 
 FORMATS = ("docker", "oci", "oci-dir")
 
@@ -28,6 +29,10 @@ def output_tags(names: list[str], tags: list[str]) -> list[str]:
         chosen = [n for n in names if "/" in n or ":" in n or n not in full_tags]
     out: list[str] = []
     for t in chosen:
+        if isinstance(t, RefName):  # a layout ref.name from oci:DIR:REF: written as given
+            if t not in out:
+                out.append(t)
+            continue
         full = reference.normalize(t) if ("/" in t or ":" in t or tags) else t
         if tags and reference.name_too_long(full):
             raise UsageError(f"--tag {t!r}: the repository name is over {reference.NAME_TOTAL_LENGTH_MAX} "

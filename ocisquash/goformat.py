@@ -22,10 +22,11 @@ untrusted, and a raw escape sequence or carriage return from them must not reach
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import unicodedata
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 
 from ocisquash.errors import UsageError
@@ -93,6 +94,8 @@ def go_json(value: object) -> str:
 
 
 def _width(text: str) -> int:
+    if text.isascii() and text.isprintable():  # one cell per character: most cells, without rich's lookup
+        return len(text)
     from rich.cells import cell_len  # terminal cells: a CJK character takes two
 
     return cell_len(text)
@@ -101,6 +104,11 @@ def _width(text: str) -> int:
 def align(rows: Sequence[Sequence[str]], *, right: Sequence[int] = (), min_width: int = MIN_WIDTH,
           padding: int = PADDING) -> list[str]:
     """Rows of cells as aligned lines. Every cell but a row's last is padded to its column's width."""
+    return list(_aligned(rows, right=right, min_width=min_width, padding=padding))
+
+
+def _aligned(rows: Sequence[Sequence[str]], *, right: Sequence[int] = (), min_width: int = MIN_WIDTH,
+             padding: int = PADDING) -> Iterator[str]:
     widths: list[int] = []
     for row in rows:
         # A row's last cell is not padded, so it widens its column only when right-aligned.
@@ -110,7 +118,6 @@ def align(rows: Sequence[Sequence[str]], *, right: Sequence[int] = (), min_width
                 widths.append(w)
             elif w > widths[i]:
                 widths[i] = w
-    lines = []
     for row in rows:
         parts = []
         for i, cell in enumerate(row):
@@ -121,8 +128,7 @@ def align(rows: Sequence[Sequence[str]], *, right: Sequence[int] = (), min_width
                 continue
             gap = widths[i] - _width(cell)
             parts.append(" " * (gap - padding) + cell + " " * padding if i in right else cell + " " * gap)
-        lines.append("".join(parts).rstrip(" "))
-    return lines
+        yield "".join(parts).rstrip(" ")
 
 
 def tabulate(text: str) -> list[str]:
@@ -133,7 +139,6 @@ def tabulate(text: str) -> list[str]:
 # ------------------------------------------------------------------------------------------ templates
 
 
-_ACTION = re.compile(r"\{\{(-?)\s*(.*?)\s*(-?)\}\}", re.S)
 _FIELD = re.compile(r"\.([A-Za-z_][A-Za-z0-9_]*)\Z")
 _SUPPORTED = "{{.Field}}, {{json .Field}}, {{json .}}, \\t, \\n, and a 'table ' prefix"
 
@@ -202,25 +207,52 @@ def parse(fmt: str, fields: Sequence[str], *, default_table: str) -> Template:
     pieces: list[Piece] = []
     pos = 0
     trim_next = False  # the previous action ended in "-}}": drop the spaces that follow it
-    for m in _ACTION.finditer(source):
-        text = source[pos:m.start()]
+    for start, end, trim_left, body, trim_right in _actions(source, fmt):
+        text = source[pos:start]
         if trim_next:
             text = text.lstrip(" \t\n")
-        if m.group(1):
+        if trim_left:
             text = text.rstrip(" \t\n")
         if text:
             pieces.append(text)
-        pieces.append(_action(m.group(2), fmt, fields))
-        pos = m.end()
-        trim_next = bool(m.group(3))
+        pieces.append(_action(body, fmt, fields))
+        pos = end
+        trim_next = trim_right
     rest = source[pos:]
     if trim_next:
         rest = rest.lstrip(" \t\n")
-    if "{{" in rest:
-        raise UsageError(f"--format {fmt!r}: unclosed action '{{{{'", hint=f"supported: {_SUPPORTED}")
     if rest:
         pieces.append(rest)
     return Template(tuple(pieces), table, is_json)
+
+
+def _actions(source: str, fmt: str) -> Iterator[tuple[int, int, bool, str, bool]]:
+    """Each ``{{...}}`` of ``source``: its span, a ``{{-``, the body without its spaces, a ``-}}``.
+
+    A scan with ``str.find``, linear in the length of ``source``: the regular expression it replaces
+    (``{{(-?)\\s*(.*?)\\s*(-?)}}``) backtracked over every ``{{`` without a ``}}`` and every run of
+    spaces, and took a minute on a 4 KB format string. An action ends at the first ``}}`` after its
+    ``{{``, as it did there."""
+    pos = 0
+    while (start := source.find("{{", pos)) >= 0:
+        close = source.find("}}", start + 2)
+        if close < 0:
+            raise UsageError(f"--format {_shown(fmt)}: unclosed action '{{{{'", hint=f"supported: {_SUPPORTED}")
+        inner = source[start + 2:close]
+        trim_left = inner.startswith("-")
+        if trim_left:
+            inner = inner[1:]
+        trim_right = inner.endswith("-")
+        if trim_right:
+            inner = inner[:-1]
+        yield start, close + 2, trim_left, inner.strip(), trim_right
+        pos = close + 2
+
+
+def _shown(text: str, limit: int = 80, *, quote: bool = True) -> str:
+    """``text`` for an error message, cut to ``limit`` characters: a 64 KB format is not worth echoing."""
+    cut = text if len(text) <= limit else text[:limit] + "..."
+    return repr(cut) if quote else cut
 
 
 def _action(body: str, fmt: str, fields: Sequence[str]) -> _Action:
@@ -228,27 +260,33 @@ def _action(body: str, fmt: str, fields: Sequence[str]) -> _Action:
     as_json = bool(words) and words[0] == "json"
     if as_json:
         words = words[1:]
-    if len(words) != 1:
-        raise UsageError(f"--format {fmt!r}: cannot use {{{{{body}}}}} here", hint=f"supported: {_SUPPORTED}")
-    if words[0] == ".":
+    m = _FIELD.match(words[0]) if len(words) == 1 else None
+    if len(words) == 1 and words[0] == ".":
         return _Action(None, as_json)
-    m = _FIELD.match(words[0])
     if not m:
-        raise UsageError(f"--format {fmt!r}: cannot use {{{{{body}}}}} here", hint=f"supported: {_SUPPORTED}")
+        raise UsageError(f"--format {_shown(fmt)}: cannot use {{{{{_shown(body, quote=False)}}}}} here",
+                         hint=f"supported: {_SUPPORTED}")
     name = m.group(1)
     if name not in fields:
-        raise UsageError(f"--format {fmt!r}: no field {name!r}; valid fields: {', '.join(fields)}",
+        raise UsageError(f"--format {_shown(fmt)}: no field {_shown(name)}; valid fields: {', '.join(fields)}",
                          hint="field names are case-sensitive, as in docker: {{.ID}}, {{.Repository}}")
     return _Action(name, as_json)
 
 
-def write(template: Template, rows: Sequence[Mapping[str, str]], headers: Mapping[str, str],
+def write(template: Template, rows: Iterable[Mapping[str, str]], headers: Mapping[str, str],
           emit: Callable[[str], None], optional: Collection[str] = ()) -> None:
     """Render every row (and the header row of a table) and hand each finished line to ``emit``."""
+    for line in lines(template, rows, headers, optional):
+        emit(line)
+
+
+def lines(template: Template, rows: Iterable[Mapping[str, str]], headers: Mapping[str, str],
+          optional: Collection[str] = ()) -> Iterator[str]:
+    """The finished lines of ``write``, one at a time (a table's are aligned once every row is rendered)."""
     if template.table:
-        text = "\n".join([template.header(headers), *(template.render(r, optional) for r in rows)])
-        for line in tabulate(text):
-            emit(line)
+        texts = itertools.chain([template.header(headers)], (template.render(r, optional) for r in rows))
+        # each rendered row split into cells as it comes: docker's tabwriter over the joined text
+        yield from _aligned([line.split("\t") for text in texts for line in text.split("\n")])
         return
     for r in rows:
-        emit(template.render(r, optional))
+        yield template.render(r, optional)

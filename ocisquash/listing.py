@@ -1,10 +1,12 @@
 """Seeing inside images: summaries and docker's ``images`` filters, shared/unique sizes, history rows,
 ``analyze`` figures. Pure logic: nothing here prints. (``validate`` is its own module, ``ocisquash.validate``.)
 
-Sizes. Docker shows the unpacked size of a layer; we never unpack. A layer's *size* here is the byte
-length of its uncompressed tar when the layer is stored uncompressed (its blob size), and its stored
-(compressed) blob size otherwise, unless ``exact=True`` asks to decompress compressed layers and count
-their tar bytes. ``ImageSummary.size_exact`` says which one a figure is.
+Sizes. ``docker_size`` is the figure docker shows (``ocisquash.dockersize``: the layer's file contents,
+each inode once), read from the layer's tar headers: in place for an uncompressed tar in a file, from the
+decompressed stream with ``exact=True``; None when the headers were not read. ``size`` is ocisquash's own:
+the byte length of the uncompressed tar when known (a layer stored uncompressed, or the size ocisquash
+recorded on a layer it compressed, or with ``exact``), else the stored (compressed) blob size;
+``ImageSummary.size_exact`` says which. Tables show docker's figure, else ``size`` marked ``*``.
 
 Filters follow moby (``daemon/images/images.go``, ``daemon/containerd/image_list.go``): different keys
 AND; several ``reference`` globs OR; several ``label`` filters AND (moby's ``MatchKVList``); several
@@ -28,6 +30,7 @@ from ocisquash.errors import UsageError
 from ocisquash.goformat import human_size
 from ocisquash.image import Candidate, Image, Layer
 from ocisquash.model import UNCOMPRESSED_SIZE, Platform
+from ocisquash.streams import CountingReader
 
 if TYPE_CHECKING:
     from ocisquash.merge import LayerInput
@@ -124,7 +127,7 @@ def size_text(n: int, exact: bool) -> str:
 # ------------------------------------------------------------------------------------------ summaries
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a listing of 20,000 images holds about 90,000 of these
 class LayerSize:
     diff_id: Digest
     chain_id: Digest
@@ -134,9 +137,11 @@ class LayerSize:
     """The figure we count: uncompressed tar bytes when known, else ``stored``."""
     exact: bool
     """Whether ``size`` is the uncompressed tar length."""
+    docker: int | None = None
+    """The size docker shows for the layer (``ocisquash.dockersize``), when its headers were read."""
 
 
-@dataclass
+@dataclass(slots=True)
 class ImageSummary:
     """One image of an input, as ``images`` lists it (JSON documents only, unless sizes are exact)."""
 
@@ -150,6 +155,8 @@ class ImageSummary:
     layers: list[LayerSize]
     shared_size: int | None = None
     unique_size: int | None = None
+    docker_shared: int | None = None
+    """``shared_size`` on docker's basis (``docker_size``), when that is known."""
     children: int = 0
     """Other images of the input built on this one (its chain IDs are a strict prefix of theirs)."""
 
@@ -160,6 +167,12 @@ class ImageSummary:
     @property
     def size_exact(self) -> bool:
         return all(ly.exact for ly in self.layers)
+
+    @property
+    def docker_size(self) -> int | None:
+        """What ``docker images`` shows as SIZE (the layers' ``dockersize`` figures), when every one is known."""
+        sizes = [ly.docker for ly in self.layers]
+        return None if None in sizes else sum(s for s in sizes if s is not None)
 
     @property
     def chain_ids(self) -> list[Digest]:
@@ -187,26 +200,37 @@ def recorded_size(image: Image, index: int) -> int | None:
     return int(text) if text.isascii() and text.isdigit() and len(text) < 20 else None
 
 
-def layer_size(layer: Layer, chain_id: Digest, exact: bool, recorded: int | None = None) -> LayerSize:
-    """A layer's size (see the module docstring); with ``exact`` a compressed layer is decompressed."""
+def layer_size(layer: Layer, chain_id: Digest, exact: bool, recorded: int | None = None, *,
+               headers: bool = False) -> LayerSize:
+    """A layer's size (see the module docstring); with ``exact`` a compressed layer is decompressed.
+
+    Docker's figure comes from the layer's tar headers: read in place (seeking over the contents) for an
+    uncompressed tar in a file when ``headers`` or ``exact``, and from the decompressed stream with
+    ``exact``; else it is unknown."""
+    from ocisquash import dockersize, tarheader
+
     plain = layer.codec is Codec.NONE
+    if plain and layer.is_plain_file and (headers or exact):
+        with layer.plain_file() as f:
+            docker = dockersize.diff_size(tarheader.headers(f, layer.what))
+        return LayerSize(layer.diff_id, chain_id, layer.size, layer.size, True, docker)
     if plain or (not exact and recorded is None):
         return LayerSize(layer.diff_id, chain_id, layer.size, layer.size, plain)
     if not exact and recorded is not None:
         return LayerSize(layer.diff_id, chain_id, layer.size, recorded, True)
-    n = 0
-    f = layer.uncompressed()  # decompresses, and checks digest and diff ID at EOF
+    stream = CountingReader(layer.uncompressed())  # decompresses, and checks digest and diff ID at EOF
     try:
-        while chunk := f.read(1 << 20):
-            n += len(chunk)
+        docker = dockersize.diff_size(tarheader.headers(stream, layer.what, stream=True))  # type: ignore[arg-type]
+        while stream.read(1 << 20):  # the end-of-archive blocks and any padding: the tar's length; EOF checks
+            pass
     finally:
-        f.close()
-    return LayerSize(layer.diff_id, chain_id, layer.size, n, True)
+        stream.close()
+    return LayerSize(layer.diff_id, chain_id, layer.size, stream.count, True, docker)
 
 
-def _sizes(image: Image, exact: bool) -> list[LayerSize]:
+def _sizes(image: Image, exact: bool, headers: bool = False) -> list[LayerSize]:
     chains = chain_ids(list(image.config.diff_ids))
-    return [layer_size(ly, c, exact, recorded_size(image, i))
+    return [layer_size(ly, c, exact, recorded_size(image, i), headers=headers)
             for i, (ly, c) in enumerate(zip(image.layers, chains, strict=True))]
 
 
@@ -248,10 +272,21 @@ def summarize(candidates: Sequence[Candidate], *, exact: bool = False,
 
 
 def count_children(images: list[ImageSummary]) -> None:
+    """Each image's ``children``: the other images whose chain IDs start with all of its own, and more.
+
+    A chain ID names the whole stack of layers below it, so an image's chain starts with another's exactly
+    when it holds that image's top chain ID below its own top: one pass counts, for each chain ID, the
+    images that hold it under another layer. (Comparing every pair of images took 119 s on 20,000.)"""
+    under: dict[Digest, int] = {}  # chain ID -> images that hold it below their top layer
+    layered = 0  # images with a layer: every one of them is built on an image of no layers
     for img in images:
         chain = img.chain_ids
-        img.children = sum(1 for other in images
-                           if len(other.chain_ids) > len(chain) and other.chain_ids[: len(chain)] == chain)
+        layered += bool(chain)
+        for c in chain[:-1]:
+            under[c] = under.get(c, 0) + 1
+    for img in images:
+        chain = img.chain_ids
+        img.children = under.get(chain[-1], 0) if chain else layered
 
 
 def shared_sizes(images: Iterable[ImageSummary]) -> None:
@@ -263,13 +298,15 @@ def shared_sizes(images: Iterable[ImageSummary]) -> None:
             refs[c] = refs.get(c, 0) + 1
     for img in imgs:
         seen: set[Digest] = set()
-        shared = 0
+        shared = docker = 0
         for ly in img.layers:
             if refs[ly.chain_id] > 1 and ly.chain_id not in seen:
                 shared += ly.size
+                docker += ly.docker or 0
             seen.add(ly.chain_id)
         img.shared_size = shared
         img.unique_size = img.size - shared
+        img.docker_shared = docker if img.docker_size is not None else None
 
 
 # ------------------------------------------------------------------------------------------ filters
@@ -371,7 +408,12 @@ class Row:
     def fields(self, now: float, *, trunc: bool = True) -> dict[str, str]:
         """docker's ``images --format`` fields (``IMAGE_HEADERS``), as text; ``Platform`` is ours."""
         img = self.image
-        size = size_text(img.size, img.size_exact)
+        docker = img.docker_size
+        # docker's basis when the layers' headers were read; else our figure, marked with *
+        size = human_size(docker) if docker is not None else size_text(img.size, False)
+        shared, unique = (img.shared_size, img.unique_size) if docker is None or img.docker_shared is None \
+            else (img.docker_shared, docker - img.docker_shared)
+        exact = docker is not None
         return {
             "Containers": "N/A",  # no daemon, no containers
             "CreatedAt": go_time_string(img.created_ns),
@@ -380,10 +422,10 @@ class Row:
             "ID": img.image_id.short() if trunc else str(img.image_id),
             "Platform": img.platform or "",
             "Repository": self.repository,
-            "SharedSize": size_text(img.shared_size, img.size_exact) if img.shared_size is not None else "N/A",
+            "SharedSize": size_text(shared, exact) if shared is not None else "N/A",
             "Size": size,
             "Tag": self.tag,
-            "UniqueSize": size_text(img.unique_size, img.size_exact) if img.unique_size is not None else "N/A",
+            "UniqueSize": size_text(unique, exact) if unique is not None else "N/A",
             "VirtualSize": size,
         }
 
@@ -393,7 +435,8 @@ class Row:
             "repository": self.repository, "tag": self.tag, "id": str(img.image_id),
             "short_id": img.image_id.short(), "digest": str(img.manifest_digest) if img.manifest_digest else None,
             "created": img.created, "created_since": since_text(img.created_ns, now), "size": img.size,
-            "size_exact": img.size_exact, "shared_size": img.shared_size, "unique_size": img.unique_size,
+            "size_exact": img.size_exact, "docker_size": img.docker_size, "shared_size": img.shared_size,
+            "unique_size": img.unique_size,
             "layers": len(img.layers), "labels": img.labels, "platform": img.platform,
         }
 
@@ -490,6 +533,8 @@ class HistoryRow:
     comment: str
     empty_layer: bool
     layer_index: int | None
+    docker_size: int | None = None
+    """The layer's size as docker shows it (``ocisquash.dockersize``), when its headers were read."""
 
     def fields(self, now: float, *, trunc: bool = True) -> dict[str, str]:
         """docker's ``history --format`` fields (``HISTORY_HEADERS``), as text."""
@@ -503,12 +548,13 @@ class HistoryRow:
             "CreatedBy": ellipsis(created_by, 45) if trunc else created_by,
             "CreatedSince": since_text(self.created_ns, now),
             "ID": ident,
-            "Size": size_text(self.size, self.size_exact),
+            "Size": human_size(self.docker_size) if self.docker_size is not None else size_text(self.size, False),
         }
 
     def to_json(self, now: float) -> dict[str, Any]:
         return {"id": self.id, "created": self.created, "created_since": since_text(self.created_ns, now),
                 "created_by": self.created_by, "size": self.size, "size_exact": self.size_exact,
+                "docker_size": self.docker_size,
                 "comment": self.comment, "empty_layer": self.empty_layer, "layer": self.layer_index}
 
 
@@ -518,19 +564,23 @@ def history(image: Image, *, exact: bool = False) -> list[HistoryRow]:
     Non-empty entries take the image's layers in order; layers no entry describes get a row of their own.
     The top row carries the image ID, the others ``<missing>`` (as for any pulled or loaded image).
     """
-    sizes = _sizes(image, exact)
+    # one image: its uncompressed layers' headers are read in place for docker's SIZE (``images`` reads them
+    # only with --exact: 36,000 headers took 0.6 s, against 0.25 s for the whole listing without them)
+    sizes = _sizes(image, exact, headers=True)
     rows: list[HistoryRow] = []
     li = 0
     for h in image.config.history:
         index: int | None = None
         size, ex = 0, True
+        docker: int | None = 0  # an empty layer: 0B, on every basis
         if not h.empty_layer and li < len(sizes):
-            index, size, ex = li, sizes[li].size, sizes[li].exact
+            index, size, ex, docker = li, sizes[li].size, sizes[li].exact, sizes[li].docker
             li += 1
         rows.append(HistoryRow(MISSING, h.created, parse_time_ns(h.created), h.created_by or "", size, ex,
-                               h.comment or "", h.empty_layer, index))
+                               h.comment or "", h.empty_layer, index, docker))
     for i in range(li, len(sizes)):
-        rows.append(HistoryRow(MISSING, None, None, "", sizes[i].size, sizes[i].exact, "", False, i))
+        rows.append(HistoryRow(MISSING, None, None, "", sizes[i].size, sizes[i].exact, "", False, i,
+                               sizes[i].docker))
     rows.reverse()
     if rows:
         rows[0].id = str(image.id)

@@ -153,7 +153,8 @@ class _File(_Blocks):
 
     def __init__(self, f: BinaryIO, label: str) -> None:
         super().__init__(f, label)
-        self.end = os.fstat(f.fileno()).st_size
+        # a member of an outer tar (archive.RangeReader) has no descriptor of its own: its end by seeking
+        self.end = os.fstat(f.fileno()).st_size if hasattr(f, "fileno") else f.seek(0, os.SEEK_END)
 
     def _next(self) -> bytes:
         if self.pos >= self.end:

@@ -10,8 +10,12 @@ An input or output may be written as skopeo writes it:
   ``--format`` does not apply to it as an output.
 
 PATH ends at the first ``:`` (as in containers/image). For an input, REF names the image (what
-``--image`` takes); for an output, the name to give it (what ``--tag`` takes). A plain ``FILE:REF``, where
-FILE exists, names an image of FILE too. A path that exists as written is always a path.
+``--image`` takes). For an output, REF is the name to give it: for ``oci:`` and ``oci-archive:`` it is
+the ``org.opencontainers.image.ref.name`` itself, written exactly as given (``oci:DIR:sq`` writes
+``sq``, ``oci:DIR:example.com/app:1`` writes ``example.com/app:1``, and no ``io.containerd.image.name``),
+as skopeo writes and reads it, so ``skopeo inspect oci:DIR:sq`` finds the image; for ``docker-archive:``
+it is a ``name:tag`` as ``--tag`` takes it. A plain ``FILE:REF``, where FILE exists, names an image of
+FILE too. A path that exists as written is always a path.
 
 Output format names follow skopeo's transports: ``docker-archive``, ``oci-archive`` (a tar) and ``oci``
 ... except that ``oci`` has long meant the tar here; so ``--format oci`` keeps that meaning (scripts use
@@ -21,6 +25,7 @@ it) and the directory is ``oci-dir`` (or ``oci-layout``). ``docker`` stays an al
 from __future__ import annotations
 
 import os
+import re
 from dataclasses import dataclass
 
 from ocisquash.errors import UsageError
@@ -33,6 +38,28 @@ UNSUPPORTED = ("containers-storage", "docker-daemon", "dir", "ostree", "sif", "t
 FORMATS = {"docker-archive": "docker", "docker": "docker", "oci-archive": "oci", "oci": "oci",
            "oci-dir": "oci-dir", "oci-layout": "oci-dir"}
 """``--format`` names (skopeo's and the old ones) -> the format name the library takes."""
+
+
+# The grammar the image spec gives ref.name (annotations.md), which containers/image checks too.
+_COMPONENT = r"[A-Za-z0-9]+(?:(?:[-._:@+]|--)[A-Za-z0-9]+)*"
+_REF_NAME = re.compile(f"{_COMPONENT}(?:/{_COMPONENT})*\\Z")
+
+
+class RefName(str):
+    """An output name that is an OCI layout's ``ref.name`` verbatim (from ``oci:DIR:REF`` or
+    ``oci-archive:FILE:REF``), not a docker reference to normalise: it travels with ``--tag``'s names,
+    and the layout writers give it a ref.name annotation and nothing else."""
+
+    __slots__ = ()
+
+
+def ref_name(text: str, where: str) -> RefName:
+    """``text`` as a layout ref.name, or a usage error naming the grammar."""
+    if len(text) > 255 or not _REF_NAME.match(text):
+        raise UsageError(f"{where}: {text!r} is not a valid OCI ref.name",
+                         hint="letters and digits in components separated by / and joined by - . _ : @ + or --, "
+                              "e.g. sq, 1.0, example.com/app:1")
+    return RefName(text)
 
 
 @dataclass(frozen=True)
@@ -98,7 +125,8 @@ def output_ref(text: str, fmt: str | None, tags: list[str] | None) -> tuple[str,
     lib_fmt = format_name(fmt)
     if r.fmt is not None and lib_fmt is not None and r.fmt != lib_fmt:
         raise UsageError(f"{text!r} is {r.fmt} output but --format says {fmt}", hint="give one")
-    out_tags = list(tags or [])
+    out_tags: list[str] = list(tags or [])
     if r.ref is not None and r.ref not in out_tags:
-        out_tags.append(r.ref)
+        # oci: and oci-archive: (the library's oci-dir and oci): the ref.name itself, as skopeo writes it
+        out_tags.append(ref_name(r.ref, text) if r.fmt in ("oci", "oci-dir") else r.ref)
     return r.path, r.fmt or lib_fmt, out_tags

@@ -410,6 +410,20 @@ def clients() -> Iterator[Clients]:
         c.stop()
 
 
+def start_or_skip() -> Clients:
+    """Started clients, or the test skipped (failed under CI) saying why this machine cannot run them."""
+    from conftest import skip_or_fail
+
+    why = problem()
+    if why is not None:
+        skip_or_fail(f"real clients: {why}")
+    try:
+        return Clients.start()
+    except (ClientError, OSError, subprocess.SubprocessError) as e:
+        skip_or_fail(f"real clients: this machine cannot run them: {e}")
+        raise  # not reached: skip_or_fail raises
+
+
 # ------------------------------------------------------------------------------------------ images for them
 
 def _dir_entry(name: str, like: tarfile.TarInfo | None, default_mtime: int) -> tarfile.TarInfo:

@@ -235,8 +235,11 @@ def test_sizes_columns(oci: tuple[Path, dict[str, Img]]) -> None:
     head = r.stdout.splitlines()[0]
     assert "SHARED SIZE" in head and "UNIQUE SIZE" in head
     row = rows(r.stdout)[0]
-    base, db = len(BASE), len(DB)
-    assert row[-3:] == [f"{(base + db) / 1000:.3g}kB", f"{base / 1000:.3g}kB", f"{db / 1000:.3g}kB"]
+    base, db = len(BASE), len(DB)  # without --exact, no layer is read: the tar sizes, marked * (not docker's)
+    assert row[-3:] == [f"{(base + db) / 1000:.3g}kB*", f"{base / 1000:.3g}kB*", f"{db / 1000:.3g}kB*"]
+    # with --exact, docker's figures: the files' bytes (500 and 7000)
+    row = rows(run("images", str(path), "-s", "-f", "reference=acme/db", "--exact").stdout)[0]
+    assert row[-3:] == ["7.5kB", "500B", "7kB"]
 
 
 def test_compressed_sizes_and_exact(tmp_path: Path) -> None:
@@ -291,7 +294,7 @@ def test_history_table(hist: tuple[Path, Img]) -> None:
     assert [x[0] for x in got] == [short(img), "<missing>", "<missing>", "<missing>"]
     sizes = [x[3] if len(x) > 3 else "" for x in got]
     assert sizes[0] == "0B" and sizes[2] == "0B"
-    assert sizes[1] == f"{len(APP) / 1000:.3g}kB" and sizes[3] == f"{len(BASE) / 1000:.3g}kB"
+    assert sizes[1] == "5kB" and sizes[3] == "500B"  # docker's: the files' bytes, not the tars' lengths
     assert got[3][2] == "/bin/sh -c #(nop) ADD file:0123456789abcdef …"  # 45 characters
     assert len(got[3][2]) == 45
     assert got[1][2] == "RUN make install" and got[1][4] == "build"

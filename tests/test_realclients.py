@@ -30,10 +30,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
-from conftest import skip_or_fail
 from fixtures import TRAP_CONFIG, TRAP_STEPS, LayerBuilder, build_docker, build_oci, trap_layers
 from oracle import Snapshot
-from realclients import DOCKER_TOUCHED, FRESH, LOADERS, ClientError, Clients, as_moby_diff, compare_trees, problem
+from realclients import DOCKER_TOUCHED, FRESH, LOADERS, ClientError, Clients, as_moby_diff, compare_trees, start_or_skip
 
 pytestmark = [pytest.mark.slow, pytest.mark.tools]
 
@@ -47,13 +46,7 @@ SUB_MTIME = 1500000100
 
 @pytest.fixture(scope="module")
 def rc() -> Iterator[Clients]:
-    why = problem()
-    if why is not None:
-        skip_or_fail(f"real clients: {why}")
-    try:
-        c = Clients.start()
-    except (ClientError, OSError, subprocess.SubprocessError) as e:
-        skip_or_fail(f"real clients: this machine cannot run them: {e}")
+    c = start_or_skip()
     try:
         yield c
     finally:

@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from ocisquash.goformat import human_size
+
 SAMPLE = Path(__file__).resolve().parent.parent / "testdata" / "sample.docker.tar"
 KEY = "io.ocisquash.layer.uncompressed-size"
 
@@ -34,7 +36,12 @@ def test_written_layers_list_their_uncompressed_size(cmd: str, out_name: str, tm
     assert p.returncode == 0, p.stderr
     fast, exact = images_json(out), images_json(out, "--exact")
     assert fast["size_exact"] is True and fast["size"] == exact["size"]  # the recorded figure is the real one
-    assert "*" not in ocisquash("images", str(out)).stdout  # no compressed figure left to mark
+    # SIZE is docker's basis (file contents), which needs the layers' headers: the table shows the recorded
+    # tar size marked * (not the compressed size), and --exact reads the headers for docker's figure
+    sizes = ocisquash("images", str(out), "--format", "{{.Size}}").stdout.split()
+    assert sizes == [human_size(fast["size"]) + "*"]  # type: ignore[arg-type]
+    exact_sizes = ocisquash("images", str(out), "--format", "{{.Size}}", "--exact").stdout.split()
+    assert exact_sizes == [human_size(exact["docker_size"])] and "*" not in exact_sizes[0]  # type: ignore[arg-type]
     before = images_json(SAMPLE)["size"]
     if cmd == "convert":
         assert fast["size"] == before  # the same layers, recompressed: the same uncompressed size

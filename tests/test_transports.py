@@ -51,12 +51,13 @@ def test_skopeo_references_in_and_out(tmp_path: Path, monkeypatch: pytest.Monkey
     p = ocisquash("squash", "docker-archive:s.tar:ocisquash/sample:latest", "oci:lay:app:1.0", "-q")
     assert p.returncode == 0, p.stderr
     assert (tmp_path / "lay" / "index.json").exists()
-    # Written as docker does: the full name, and the tag as ref.name, which is what skopeo's oci:DIR:REF reads.
-    sk = subprocess.run(["skopeo", "inspect", "oci:lay:1.0"], capture_output=True, text=True, timeout=120)
+    # Written as skopeo does: REF is the ref.name itself, which is what skopeo's oci:DIR:REF reads back.
+    sk = subprocess.run(["skopeo", "inspect", "oci:lay:app:1.0"], capture_output=True, text=True, timeout=120)
     assert sk.returncode == 0, sk.stderr
-    p = ocisquash("convert", "oci:lay:1.0", "oci-archive:x.tar:app:2.0", "-q")
+    p = ocisquash("convert", "oci:lay:app:1.0", "oci-archive:x.tar:app:2.0", "-q")
     assert p.returncode == 0, p.stderr
-    sk = subprocess.run(["skopeo", "inspect", "oci-archive:x.tar:2.0"], capture_output=True, text=True, timeout=120)
+    sk = subprocess.run(["skopeo", "inspect", "oci-archive:x.tar:app:2.0"], capture_output=True, text=True,
+                        timeout=120)
     assert sk.returncode == 0, sk.stderr
     assert ocisquash("images", "x.tar", "--format", "{{.Repository}}:{{.Tag}}").stdout == "app:2.0\n"
     p = ocisquash("convert", "oci-archive:x.tar", "docker-archive:d.tar:app:3.0", "-q")

@@ -52,6 +52,7 @@ from ocisquash.formats import commit
 from ocisquash.formats.commit import Sink, WrittenImage
 from ocisquash.image import Image, Layer
 from ocisquash.model import Descriptor, ImageConfig, Index, Manifest
+from ocisquash.transports import RefName
 
 ATTESTATION_KEY = "vnd.docker.reference.type"
 
@@ -82,7 +83,7 @@ def read_blob(tree: Tree, desc: Descriptor, what: str, max_size: int | None = No
     return data
 
 
-@dataclass
+@dataclass(slots=True)  # slots: a listing of 20,000 images holds one per image
 class Entry:
     """One image manifest reachable from index.json, with the names of the top-level entry it is under."""
 
@@ -296,9 +297,13 @@ def index_entries(images: list[WrittenImage], existing: list[dict[str, Any]]) ->
         for t in img.tags:
             d = dict(base)
             ann = dict(img.annotations)
-            if is_full_name(t):
-                ann[model.CONTAINERD_NAME] = t
-            ann[model.REF_NAME] = _ref_name(t)
+            if isinstance(t, RefName):  # oci:DIR:REF: the ref.name alone, verbatim, as skopeo writes it
+                ann.pop(model.CONTAINERD_NAME, None)
+                ann[model.REF_NAME] = str(t)
+            else:
+                if is_full_name(t):
+                    ann[model.CONTAINERD_NAME] = t
+                ann[model.REF_NAME] = _ref_name(t)
             d["annotations"] = ann
             out.append(d)
     return out
