@@ -6,12 +6,13 @@ PY := $(VENV)/bin/python
 # docker.io/containerd/busybox-static: the real-client tests' own dockerd (busybox is docker build's shell);
 # apparmor: dockerd must load its profile where the kernel enforces AppArmor (Debian's default)
 # docker-registry, apache2-utils (htpasswd), openssl: the registry tests' own registry, passwords and CA
+# debootstrap: the Debian base the container image tests build from (contrib/debian-base.sh; no registry needed)
 DEBS := umoci skopeo podman buildah libmagic1 jq oci-image-tool docker.io containerd runc iptables busybox-static apparmor \
-	docker-registry apache2-utils openssl
+	docker-registry apache2-utils openssl debootstrap
 DEB_TOOLS := umoci skopeo podman buildah jq oci-image-tool dockerd containerd ctr runc iptables busybox \
-	docker-registry htpasswd openssl
+	docker-registry htpasswd openssl debootstrap
 
-.PHONY: setup debs venv demo test lint pytest pytest-pure fuzz clean bench
+.PHONY: setup debs venv demo test lint pytest pytest-pure fuzz clean bench image
 
 setup: debs venv  ## everything `make test` needs: the Debian test tools and the venv
 
@@ -39,6 +40,39 @@ demo: venv  ## squash the sample image shipped in testdata/ and show the report
 	$(VENV)/bin/ocisquash images testdata/sample.docker.tar
 	$(VENV)/bin/ocisquash testdata/sample.docker.tar /tmp/ocisquash-demo.tar --tag sample:squashed
 	$(VENV)/bin/ocisquash images /tmp/ocisquash-demo.tar
+
+# ocisquash's own image (Containerfile), built with buildah (docker where buildah is absent), then squashed by
+# the venv's ocisquash into $(IMAGE_TAR) and loaded as $(IMAGE). BASE: the Containerfile's base (empty: its
+# default, debian:bookworm-slim from Docker Hub); BASE=local builds one without a registry, with debootstrap
+# (root), once: contrib/debian-base.sh into $(BASE_CACHE). pip's PIP_CERT (a proxy's CA) reaches buildah's
+# build stage as a mounted file, never the image.
+IMAGE ?= localhost/ocisquash:latest
+IMAGE_TAR ?= ocisquash-image.tar
+BASE ?=
+BASE_CACHE ?= $(HOME)/.cache/ocisquash/debian-bookworm-python3.oci.tar
+SQUASH_ARGS ?=
+
+image: venv  ## build ocisquash's own image and squash it with ocisquash: $(IMAGE_TAR), loaded as $(IMAGE)
+	@set -eu; base="$(BASE)"; \
+	if [ "$$base" = local ]; then [ -s "$(BASE_CACHE)" ] || contrib/debian-base.sh "$(BASE_CACHE)"; \
+	  base="oci-archive:$(BASE_CACHE)"; fi; \
+	arg=""; [ -z "$$base" ] || arg="--build-arg BASE=$$base"; \
+	[ -z "$(PIP_CERT)" ] || pipcert="-v $(PIP_CERT):/run/pip-cert.pem:ro --build-arg PIP_CERT=/run/pip-cert.pem"; \
+	built="$(IMAGE_TAR).build"; build="$(IMAGE)-build"; trap 'rm -f "$$built"' EXIT; rm -f "$$built"; \
+	if command -v buildah >/dev/null; then \
+	  echo "buildah bud --layers --isolation chroot $$arg -t $$build ."; \
+	  buildah bud --layers --isolation chroot $$arg $${pipcert:-} -f Containerfile -t "$$build" .; \
+	  buildah push -q "$$build" "docker-archive:$$built:$(IMAGE)"; buildah rmi "$$build" >/dev/null; \
+	else \
+	  echo "docker build $$arg -t $$build ."; \
+	  docker build $$arg -f Containerfile -t "$$build" .; \
+	  docker save -o "$$built" "$$build"; docker rmi "$$build" >/dev/null; \
+	fi; \
+	$(VENV)/bin/ocisquash "$$built" "$(IMAGE_TAR)" --tag "$(IMAGE)" $(SQUASH_ARGS); \
+	if command -v buildah >/dev/null; then \
+	  if command -v podman >/dev/null; then podman load -q -i "$(IMAGE_TAR)"; \
+	  else buildah pull -q "docker-archive:$(IMAGE_TAR)" >/dev/null; fi; \
+	else docker load -q -i "$(IMAGE_TAR)"; fi
 
 test: setup lint pytest pytest-pure  ## everything CI runs (installs the Debian test tools first)
 

@@ -94,6 +94,10 @@ NOT_RUN = {
     "make test": "runs every test, this one included",
     "ocisquash images /tmp/ocisquash-demo.tar": "lists what `make demo` wrote",
     'ocisquash.open("-")': "reads standard input; the sentence says such a source can only be listed",
+    **dict.fromkeys(['podman run --rm -v "$PWD:/data" localhost/ocisquash /data/app.tar /data/app-squashed.tar',
+                     'docker run --rm -u "$(id -u):$(id -g)" -v "$PWD:/data" localhost/ocisquash /data/app.tar '
+                     '/data/app-squashed.tar'],
+                    "runs the image `make image` builds; tests/test_container_image.py runs the podman line"),
 }
 
 

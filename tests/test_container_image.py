@@ -1,0 +1,173 @@
+"""ocisquash's own container image (issue 23 item 3): built from the Containerfile, squashed, run as README shows.
+
+The image is built once per module with ``buildah bud --isolation chroot`` from a Debian base that
+contrib/debian-base.sh makes with debootstrap (no container registry is reachable here; users build
+from debian:bookworm-slim, the Containerfile's default, which this base stands in for). The base is
+cached between sessions in ``$OCISQUASH_BASE_CACHE`` (default: the file ``make image BASE=local``
+uses), as it takes minutes and depends on nothing in this repository. Then, as ``make image`` does,
+the built image is saved as a docker-archive, squashed by ocisquash, and the squash loaded into podman.
+
+What is checked: the squash unpacks (umoci, tests/oracle.py) to the built image's root filesystem; the
+squashed image, run by podman with the README's command line, squashes the trap image (tests/fixtures.py)
+into a file that unpacks to the same tree, written by the container's non-root user; and the image
+holds the interpreter, ocisquash with its compiled merge and its dependencies, and no compiler, pip,
+headers, sources or tests.
+
+This sandbox's runc may not raise RLIMIT_NOFILE/RLIMIT_NPROC to podman's defaults (``error setting
+rlimit type 7: operation not permitted``), so ``podman run`` here gets ``--ulimit`` values below the
+host's limits: a workaround for the sandbox, not part of the command users run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import tarfile
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from conftest import needs, skip_or_fail
+from oracle import assert_same_rootfs
+
+pytestmark = [pytest.mark.slow, pytest.mark.tools]
+
+ROOT = Path(__file__).resolve().parent.parent
+TAG = "localhost/ocisquash-test:latest"
+BUILT_TAG = "localhost/ocisquash-test:build"
+USER = 1000  # the Containerfile's USER
+BASE_CACHE = Path(os.environ.get("OCISQUASH_BASE_CACHE")
+                  or Path.home() / ".cache" / "ocisquash" / "debian-bookworm-python3.oci.tar")
+SANDBOX_ULIMITS = ("--ulimit", "nofile=1024:1024", "--ulimit", "nproc=1024:1024")
+# What a runtime image must not hold: build tools, pip, headers, the build's sources and wheels, tests.
+FORBIDDEN_FILES = {"usr/bin/gcc", "usr/bin/cc", "usr/bin/cpp", "usr/bin/ld", "usr/bin/as", "usr/bin/strip",
+                   "usr/bin/make", "usr/bin/pip", "usr/bin/pip3", "opt/ocisquash/bin/pip"}
+FORBIDDEN_PARTS = ("/usr/lib/gcc/", "/site-packages/pip/", "/site-packages/setuptools/", "/site-packages/mypy/",
+                   "/site-packages/mypyc/", "/ensurepip/_bundled/", "/usr/include/", "/src/", "/tests/",
+                   "test_squash.py", ".whl", "/.cache/")
+
+
+def run(*args: str | os.PathLike[str], timeout: float = 900) -> subprocess.CompletedProcess[str]:
+    """Run a command; on failure, fail the test with its command line and output."""
+    p = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=timeout, check=False)
+    if p.returncode != 0:
+        pytest.fail(f"{' '.join(map(str, args))} exited {p.returncode}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}",
+                    pytrace=False)
+    return p
+
+
+@pytest.fixture(scope="session")
+def debian_base() -> Path:
+    """An oci-archive of Debian bookworm minbase + python3 (contrib/debian-base.sh), built once and cached."""
+    problem = needs(("debootstrap", "umoci", "buildah", "podman", "skopeo"), "make debs",
+                    root="(debootstrap, and a rootful container store)")
+    if problem:
+        skip_or_fail(problem)
+    if not BASE_CACHE.is_file():
+        run(ROOT / "contrib" / "debian-base.sh", BASE_CACHE, timeout=1800)
+    return BASE_CACHE
+
+
+@dataclass(frozen=True)
+class Built:
+    store: tuple[str, ...]  # --root/--runroot options of the private store buildah and podman share
+    built: Path  # the image buildah built, as a docker-archive
+    squashed: Path  # the same squashed by ocisquash (what `make image` leaves), loaded into podman as TAG
+
+
+def pip_options() -> list[str]:
+    """This machine's pip settings for the build stage (its PyPI CA), as `make image` passes them."""
+    opts = []
+    if cert := os.environ.get("PIP_CERT"):
+        opts += ["-v", f"{cert}:/run/pip-cert.pem:ro", "--build-arg", "PIP_CERT=/run/pip-cert.pem"]
+    if index := os.environ.get("PIP_INDEX_URL"):
+        opts += ["--build-arg", f"PIP_INDEX_URL={index}"]
+    return opts
+
+
+@pytest.fixture(scope="module")
+def image(debian_base: Path) -> Iterator[Built]:
+    d = Path(tempfile.mkdtemp(prefix="ci-", dir="/tmp"))  # podman refuses a runroot path over 50 characters
+    store = ("--root", str(d / "store"), "--runroot", str(d / "run"), "--storage-driver", "overlay")
+    try:
+        run("buildah", *store, "bud", "--isolation", "chroot", "--build-arg", f"BASE=oci-archive:{debian_base}",
+            *pip_options(), "-f", ROOT / "Containerfile", "-t", BUILT_TAG, ROOT, timeout=1800)
+        built, squashed = d / "built.tar", d / "squashed.tar"
+        run("buildah", *store, "push", "-q", BUILT_TAG, f"docker-archive:{built}:{TAG}")
+        run(sys.executable, "-m", "ocisquash", "-q", built, squashed, "--tag", TAG)
+        run("podman", *store, "load", "-q", "-i", squashed)
+        yield Built(store, built, squashed)
+    finally:
+        subprocess.run(["podman", *store, "system", "reset", "--force"], capture_output=True, timeout=300,
+                       check=False)
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def layer_names(docker_archive: Path) -> list[list[str]]:
+    """Every layer's entry names, bottom first, read from a docker-archive with tarfile."""
+    with tarfile.open(docker_archive) as t:
+        manifest = json.load(t.extractfile("manifest.json"))  # type: ignore[arg-type]
+        layers = []
+        for name in manifest[0]["Layers"]:
+            with tarfile.open(fileobj=t.extractfile(name)) as layer:
+                layers.append([m.name.removeprefix("./") for m in layer])
+        return layers
+
+
+def image_config(docker_archive: Path) -> dict:
+    with tarfile.open(docker_archive) as t:
+        manifest = json.load(t.extractfile("manifest.json"))  # type: ignore[arg-type]
+        return json.load(t.extractfile(manifest[0]["Config"]))  # type: ignore[arg-type]
+
+
+def test_squash_of_the_built_image_unpacks_to_it(image: Built, tmp_path: Path) -> None:
+    assert len(layer_names(image.built)) > 1
+    assert len(layer_names(image.squashed)) == 1
+    built, squashed = image_config(image.built)["config"], image_config(image.squashed)["config"]
+    for key in ("User", "Entrypoint", "WorkingDir", "Env", "Cmd"):
+        assert squashed.get(key) == built.get(key), key
+    assert squashed["User"] == f"{USER}:{USER}"
+    assert squashed["Entrypoint"] == ["/opt/ocisquash/bin/ocisquash"]
+    assert squashed["WorkingDir"] == "/data"
+    assert_same_rootfs(image.built, image.squashed, tmp_path)
+
+
+def test_image_holds_the_runtime_only(image: Built) -> None:
+    (names,) = layer_names(image.squashed)
+    bad = sorted({n for n in names if n in FORBIDDEN_FILES or any(f in "/" + n for f in FORBIDDEN_PARTS)})
+    assert not bad, f"build leftovers in the image: {bad[:20]}"
+    site = "opt/ocisquash/lib/python3.11/site-packages/"
+    for needed in ("usr/bin/python3.11", site + "ocisquash/cli/squash.py", site + "typer/__init__.py",
+                   site + "rich/__init__.py", site + "zstandard/__init__.py", site + "isal/__init__.py",
+                   site + "httpx/__init__.py", site + "magic/__init__.py"):
+        assert needed in names, needed
+    assert any(n.startswith(site + "ocisquash_merge__mypyc") and n.endswith(".so") for n in names)
+
+
+def podman_run(image: Built, *args: str | os.PathLike[str]) -> subprocess.CompletedProcess[str]:
+    return run("podman", *image.store, "run", "--rm", *SANDBOX_ULIMITS, *args, timeout=600)
+
+
+def test_runs_as_the_readme_shows_as_non_root(image: Built, trap_docker: object, tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copyfile(trap_docker.path, data / "app.tar")  # type: ignore[attr-defined]
+    os.chown(data, USER, USER)  # a directory the container's user may write, as README asks
+    podman_run(image, "-v", f"{data}:/data", TAG, "/data/app.tar", "/data/app-squashed.tar")
+    out = data / "app-squashed.tar"
+    st = out.stat()
+    assert (st.st_uid, st.st_gid) == (USER, USER), "the squash was not written by the container's user"
+    assert len(layer_names(out)) == 1
+    assert_same_rootfs(data / "app.tar", out, tmp_path)
+    assert podman_run(image, "--entrypoint", "id", TAG, "-u").stdout.strip() == str(USER)
+
+
+def test_runs_the_compiled_merge(image: Built) -> None:
+    code = "import ocisquash.merge.tarread as m; print(m.__file__)"
+    p = podman_run(image, "--entrypoint", "/opt/ocisquash/bin/python", TAG, "-c", code)
+    assert p.stdout.strip().endswith(".so"), p.stdout
