@@ -6,9 +6,10 @@ PY := $(VENV)/bin/python
 # docker.io/containerd/busybox-static: the real-client tests' own dockerd (busybox is docker build's shell);
 # apparmor: dockerd must load its profile where the kernel enforces AppArmor (Debian's default)
 # docker-registry, apache2-utils (htpasswd), openssl: the registry tests' own registry, passwords and CA
+# time: GNU time (/usr/bin/time), the registry-bounds tests' peak-RSS reading of a child
 # debootstrap: the Debian base the container image tests build from (contrib/debian-base.sh; no registry needed)
 DEBS := umoci skopeo podman buildah libmagic1 jq oci-image-tool docker.io containerd runc iptables busybox-static apparmor \
-	docker-registry apache2-utils openssl debootstrap
+	docker-registry apache2-utils openssl debootstrap time
 DEB_TOOLS := umoci skopeo podman buildah jq oci-image-tool dockerd containerd ctr runc iptables busybox \
 	docker-registry htpasswd openssl debootstrap
 
@@ -19,6 +20,7 @@ setup: debs venv  ## everything `make test` needs: the Debian test tools and the
 debs:  ## Debian packages the tests use (umoci, skopeo, and docker/containerd/podman: the oracles); root or sudo
 	@missing=""; for t in $(DEB_TOOLS); do command -v $$t >/dev/null || [ -x /usr/sbin/$$t ] || missing="$$missing $$t"; done; \
 	[ "$$(cat /sys/module/apparmor/parameters/enabled 2>/dev/null)" != Y ] || [ -x /usr/sbin/apparmor_parser ] || [ -x /sbin/apparmor_parser ] || missing="$$missing apparmor"; \
+	[ -x /usr/bin/time ] || missing="$$missing time"; \
 	[ -e /usr/lib/x86_64-linux-gnu/libmagic.so.1 ] || [ -e /usr/lib/aarch64-linux-gnu/libmagic.so.1 ] || missing="$$missing libmagic1"; \
 	if [ -n "$$missing" ]; then \
 	  SUDO=""; [ "$$(id -u)" = 0 ] || SUDO=sudo; \
