@@ -20,9 +20,10 @@ from layertar import Entry, chrdev, d, f, fifo, hl, inputs, layer, opq, squash_s
 
 from ocisquash import merge
 from ocisquash.errors import DigestMismatch, FormatError, UnsafePath
-from ocisquash.merge import LayerInput, tarwrite
+from ocisquash.merge import LayerInput
 from ocisquash.merge import workers as merge_workers
 from ocisquash.merge.records import Meta
+from ocisquash.tar import encode
 
 
 def squash(tars: list[bytes], keep: int = 0) -> bytes:
@@ -635,14 +636,15 @@ def test_fast_ustar_headers_equal_tobuf(type_: str, name: str, link: str, dev: t
                  (0o644, 1000, 1000, "", "g", 8**11 - 1, None),
                  (0o7777, 0o7777777, 0o7777777, "\x7f" * 32, "\x7f" * 32, 8**11 - 1, None)]:
         meta = Meta(*fields)  # type: ignore[arg-type]
-        fast = tarwrite.ustar(name, type_, meta, 5 if type_ == "0" else 0, link, dev)
-        assert fast == tarwrite.tobuf(name, type_, meta, 5 if type_ == "0" else 0, link, dev)
+        fast = encode.ustar(name, type_, meta.fields(), 5 if type_ == "0" else 0, link, dev)
+        assert fast == encode.tobuf(name, type_, meta.fields(), 5 if type_ == "0" else 0, link, dev)
     # anything needing a PAX record takes the tobuf path
-    assert tarwrite.ustar("x" * 101, "0", Meta(0o644, 0, 0, "", "", 0, None), 0, "", None) is None
-    assert tarwrite.ustar("é", "0", Meta(0o644, 0, 0, "", "", 0, None), 0, "", None) is None
-    assert tarwrite.ustar("a", "0", Meta(0o644, 8**7, 0, "", "", 0, None), 0, "", None) is None
-    assert tarwrite.ustar("a", "0", Meta(0o644, 0, 0, "", "", "1.5", None), 0, "", None) is None
-    assert tarwrite.ustar("a", "0", Meta(0o644, 0, 0, "", "", 0, (("SCHILY.xattr.a", "b"),)), 0, "", None) is None
+    assert encode.ustar("x" * 101, "0", Meta(0o644, 0, 0, "", "", 0, None).fields(), 0, "", None) is None
+    assert encode.ustar("é", "0", Meta(0o644, 0, 0, "", "", 0, None).fields(), 0, "", None) is None
+    assert encode.ustar("a", "0", Meta(0o644, 8**7, 0, "", "", 0, None).fields(), 0, "", None) is None
+    assert encode.ustar("a", "0", Meta(0o644, 0, 0, "", "", "1.5", None).fields(), 0, "", None) is None
+    xattr = Meta(0o644, 0, 0, "", "", 0, (("SCHILY.xattr.a", "b"),))
+    assert encode.ustar("a", "0", xattr.fields(), 0, "", None) is None
 
 
 def test_root_entry_attributes_are_kept_like_umoci() -> None:
