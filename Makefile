@@ -54,7 +54,7 @@ PURE := $(CURDIR)/.pure
 pytest-pure:
 	rm -rf $(PURE) && mkdir -p $(PURE) && cp -r ocisquash $(PURE)/ && find $(PURE) -name '*.so' -delete
 	PYTHONPATH=$(PURE) OCISQUASH_EXPECT_PURE=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/test_compiled.py \
-		tests/test_merge.py tests/test_merge_properties.py tests/test_hostile.py
+		tests/test_merge.py tests/test_merge_properties.py tests/test_fuzz.py tests/test_tar.py
 
 fuzz: setup  ## coverage-guided fuzzing of every reader (atheris), FUZZ_SECONDS each
 	$(PY) -m pip install -q -c constraints.txt -e '.[fuzz]'

@@ -302,19 +302,41 @@ def test_sparse_files_are_a_clear_error() -> None:
 
 @pytest.mark.parametrize("name", ["../evil", "a/../../evil", "/../x", "./.."])
 def test_escaping_name_is_unsafe(name: str) -> None:
-    with pytest.raises(UnsafePath, match="L0"):
+    with pytest.raises(UnsafePath, match=r"^layer L0: member .* escapes the root$"):
         merge.plan(inputs([layer(f(name, b"x"))]))
 
 
 @pytest.mark.parametrize("name", ["a/.wh.", "a/.wh..", "a/.wh...", ".wh.."])
 def test_whiteout_of_dot_or_dotdot_is_unsafe(name: str) -> None:
-    with pytest.raises(UnsafePath):
+    with pytest.raises(UnsafePath, match=r"^layer L1: whiteout .* names no file in its directory$"):
         merge.plan(inputs([layer(d("a"), f("a/b", b"b")), layer(f(name))]))
 
 
 def test_hardlink_escaping_is_unsafe() -> None:
-    with pytest.raises(UnsafePath):
+    with pytest.raises(UnsafePath, match=r"^layer L0: hardlink 'a' -> '../../etc/passwd' escapes the root$"):
         merge.plan(inputs([layer(hl("a", "../../etc/passwd"))]))
+
+
+def test_layer_symlink_escape_stays_inside() -> None:
+    """``l -> ../../../tmp`` then ``l/x``: resolved inside the rootfs (clamped at /), never an error."""
+    plan = merge.plan(inputs([layer(sym("l", "../../../tmp"), f("l/x", b"x"))]), 0)
+    out = io.BytesIO()
+    merge.write(plan, inputs([layer(sym("l", "../../../tmp"), f("l/x", b"x"))]), out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tf:
+        names = [m.name for m in tf]
+    assert "tmp/x" in [n.rstrip("/") for n in names], names
+    assert not any(n.startswith(("/", "..")) for n in names)
+
+
+def test_layer_duplicates_and_non_utf8_names() -> None:
+    tars = [layer(f("a", b"1"), f("a", b"2"), Entry("caf\udce9", data=b"x"))]
+    plan = merge.plan(inputs(tars), 0)
+    out = io.BytesIO()
+    merge.write(plan, inputs(tars), out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue()), encoding="utf-8", errors="surrogateescape") as tf:
+        members = {m.name: m for m in tf}
+        assert tf.extractfile(members["a"]).read() == b"2"  # type: ignore[union-attr]
+    assert "caf\udce9" in members
 
 
 def test_hardlink_to_missing_path_names_layer_and_path() -> None:

@@ -3,17 +3,32 @@
 
 from __future__ import annotations
 
+import gzip
 import io
+import json
 import os
 import re
+import tarfile
+from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from fuzz import images as I
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from layertar import Entry, f, inputs, layer
+from untrusted import (
+    assert_clean_error,
+    cli,
+    fresh_limits,  # noqa: F401  (an autouse fixture: each test starts from the default caps)
+    header,
+    layout_dir,
+    load_all,
+    pad,
+)
 
-from ocisquash import limits, tarheader
-from ocisquash.errors import FormatError, LimitExceeded
+from ocisquash import limits, merge, tarheader
+from ocisquash.errors import FormatError, LimitExceeded, OcisquashError, UnsafePath
 from ocisquash.merge.records import MergeLimits
 from ocisquash.merge.tarread import Reader, Source
 from ocisquash.tar import header as tar
@@ -194,3 +209,236 @@ def test_codec_imports_nothing_above_it() -> None:
                     assert m in ("ocisquash", "ocisquash.errors", "ocisquash.limits"), (fname, m)
                     if m == "ocisquash" and isinstance(node, ast.ImportFrom):
                         assert {a.name for a in node.names} <= {"errors", "limits"}, (fname, m)
+
+
+LAYER_CASES: dict[str, tuple[Callable[[], bytes], type[OcisquashError], str]] = {
+    "huge-pax": (lambda: layer(Entry("p", data=b"x", pax={"comment": "c" * (1 << 20)})), LimitExceeded,
+                 "(cap max_pax_header)"),
+    "huge-gnu-longname": (lambda: layer(f("g/" + "n" * (1 << 20), b"x"), fmt=tarfile.GNU_FORMAT), LimitExceeded,
+                          "(cap max_pax_header)"),
+    "bad-checksum": (lambda: (lambda t: t[:148] + b"0000000\0" + t[156:])(layer(f("a", b"x"))), FormatError,
+                     "checksum"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LAYER_CASES))
+def test_hostile_layer(case: str) -> None:
+    """Through the merge: an extension header over the default cap, a zeroed checksum field."""
+    build, cls, phrase = LAYER_CASES[case]
+    with pytest.raises(cls) as e:
+        merge.plan(inputs([build()]), 0)
+    assert phrase in str(e.value)
+
+
+# ------------------------------------------------------------------------------------------ outer archives
+
+
+def ti(name: str, type_: bytes = tarfile.REGTYPE, link: str = "") -> tarfile.TarInfo:
+    t = tarfile.TarInfo(name)
+    t.type, t.linkname, t.mode, t.mtime = type_, link, 0o644, I.MTIME
+    return t
+
+
+def docker_with(extra: list[tuple[tarfile.TarInfo, bytes | None]], drop: str | None = None) -> bytes:
+    m = I.members_docker()
+    pairs: list[tuple[tarfile.TarInfo, bytes | None]] = [(ti(k), v) for k, v in m.items() if k != drop]
+    return I.tar_of(pairs + extra)
+
+
+def _layer_path() -> str:
+    return str(json.loads(I.members_docker()["manifest.json"])[0]["Layers"][0])
+
+
+OUTER_CASES: dict[str, tuple[Callable[[], bytes], type[OcisquashError], str]] = {
+    "traversal": (lambda: docker_with([(ti("../evil"), b"x")]), UnsafePath, "contains '..'"),
+    "absolute": (lambda: docker_with([(ti("/etc/evil"), b"x")]), UnsafePath, "is absolute"),
+    "backslash": (lambda: docker_with([(ti("a\\..\\b"), b"x")]), UnsafePath, "NUL or a backslash"),
+    "duplicate": (lambda: docker_with([(ti("./manifest.json"), b"[]")]), UnsafePath, "appears twice"),
+    "symlink-escape": (lambda: docker_with([(ti(_layer_path(), tarfile.SYMTYPE, "../../../etc/passwd"), None)],
+                                           drop=_layer_path()), UnsafePath, "symlink leaving the archive"),
+    "symlink-absolute": (lambda: docker_with([(ti(_layer_path(), tarfile.SYMTYPE, "/etc/passwd"), None)],
+                                             drop=_layer_path()), UnsafePath, "symlink to an absolute path"),
+    "symlink-cycle": (lambda: docker_with([(ti(_layer_path(), tarfile.SYMTYPE, "x"), None),
+                                           (ti(_layer_path().rsplit("/", 1)[0] + "/x", tarfile.SYMTYPE,
+                                               _layer_path().rsplit("/", 1)[1]), None)],
+                                          drop=_layer_path()), UnsafePath, "too many links"),
+    "hardlink-escape": (lambda: docker_with([(ti("h", tarfile.LNKTYPE, "../../etc/shadow"), None)]),
+                        UnsafePath, "contains '..'"),
+    "not-utf8-manifest": (lambda: docker_with([(ti("manifest.json"), b'[{"Config":"\xff"}]')], drop="manifest.json"),
+                          FormatError, "not UTF-8 JSON"),
+    "truncated-outer": (lambda: I.tar_of(I.members_docker())[:3000], FormatError, "unexpected end of data"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(OUTER_CASES))
+def test_hostile_outer_tar(case: str, tmp_path: Path) -> None:
+    build, cls, phrase = OUTER_CASES[case]
+    p = tmp_path / "in.tar"
+    p.write_bytes(build())
+    with pytest.raises(cls) as e:
+        load_all(p)
+    assert phrase in str(e.value)
+
+
+def test_non_utf8_member_names_are_kept_apart(tmp_path: Path) -> None:
+    """A member name that is not UTF-8 is just another name: the image beside it reads fine."""
+    pairs = [(ti(k), v) for k, v in I.members_docker().items()]
+    raw = I.tar_of([*pairs, (ti("blobs/caf\udce9"), b"x")])
+    assert b"caf\xe9" in raw
+    p = tmp_path / "in.tar"
+    p.write_bytes(raw)
+    assert load_all(p) > 0
+
+
+def negative_size_tar() -> bytes:
+    """A member whose base-256 size is negative: Python 3.11.7's tarfile loops for ever (CVE-2025-8194)."""
+    neg = b"\xff" * 11 + b"\x00"  # -256 in GNU base-256
+    return header("manifest.json", neg) + bytes(1024)
+
+
+def pax_digits_tar(n: int = 1 << 20) -> bytes:
+    """A PAX header of ``n`` digits: tarfile's regex parses it in quadratic time (CVE-2024-6232)."""
+    return header("././@PaxHeader", size=n, type_=b"x") + pad(b"1" * n) + header("a") + bytes(1024)
+
+
+def test_negative_base256_size(tmp_path: Path) -> None:
+    p = tmp_path / "neg.tar"
+    p.write_bytes(negative_size_tar())
+    for cmd in ("images", "validate"):
+        assert_clean_error(cli(cmd, p, timeout=20), "negative size")
+    assert_clean_error(cli("squash", p, tmp_path / "o.tar", timeout=20), "negative size")
+
+
+def test_base256_size_over_int64(tmp_path: Path) -> None:
+    p = tmp_path / "big.tar"
+    p.write_bytes(header("manifest.json", b"\x80" + b"\xff" * 11) + bytes(1024))
+    assert_clean_error(cli("images", p, timeout=20), "over 2^63-1")
+
+
+def test_pax_header_of_digits(tmp_path: Path) -> None:
+    p = tmp_path / "pax.tar"
+    p.write_bytes(pax_digits_tar())
+    assert_clean_error(cli("images", p, timeout=20), "malformed PAX record")
+    gz = tmp_path / "pax.tar.gz"
+    gz.write_bytes(gzip.compress(pax_digits_tar(), mtime=0))
+    assert_clean_error(cli("validate", gz, timeout=20), "malformed PAX record")
+
+
+def test_pax_record_count_is_capped(tmp_path: Path) -> None:
+    recs = b"6 a=b\n" * 20_000
+    p = tmp_path / "pax.tar"
+    p.write_bytes(header("././@PaxHeader", size=len(recs), type_=b"x") + pad(recs) + header("a") + bytes(1024))
+    assert_clean_error(cli("images", p, timeout=20), "more than 10000 records")
+
+
+def test_bad_checksum_in_a_later_header(tmp_path: Path) -> None:
+    """tarfile stops silently at a later bad header, so members after it vanish; refuse instead."""
+    good = I.tar_of(I.members_docker())
+    h = bytearray(header("zzz", size=1))
+    h[0] = ord("y")  # checksum no longer matches
+    raw = good[:-1024].rstrip(b"\x00")
+    raw = raw + bytes(-len(raw) % 512) + bytes(h) + pad(b"x") + bytes(1024)
+    p = tmp_path / "c.tar"
+    p.write_bytes(raw)
+    assert_clean_error(cli("images", p, timeout=20), "bad header checksum")
+
+
+def test_outer_pax_size_and_prefix_are_honoured(tmp_path: Path) -> None:
+    """The new reader keeps what tarfile got right: PAX paths and sizes, ustar name prefixes."""
+    members = I.members_docker()
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tf:
+        for k, v in members.items():
+            ti = tarfile.TarInfo(k)
+            ti.size, ti.mtime = len(v), I.MTIME
+            ti.pax_headers = {"comment": "x" * 300}
+            tf.addfile(ti, io.BytesIO(v))
+    p = tmp_path / "pax.tar"
+    p.write_bytes(buf.getvalue())
+    r = cli("validate", p, timeout=30)
+    assert r.rc == 0, r.err + r.out
+
+
+def test_outer_member_names_are_capped_at_path_max(tmp_path: Path) -> None:
+    m = I.members_docker()
+    m["x" * 5000] = b"x"
+    p = tmp_path / "n.tar"
+    p.write_bytes(I.tar_of(m))
+    assert_clean_error(cli("images", p, timeout=20), "max_path")
+
+
+# ------------------------------------------------------------------------------------------ against tarfile
+
+
+@pytest.mark.parametrize("fmt", [tarfile.USTAR_FORMAT, tarfile.GNU_FORMAT, tarfile.PAX_FORMAT])
+def test_tarheader_agrees_with_tarfile_on_valid_archives(tmp_path: Path, fmt: int) -> None:
+    """Names (long ones: ustar prefix, GNU L/K, PAX path/linkpath), types, sizes and data offsets as
+    tarfile reads them from archives it wrote itself."""
+    from ocisquash import tarheader
+
+    long_dir = "d" * 90 + "/" + "e" * 60
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=fmt) as tf:
+        for name, type_, data, link in [
+            ("a", tarfile.REGTYPE, b"x" * 700, ""), ("dir/", tarfile.DIRTYPE, None, ""),
+            (long_dir + "/file", tarfile.REGTYPE, b"y" * 513, ""), ("l", tarfile.SYMTYPE, None, "a"),
+            ("h", tarfile.LNKTYPE, None, "a"), ("fifo", tarfile.FIFOTYPE, None, ""),
+            ("ll" if fmt == tarfile.USTAR_FORMAT else "L" * 150, tarfile.SYMTYPE, None,
+             "t" if fmt == tarfile.USTAR_FORMAT else "T" * 150),
+            ("caf\udce9" if fmt != tarfile.USTAR_FORMAT else "cafe", tarfile.REGTYPE, b"", ""),
+        ]:
+            ti = tarfile.TarInfo(name)
+            ti.type, ti.linkname, ti.mtime = type_, link, I.MTIME
+            if data is not None:
+                ti.size = len(data)
+            tf.addfile(ti, io.BytesIO(data) if data is not None else None)
+    p = tmp_path / "t.tar"
+    p.write_bytes(buf.getvalue())
+    with open(p, "rb") as f:
+        got = [(h.name, h.type, h.size, h.offset if h.type == "0" else None, h.linkname)
+               for h in tarheader.headers(f, "t")]
+    with tarfile.open(p, encoding="utf-8", errors="surrogateescape") as tf:
+        want = [(ti.name + ("/" if ti.isdir() and not ti.name.endswith("/") else ""),
+                 ti.type.decode(), ti.size if ti.isreg() else 0, ti.offset_data if ti.isreg() else None,
+                 ti.linkname) for ti in tf]
+    got = [(n if t != "5" or n.endswith("/") else n + "/", t, *rest) for n, t, *rest in got]
+    assert got == want
+
+
+def test_tarheader_refuses_a_single_truncated_member(tmp_path: Path) -> None:
+    from ocisquash import tarheader
+    from ocisquash.errors import FormatError
+
+    raw = I.tar_of({"a": b"x" * 5000})
+    for cut in (100, 512 + 10, 1200):
+        p = tmp_path / "t.tar"
+        p.write_bytes(raw[:cut])
+        with open(p, "rb") as f, pytest.raises(FormatError, match="unexpected end of data"):
+            list(tarheader.headers(f, "t"))
+
+
+# ------------------------------------------------------------------------------------------ lying PAX sizes
+
+
+def _lying_layer() -> bytes:
+    """A layer whose PAX ``size=`` claims 1 TB for a member whose data is 3 bytes."""
+    rec = b"size=1000000000000\n"
+    rec = b"%d %s" % (len(rec) + 3, rec)
+    return (header("././@PaxHeader", size=len(rec), type_=b"x") + pad(rec) + header("big", size=3)
+            + pad(b"abc") + bytes(1024))
+
+
+@pytest.mark.parametrize("kind", ["docker-tar", "oci-dir-gzip", "oci-dir-plain"])
+@pytest.mark.parametrize("cmd", ["analyze", "dry-run", "squash", "validate"])
+def test_pax_size_lie_is_truncation_everywhere(tmp_path: Path, cmd: str, kind: str) -> None:
+    if kind == "docker-tar":
+        p = tmp_path / "lie.tar"
+        p.write_bytes(I.tar_of(I.members_docker(layers=[_lying_layer()])))
+    else:
+        p = layout_dir(tmp_path, I.members_oci(layers=[_lying_layer()], codec=kind.rsplit("-", 1)[1]
+                                               .replace("plain", "none")))
+    args = {"analyze": ["analyze", p], "dry-run": ["squash", "--dry-run", p, tmp_path / "o.tar"],
+            "squash": ["squash", p, tmp_path / "o.tar"], "validate": ["validate", p]}[cmd]
+    r = cli(*args)
+    assert r.rc == 1, (r.rc, r.out, r.err)
+    assert "truncated" in r.err + r.out, r.err + r.out
