@@ -88,6 +88,31 @@ def test_number_refuses_what_go_refuses(field: bytes, detail: str) -> None:
         tar.number(field, "size")
 
 
+def go_octal(field: bytes) -> int | None:
+    """The reference: Go's parseOctal (trim spaces and NULs, cut at a NUL, ParseUint base 8), None for an error."""
+    text = field.strip(b" \x00")
+    cut = text.find(0)
+    text = text if cut < 0 else text[:cut]
+    if text and not all(0x30 <= c <= 0x37 for c in text):
+        return None
+    return int(text, 8) if text else 0
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.lists(st.sampled_from(b"00178 \x00+-_ox\t"), max_size=12).map(bytes))
+def test_octal_reads_what_go_reads(field: bytes) -> None:
+    want = go_octal(field)
+    if want is None:
+        assert tar.octal(field, 0, len(field)) == -1
+        with pytest.raises(ValueError, match="bad size field"):
+            tar.number(field, "size")
+    else:
+        assert tar.octal(field, 0, len(field)) == tar.number(field, "size") == want
+    block = I.raw_header("a", size_field=field.ljust(12, b"\x00")[:12])
+    if want is not None:  # in place, at its offset in a header: the same
+        assert tar.size_and_checksum(block)[0] == want
+
+
 def test_size_fast_path_agrees_with_number() -> None:
     block = I.raw_header("a", size_field=b"\x00 0001750 \x00\x00")
     assert tar.size_and_checksum(block)[0] == tar.number(block[124:136], "size") == 0o1750

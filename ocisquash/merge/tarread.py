@@ -16,6 +16,7 @@ from ocisquash import limits as limits_mod
 from ocisquash.errors import FormatError, OcisquashError
 from ocisquash.merge.records import LayerInput, MergeLimits, Meta
 from ocisquash.tar import header as tar
+from ocisquash.tar.header import EXTENSIONS, HEADER_ONLY
 from ocisquash.tar.header import ZERO as ZERO  # the writer pads with it too
 
 COPY = 1 << 20
@@ -190,7 +191,7 @@ class Reader:
             if size < 0:
                 raise self._bad("invalid tar header (negative size)")
             t = block[156]
-            if t in tar.EXTENSIONS:
+            if t in EXTENSIONS:
                 if t == 0x53:  # "S"
                     raise self._bad("GNU sparse files are not supported (write the layer without --sparse)")
                 data = self._ext_data(size, t)
@@ -277,7 +278,7 @@ class Reader:
         if "\x00" in name or "\x00" in linkname:
             raise self._bad(f"{name!r}: NUL in a member name")
         tar.check_path(name, linkname, self.limits.max_path, self.where)
-        if type_ in tar.HEADER_ONLY:
+        if type_ in HEADER_ONLY:
             size = 0  # Go: no data follows these types, whatever the size field says
         elif type_ not in REGULAR:
             raise self._bad(f"{name}: unsupported tar entry type {type_!r}")
