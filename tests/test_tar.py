@@ -15,6 +15,7 @@ import pytest
 from fuzz import images as I
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from layertar import Entry, f, inputs, layer
 from untrusted import (
     assert_clean_error,
     cli,
@@ -25,7 +26,7 @@ from untrusted import (
     pad,
 )
 
-from ocisquash import limits, tarheader
+from ocisquash import limits, merge, tarheader
 from ocisquash.errors import FormatError, LimitExceeded, OcisquashError, UnsafePath
 from ocisquash.merge.records import MergeLimits
 from ocisquash.merge.tarread import Reader, Source
@@ -212,6 +213,25 @@ def test_path_cap_counts_bytes_in_both_readers(reader: str) -> None:
         with pytest.raises(LimitExceeded, match="too long"):
             list(Reader(Source(io.BytesIO(data), False, "L"), MergeLimits(max_path=2048)))
         assert next(iter(Reader(Source(io.BytesIO(data), False, "L"), MergeLimits(max_path=3000)))).name == name
+
+
+LAYER_CASES: dict[str, tuple[Callable[[], bytes], type[OcisquashError], str]] = {
+    "huge-pax": (lambda: layer(Entry("p", data=b"x", pax={"comment": "c" * (1 << 20)})), LimitExceeded,
+                 "(cap max_pax_header)"),
+    "huge-gnu-longname": (lambda: layer(f("g/" + "n" * (1 << 20), b"x"), fmt=tarfile.GNU_FORMAT), LimitExceeded,
+                          "(cap max_pax_header)"),
+    "bad-checksum": (lambda: (lambda t: t[:148] + b"0000000\0" + t[156:])(layer(f("a", b"x"))), FormatError,
+                     "checksum"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LAYER_CASES))
+def test_hostile_layer(case: str) -> None:
+    """Through the merge: an extension header over the default cap, a zeroed checksum field."""
+    build, cls, phrase = LAYER_CASES[case]
+    with pytest.raises(cls) as e:
+        merge.plan(inputs([build()]), 0)
+    assert phrase in str(e.value)
 
 
 # ------------------------------------------------------------------------------------------ outer archives
