@@ -157,7 +157,6 @@ def pax_member(records: bytes, name: str = "a") -> bytes:
 @pytest.mark.parametrize("reader", sorted(READERS))
 @pytest.mark.parametrize(("records", "detail"), [
     (I.pax_record("path", b"b"), None),
-    (b"6 a=b\n" * 10_001, "more than 10000 records"),
     (b"1" * 5000, "malformed PAX record length"),
     (b"+7 a=bc\n", "malformed PAX record length"),
     (b"99 a=b\n", "malformed PAX record"),
@@ -170,6 +169,17 @@ def test_both_readers_follow_one_pax_parser(reader: str, records: bytes, detail:
         return
     with pytest.raises(FormatError, match=detail):
         READERS[reader](pax_member(records))
+
+
+def test_pax_records_are_counted_in_the_outer_archive_and_capped_by_what_a_layer_keeps() -> None:
+    """The outer reader refuses a PAX header of more than 10,000 records; a layer member's records are
+    bounded by max_xattr instead, which names a cap a user can raise for a trusted layer."""
+    with pytest.raises(FormatError, match="more than 10000 records"):
+        outer(pax_member(b"6 a=b\n" * 10_001))
+    many = b"".join(I.pax_record(f"SCHILY.xattr.user.a{i}", b"v") for i in range(10_001))
+    with pytest.raises(LimitExceeded, match=r"cap max_xattr\)"):
+        layer_reader(pax_member(many))
+    assert layer_reader(pax_member(b"".join(I.pax_record(f"SCHILY.xattr.user.a{i}", b"v") for i in range(3))))
 
 
 @pytest.mark.parametrize(("value", "ok"), [("7", True), ("+7", True), ("-7", False), ("7e0", False), (" 7", False),

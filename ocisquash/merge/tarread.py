@@ -200,7 +200,9 @@ class Reader:
                     continue
                 if t in b"xX":
                     try:
-                        pax = tar.parse_pax(data)
+                        # not counted: the records a member keeps are capped by max_xattr, which a user
+                        # can raise for a trusted layer (the outer archive, without such a cap, counts)
+                        pax = tar.parse_pax(data, None)
                     except ValueError as e:
                         raise self._bad(str(e)) from None
                 elif t == 0x4C:

@@ -140,15 +140,16 @@ def padded(size: int) -> int:
     return (size + BLOCK - 1) & ~(BLOCK - 1)
 
 
-def parse_pax(data: bytes, max_records: int = MAX_PAX_RECORDS) -> dict[str, str]:
-    """PAX records ``"<len> <key>=<value>\\n"`` in one linear pass; a malformed record is an error."""
+def parse_pax(data: bytes, max_records: int | None = MAX_PAX_RECORDS) -> dict[str, str]:
+    """PAX records ``"<len> <key>=<value>\\n"`` in one linear pass; a malformed record is an error, and so
+    are more than ``max_records`` (None: no count, where a cap on what is kept bounds them instead)."""
     out: dict[str, str] = {}
     pos, n, count = 0, len(data), 0
     while pos < n:
         if data[pos] == 0:  # NUL padding after the last record
             break
         count += 1
-        if count > max_records:
+        if max_records is not None and count > max_records:
             raise ValueError(f"a PAX header with more than {max_records} records")
         # the length is a short decimal: looking 20 bytes ahead at most keeps the pass linear
         sp = data.find(b" ", pos, pos + 20)
