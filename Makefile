@@ -31,7 +31,7 @@ venv: $(VENV)/.installed
 
 # The editable install compiles the merge's hot modules with mypyc (setup.py), and Python imports those
 # before the .py files beside them: a change to a merge source needs this rebuild to run.
-$(VENV)/.installed: pyproject.toml constraints.txt setup.py $(wildcard ocisquash/merge/*.py)
+$(VENV)/.installed: pyproject.toml constraints.txt setup.py $(wildcard ocisquash/merge/*.py ocisquash/tar/*.py)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt -e '.[test]'
@@ -92,14 +92,14 @@ PURE := $(CURDIR)/.pure
 pytest-pure:
 	rm -rf $(PURE) && mkdir -p $(PURE) && cp -r ocisquash $(PURE)/ && find $(PURE) -name '*.so' -delete
 	PYTHONPATH=$(PURE) OCISQUASH_EXPECT_PURE=1 $(VENV)/bin/pytest -q -p no:cacheprovider tests/test_compiled.py \
-		tests/test_merge.py tests/test_merge_properties.py tests/test_hostile.py
+		tests/test_merge.py tests/test_merge_properties.py tests/test_fuzz.py tests/test_tar.py
 
 fuzz: setup  ## coverage-guided fuzzing of every reader (atheris), FUZZ_SECONDS each
 	$(PY) -m pip install -q -c constraints.txt -e '.[fuzz]'
 	$(PY) tests/fuzz/run.py --seconds $${FUZZ_SECONDS:-60}
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .pure build ocisquash_merge__mypyc*.so ocisquash/merge/*.so
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .pure build ocisquash_merge__mypyc*.so ocisquash/merge/*.so ocisquash/tar/*.so
 BENCH_PYTHON ?=
 BENCH_ARGS ?=
 

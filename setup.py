@@ -1,4 +1,4 @@
-"""Build hook: compile the merge's hot modules with mypyc when it and a C compiler are at hand.
+"""Build hook: compile the merge's hot modules (and the tar codec's) with mypyc when it and a C compiler are at hand.
 
 Everything else about the package is in pyproject.toml. The merge parses, applies and frames every
 tar entry in Python; compiled, the same code runs in a fraction of the CPU time (bench/README.md).
@@ -16,8 +16,10 @@ import sys
 from setuptools import setup
 from setuptools.command.build_ext import build_ext
 
-# The modules a squash spends its Python time in (workers.py is not: it forks and pickles).
-HOT = ("records", "tarread", "tarwrite", "tree", "plan", "layerwrite", "oneread")
+# The modules a squash spends its Python time in (workers.py is not: it forks and pickles): the merge's
+# and the tar codec's it parses and writes headers with.
+HOT = ("merge/records", "merge/tarread", "merge/tarwrite", "merge/tree", "merge/plan", "merge/layerwrite",
+       "merge/oneread", "tar/header", "tar/encode")
 _MODE = os.environ.get("OCISQUASH_MYPYC", "auto").strip().lower()
 
 
@@ -55,7 +57,7 @@ def _ext_modules() -> list[object]:
             raise
         print("ocisquash: mypyc not available; installing the pure-Python merge", file=sys.stderr)
         return []
-    paths = [os.path.join("ocisquash", "merge", f"{m}.py") for m in HOT]
+    paths = [os.path.join("ocisquash", *m.split("/")) + ".py" for m in HOT]
     # The build environment has mypy but not the project's dependencies (httpx, isal, ...), which the
     # rest of the package imports: the compiled modules need types of their own, not a clean
     # `mypy --strict` of everything (CI runs that, with the dependencies installed).

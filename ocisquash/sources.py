@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import platform as platform_mod
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ocisquash import reference, spool
+from ocisquash import reference, registry, spool
 from ocisquash.archive import DirTree, TarTree, Tree, open_tar_input
 from ocisquash.errors import Ambiguous, FormatError, MultiPlatform, NotFound, OcisquashError
 from ocisquash.formats import dockersave, ocilayout
@@ -202,10 +203,15 @@ def open_source(path: str, spool_dir: str | None = None) -> Source:
     file in ``spool_dir`` (``$TMPDIR`` when None), removed when the source is closed. A ``docker://``
     reference is a registry image (``ocisquash.registry``).
     """
-    from ocisquash import registry
-
     if registry.is_registry_ref(path):
-        return registry.open_source(path)
+        rtree, bind = registry.open_tree(path)
+        src = Source(path, "registry", rtree)
+        try:
+            src.candidates = _layout_candidates(rtree, bind)
+        except BaseException:
+            rtree.close()
+            raise
+        return src
     if path != "-" and not os.path.lexists(path):
         raise FormatError(f"{path}: no such file or directory")
     if spool.read_once(path):
@@ -243,15 +249,19 @@ def _tar_source(path: str, ttree: TarTree) -> Source:
         raise
 
 
-def _layout_candidates(tree: DirTree | TarTree) -> list[Candidate]:
+def _layout_candidates(tree: Tree, bind: Callable[[Image], Image] | None = None) -> list[Candidate]:
+    """The images of a layout (a directory, a tar, a registry's virtual one); ``bind`` is applied to
+    each image as it is loaded."""
     out = []
     for e in ocilayout.entries(tree):
         out.append(Candidate(
             names=list(e.names), image_id=e.manifest.config.digest, manifest_digest=e.descriptor.digest,
-            load=_loader(tree, e), platform=str(e.platform) if e.platform else None,
+            load=_loader(tree, e, bind), platform=str(e.platform) if e.platform else None,
         ))
     return out
 
 
-def _loader(tree: DirTree | TarTree, e: ocilayout.Entry):  # type: ignore[no-untyped-def]
-    return lambda: ocilayout.load(tree, e)
+def _loader(tree: Tree, e: ocilayout.Entry, bind: Callable[[Image], Image] | None) -> Callable[[], Image]:
+    if bind is None:
+        return lambda: ocilayout.load(tree, e)
+    return lambda: bind(ocilayout.load(tree, e))

@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import re
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
@@ -140,12 +141,25 @@ def test_dangling(oci: tuple[Path, dict[str, Img]]) -> None:
     assert set(got) == {short(im[k]) for k in "ABCG"}
 
 
-@pytest.mark.parametrize("bad", ["dangling=maybe", "dangling=TRUE", "colour=red", "label", "reference=[a"])
-def test_bad_filters_are_usage_errors(oci: tuple[Path, dict[str, Img]], bad: str) -> None:
+KEYS = "hint: keys: before, dangling, label, platform, reference, since"
+
+
+@pytest.mark.parametrize(("bad", "hint"), [("dangling=maybe", "hint: use dangling=true or dangling=false"),
+                                           ("dangling=TRUE", "hint: use dangling=true or dangling=false"),
+                                           ("colour=red", KEYS), ("label", KEYS), ("reference=[a", None)])
+def test_bad_filters_are_usage_errors(oci: tuple[Path, dict[str, Img]], bad: str, hint: str | None,
+                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """A filter that cannot be read is a usage error; one with an unknown key, or a value out of its
+    choices, has a hint listing them."""
     path, _ = oci
     r = run("images", str(path), "-f", bad)  # the bare app raises; main() renders it and exits 2
     assert isinstance(r.exception, UsageError), r.exception
+    capsys.readouterr()
     assert main(["images", str(path), "-f", bad]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines[0].startswith("error: ") and "filter" in lines[0], lines
+    if hint is not None:
+        assert lines[1:] == [hint], lines
 
 
 def test_label_with_and_without_value(oci: tuple[Path, dict[str, Img]]) -> None:
@@ -174,11 +188,14 @@ def test_before_since_exclude_equal_times(oci: tuple[Path, dict[str, Img]]) -> N
     assert q(path, "since=acme/db:2", "before=acme/app:1.0") == [short(im["G"])]
 
 
-def test_before_unknown_image_fails(oci: tuple[Path, dict[str, Img]]) -> None:
+def test_before_unknown_image_fails(oci: tuple[Path, dict[str, Img]], capsys: pytest.CaptureFixture[str]) -> None:
     path, _ = oci
     r = run("images", str(path), "-f", "before=nope:1")
     assert isinstance(r.exception, NotFound)
+    capsys.readouterr()
     assert main(["images", str(path), "-f", "before=nope:1"]) == 1
+    err = capsys.readouterr().err
+    assert "no image matches 'nope:1'" in err and "\nhint: images here: " in err and "acme/app:1.0" in err, err
 
 
 def test_reference_globs(oci: tuple[Path, dict[str, Img]]) -> None:
@@ -264,9 +281,14 @@ def test_docker_tarball_listing(tmp_path: Path) -> None:
     assert o[1]["size"] == len(BASE) + len(APP)
 
 
-def test_bad_format_option(oci: tuple[Path, dict[str, Img]]) -> None:
+def test_bad_format_option(oci: tuple[Path, dict[str, Img]], capsys: pytest.CaptureFixture[str]) -> None:
+    """As docs/commands.md shows it: the fields there are, and a hint that names are case-sensitive."""
     path, _ = oci
     assert main(["images", str(path), "--format", "{{.Nope}}"]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert lines == ["error: --format '{{.Nope}}': no field 'Nope'; valid fields: ID, Repository, Tag, Digest, "
+                     "CreatedSince, CreatedAt, Size, SharedSize, UniqueSize, Containers, VirtualSize, Platform",
+                     "hint: field names are case-sensitive, as in docker: {{.ID}}, {{.Repository}}"], lines
 
 
 # ------------------------------------------------------------------------------ history
@@ -312,10 +334,19 @@ def test_history_no_trunc_quiet_json(hist: tuple[Path, Img]) -> None:
     assert objs[0]["id"] == img.id and objs[1]["created"] == T3
 
 
-def test_history_needs_a_choice(hist: tuple[Path, Img]) -> None:
+def test_history_needs_a_choice(hist: tuple[Path, Img], capsys: pytest.CaptureFixture[str]) -> None:
+    """Two images and no --image: an error whose hint lists both to choose from; an --image that matches
+    none: a hint listing the images there are (README: "an error listing both")."""
     path, _ = hist
-    assert main(["history", str(path)]) == 1  # two images: ambiguous, one red line
-    assert main(["history", str(path), "-i", "nope:1"]) == 1
+    for argv, error, hint in [([], "holds 2 images; say which", "hint: use --image with one of: "),
+                              (["-i", "nope:1"], "no image matches 'nope:1'", "hint: images here: ")]:
+        assert main(["history", str(path), *argv]) == 1
+        lines = capsys.readouterr().err.strip().splitlines()
+        assert len(lines) == 2 and lines[0].startswith("error: ") and error in lines[0], lines
+        assert lines[1].startswith(hint), lines
+        # each choice by its names and short ID
+        assert re.search(r"docker\.io/acme/h:1, 1 \([0-9a-f]{12}\); docker\.io/acme/other:1, 1 \([0-9a-f]{12}\)$",
+                         lines[1]), lines
 
 
 def test_history_without_history(tmp_path: Path) -> None:
@@ -468,11 +499,14 @@ def test_analyze_counts_each_hidden_copy(tmp_path: Path) -> None:
     assert "wasted 600B: the 3 hidden files a squash drops" in text and text.count("\n") > 5
 
 
-def test_analyze_subprocess_and_errors(tmp_path: Path) -> None:
+def test_analyze_subprocess_and_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = write_oci(tmp_path / "an", [Img(["docker.io/acme/an:1"], T1, [BASE, APP])])
     p = sub("analyze", str(path))
     assert p.returncode == 0 and p.stderr == ""  # no progress bar when stderr is not a terminal
     assert main(["analyze", str(path), "--image", "nope:2"]) == 1
+    err = capsys.readouterr().err
+    assert "no image matches 'nope:2'" in err, err
+    assert re.search(r"^hint: images here: docker\.io/acme/an:1, 1 \([0-9a-f]{12}\)$", err, re.M), err
     assert main(["analyze", str(path), "--top", "-1"]) == 2
 
 

@@ -190,7 +190,9 @@ def test_platform_column_and_filter(tmp_path: Path, wide: tuple[Path, Img]) -> N
     assert o["Platform"] == "linux/arm64/v8"
     assert piped("images", str(path), "-f", "platform=linux/amd64", "--format", "{{.Platform}}").stdout == \
         "linux/amd64\n"
-    assert piped("images", str(path), "-f", "platform=linux").returncode == 2
+    bad = piped("images", str(path), "-f", "platform=linux")
+    assert bad.returncode == 2 and "expected os/arch or os/arch/variant" in bad.stderr, bad.stderr
+    assert "hint: e.g. -f platform=linux/arm64" in bad.stderr, bad.stderr
     one = piped("images", str(wide[0]))
     assert "PLATFORM" not in one.stdout  # a single-platform input has no PLATFORM column, no Platform key
     assert "Platform" not in json.loads(piped("images", str(wide[0]), "--format", "json").stdout)
@@ -267,6 +269,7 @@ def test_squash_and_convert_default_to_the_host_platform(tmp_path: Path, cmd: st
                        capture_output=True, text=True, timeout=120,
                        env={**os.environ, "DOCKER_DEFAULT_PLATFORM": "linux/s390x"})
     assert p.returncode == 1 and "multi-platform; choose one with --platform" in p.stderr
+    assert "hint: platforms: linux/amd64, linux/arm64" in p.stderr, p.stderr  # the choices there are
     assert not (tmp_path / "no.tar").exists()
 
 
@@ -292,3 +295,4 @@ def test_history_and_analyze_default_to_the_host_platform(tmp_path: Path) -> Non
     p = subprocess.run([sys.executable, "-m", "ocisquash", "history", str(path)], capture_output=True, text=True,
                        timeout=120, env={**os.environ, "DOCKER_DEFAULT_PLATFORM": "linux/s390x"})
     assert p.returncode == 1 and "multi-platform; choose one with --platform" in p.stderr  # no such platform here
+    assert "hint: platforms: linux/amd64, linux/arm64" in p.stderr, p.stderr

@@ -9,9 +9,11 @@ names are hidden and never match what a reader looks up, and a later run ignores
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -88,6 +90,54 @@ def run_cli(*args: str) -> subprocess.Popen[bytes]:
                             stderr=subprocess.PIPE, preexec_fn=_default_sigint)
 
 
+# ``python -m ocisquash`` held inside its first write to the temporary output: it tells the test through
+# one pipe, then blocks reading another that the test never writes to, until a signal arrives.
+_HELD = """
+import os, runpy, sys
+from ocisquash.formats import commit
+notify, hold = (int(fd) for fd in sys.argv.pop(1).split(","))
+write = commit.GuardedWriter.write
+def held(self, data):
+    global notify
+    n = write(self, data)
+    if notify >= 0:
+        os.write(notify, b"w")
+        os.close(notify)
+        notify = -1
+        os.read(hold, 1)
+    return n
+commit.GuardedWriter.write = held
+runpy.run_module("ocisquash", run_name="__main__", alter_sys=True)
+"""
+
+
+@contextlib.contextmanager
+def held_mid_write(*args: str, timeout: float = 60) -> Iterator[subprocess.Popen[bytes]]:
+    """``ocisquash ARGS``, provably mid-write when the block starts: it has written into its temporary
+    output and is blocked there, before the output is complete (the wait for it is bounded by
+    ``timeout``). A signal the block sends arrives at that known point, whatever the machine's speed."""
+    notify_r, notify_w = os.pipe()
+    hold_r, hold_w = os.pipe()
+    proc = subprocess.Popen([sys.executable, "-c", _HELD, f"{notify_w},{hold_r}", *args],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, preexec_fn=_default_sigint,
+                            pass_fds=(notify_w, hold_r))
+    os.close(notify_w)
+    os.close(hold_r)
+    try:
+        ready, _, _ = select.select([notify_r], [], [], timeout)
+        if not ready or os.read(notify_r, 1) != b"w":
+            proc.kill()
+            proc.wait()
+            raise AssertionError(f"no write into the output was reached: {proc.stderr.read()!r}")  # type: ignore[union-attr]
+        yield proc
+    finally:
+        os.close(notify_r)
+        os.close(hold_w)  # a process still held sees the end of the pipe and carries on
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+
+
 def wait_for_temp(proc: subprocess.Popen[bytes], d: Path, timeout: float = 30) -> str:
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -115,18 +165,28 @@ def test_sigkill_at_random_points_leaves_old_or_new(slow_input: Path, reference_
     rnd = random.Random(1234)
     in_before = tree_hashes(slow_input)
     outcomes = set()
-    for delay in [0.0, *(rnd.uniform(0.05, 1.0) for _ in range(2))]:
-        d = tmp_path / f"k{delay:.3f}"
+    # the first kill lands while the process is held inside a write to its temporary (the old output
+    # must then survive); the others at random times, where the old or the complete new one may be found
+    for delay in [None, *(rnd.uniform(0.05, 1.0) for _ in range(2))]:
+        d = tmp_path / ("held" if delay is None else f"k{delay:.3f}")
         d.mkdir()
         out = d / "out.tar"
         out.write_bytes(OLD)
-        proc = run_cli("convert", str(slow_input), str(out), *SLOW_ARGS)
-        wait_for_temp(proc, d)
-        time.sleep(delay)
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
+        args = ("convert", str(slow_input), str(out), *SLOW_ARGS)
+        if delay is None:
+            with held_mid_write(*args) as proc:
+                assert temps(d)
+                proc.send_signal(signal.SIGKILL)
+                proc.wait(timeout=30)
+            assert out.read_bytes() == OLD
+        else:
+            proc = run_cli(*args)
+            wait_for_temp(proc, d)
+            time.sleep(delay)
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(timeout=30)
         got = out.read_bytes()
-        assert got in (OLD, reference_out), f"after kill -9 at +{delay:.2f}s: a partial output"
+        assert got in (OLD, reference_out), f"after kill -9 at +{delay or 0:.2f}s: a partial output"
         outcomes.add("old" if got == OLD else "new")
         for name in temps(d):  # kill -9 cannot clean up: leftovers are hidden, distinct names
             assert name.startswith(".out.tar.ocisquash-"), name
@@ -134,23 +194,21 @@ def test_sigkill_at_random_points_leaves_old_or_new(slow_input: Path, reference_
         assert main(["convert", str(slow_input), str(out), *SLOW_ARGS[:2]]) == 0
         with open_source(str(out)) as src:
             assert len(src.choose().layers) == 3
-    assert "old" in outcomes  # at least the immediate kill hit mid-write
+    assert "old" in outcomes
     assert tree_hashes(slow_input) == in_before
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 128 + signal.SIGTERM), (signal.SIGINT, 130)])
 @pytest.mark.parametrize("fmt", ["docker", "oci-dir"])
-def test_sigterm_and_ctrl_c_remove_the_temporary(slow_input: Path, tmp_path: Path, sig: int, code: int,
+def test_sigterm_and_ctrl_c_remove_the_temporary(big_input: Path, tmp_path: Path, sig: int, code: int,
                                                  fmt: str) -> None:
     out = tmp_path / ("out.tar" if fmt == "docker" else "layout")
     if fmt == "docker":
         out.write_bytes(OLD)
-    proc = run_cli("convert", str(slow_input), str(out), "--format", fmt, *SLOW_ARGS)
-    wait_for_temp(proc, tmp_path)
-    time.sleep(0.3)
-    proc.send_signal(sig)
-    assert proc.wait(timeout=30) == code, proc.stderr.read()  # type: ignore[union-attr]
+    with held_mid_write("convert", str(big_input), str(out), "--format", fmt) as proc:
+        assert temps(tmp_path)  # mid-write: the temporary is there
+        proc.send_signal(sig)
+        assert proc.wait(timeout=30) == code, proc.stderr.read()  # type: ignore[union-attr]
     assert temps(tmp_path) == []
     if fmt == "docker":
         assert out.read_bytes() == OLD
@@ -159,7 +217,6 @@ def test_sigterm_and_ctrl_c_remove_the_temporary(slow_input: Path, tmp_path: Pat
     assert not list(Path(os.environ.get("TMPDIR", "/tmp")).glob(f"ocisquash-out-*{proc.pid}*"))
 
 
-@pytest.mark.slow
 def test_sigterm_during_squash(tmp_path: Path) -> None:
     rnd = random.Random(7)
     layers = [I.layer_tar({"a": rnd.randbytes(3 << 19)}), I.layer_tar({"b": rnd.randbytes(3 << 19)})]
@@ -169,11 +226,10 @@ def test_sigterm_during_squash(tmp_path: Path) -> None:
     before = tree_hashes(src)
     d = tmp_path / "o"
     d.mkdir()
-    proc = run_cli("squash", str(src), str(d / "sq.tar"), *SLOW_ARGS)
-    wait_for_temp(proc, d)
-    time.sleep(0.2)
-    proc.send_signal(signal.SIGTERM)
-    assert proc.wait(timeout=30) == 128 + signal.SIGTERM
+    with held_mid_write("squash", str(src), str(d / "sq.tar")) as proc:
+        assert temps(d)
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 128 + signal.SIGTERM, proc.stderr.read()  # type: ignore[union-attr]
     assert os.listdir(d) == []
     assert tree_hashes(src) == before
 

@@ -3,39 +3,41 @@
 Each test lowers one cap (``OCISQUASH_<NAME>`` in the environment, ``limits.scoped`` or
 ``--limit``), feeds an input just over it and checks the ``LimitExceeded`` names the cap, the env var
 and the option; where cheap, the same input under the default (or a raised) cap is read fine, so the
-check is not just "everything fails".
+check is not just "everything fails". The bombs section also runs real bombs against the default caps,
+in-process and through the CLI (with its peak RSS): every decompression bomb is tested here.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import io
 import json
 import tarfile
 import tempfile
 import zlib
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fuzz import images as I
-from fuzz.harness import read_all
 from layertar import f, inputs, layer
+from untrusted import (
+    assert_clean_error,
+    assert_rss,
+    cli,
+    fresh_limits,  # noqa: F401  (an autouse fixture: each test starts from the default caps)
+    header,
+    layout_dir,
+    load_all,
+    manifest_of,
+    oci_tar,
+    relink,
+)
 
 from ocisquash import limits, merge
 from ocisquash.cli import main
 from ocisquash.errors import LimitExceeded
 from ocisquash.sources import open_source
-
-
-@pytest.fixture(autouse=True)
-def fresh_limits(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    for name in ("max_json", "max_index_depth", "max_images", "max_layers", "max_outer_members",
-                 "max_entries_per_layer", "max_path", "max_pax_header", "max_layer_bytes", "max_ratio"):
-        monkeypatch.delenv(limits.env_name(name), raising=False)
-    limits.reset()
-    yield
-    limits.reset()
 
 
 def assert_cap(e: pytest.ExceptionInfo[LimitExceeded], name: str, phrase: str) -> None:
@@ -44,14 +46,6 @@ def assert_cap(e: pytest.ExceptionInfo[LimitExceeded], name: str, phrase: str) -
     assert phrase in msg, msg
     assert e.value.hint is not None
     assert f"--limit {name}=N" in e.value.hint and limits.env_name(name) + "=N" in e.value.hint, e.value.hint
-
-
-def load_all(path: Path | str) -> int:
-    """Open, choose the only image and read every layer to EOF (the convert path)."""
-    with open_source(str(path)) as src:
-        img = src.choose()
-        img.check_consistent()
-        return sum(read_all(ly.uncompressed()) for ly in img.layers)
 
 
 def write(tmp_path: Path, name: str, data: bytes) -> Path:
@@ -172,6 +166,23 @@ def test_max_images_docker(tmp_path: Path) -> None:
     assert_cap(e, "max_images", "3 images")
 
 
+def test_index_fan_out_is_capped(tmp_path: Path) -> None:
+    """Regression: one child listed 40 times per level, 6 levels: 40^6 visits hung open_source."""
+    m = I.members_oci()
+    top = json.loads(m["index.json"])["manifests"][0]
+    desc = {k: top[k] for k in ("mediaType", "digest", "size")}
+    for _ in range(6):
+        idx = I.jbytes({"schemaVersion": 2, "mediaType": I.OCI_INDEX, "manifests": [desc] * 40})
+        m[f"blobs/sha256/{I.sha(idx)[7:]}"] = idx
+        desc = {"mediaType": I.OCI_INDEX, "digest": I.sha(idx), "size": len(idx)}
+    m["index.json"] = I.jbytes({"schemaVersion": 2, "manifests": [desc]})
+    p = tmp_path / "fan.tar"
+    p.write_bytes(I.tar_of(m))
+    with (limits.scoped({"max_images": 500}),
+          pytest.raises(LimitExceeded, match=r"more than 500 manifests in all \(cap max_images\)")):
+        open_source(str(p))
+
+
 @pytest.mark.parametrize("kind", ["oci", "docker"])
 def test_max_layers(tmp_path: Path, kind: str) -> None:
     m = I.members_oci() if kind == "oci" else I.members_docker()
@@ -285,6 +296,90 @@ def test_ratio_applies_to_a_compressed_outer_tarball(tmp_path: Path, monkeypatch
     with pytest.raises(Exception, match="holds no images"), open_source(str(p)) as src:
         src.choose()
     assert list(spool.iterdir()) == []
+
+
+def test_zstd_bomb(tmp_path: Path) -> None:
+    """A few KB of zstd that would expand to 200 MiB: stopped at the default ratio, past 64 MiB."""
+    ti_ = tarfile.TarInfo("z")
+    ti_.size = 200 << 20
+    head = ti_.tobuf(tarfile.PAX_FORMAT)
+    import zstandard
+
+    cobj = zstandard.ZstdCompressor(level=3).compressobj()
+    parts = [cobj.compress(head)]
+    chunk = bytes(1 << 20)
+    for _ in range(200):
+        parts.append(cobj.compress(chunk))
+    parts.append(cobj.compress(bytes(1024)))
+    parts.append(cobj.flush())
+    blob = b"".join(parts)
+    assert len(blob) < 100_000
+
+    def mutate(m: dict[str, bytes]) -> None:
+        _, man = manifest_of(m)
+        m[f"blobs/sha256/{I.sha(blob)[7:]}"] = blob
+        man["layers"][0].update(digest=I.sha(blob), size=len(blob), mediaType=I.OCI_LAYER + "+zstd")
+        relink(m, man)
+    with pytest.raises(LimitExceeded, match="a decompression bomb"):
+        load_all(oci_tar(tmp_path, mutate))
+
+
+def _zstd_bomb(size: int) -> bytes:
+    import zstandard
+
+    cctx = zstandard.ZstdCompressor(level=19)
+    out = io.BytesIO()
+    with cctx.stream_writer(out, closefd=False) as w:
+        chunk = bytes(1 << 20)
+        for _ in range(size >> 20):
+            w.write(chunk)
+    return out.getvalue()
+
+
+def _oci_with_layer_blob(tmp_path: Path, blob: bytes, media: str, diff_id: str) -> Path:
+    m = I.members_oci(layers=[I.default_layers()[0]])
+    idx = json.loads(m["index.json"])
+    man = json.loads(m.pop("blobs/sha256/" + idx["manifests"][0]["digest"][7:]))
+    cfg = json.loads(m.pop("blobs/sha256/" + man["config"]["digest"][7:]))
+    m.pop("blobs/sha256/" + man["layers"][0]["digest"][7:])
+    cfg["rootfs"]["diff_ids"] = [diff_id]
+    cb = I.jbytes(cfg)
+    m["blobs/sha256/" + I.sha(cb)[7:]] = cb
+    m["blobs/sha256/" + I.sha(blob)[7:]] = blob
+    man["config"] = {**man["config"], "digest": I.sha(cb), "size": len(cb)}
+    man["layers"] = [{"mediaType": media, "digest": I.sha(blob), "size": len(blob)}]
+    mb = I.jbytes(man)
+    m["blobs/sha256/" + I.sha(mb)[7:]] = mb
+    idx["manifests"][0].update(digest=I.sha(mb), size=len(mb))
+    m["index.json"] = I.jbytes(idx)
+    return layout_dir(tmp_path, m)
+
+
+@pytest.mark.slow
+def test_validate_stops_a_zstd_bomb(tmp_path: Path) -> None:
+    bomb = _zstd_bomb(1 << 30)  # 1 GiB of zeros in ~30 KB
+    lay = _oci_with_layer_blob(tmp_path, bomb, I.OCI_LAYER + "+zstd", "sha256:" + "0" * 64)
+    r = cli("validate", lay, timeout=60)
+    assert r.rc == 1
+    assert "max_ratio" in r.out + r.err, r.out + r.err
+    assert_rss(r, "validate zstd bomb")
+
+
+@pytest.mark.slow
+def test_whole_tarball_gzip_bomb_is_capped(tmp_path: Path) -> None:
+    """A gzip of a tar with a 1 GiB member of zeros: ~1 MB compressed; refused before spooling it all."""
+    p = tmp_path / "bomb.tar.gz"
+    with gzip.open(p, "wb", compresslevel=9) as g:
+        g.write(header("zeros", size=1 << 30))
+        z = bytes(1 << 20)
+        for _ in range(1024):
+            g.write(z)
+        g.write(bytes(1024))
+    tmp = tmp_path / "spool"
+    tmp.mkdir()
+    r = cli("images", p, timeout=60, env={"TMPDIR": str(tmp)})
+    assert_clean_error(r, "max_spool_ratio")
+    assert list(tmp.iterdir()) == []
 
 
 # ------------------------------------------------------------------------------------------ layer entries (merge)

@@ -20,9 +20,10 @@ from layertar import Entry, chrdev, d, f, fifo, hl, inputs, layer, opq, squash_s
 
 from ocisquash import merge
 from ocisquash.errors import DigestMismatch, FormatError, UnsafePath
-from ocisquash.merge import LayerInput, tarwrite
+from ocisquash.merge import LayerInput
 from ocisquash.merge import workers as merge_workers
 from ocisquash.merge.records import Meta
+from ocisquash.tar import encode
 
 
 def squash(tars: list[bytes], keep: int = 0) -> bytes:
@@ -301,19 +302,41 @@ def test_sparse_files_are_a_clear_error() -> None:
 
 @pytest.mark.parametrize("name", ["../evil", "a/../../evil", "/../x", "./.."])
 def test_escaping_name_is_unsafe(name: str) -> None:
-    with pytest.raises(UnsafePath, match="L0"):
+    with pytest.raises(UnsafePath, match=r"^layer L0: member .* escapes the root$"):
         merge.plan(inputs([layer(f(name, b"x"))]))
 
 
 @pytest.mark.parametrize("name", ["a/.wh.", "a/.wh..", "a/.wh...", ".wh.."])
 def test_whiteout_of_dot_or_dotdot_is_unsafe(name: str) -> None:
-    with pytest.raises(UnsafePath):
+    with pytest.raises(UnsafePath, match=r"^layer L1: whiteout .* names no file in its directory$"):
         merge.plan(inputs([layer(d("a"), f("a/b", b"b")), layer(f(name))]))
 
 
 def test_hardlink_escaping_is_unsafe() -> None:
-    with pytest.raises(UnsafePath):
+    with pytest.raises(UnsafePath, match=r"^layer L0: hardlink 'a' -> '../../etc/passwd' escapes the root$"):
         merge.plan(inputs([layer(hl("a", "../../etc/passwd"))]))
+
+
+def test_layer_symlink_escape_stays_inside() -> None:
+    """``l -> ../../../tmp`` then ``l/x``: resolved inside the rootfs (clamped at /), never an error."""
+    plan = merge.plan(inputs([layer(sym("l", "../../../tmp"), f("l/x", b"x"))]), 0)
+    out = io.BytesIO()
+    merge.write(plan, inputs([layer(sym("l", "../../../tmp"), f("l/x", b"x"))]), out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue())) as tf:
+        names = [m.name for m in tf]
+    assert "tmp/x" in [n.rstrip("/") for n in names], names
+    assert not any(n.startswith(("/", "..")) for n in names)
+
+
+def test_layer_duplicates_and_non_utf8_names() -> None:
+    tars = [layer(f("a", b"1"), f("a", b"2"), Entry("caf\udce9", data=b"x"))]
+    plan = merge.plan(inputs(tars), 0)
+    out = io.BytesIO()
+    merge.write(plan, inputs(tars), out)
+    with tarfile.open(fileobj=io.BytesIO(out.getvalue()), encoding="utf-8", errors="surrogateescape") as tf:
+        members = {m.name: m for m in tf}
+        assert tf.extractfile(members["a"]).read() == b"2"  # type: ignore[union-attr]
+    assert "caf\udce9" in members
 
 
 def test_hardlink_to_missing_path_names_layer_and_path() -> None:
@@ -635,14 +658,15 @@ def test_fast_ustar_headers_equal_tobuf(type_: str, name: str, link: str, dev: t
                  (0o644, 1000, 1000, "", "g", 8**11 - 1, None),
                  (0o7777, 0o7777777, 0o7777777, "\x7f" * 32, "\x7f" * 32, 8**11 - 1, None)]:
         meta = Meta(*fields)  # type: ignore[arg-type]
-        fast = tarwrite.ustar(name, type_, meta, 5 if type_ == "0" else 0, link, dev)
-        assert fast == tarwrite.tobuf(name, type_, meta, 5 if type_ == "0" else 0, link, dev)
+        fast = encode.ustar(name, type_, meta.fields(), 5 if type_ == "0" else 0, link, dev)
+        assert fast == encode.tobuf(name, type_, meta.fields(), 5 if type_ == "0" else 0, link, dev)
     # anything needing a PAX record takes the tobuf path
-    assert tarwrite.ustar("x" * 101, "0", Meta(0o644, 0, 0, "", "", 0, None), 0, "", None) is None
-    assert tarwrite.ustar("é", "0", Meta(0o644, 0, 0, "", "", 0, None), 0, "", None) is None
-    assert tarwrite.ustar("a", "0", Meta(0o644, 8**7, 0, "", "", 0, None), 0, "", None) is None
-    assert tarwrite.ustar("a", "0", Meta(0o644, 0, 0, "", "", "1.5", None), 0, "", None) is None
-    assert tarwrite.ustar("a", "0", Meta(0o644, 0, 0, "", "", 0, (("SCHILY.xattr.a", "b"),)), 0, "", None) is None
+    assert encode.ustar("x" * 101, "0", Meta(0o644, 0, 0, "", "", 0, None).fields(), 0, "", None) is None
+    assert encode.ustar("é", "0", Meta(0o644, 0, 0, "", "", 0, None).fields(), 0, "", None) is None
+    assert encode.ustar("a", "0", Meta(0o644, 8**7, 0, "", "", 0, None).fields(), 0, "", None) is None
+    assert encode.ustar("a", "0", Meta(0o644, 0, 0, "", "", "1.5", None).fields(), 0, "", None) is None
+    xattr = Meta(0o644, 0, 0, "", "", 0, (("SCHILY.xattr.a", "b"),))
+    assert encode.ustar("a", "0", xattr.fields(), 0, "", None) is None
 
 
 def test_root_entry_attributes_are_kept_like_umoci() -> None:

@@ -28,9 +28,9 @@ from ocisquash.formats import commit
 from ocisquash.formats.commit import Sink
 from ocisquash.formats.dockersave import docker_manifest_json
 from ocisquash.formats.ocilayout import OCI_LAYOUT_BYTES, index_bytes, index_entries
-from ocisquash.merge.tarwrite import member_header
+from ocisquash.tar.encode import member_header
 
-_header = member_header  # the project's one tar header writer (ocisquash.merge.tarwrite)
+_header = member_header  # the project's one tar header encoder (ocisquash.tar.encode)
 
 
 class TarSink(Sink):

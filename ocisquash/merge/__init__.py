@@ -8,11 +8,12 @@ top down, its file contents spooled to a temporary file unless a layer above cer
 (an uncompressed layer on disk is not spooled: its headers are read by seeking, its contents copied
 from it at the end), then written in the same order (parents first, hardlink targets before links).
 
-The package, a module per concern (names as the modules import each other, bottom up):
+The package, a module per concern (names as the modules import each other, bottom up), imports
+nothing of ocisquash but errors, limits and the tar codec (``ocisquash.tar``: header rules and encoding):
 
 - ``records``: layer inputs, limits, statistics and the metadata record, shared by all;
 - ``tarread``: the layer tar reader (PAX and GNU extensions, name cleaning);
-- ``tarwrite``: the tar header writer, the one for the whole project;
+- ``tarwrite``: an entry's header, its metadata record encoded by the tar codec;
 - ``tree``: the in-memory tree and the header applier (umoci's semantics);
 - ``workers``: reading layers' headers in forked worker processes;
 - ``plan``: ``plan()`` and the diff onto kept layers;

@@ -1,26 +1,27 @@
-"""The layer tar reader: Go-style parsing (PAX and GNU extensions, PAX globals ignored), name cleaning.
+"""The layer tar reader: Go-style reading (PAX and GNU extensions, PAX globals ignored), name cleaning.
 
 Our own reader, not ``tarfile``'s: PAX global headers must be ignored the Go way, contents must be
-skipped by seeking, and per-member ``TarInfo`` objects would cost too much memory.
+skipped by seeking, and per-member ``TarInfo`` objects would cost too much memory. The header rules
+(numbers, checksum, PAX records, caps) are the tar codec's, ``ocisquash.tar.header``, which the outer
+archive reader follows too.
 """
 
 from __future__ import annotations
 
 import io
-import zlib
 from collections.abc import Callable, Iterator
 from typing import BinaryIO, Protocol
 
 from ocisquash import limits as limits_mod
 from ocisquash.errors import FormatError, OcisquashError
 from ocisquash.merge.records import LayerInput, MergeLimits, Meta
+from ocisquash.tar import header as tar
+from ocisquash.tar.header import EXTENSIONS, HEADER_ONLY
+from ocisquash.tar.header import ZERO as ZERO  # the writer pads with it too
 
-ZERO = bytes(512)
 COPY = 1 << 20
 REFILL = 1 << 16
 _SEEK_MIN = 1 << 18
-_EXT_TYPES = frozenset(b"xXgLKS")
-_HEADER_ONLY = frozenset("123456")
 REGULAR = frozenset(("0", "7"))
 REGULAR_FLAGS = frozenset((b"0", b"\0", b"7"))
 _SHARED_METAS = 1 << 14
@@ -38,25 +39,6 @@ class Hdr:
         self.linkname = linkname
         self.meta = meta
         self.dev = dev
-
-
-def _octal(field: bytes) -> int:
-    if field and field[0] & 0x80:  # GNU base-256
-        value = int.from_bytes(field[1:], "big")
-        if field[0] & 0x40:
-            value -= 1 << (8 * len(field) - 1)
-        return value
-    text = field.strip(b" \x00")
-    return int(text, 8) if text else 0
-
-
-def _cstr(field: bytes) -> bytes:
-    i = field.find(0)
-    return field if i < 0 else field[:i]
-
-
-def _decode(raw: bytes) -> str:
-    return raw.decode("utf-8", "surrogateescape")
 
 
 class Source:
@@ -150,33 +132,6 @@ class Source:
             self.consumed += len(chunk)
 
 
-def _parse_pax(data: bytes, label: str) -> dict[str, str]:
-    out: dict[str, str] = {}
-    pos, n = 0, len(data)
-    while pos < n:
-        if data[pos] == 0:  # NUL padding after the last record
-            break
-        sp = data.find(b" ", pos, pos + 24)
-        try:
-            length = int(data[pos:sp]) if sp > pos else -1
-        except ValueError:
-            length = -1
-        if length <= sp - pos or pos + length > n or data[pos + length - 1] != 0x0A:
-            raise FormatError(f"layer {label}: malformed PAX extended header")
-        rec = data[sp + 1 : pos + length - 1]
-        eq = rec.find(b"=")
-        if eq <= 0:
-            raise FormatError(f"layer {label}: malformed PAX record")
-        try:
-            # POSIX: keywords are UTF-8; one that is not could never be written back (nor meant anything)
-            key = rec[:eq].decode("utf-8")
-        except UnicodeDecodeError:
-            raise FormatError(f"layer {label}: a PAX keyword that is not UTF-8") from None
-        out[key] = _decode(rec[eq + 1 :])
-        pos += length
-    return out
-
-
 class Reader:
     """Go-style tar reader: yields real members; PAX globals are skipped, never applied."""
 
@@ -184,6 +139,7 @@ class Reader:
         self.src = src
         self.limits = limits
         self.label = src.label
+        self.where = f"layer {src.label}"  # what the codec's cap errors name
         self.names: dict[bytes, tuple[str, str]] = {}  # decoded uname/gname, shared between entries
         self.extra_bytes = 0  # extra PAX records kept so far (max_xattr_total)
         # Metadata records shared between entries with the same fields (a Meta is never changed once
@@ -202,14 +158,12 @@ class Reader:
             return None
         raise self._bad("truncated tar (a header is cut short)")
 
-    def _ext_data(self, size: int, kind: str) -> bytes:
-        if size > self.limits.max_pax_header:
-            raise limits_mod.exceeded(
-                "max_pax_header", f"layer {self.label}: a {kind} header of {size} bytes is too large"
-            )
+    def _ext_data(self, size: int, type_: int) -> bytes:
+        tar.check_extension(size, type_, self.limits.max_pax_header, self.where)
         padded = (size + 511) & ~511
         data = self.src.read(padded)
         if len(data) != padded:
+            kind = "PAX" if type_ in b"xXg" else "GNU long name"
             raise self._bad(f"truncated tar (a {kind} header is cut short)")
         return data[:size]
 
@@ -229,41 +183,32 @@ class Reader:
                     return
                 raise self._bad("invalid tar (a single zero block followed by data)")
             try:
-                try:
-                    chk = int(block[148:156].rstrip(b"\x00 ") or b"0", 8)
-                    size = int(block[124:136].rstrip(b"\x00") or b"0", 8)
-                except ValueError:
-                    chk = _octal(block[148:156])
-                    size = _octal(block[124:136])
-            except ValueError:
-                raise self._bad("invalid tar header (bad number field)") from None
-            # The checksum is the byte sum with its own field read as spaces. Adler-32's low half is
-            # 1 + that byte sum mod 65521, computed in C: a congruence check first, exact sums only
-            # on a mismatch (signed-byte checksums, or a corrupt header).
-            field = sum(block[148:156])
-            if (chk - 256 + field - (zlib.adler32(block) & 0xFFFF) + 1) % 65521:
-                unsigned = sum(block) - field + 256
-                signed = unsigned - 2 * sum(b for b in block if b > 127) + 2 * sum(
-                    b for b in block[148:156] if b > 127
-                )
-                if chk not in (unsigned, signed):
-                    raise self._bad("invalid tar header (checksum mismatch)")
+                size, chk = tar.size_and_checksum(block)
+            except ValueError as e:
+                raise self._bad(f"invalid tar header ({e})") from None
+            if not tar.checksum_ok(block, chk):
+                raise self._bad("invalid tar header (checksum mismatch)")
             if size < 0:
                 raise self._bad("invalid tar header (negative size)")
             t = block[156]
-            if t in _EXT_TYPES:
+            if t in EXTENSIONS:
                 if t == 0x53:  # "S"
                     raise self._bad("GNU sparse files are not supported (write the layer without --sparse)")
-                data = self._ext_data(size, "PAX" if t in b"xXg" else "GNU long name")
+                data = self._ext_data(size, t)
                 if t == 0x67:  # "g": global records; Go readers hand them out as entries, appliers ignore
                     pax = longname = longlink = None  # they belonged to the global header
                     continue
                 if t in b"xX":
-                    pax = _parse_pax(data, self.label)
+                    try:
+                        # not counted: the records a member keeps are capped by max_xattr, which a user
+                        # can raise for a trusted layer (the outer archive, without such a cap, counts)
+                        pax = tar.parse_pax(data, None)
+                    except ValueError as e:
+                        raise self._bad(str(e)) from None
                 elif t == 0x4C:
-                    longname = _cstr(data)
+                    longname = tar.cstr(data)
                 else:
-                    longlink = _cstr(data)
+                    longlink = tar.cstr(data)
                 continue
             yield self._member(block, size, pax, longname, longlink)
             pax = longname = longlink = None
@@ -274,31 +219,19 @@ class Reader:
     ) -> Hdr:
         type_ = chr(block[156])
         try:
-            try:  # the common case: plain octal digits, NUL- or space-terminated
-                mode = int(block[100:108].rstrip(b"\x00") or b"0", 8) & 0o7777
-                uid = int(block[108:116].rstrip(b"\x00") or b"0", 8)
-                gid = int(block[116:124].rstrip(b"\x00") or b"0", 8)
-                mtime: int | str = int(block[136:148].rstrip(b"\x00") or b"0", 8)
-            except ValueError:  # base-256, embedded NULs: the general parser
-                mode = _octal(block[100:108]) & 0o7777
-                uid = _octal(block[108:116])
-                gid = _octal(block[116:124])
-                mtime = _octal(block[136:148])
-            dev = (_octal(block[329:337]), _octal(block[337:345])) if type_ in "34" else (0, 0)
-        except ValueError:
-            raise self._bad("invalid tar header (bad number field)") from None
-        raw = _cstr(block[0:100])
-        if block[257:263] == b"ustar\x00":  # POSIX ustar/PAX: name prefix field
-            prefix = _cstr(block[345:500])
-            if prefix:
-                raw = prefix + b"/" + raw
-        name = _decode(longname if longname is not None else raw)
-        linkname = _decode(longlink if longlink is not None else _cstr(block[157:257]))
+            mode, uid, gid, mtime_ = tar.owner_fields(block)
+            dev = tar.device(block) if type_ in "34" else (0, 0)
+        except ValueError as e:
+            raise self._bad(f"invalid tar header ({e})") from None
+        mode &= 0o7777
+        mtime: int | str = mtime_
+        name = tar.decode(longname if longname is not None else tar.raw_name(block))
+        linkname = tar.decode(longlink if longlink is not None else tar.raw_linkname(block))
         ids = self.names
         raw_ids = block[265:329]
         both = ids.get(raw_ids)
         if both is None:
-            both = ids[raw_ids] = (_decode(_cstr(block[265:297])), _decode(_cstr(block[297:329])))
+            both = ids[raw_ids] = (tar.decode(tar.cstr(block[265:297])), tar.decode(tar.cstr(block[297:329])))
         uname, gname = both
         extra: tuple[tuple[str, str], ...] | None = None
         if pax:
@@ -312,24 +245,23 @@ class Reader:
                         if longlink is None:
                             linkname = v
                     elif k == "size":
-                        size = int(v)
+                        size = tar.pax_number(v, "size")
                     elif k == "uid":
-                        uid = int(v)
+                        uid = tar.pax_number(v, "uid")
                     elif k == "gid":
-                        gid = int(v)
+                        gid = tar.pax_number(v, "gid")
                     elif k == "uname":
                         uname = v
                     elif k == "gname":
                         gname = v
                     elif k == "mtime":
-                        mtime = v if "." in v else int(v)
-                        float(v)
+                        mtime = tar.pax_time(v)
                     elif k.startswith("GNU.sparse."):
                         raise self._bad(f"{name}: PAX sparse files are not supported")
                     elif k not in ("hdrcharset", "comment"):
                         rest.append((k, v))
-            except ValueError:
-                raise self._bad(f"{name}: bad numeric PAX record") from None
+            except ValueError as e:
+                raise self._bad(f"{name}: {e}") from None
             if size < 0:
                 raise self._bad("invalid tar header (negative size)")
             if rest:
@@ -347,9 +279,8 @@ class Reader:
             type_ = "5" if name.endswith("/") else "0"
         if "\x00" in name or "\x00" in linkname:
             raise self._bad(f"{name!r}: NUL in a member name")
-        if len(name) > self.limits.max_path or len(linkname) > self.limits.max_path:
-            raise limits_mod.exceeded("max_path", f"layer {self.label}: a member name or link target is too long")
-        if type_ in _HEADER_ONLY:
+        tar.check_path(name, linkname, self.limits.max_path, self.where)
+        if type_ in HEADER_ONLY:
             size = 0  # Go: no data follows these types, whatever the size field says
         elif type_ not in REGULAR:
             raise self._bad(f"{name}: unsupported tar entry type {type_!r}")

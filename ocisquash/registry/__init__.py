@@ -1,25 +1,28 @@
 """Registries as inputs and outputs: ``docker://HOST/REPO[:TAG|@DIGEST]`` (see ``client``).
 
-``is_registry_ref`` is the one test callers make; ``open_source`` gives a ``sources.Source`` whose
-images stream from the registry, ``open_sink`` a ``Sink`` that pushes to it. The options the CLI
-gives (``--creds``, ``--src-creds``, ``--dest-creds``, ``--authfile``, ``--cert-dir``, ``--tls-verify``)
-are set once with ``configure``; ``check_credentials`` refuses, before a run starts, credentials that
-would reach two registries.
+``is_registry_ref`` is the one test callers make; ``open_tree`` gives the virtual layout that
+``sources.open_source`` reads as an input, whose images stream from the registry; ``open_sink`` a
+``Sink`` that pushes to it. Nothing here imports ``sources``: the registry sits below it. The options
+the CLI gives (``--creds``, ``--src-creds``, ``--dest-creds``, ``--authfile``, ``--cert-dir``,
+``--tls-verify``, ``--registry-timeout``) are set once with ``configure``; ``check_credentials`` refuses,
+before a run starts, credentials that would reach two registries.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ocisquash.registry.options import AuthOptions, RegistryOptions, configure, current
 from ocisquash.registry.ref import is_registry_ref
 
 if TYPE_CHECKING:
+    from ocisquash.image import Image
     from ocisquash.registry.sink import RegistrySink
-    from ocisquash.sources import Source
+    from ocisquash.registry.source import RegistryTree
 
 __all__ = ["AuthOptions", "RegistryOptions", "check_credentials", "configure", "current", "is_registry_ref",
-           "open_sink", "open_source"]
+           "open_sink", "open_tree"]
 
 
 def check_credentials(sources: list[str], dest: str | None) -> None:
@@ -35,36 +38,23 @@ def check_credentials(sources: list[str], dest: str | None) -> None:
         auth.check_scope(current().auth, refs, out)
 
 
-def open_source(text: str) -> Source:
-    """A registry reference as an input: a virtual OCI layout of the one image (or index) it names."""
-    from ocisquash.formats import ocilayout
-    from ocisquash.image import Candidate, Image
+def open_tree(text: str) -> tuple[RegistryTree, Callable[[Image], Image]]:
+    """A registry reference as an input: a virtual OCI layout of the one image (or index) it names, read
+    as any layout is (``sources.open_source``), and what each image loaded from it takes on: its
+    layers fetched with the credentials of this registry's own origin only."""
     from ocisquash.registry.ref import parse
     from ocisquash.registry.sink import Origin, OriginOpener
     from ocisquash.registry.source import RegistryTree
-    from ocisquash.sources import Source
 
     ref = parse(text)
-    tree = RegistryTree(ref)
-    src = Source(text, "registry", tree)
     origin = Origin(ref.api_host, ref.repo)
-    try:
-        cands = []
-        for e in ocilayout.entries(tree):
-            def load(e: ocilayout.Entry = e) -> Image:
-                img = ocilayout.load(tree, e)
-                for ly in img.layers:
-                    ly.opener = OriginOpener(ly.opener, origin)
-                return img
 
-            cands.append(Candidate(names=list(e.names), image_id=e.manifest.config.digest,
-                                   manifest_digest=e.descriptor.digest, load=load,
-                                   platform=str(e.platform) if e.platform else None))
-        src.candidates = cands
-    except BaseException:
-        tree.close()
-        raise
-    return src
+    def bind(img: Image) -> Image:
+        for ly in img.layers:
+            ly.opener = OriginOpener(ly.opener, origin)
+        return img
+
+    return RegistryTree(ref), bind
 
 
 def open_sink(text: str) -> RegistrySink:

@@ -3,7 +3,7 @@
     python tests/fuzz/hostile_seeds.py testdata/corpus
 
 Each seed is small (big shapes go in compressed) and must end in an ``OcisquashError`` quickly; the
-corpus replay in ``tests/test_hostile.py`` runs them all in-process, so a seed that hangs or raises
+corpus replay in ``tests/test_fuzz.py`` runs them all in-process, so a seed that hangs or raises
 anything else fails the suite.
 """
 

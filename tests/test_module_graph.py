@@ -1,0 +1,85 @@
+"""The package's layering, read from its source: which modules may import which (imports inside
+functions count too: hiding an import there does not remove the arrow)."""
+
+from __future__ import annotations
+
+import ast
+from collections import deque
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent / "ocisquash"
+
+
+def module_name(path: Path) -> str:
+    parts = path.relative_to(ROOT.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def _target(module: str, name: str) -> str:
+    """``from module import name``: the submodule when ``name`` is one, else the module."""
+    full = f"{module}.{name}"
+    rel = Path(*full.split("."))
+    return full if (ROOT.parent / rel).with_suffix(".py").is_file() or (ROOT.parent / rel).is_dir() else module
+
+
+def graph() -> dict[str, set[str]]:
+    edges: dict[str, set[str]] = {}
+    for path in ROOT.rglob("*.py"):
+        out: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.split(".")[0] == "ocisquash":
+                out.update(_target(node.module, a.name) for a in node.names)
+            elif isinstance(node, ast.Import):
+                out.update(a.name for a in node.names if a.name.split(".")[0] == "ocisquash")
+        edges[module_name(path)] = out
+    return edges
+
+
+GRAPH = graph()
+
+
+def reaches(start: str, goal: str) -> list[str] | None:
+    """An import path from ``start`` to ``goal`` (a package reaches its ``__init__`` and modules), or None."""
+    queue, seen = deque([[start]]), {start}
+    while queue:
+        path = queue.popleft()
+        for nxt in GRAPH.get(path[-1], ()):
+            if nxt == goal or nxt.startswith(goal + "."):
+                return [*path, nxt]
+            if nxt not in seen:
+                seen.add(nxt)
+                queue.append([*path, nxt])
+    return None
+
+
+def test_the_graph_sees_imports_inside_functions() -> None:
+    # sources imports registry; were imports inside functions missed, the tests below could not fail
+    assert "ocisquash.registry" in GRAPH["ocisquash.sources"]
+    assert reaches("ocisquash.sources", "ocisquash.registry") is not None
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m == "ocisquash.tar" or m.startswith("ocisquash.tar.")))
+def test_the_tar_codec_sits_below_its_users(module: str) -> None:
+    """The codec imports errors and limits only: the outer archive reader and the merge both stand on it."""
+    assert GRAPH[module] <= {"ocisquash.errors", "ocisquash.limits"}, GRAPH[module]
+    assert "ocisquash.tar.header" in GRAPH["ocisquash.tarheader"] and "ocisquash.tar.header" in GRAPH[
+        "ocisquash.merge.tarread"]
+
+
+@pytest.mark.parametrize("module", sorted(m for m in GRAPH if m.startswith("ocisquash.merge")))
+def test_the_merge_imports_only_errors_limits_and_the_tar_codec(module: str) -> None:
+    others = {m for m in GRAPH[module] if not m.startswith(("ocisquash.merge", "ocisquash.tar"))}
+    assert others <= {"ocisquash.errors", "ocisquash.limits"}, others
+
+
+def test_formats_do_not_depend_on_the_merge() -> None:
+    for module in (m for m in GRAPH if m.startswith("ocisquash.formats")):
+        assert reaches(module, "ocisquash.merge") is None, reaches(module, "ocisquash.merge")
+
+
+def test_no_circle_between_the_registry_and_sources() -> None:
+    """sources opens every input, the registry's too: the registry must not import it back."""
+    for module in (m for m in GRAPH if m.startswith("ocisquash.registry")):
+        assert reaches(module, "ocisquash.sources") is None, reaches(module, "ocisquash.sources")
