@@ -51,7 +51,7 @@ if TYPE_CHECKING:
         squash_image,
         validate_input,
     )
-    from ocisquash.listing import ImageSummary
+    from ocisquash.listing.images import ImageSummary
     from ocisquash.squash import Report as SquashReport
     from ocisquash.validate import Validation
 
@@ -63,7 +63,7 @@ _LAZY = {
         "Compression", "ConvertReport", "Cut", "Image", "OutputFormat", "RegistryAccess", "Source", "convert_image",
         "list_images", "open", "parse_filters", "registry_access", "safety_limits", "squash_image",
         "validate_input")},
-    "ImageSummary": ("ocisquash.listing", "ImageSummary"),
+    "ImageSummary": ("ocisquash.listing.images", "ImageSummary"),
     "Validation": ("ocisquash.validate", "Validation"),
     "SquashReport": ("ocisquash.squash", "Report"),
 }

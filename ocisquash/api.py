@@ -33,8 +33,10 @@ from ocisquash.errors import UsageError
 if TYPE_CHECKING:
     from ocisquash import image as _image
     from ocisquash import sources as _sources
-    from ocisquash.listing import Analysis, Filters, HistoryRow, ImageSummary
-    from ocisquash.listing import Row as ImageRow
+    from ocisquash.listing.analyze import Analysis
+    from ocisquash.listing.history import HistoryRow
+    from ocisquash.listing.images import Filters, ImageSummary
+    from ocisquash.listing.images import Row as ImageRow
     from ocisquash.squash import Report as SquashReport
     from ocisquash.validate import Validation
 
@@ -219,12 +221,12 @@ class Source:
         """One summary per image (as ``ocisquash images`` lists them), reading JSON documents only unless
         ``exact``, which decompresses compressed layers to give exact uncompressed sizes. Progress:
         ``on_phase("reading images", number of images)`` once, then ``on_image()`` after each."""
-        from ocisquash import listing
+        from ocisquash.listing import images as listing_images
 
         inner = self._open()
         if on_phase is not None:
             on_phase("reading images", len(inner.candidates))
-        return listing.summarize(inner.candidates, exact=exact, on_image=on_image)
+        return listing_images.summarize(inner.candidates, exact=exact, on_image=on_image)
 
     def rows(self, summaries: Sequence[ImageSummary], filters: Filters | None = None, *, all_images: bool = False,
              image: str | None = None) -> list[ImageRow]:
@@ -232,16 +234,17 @@ class Source:
         (``<none>`` for an untagged image), newest first, kept by ``filters`` (``parse_filters``); images
         that others are built on only with ``all_images``; only the image ``image`` (else ``ref``) names, if
         given."""
-        from ocisquash import listing
+        from ocisquash.listing import images as listing_images
 
-        if filters is not None and not isinstance(filters, listing.Filters):
+        if filters is not None and not isinstance(filters, listing_images.Filters):
             raise UsageError(f"filters={filters!r}: build them with ocisquash.api.parse_filters([...])")
         inner = self._open()
 
         def resolve(ref: str) -> Any:  # before=REF, since=REF: the image ID REF names
             return inner.choose_candidate(ref).image_id
 
-        rows = listing.select(list(summaries), filters or listing.Filters(), all_images=all_images, resolve=resolve)
+        rows = listing_images.select(list(summaries), filters or listing_images.Filters(), all_images=all_images,
+                                     resolve=resolve)
         image = self._chosen(_check_ref(image))
         if image is not None:
             chosen = inner.choose_candidate(image).image_id
@@ -355,9 +358,9 @@ class Image:
         """Its history as ``ocisquash history`` (and ``docker history``) lists it: one row per entry,
         newest first; ``exact`` decompresses compressed layers for exact uncompressed sizes. Unlike
         ``squash`` and ``write``, it works on an image whose layers and diff IDs disagree."""
-        from ocisquash import listing
+        from ocisquash.listing import history as listing_history
 
-        return listing.history(self._inner, exact=exact)
+        return listing_history.history(self._inner, exact=exact)
 
     def analyze(self, *, top: int = 10, on_phase: Callable[[str, int | None], None] | None = None,
                 on_layer: Callable[[int], None] | None = None) -> Analysis:
@@ -365,12 +368,12 @@ class Image:
         ``ocisquash analyze`` shows them; ``top`` duplicated paths and hidden files are listed. Reads the
         layer headers once: ``on_phase("reading layer headers", layers)`` once, then
         ``on_layer(i)`` after each layer."""
-        from ocisquash import listing
+        from ocisquash.listing import analyze as listing_analyze
         from ocisquash.squash import layer_inputs
 
         if on_phase is not None:
             on_phase("reading layer headers", len(self._inner.layers))
-        return listing.analyze(self._inner, layer_inputs(self._inner), top=top, on_layer=on_layer)
+        return listing_analyze.analyze(self._inner, layer_inputs(self._inner), top=top, on_layer=on_layer)
 
     def squash(self, output: PathLike | None, *, cut: Cut | None = None, tags: Sequence[str] = (),
                format: OutputFormat | None = None, compression: Compression = Compression.GZIP,
@@ -505,11 +508,11 @@ def parse_filters(filters: Sequence[str]) -> Filters:
     """Docker's image filters, ``KEY=VALUE`` each (``dangling=true|false``, ``label=KEY[=VALUE]``,
     ``before=REF``, ``since=REF``, ``reference=GLOB``), checked and grouped for ``Source.rows``; a bad
     one raises ``UsageError`` before any input is read."""
-    from ocisquash import listing
+    from ocisquash.listing import images as listing_images
 
     if isinstance(filters, str) or not isinstance(filters, Sequence):
         raise UsageError(f"filters={filters!r}: a list of KEY=VALUE strings")
-    return listing.Filters.parse(filters)
+    return listing_images.Filters.parse(filters)
 
 
 @contextmanager
