@@ -11,9 +11,12 @@ from __future__ import annotations
 import datetime as dt
 import os
 from collections.abc import Sequence
+from typing import TypeVar
 
 from ocisquash.apitypes import ALL_PLATFORMS, Compression, Cut, OutputFormat
 from ocisquash.errors import UsageError
+
+T = TypeVar("T")
 
 
 def path(p: object, what: str) -> str:
@@ -74,10 +77,16 @@ def tags(t: object) -> list[str]:
     return out
 
 
+def _optional(value: object, kind: type[T], error: str) -> T | None:
+    """``value`` if it is None or a ``kind``, else ``UsageError(error)``."""
+    if value is None or isinstance(value, kind):
+        return value
+    raise UsageError(error)
+
+
 def output_format(fmt: object) -> OutputFormat | None:
-    if fmt is None or isinstance(fmt, OutputFormat):
-        return fmt
-    raise UsageError(f"format={fmt!r}: use OutputFormat.DOCKER, OutputFormat.OCI or OutputFormat.OCI_DIR")
+    return _optional(fmt, OutputFormat, f"format={fmt!r}: use OutputFormat.DOCKER, OutputFormat.OCI or "
+                     "OutputFormat.OCI_DIR")
 
 
 def compression(c: object) -> Compression:
@@ -100,9 +109,7 @@ def level(c: Compression, lvl: object) -> int | None:
 
 
 def message(m: object) -> str | None:
-    if m is None or isinstance(m, str):
-        return m
-    raise UsageError(f"message={m!r}: a string")
+    return _optional(m, str, f"message={m!r}: a string")
 
 
 def timestamp(t: object) -> dt.datetime | None:
