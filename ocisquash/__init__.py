@@ -35,12 +35,7 @@ from ocisquash.errors import (
 TYPE_CHECKING = False
 if TYPE_CHECKING:
     from ocisquash.api import (
-        Compression,
-        ConvertReport,
-        Cut,
         Image,
-        OutputFormat,
-        RegistryAccess,
         Source,
         convert_image,
         list_images,
@@ -51,7 +46,8 @@ if TYPE_CHECKING:
         squash_image,
         validate_input,
     )
-    from ocisquash.listing import ImageSummary
+    from ocisquash.apitypes import Compression, ConvertReport, Cut, OutputFormat, RegistryAccess
+    from ocisquash.listing.images import ImageSummary
     from ocisquash.squash import Report as SquashReport
     from ocisquash.validate import Validation
 
@@ -59,11 +55,12 @@ __version__ = "0.1.0"
 
 # name -> (module, attribute): what __getattr__ imports on first use.
 _LAZY = {
+    **{name: ("ocisquash.apitypes", name) for name in (
+        "Compression", "ConvertReport", "Cut", "OutputFormat", "RegistryAccess")},
     **{name: ("ocisquash.api", name) for name in (
-        "Compression", "ConvertReport", "Cut", "Image", "OutputFormat", "RegistryAccess", "Source", "convert_image",
-        "list_images", "open", "parse_filters", "registry_access", "safety_limits", "squash_image",
-        "validate_input")},
-    "ImageSummary": ("ocisquash.listing", "ImageSummary"),
+        "Image", "Source", "convert_image", "list_images", "open", "parse_filters", "registry_access",
+        "safety_limits", "squash_image", "validate_input")},
+    "ImageSummary": ("ocisquash.listing.images", "ImageSummary"),
     "Validation": ("ocisquash.validate", "Validation"),
     "SquashReport": ("ocisquash.squash", "Report"),
 }

@@ -1,18 +1,20 @@
 """The public library API: open an input, choose an image, squash or convert it, list and validate.
 
 Everything here is re-exported by ``ocisquash`` (``import ocisquash; ocisquash.open(...)``). The work is
-done by ``squash.squash``, ``convert.convert``, ``listing`` and ``validate``; this module turns typed
-options (enums, ``datetime``, ``int``, a ``Cut``) into what those take. The command line goes through
-this module too, parsing its strings with ``Compression.parse``, ``Cut.parse``, ``parse_filters`` and
-``squash.parse_timestamp``, so the library and the CLI cannot disagree.
-A wrong option raises ``UsageError`` before anything is read; every other failure is an
+done by ``squash.squash``, ``convert.convert``, ``listing`` and ``validate``; this module is their facade:
+``Source`` and ``Image``, and the one-shot functions. The typed options (``Compression``, ``OutputFormat``,
+``Cut``, ``RegistryAccess``, ``ConvertReport``) are ``ocisquash.apitypes``'s, re-exported here, and each
+argument is checked by ``ocisquash.apicheck``; the squash and the conversion take the typed values as
+they are. The command line goes through this module too, parsing its strings with ``Compression.parse``,
+``Cut.parse``, ``parse_filters`` and ``apitypes.parse_timestamp``, so the library and the CLI cannot
+disagree. A wrong option raises ``UsageError`` before anything is read; every other failure is an
 ``OcisquashError`` subclass, as on the command line.
 
-An ``Image`` is a handle: squashing or converting it opens its input again by path and chooses the
-image with the same reference and platform the caller gave, exactly as ``ocisquash IN OUT --image REF``
-would. So an ``Image`` opened from standard input (``open("-")``) can be listed but not squashed; the
-one-shot functions ``squash_image`` and ``convert_image`` read ``-`` once, as the CLI does. (They are not called
-``squash`` and ``convert``: those names are the package's modules.)
+An ``Image`` holds its image open: squashing or writing it reads the image the caller inspected, from
+the input as it was opened (a compressed tarball is not decompressed again, a registry tag not resolved
+again), while its ``Source`` is open. The one-shot functions ``squash_image`` and ``convert_image`` open
+and choose as the CLI does. (They are not called ``squash`` and ``convert``: those names are the
+package's modules.)
 
 The heavy modules (codecs, merge, sinks: ~60 ms to import) load inside the functions, for start-up time:
 importing this module costs only ``enum``, ``dataclasses`` and ``datetime``.
@@ -21,170 +23,36 @@ importing this module costs only ``enum``, ``dataclasses`` and ``datetime``.
 from __future__ import annotations
 
 import datetime as dt
-import enum
-import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
+from ocisquash import apicheck as check
+from ocisquash.apitypes import (
+    ALL_PLATFORMS,
+    Compression,
+    ConvertReport,
+    Cut,
+    OutputFormat,
+    ParentImage,
+    PathLike,
+    RegistryAccess,
+)
 from ocisquash.errors import UsageError
 
 if TYPE_CHECKING:
     from ocisquash import image as _image
     from ocisquash import sources as _sources
-    from ocisquash.listing import Analysis, Filters, HistoryRow, ImageSummary
-    from ocisquash.listing import Row as ImageRow
+    from ocisquash.listing.analyze import Analysis
+    from ocisquash.listing.history import HistoryRow
+    from ocisquash.listing.images import Filters, ImageSummary
+    from ocisquash.listing.images import Row as ImageRow
     from ocisquash.squash import Report as SquashReport
     from ocisquash.validate import Validation
 
-PathLike = str | os.PathLike[str]
-"""A filesystem path, as ``str`` or ``pathlib.Path``."""
-
-
-class Compression(enum.Enum):
-    """How the layers ocisquash writes are compressed (the squashed layer, or every layer on convert)."""
-
-    GZIP = "gzip"
-    """gzip through ISA-L: gzip's levels 0-9 (0 stores), default 6; what every tool reads."""
-    ZSTD = "zstd"
-    """zstd: levels 1-19, default 3; needs Docker 23+ or containerd 1.5+ to load."""
-    NONE = "none"
-    """Uncompressed tar (level 0 only)."""
-
-    @classmethod
-    def parse(cls, text: str) -> Compression:
-        """The compression named ``text`` (``gzip``, ``zstd`` or ``none``, as ``--compression`` spells it);
-        ``UsageError`` for any other name."""
-        from ocisquash import compression
-
-        return cls(compression.parse_codec(text).value)
-
-    def check_level(self, level: int | None) -> int | None:
-        """``level`` (or None, the default) if it is within this compression's range, else ``UsageError``
-        in the command line's words (``--level 10 is out of range for gzip: 0 to 9``)."""
-        if level is None:
-            return None
-        from ocisquash import compression
-
-        return compression.check_level(compression.Codec(self.value), level)
-
-
-class OutputFormat(enum.Enum):
-    """What an output (or an input, as ``Source.format``) is."""
-
-    DOCKER = "docker"
-    """A ``docker save`` tarball in the Docker 25+ shape (also a valid OCI layout tar)."""
-    OCI = "oci"
-    """An OCI image layout in a tar."""
-    OCI_DIR = "oci-dir"
-    """An OCI image layout directory."""
-
-
-ALL_PLATFORMS = "all"
-"""``platform=ALL_PLATFORMS`` (``--platform all``) squashes every platform of a multi-platform image."""
-
-
-@dataclass(frozen=True)
-class Cut:
-    """Where a squash starts: every layer onto scratch, onto a parent image, or from a layer up.
-
-    Build one with ``Cut.scratch()``, ``Cut.onto(parent)`` or ``Cut.from_layer(n)``; the layers below
-    the cut are kept byte for byte and everything above becomes one layer.
-    """
-
-    kind: Literal["scratch", "parent", "layer"] = "scratch"
-    parent_ref: str | None = None
-    parent_path: str | None = None
-    layer: int | str | None = None
-    spec: str | None = None
-    """The parent or layer as the command line spells it (``Cut.parse``), handed to the squash unchanged."""
-
-    def __post_init__(self) -> None:
-        given = (self.parent_ref, self.parent_path, self.layer, self.spec)
-        if self.kind == "scratch":
-            ok = given == (None, None, None, None)
-        elif self.kind == "parent":
-            ok = self.layer is None and (self.spec is None) == (self.parent_ref is not None or
-                                                                 self.parent_path is not None)
-        elif self.kind == "layer":
-            ok = self.parent_ref is None and self.parent_path is None and (self.layer is None) != (self.spec is None)
-        else:
-            raise UsageError(f"Cut kind {self.kind!r}: use Cut.scratch(), Cut.onto(...) or Cut.from_layer(...)")
-        if not ok:
-            raise UsageError(f"a {self.kind} Cut with the fields of another kind: build it with Cut.scratch(), "
-                             "Cut.onto(...) or Cut.from_layer(...)")
-
-    @classmethod
-    def scratch(cls) -> Cut:
-        """Squash every layer into one (the default)."""
-        return cls("scratch")
-
-    @classmethod
-    def onto(cls, parent: Image | str | None = None, *, path: PathLike | None = None) -> Cut:
-        """Keep a parent image's layers, as ``docker build --squash`` did; its diff IDs must be the
-        image's bottom ones. ``parent`` is an ``Image`` (from any ``Source``), or a reference (name:tag,
-        digest, image ID prefix) in the input being squashed, or in the input at ``path``."""
-        if isinstance(parent, Image):
-            if path is not None:
-                raise UsageError("Cut.onto(image, path=...): an Image knows its own path; give one or the other")
-            # Its digest names exactly this image (a platform's own manifest, in a multi-platform index).
-            return cls("parent", parent_ref=parent.manifest_digest or parent.id, parent_path=parent.source.path)
-        if parent is not None and (not isinstance(parent, str) or not parent):
-            raise UsageError(f"Cut.onto({parent!r}): the parent is an Image or a non-empty reference string")
-        if parent is None and path is None:
-            raise UsageError("Cut.onto() needs a parent: an Image, a reference, or path=")
-        return cls("parent", parent_ref=parent, parent_path=None if path is None else _path(path, "path"))
-
-    @classmethod
-    def from_layer(cls, layer: int | str) -> Cut:
-        """Keep the layers below ``layer``: a position (1 is the bottom, -3 squashes the top three) or a
-        layer digest or diff ID (``sha256:...``, or at least 12 hex digits of one)."""
-        if isinstance(layer, bool) or not isinstance(layer, int | str):
-            raise UsageError(f"Cut.from_layer({layer!r}): give a position (int) or a layer digest (str)")
-        if isinstance(layer, int) and layer == 0:
-            raise UsageError("Cut.from_layer(0): positions start at 1 (the bottom layer); -1 is the top one")
-        if isinstance(layer, str) and (not layer.strip() or (layer.strip().lstrip("-").isdigit() and len(layer) < 12)):
-            raise UsageError(f"Cut.from_layer({layer!r}): a digest string, or an int for a position")
-        return cls("layer", layer=layer)
-
-    @classmethod
-    def parse(cls, parent: str | None = None, from_layer: str | None = None) -> Cut:
-        """The cut as the command line spells it: ``parent`` as ``--parent`` takes it (``REF`` in the
-        input, ``FILE`` or ``FILE:REF`` for another input, where a path that exists wins, or a
-        ``docker://`` reference), or ``from_layer`` as ``--from-layer`` takes it (``N``, ``-N`` or a
-        digest); neither is ``Cut.scratch()``. The text is checked against the image when it squashes,
-        with the errors naming the option."""
-        if parent is not None and from_layer is not None:
-            raise UsageError("give --parent or --from-layer, not both")
-        for v in (parent, from_layer):
-            if v is not None and not isinstance(v, str):
-                raise UsageError(f"Cut.parse({v!r}): the command line's text, a str")
-        if parent is not None:
-            return cls("parent", spec=parent)
-        if from_layer is not None:
-            return cls("layer", spec=from_layer)
-        return cls.scratch()
-
-
-@dataclass(frozen=True)
-class ConvertReport:
-    """What ``convert_image`` (or ``Image.write``) wrote: the image, where, in which format, and its digests."""
-
-    image: str
-    output: str
-    format: OutputFormat
-    tags: list[str]
-    manifest: str
-    config: str
-    layers: list[str]
-    note: str | None = None
-    """Why the image was chosen as it was (a multi-platform image taken for the default platform), or None."""
-
-    def to_json(self) -> dict[str, Any]:
-        """The report as the command line's ``convert --json`` prints it (``format`` by its value)."""
-        return {"image": self.image, "output": self.output, "format": self.format.value, "tags": list(self.tags),
-                "manifest": self.manifest, "config": self.config, "layers": list(self.layers), "note": self.note}
+__all__ = ["ALL_PLATFORMS", "Compression", "ConvertReport", "Cut", "Image", "OutputFormat", "PathLike",
+           "RegistryAccess", "Source", "convert_image", "list_images", "open", "parse_filters", "registry_access",
+           "safety_limits", "squash_image", "validate_input"]
 
 
 class Source:
@@ -219,12 +87,12 @@ class Source:
         """One summary per image (as ``ocisquash images`` lists them), reading JSON documents only unless
         ``exact``, which decompresses compressed layers to give exact uncompressed sizes. Progress:
         ``on_phase("reading images", number of images)`` once, then ``on_image()`` after each."""
-        from ocisquash import listing
+        from ocisquash.listing import images as listing_images
 
         inner = self._open()
         if on_phase is not None:
             on_phase("reading images", len(inner.candidates))
-        return listing.summarize(inner.candidates, exact=exact, on_image=on_image)
+        return listing_images.summarize(inner.candidates, exact=exact, on_image=on_image)
 
     def rows(self, summaries: Sequence[ImageSummary], filters: Filters | None = None, *, all_images: bool = False,
              image: str | None = None) -> list[ImageRow]:
@@ -232,17 +100,18 @@ class Source:
         (``<none>`` for an untagged image), newest first, kept by ``filters`` (``parse_filters``); images
         that others are built on only with ``all_images``; only the image ``image`` (else ``ref``) names, if
         given."""
-        from ocisquash import listing
+        from ocisquash.listing import images as listing_images
 
-        if filters is not None and not isinstance(filters, listing.Filters):
+        if filters is not None and not isinstance(filters, listing_images.Filters):
             raise UsageError(f"filters={filters!r}: build them with ocisquash.api.parse_filters([...])")
         inner = self._open()
 
         def resolve(ref: str) -> Any:  # before=REF, since=REF: the image ID REF names
             return inner.choose_candidate(ref).image_id
 
-        rows = listing.select(list(summaries), filters or listing.Filters(), all_images=all_images, resolve=resolve)
-        image = self._chosen(_check_ref(image))
+        rows = listing_images.select(list(summaries), filters or listing_images.Filters(), all_images=all_images,
+                                     resolve=resolve)
+        image = self._chosen(check.ref(image))
         if image is not None:
             chosen = inner.choose_candidate(image).image_id
             rows = [r for r in rows if r.image.image_id == chosen]
@@ -259,7 +128,7 @@ class Source:
             raise UsageError(f"image reference {ref!r}: a non-empty string (name:tag, digest or image ID)")
         ref = self._chosen(ref)
         if platform is not None:
-            _check_platform(platform)
+            check.platform(platform)
         note = None
         if default_platform:
             inner, note = self._open().choose_default(ref, platform)
@@ -276,7 +145,7 @@ class Source:
         from ocisquash import validate as validate_lib
 
         inner = self._open()
-        image = self._chosen(_check_ref(image))
+        image = self._chosen(check.ref(image))
         only = inner.choose_candidate(image).image_id if image is not None else None
         if on_phase is not None:
             on_phase("validating", validate_lib.total_bytes(inner))
@@ -308,7 +177,7 @@ class Source:
         return transports.pick_image(self._named_by, self.ref, image)
 
 
-class Image:
+class Image(ParentImage):
     """One image of a ``Source``, as ``Source.image()`` chose it: its names, IDs and config, and the
     operations on it (``squash``, ``write``). Valid while its ``Source`` is open."""
 
@@ -355,9 +224,9 @@ class Image:
         """Its history as ``ocisquash history`` (and ``docker history``) lists it: one row per entry,
         newest first; ``exact`` decompresses compressed layers for exact uncompressed sizes. Unlike
         ``squash`` and ``write``, it works on an image whose layers and diff IDs disagree."""
-        from ocisquash import listing
+        from ocisquash.listing import history as listing_history
 
-        return listing.history(self._inner, exact=exact)
+        return listing_history.history(self._inner, exact=exact)
 
     def analyze(self, *, top: int = 10, on_phase: Callable[[str, int | None], None] | None = None,
                 on_layer: Callable[[int], None] | None = None) -> Analysis:
@@ -365,39 +234,40 @@ class Image:
         ``ocisquash analyze`` shows them; ``top`` duplicated paths and hidden files are listed. Reads the
         layer headers once: ``on_phase("reading layer headers", layers)`` once, then
         ``on_layer(i)`` after each layer."""
-        from ocisquash import listing
+        from ocisquash.listing import analyze as listing_analyze
         from ocisquash.squash import layer_inputs
 
         if on_phase is not None:
             on_phase("reading layer headers", len(self._inner.layers))
-        return listing.analyze(self._inner, layer_inputs(self._inner), top=top, on_layer=on_layer)
+        return listing_analyze.analyze(self._inner, layer_inputs(self._inner), top=top, on_layer=on_layer)
 
     def squash(self, output: PathLike | None, *, cut: Cut | None = None, tags: Sequence[str] = (),
                format: OutputFormat | None = None, compression: Compression = Compression.GZIP,
                level: int | None = None, message: str | None = None, timestamp: dt.datetime | None = None,
                on_phase: Callable[[str, int | None], None] | None = None,
                on_progress: Callable[[int], None] | None = None) -> SquashReport:
-        """Squash this image; see ``ocisquash.squash_image`` for every option."""
-        self._reopenable()
-        return squash_image(self.source.path, output, image=self._ref, platform=self._platform, cut=cut, tags=tags,
-                            format=format, compression=compression, level=level, message=message,
-                            timestamp=timestamp, on_phase=on_phase, on_progress=on_progress)
+        """Squash this image, as it was read when it was chosen; see ``ocisquash.squash_image`` for every
+        option."""
+        return _squash(self.source.path, output, self._ref, self._platform, cut, tags, format, compression, level,
+                       message, timestamp, on_phase, on_progress, self._opened())
 
     def write(self, output: PathLike, *, format: OutputFormat | None = None, tags: Sequence[str] = (),
               compression: Compression | None = None, level: int | None = None) -> ConvertReport:
-        """Write this image unchanged (or with its layers recompressed) to ``output``; see
-        ``ocisquash.convert_image``."""
-        self._reopenable()
-        return convert_image(self.source.path, output, image=self._ref, platform=self._platform, format=format,
-                             tags=tags, compression=compression, level=level)
+        """Write this image unchanged (or with its layers recompressed) to ``output``, as it was read when
+        it was chosen; see ``ocisquash.convert_image``."""
+        return _convert(self.source.path, output, self._ref, self._platform, format, tags, compression, level,
+                        None, None, None, self._opened())
 
-    def _reopenable(self) -> None:
-        self.source._open()
+    def _opened(self) -> tuple[_sources.Source, _image.Image, str | None]:
+        """The open input, this image and the note on how it was chosen: what a squash or a write reads
+        instead of opening the input again."""
+        src = self.source._open()
         self._inner.check_consistent()
-        if self.source.path == "-":
-            raise UsageError("an Image from standard input cannot be squashed or written: that reads its input "
-                             "again, and standard input has gone",
-                             hint="ocisquash.squash_image('-', ...) and convert_image('-', ...) read it once")
+        return src, self._inner, self.note
+
+    def _parent_location(self) -> tuple[str, str]:
+        # Its digest names exactly this image (a platform's own manifest, in a multi-platform index).
+        return self.source.path, self.manifest_digest or self.id
 
     def __repr__(self) -> str:
         return f"<ocisquash.Image {self._inner.label} {self.id[:19]}>"
@@ -414,7 +284,7 @@ def open(path: PathLike) -> Source:  # ocisquash.open, as tarfile.open: shadows 
     ``docker://HOST/REPO[:TAG|@DIGEST]`` (a registry); REF names the image (``Source.ref``). A path that
     exists is always a path, and an ``os.PathLike`` is never a reference. A malformed reference or one
     of skopeo's other transports raises ``UsageError``."""
-    p, ref = _input(path, "path")
+    p, ref = check.input_ref(path, "path")
     from ocisquash import sources
 
     return Source(p, sources.open_source(p), ref, named_by=path if isinstance(path, str) else None)
@@ -450,28 +320,30 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
     Returns the report (sizes before and after, files dropped, digests of what was written). The output
     appears complete or not at all; the input is never changed.
     """
+    src, image = check.input_ref(input, "input", check.ref(image))
+    return _squash(src, output, image, platform, cut, tags, format, compression, level, message, timestamp,
+                   on_phase, on_progress)
+
+
+def _squash(src: str, output: object, image: str | None, platform: object, cut: object, tags: object,
+            format: object, compression: object, level: object, message: object, timestamp: object,
+            on_phase: Callable[[str, int | None], None] | None, on_progress: Callable[[int], None] | None,
+            opened: tuple[_sources.Source, _image.Image, str | None] | None = None) -> SquashReport:
+    """``squash_image`` once its input is known: each option checked, in the command line's order."""
+    from ocisquash import compression as codecs
     from ocisquash import squash as squash_lib
 
-    src, image = _input(input, "input", _check_ref(image))
-    cut = _check_cut(cut)
+    typed_cut = check.cut(cut)
+    plat, names, fmt = check.platform(platform), check.tags(tags), check.output_format(format)
+    codec = check.compression(compression)
     opts = squash_lib.SquashOptions(
-        image=image, platform=_check_platform(platform), tags=_check_tags(tags),
-        fmt=_check_format(format), compression=_check_compression(compression).value,
-        level=_check_level(compression, level), message=_check_message(message),
-        timestamp=_check_timestamp(timestamp),
+        image=image, platform=plat, tags=names, fmt=fmt, compression=codecs.Codec(codec.value),
+        level=check.level(codec, level), message=check.message(message), timestamp=check.timestamp(timestamp),
+        cut=typed_cut,
     )
-    if cut.kind == "parent":
-        opts.parent = cut.spec if cut.spec is not None else _parent_spec(cut, src)
-    elif cut.kind == "layer" and cut.spec is not None:
-        opts.from_layer = cut.spec
-    elif cut.kind == "layer":
-        layer = str(cut.layer).strip()
-        # squash reads an all-digit string as a position: a hex prefix that happens to be all digits
-        # ("123456789012") is spelt with its algorithm so that it stays a digest.
-        opts.from_layer = "sha256:" + layer if isinstance(cut.layer, str) and layer.isdigit() else layer
-    dest = None if output is None else _path(output, "output")
+    dest = None if output is None else check.path(output, "output")
     opts.dry_run = dest is None
-    return squash_lib.squash(src, dest, opts, on_phase=on_phase, on_progress=on_progress)
+    return squash_lib.squash(src, dest, opts, on_phase=on_phase, on_progress=on_progress, opened=opened)
 
 
 def convert_image(input: PathLike, output: PathLike, *, image: str | None = None, platform: str | None = None,
@@ -485,16 +357,25 @@ def convert_image(input: PathLike, output: PathLike, *, image: str | None = None
     is). Options as in ``squash_image``. Progress: ``on_phase(description, total)`` once, then
     ``on_bytes(n)`` as the layer blobs are read (``total`` is their size, or None without ``on_bytes``),
     and ``on_step(description)`` as each blob is written."""
+    src, image = check.input_ref(input, "input", check.ref(image))
+    return _convert(src, output, image, platform, format, tags, compression, level, on_step, on_phase, on_bytes)
+
+
+def _convert(src: str, output: object, image: str | None, platform: object, format: object, tags: object,
+             compression: object, level: object, on_step: Callable[[str], None] | None,
+             on_phase: Callable[[str, int | None], None] | None, on_bytes: Callable[[int], None] | None,
+             opened: tuple[_sources.Source, _image.Image, str | None] | None = None) -> ConvertReport:
+    """``convert_image`` once its input is known: each option checked, in the command line's order."""
+    from ocisquash import compression as codecs
     from ocisquash import convert as convert_lib
 
-    src, image = _input(input, "input", _check_ref(image))
-    dest = _path(output, "output")
-    codec = None if compression is None else _check_compression(compression)
+    dest = check.path(output, "output")
+    given = None if compression is None else check.compression(compression)
     result = convert_lib.convert(
-        src, dest, image=image, platform=_check_platform(platform), tags=_check_tags(tags),
-        fmt=_check_format(format), compression=None if codec is None else codec.value,
-        level=None if codec is None else _check_level(codec, level),
-        on_step=on_step, on_start=on_phase, on_bytes=on_bytes,
+        src, dest, image=image, platform=check.platform(platform), tags=check.tags(tags),
+        fmt=check.output_format(format), compression=None if given is None else codecs.Codec(given.value),
+        level=None if given is None else check.level(given, level),
+        on_step=on_step, on_start=on_phase, on_bytes=on_bytes, opened=opened,
     )
     return ConvertReport(image=result["image"], output=result["output"], format=OutputFormat(result["format"]),
                          tags=list(result["tags"]), manifest=result["manifest"], config=result["config"],
@@ -505,11 +386,11 @@ def parse_filters(filters: Sequence[str]) -> Filters:
     """Docker's image filters, ``KEY=VALUE`` each (``dangling=true|false``, ``label=KEY[=VALUE]``,
     ``before=REF``, ``since=REF``, ``reference=GLOB``), checked and grouped for ``Source.rows``; a bad
     one raises ``UsageError`` before any input is read."""
-    from ocisquash import listing
+    from ocisquash.listing import images as listing_images
 
     if isinstance(filters, str) or not isinstance(filters, Sequence):
         raise UsageError(f"filters={filters!r}: a list of KEY=VALUE strings")
-    return listing.Filters.parse(filters)
+    return listing_images.Filters.parse(filters)
 
 
 @contextmanager
@@ -533,31 +414,6 @@ def safety_limits(caps: Mapping[str, int]) -> Iterator[None]:
             raise UsageError(f"safety_limits: {name}={value!r}: a positive int (at most {limits_lib.MAX_VALUE})")
     with limits_lib.scoped(dict(caps)):
         yield
-
-
-@dataclass(frozen=True)
-class RegistryAccess:
-    """How to reach a registry named by a ``docker://HOST/REPO:TAG`` input or output: credentials and
-    TLS, meant as skopeo's ``--creds``, ``--src-creds``, ``--dest-creds``, ``--authfile``, ``--cert-dir``
-    and ``--tls-verify``. Credentials go to their registry's own origin only."""
-
-    creds: str | None = field(default=None, repr=False)
-    """``USER:PASSWORD`` for a run whose registries are one host (else a ``UsageError``: use
-    ``src_creds``/``dest_creds``); else ``authfile``, ``$REGISTRY_AUTH_FILE``, the containers and docker
-    files, looked up per host."""
-    authfile: str | None = None
-    """A containers-auth.json or docker config.json to read credentials from."""
-    cert_dir: str | None = None
-    """CA certificates (``*.crt``) and a client certificate (``*.cert`` + ``*.key``), as containers-certs.d."""
-    tls_verify: bool = True
-    """Verify TLS certificates; False also allows plain HTTP."""
-    src_creds: str | None = field(default=None, repr=False)
-    """``USER:PASSWORD`` for the registry of the input and the ``parent`` only (wins over ``creds``)."""
-    dest_creds: str | None = field(default=None, repr=False)
-    """``USER:PASSWORD`` for the registry of the output only (wins over ``creds``)."""
-    timeout: float = 60.0
-    """Seconds one request may take to connect, answer and send a small body; a blob's body must move at
-    least 1 KiB/s over each such window (``--registry-timeout``)."""
 
 
 @contextmanager
@@ -595,118 +451,3 @@ def validate_input(path: PathLike) -> Validation:
     """Check every digest, size, diff ID and chain ID in ``path`` (see ``Source.validate``)."""
     with open(path) as src:
         return src.validate()
-
-
-# ---------------------------------------------------------------------------------- typed options -> strings
-
-
-def _path(p: object, what: str) -> str:
-    if isinstance(p, str | os.PathLike):
-        s = os.fspath(p)
-        if isinstance(s, str) and s:
-            return s
-    raise UsageError(f"{what} {p!r}: expected a path (str or os.PathLike)")
-
-
-def _input(p: object, what: str, image: str | None = None) -> tuple[str, str | None]:
-    """An input as ``(path, image)``: a ``str`` may be a reference (``ocisquash.transports``) whose REF
-    chooses the image, as ``image`` does; an ``os.PathLike`` is a path."""
-    s = _path(p, what)
-    if not isinstance(p, str):
-        return s, image
-    from ocisquash import transports
-
-    return transports.input_ref(s, image)
-
-
-def _check_cut(cut: object) -> Cut:
-    if cut is None:
-        return Cut.scratch()
-    if not isinstance(cut, Cut):
-        raise UsageError(f"cut={cut!r}: use Cut.scratch(), Cut.onto(...) or Cut.from_layer(...)")
-    return cut
-
-
-def _parent_spec(cut: Cut, src: str) -> str:
-    """``SquashOptions.parent``: ``FILE:REF`` or ``FILE``. A parent in the input itself is spelt with the
-    input's path too, so a reference that happens to be a file name in the current directory is still
-    a reference."""
-    where = cut.parent_path if cut.parent_path is not None else src
-    if where == "-":
-        raise UsageError("Cut.onto(ref) with standard input: the parent would need a second read of it",
-                         hint="give the parent's file: Cut.onto(ref, path=...)")
-    return where if cut.parent_ref is None else f"{where}:{cut.parent_ref}"
-
-
-def _check_ref(ref: object) -> str | None:
-    if ref is None or (isinstance(ref, str) and ref):
-        return ref
-    raise UsageError(f"image={ref!r}: a non-empty reference string (name:tag, digest or image ID)")
-
-
-def _check_platform(platform: object) -> str | None:
-    if platform is None:
-        return None
-    if not isinstance(platform, str):
-        raise UsageError(f"platform={platform!r}: expected 'os/arch' or 'os/arch/variant', e.g. 'linux/arm64'")
-    if platform.strip().lower() == ALL_PLATFORMS:
-        return platform
-    from ocisquash.model import Platform
-
-    Platform.from_text(platform)  # the one check and message, the command line's
-    return platform
-
-
-def _check_tags(tags: object) -> list[str]:
-    # A str is a Sequence[str] too: "app:1" would become six one-letter tags.
-    if isinstance(tags, str) or not isinstance(tags, Sequence | set | frozenset):
-        raise UsageError(f"tags={tags!r}: a list of name:tag strings")
-    out = list(tags)
-    for t in out:
-        if not isinstance(t, str) or not t:
-            raise UsageError(f"tag {t!r}: a non-empty name:tag string")
-    return out
-
-
-def _check_format(fmt: object) -> str | None:
-    if fmt is None:
-        return None
-    if not isinstance(fmt, OutputFormat):
-        raise UsageError(f"format={fmt!r}: use OutputFormat.DOCKER, OutputFormat.OCI or OutputFormat.OCI_DIR")
-    return fmt.value
-
-
-def _check_compression(c: object) -> Compression:
-    if not isinstance(c, Compression):
-        raise UsageError(f"compression={c!r}: use Compression.GZIP, Compression.ZSTD or Compression.NONE")
-    return c
-
-
-def _check_level(c: Compression, level: object) -> int | None:
-    if level is None:
-        return None
-    if isinstance(level, bool) or not isinstance(level, int):
-        raise UsageError(f"level={level!r}: an int")
-    from ocisquash import compression
-
-    lo, hi = compression.LEVEL_RANGE[compression.Codec(c.value)]
-    if not lo <= level <= hi:
-        raise UsageError(f"level={level} is out of range for {c.value}: {lo} to {hi}")
-    return level
-
-
-def _check_message(message: object) -> str | None:
-    if message is None or isinstance(message, str):
-        return message
-    raise UsageError(f"message={message!r}: a string")
-
-
-def _check_timestamp(t: object) -> str | None:
-    if t is None:
-        return None
-    if not isinstance(t, dt.datetime):
-        raise UsageError(f"timestamp={t!r}: a datetime.datetime with a time zone")
-    if t.tzinfo is None or t.utcoffset() is None:
-        raise UsageError(f"timestamp={t!r}: a naive datetime is ambiguous; give it a time zone, e.g. "
-                         "datetime(..., tzinfo=timezone.utc)")
-    return t.isoformat()

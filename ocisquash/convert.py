@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Callable
+from contextlib import nullcontext
 from typing import IO, Any
 
 from ocisquash import compression as codecs
 from ocisquash import reference, registry, sink, spool, transfer
+from ocisquash.apitypes import OutputFormat
 from ocisquash.errors import UsageError
-from ocisquash.image import Layer
+from ocisquash.image import Image, Layer
 from ocisquash.samefile import refuse_overlap
-from ocisquash.sources import open_source
+from ocisquash.sources import Source, open_source
 from ocisquash.transports import RefName
-
-FORMATS = ("docker", "oci", "oci-dir")
 
 
 def output_tags(names: list[str], tags: list[str]) -> list[str]:
@@ -44,25 +44,23 @@ def output_tags(names: list[str], tags: list[str]) -> list[str]:
     return out
 
 
-def check_format(fmt: str | None) -> None:
-    if fmt is not None and fmt not in FORMATS:
-        raise UsageError(f"--format {fmt!r}: use docker, oci or oci-dir")
-
-
 def convert(src_path: str, dest: str, *, image: str | None = None, platform: str | None = None,
-            tags: list[str] | None = None, fmt: str | None = None, compression: str | None = None,
+            tags: list[str] | None = None, fmt: OutputFormat | None = None, compression: codecs.Codec | None = None,
             level: int | None = None, on_step: Callable[[str], None] | None = None,
             on_start: Callable[[str, int | None], None] | None = None,
-            on_bytes: Callable[[int], None] | None = None) -> dict[str, Any]:
-    """Copy one image of ``src_path`` to ``dest``. ``on_start(phase, total)`` then ``on_bytes(n)`` count the
-    layer blobs' bytes as they are read (each blob is read once), for a progress bar."""
-    check_format(fmt)
-    codec = compression_codec(compression)
+            on_bytes: Callable[[int], None] | None = None,
+            opened: tuple[Source, Image, str | None] | None = None) -> dict[str, Any]:
+    """Copy one image of ``src_path`` to ``dest``; ``compression`` None keeps each layer's own, ``level``
+    None is the codec's default. ``on_start(phase, total)`` then ``on_bytes(n)`` count the layer blobs'
+    bytes as they are read (each blob is read once), for a progress bar. ``opened``: the input already
+    open, the image chosen in it and the note on that choice, written as it is, without opening the
+    input or choosing again."""
+    codec = compression
     compression_level = codecs.check_level(codec, level) if codec is not None else level
     registry.check_credentials([src_path], dest)
     refuse_overlap(dest, [("IN", src_path)])
-    with open_source(src_path, spool.beside(dest)) as src:
-        img, platform_note = src.choose_default(image, platform)
+    with nullcontext(opened[0]) if opened else open_source(src_path, spool.beside(dest)) as src:
+        img, platform_note = opened[1:] if opened else src.choose_default(image, platform)
         img.check_consistent()
         out_fmt = fmt or sink.guess_format(dest)
         names = output_tags(img.names, tags or [])
@@ -70,8 +68,8 @@ def convert(src_path: str, dest: str, *, image: str | None = None, platform: str
             names = registry.output_tags(dest, tags or [])
         out = sink.open_sink(dest, out_fmt)
         try:
-            if on_bytes is not None:
-                img.layers = [_counted(ly, on_bytes) for ly in img.layers]
+            if on_bytes is not None:  # a copy: an opened image stays as its caller holds it
+                img = dataclasses.replace(img, layers=[_counted(ly, on_bytes) for ly in img.layers])
             if on_start:
                 on_start("converting", sum(ly.size for ly in img.layers) if on_bytes is not None else None)
             written = transfer.write_image(out, img, transfer.plan_convert(img, codec, compression_level),
@@ -126,7 +124,3 @@ class _CountingBlob:
 
     def __exit__(self, *exc: object) -> None:
         self._raw.close()
-
-
-def compression_codec(text: str | None) -> codecs.Codec | None:
-    return None if text is None else codecs.parse_codec(text)

@@ -28,6 +28,7 @@ import re
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 from ocisquash.errors import UsageError
 
@@ -290,3 +291,83 @@ def lines(template: Template, rows: Iterable[Mapping[str, str]], headers: Mappin
         return
     for r in rows:
         yield template.render(r, optional)
+
+
+# ------------------------------------------------------------------------------------------ Go's time
+
+
+_RFC3339 = re.compile(
+    r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9})\d*)?([Zz]|[+-]\d{2}:?\d{2})?\Z")
+
+
+def parse_time_ns(text: str | None) -> int | None:
+    """Nanoseconds since the epoch of an RFC 3339 time (Docker writes nanoseconds), or None."""
+    if not text:
+        return None
+    m = _RFC3339.match(text.strip())
+    if not m:
+        return None
+    y, mo, d, h, mi, s, frac, tz = m.groups()
+    try:
+        dt = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s), tzinfo=UTC)
+    except ValueError:
+        return None
+    offset = 0
+    if tz and tz not in "Zz":
+        sign = -1 if tz[0] == "-" else 1
+        digits = tz[1:].replace(":", "")
+        offset = sign * (int(digits[:2]) * 3600 + int(digits[2:]) * 60)
+    secs = int(dt.timestamp()) - offset
+    if secs <= -62135596800:  # Go's zero time (0001-01-01): "no creation time"
+        return None
+    return secs * 1_000_000_000 + int((frac or "0").ljust(9, "0"))
+
+
+def human_duration(seconds: float) -> str:
+    """go-units ``HumanDuration``, as ``docker images`` prints it (without " ago")."""
+    s = int(seconds)
+    if s < 1:
+        return "Less than a second"
+    if s == 1:
+        return "1 second"
+    if s < 60:
+        return f"{s} seconds"
+    minutes = s // 60
+    if minutes == 1:
+        return "About a minute"
+    if minutes < 60:
+        return f"{minutes} minutes"
+    hours = int(seconds / 3600 + 0.5)
+    if hours == 1:
+        return "About an hour"
+    if hours < 48:
+        return f"{hours} hours"
+    if hours < 24 * 7 * 2:
+        return f"{hours // 24} days"
+    if hours < 24 * 30 * 2:
+        return f"{hours // 24 // 7} weeks"
+    if hours < 24 * 365 * 2:
+        return f"{hours // 24 // 30} months"
+    return f"{int(seconds / 3600) // 24 // 365} years"
+
+
+def since_text(created_ns: int | None, now: float) -> str:
+    """"3 weeks ago", or "N/A" when the image has no creation time."""
+    if created_ns is None:
+        return "N/A"
+    return human_duration(now - created_ns / 1e9) + " ago"
+
+
+def go_time_string(created_ns: int | None) -> str:
+    """Go's ``time.Time.String()`` in local time, as ``docker images`` prints CreatedAt; "N/A" if unknown."""
+    if created_ns is None:
+        return "N/A"
+    t = datetime.fromtimestamp(created_ns // 1_000_000_000, UTC).astimezone()
+    return t.strftime("%Y-%m-%d %H:%M:%S %z ") + (t.tzname() or t.strftime("%z"))
+
+
+def rfc3339(created_ns: int | None) -> str:
+    """RFC 3339 in UTC to the second, as ``docker history`` prints CreatedAt; "N/A" if unknown."""
+    if created_ns is None:
+        return "N/A"
+    return datetime.fromtimestamp(created_ns // 1_000_000_000, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")

@@ -14,12 +14,14 @@ import os
 import re
 import time
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, BinaryIO, cast
 
 from ocisquash import compression, merge, model, registry, sink, spool, transfer
-from ocisquash.convert import check_format, output_tags
+from ocisquash.apitypes import Cut, OutputFormat, parse_timestamp
+from ocisquash.convert import output_tags
 from ocisquash.digest import Digest
 from ocisquash.errors import FormatError, OcisquashError, UsageError, printable
 from ocisquash.formats.commit import Sink, WrittenImage
@@ -33,14 +35,13 @@ from ocisquash.streams import LayerStream
 class SquashOptions:
     image: str | None = None
     platform: str | None = None
-    parent: str | None = None  # REF, or FILE:REF / FILE for a parent in another file
-    from_layer: str | None = None
+    cut: Cut = field(default_factory=Cut.scratch)
     tags: list[str] = field(default_factory=list)
-    fmt: str | None = None
-    compression: str = "gzip"
-    level: int | None = None
+    fmt: OutputFormat | None = None  # None: from the output's path
+    compression: compression.Codec = compression.Codec.GZIP
+    level: int | None = None  # None: the codec's default
     message: str | None = None
-    timestamp: str | None = None
+    timestamp: dt.datetime | None = None  # None: SOURCE_DATE_EPOCH, else now
     dry_run: bool = False
 
 
@@ -102,24 +103,6 @@ class Report:
             self.saving, self.saving_basis = round(1 - after / before, 4), basis
 
 
-def parse_timestamp(text: str | None) -> dt.datetime:
-    """``--timestamp`` (RFC 3339 or seconds since the epoch), else ``SOURCE_DATE_EPOCH``, else now."""
-    raw = text if text is not None else os.environ.get("SOURCE_DATE_EPOCH")
-    if raw is None or raw == "":
-        return dt.datetime.now(dt.UTC)
-    try:
-        if raw.lstrip("-").isdigit():
-            return dt.datetime.fromtimestamp(int(raw), dt.UTC)
-        t = dt.datetime.fromisoformat(raw.replace("Z", "+00:00"))
-        t = t if t.tzinfo else t.replace(tzinfo=dt.UTC)
-        # 0001-01-01T00:00:00+01:00 is before year 1 in UTC: datetime cannot hold it, so find out here
-        t.astimezone(dt.UTC)
-        return t
-    except (ValueError, OverflowError, OSError):
-        src = "--timestamp" if text is not None else "SOURCE_DATE_EPOCH"
-        raise UsageError(f"{src}={raw!r}: expected seconds since the epoch or an RFC 3339 time") from None
-
-
 def rfc3339(t: dt.datetime) -> str:
     t = t.astimezone(dt.UTC)
     if t.microsecond:
@@ -127,8 +110,9 @@ def rfc3339(t: dt.datetime) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def resolve_cut(image: Image, from_layer: str | None, parent_ids: list[Digest] | None) -> int:
-    """How many bottom layers to keep."""
+def resolve_cut(image: Image, from_layer: int | str | None, parent_ids: list[Digest] | None) -> int:
+    """How many bottom layers to keep: above the parent's (``parent_ids``), or below ``from_layer`` (a
+    position, 1 the bottom and -1 the top, or a layer's digest or diff ID)."""
     n = len(image.layers)
     if parent_ids is not None:
         if from_layer is not None:
@@ -140,12 +124,12 @@ def resolve_cut(image: Image, from_layer: str | None, parent_ids: list[Digest] |
         return len(parent_ids)
     if from_layer is None:
         return 0
-    text = from_layer.strip()
-    if text.lstrip("-").isdigit():
-        pos = int(text)
+    if isinstance(from_layer, int):
+        pos = from_layer
         if pos == 0 or pos > n or pos < -n:
             raise UsageError(f"--from-layer {pos}: the image has {n} layers (use 1..{n}, or -1..-{n} from the top)")
         return pos - 1 if pos > 0 else n + pos
+    text = from_layer.strip()
     for i, layer in enumerate(image.layers):
         for d in (layer.digest, layer.diff_id):
             if d is not None and (str(d) == text or (len(text) >= 12 and d.encoded.startswith(text.split(":")[-1]))):
@@ -210,34 +194,15 @@ def _parent_diff_ids(opts: SquashOptions, src_path: str, src: Source,
     for ``platform`` (each platform of ``--platform all`` has its own parent).
 
     A parent in IN itself is chosen from the already open ``src``: IN may be a pipe, read only once."""
-    if opts.parent is None:
+    if opts.cut.kind != "parent":
         return None
-    path, name = _parent_location(opts.parent, src_path)
+    path, name = opts.cut.parent_path or src_path, opts.cut.parent_ref
     if path == src_path or _same_file(path, src_path):
         parent = src.choose(name, platform)
     else:
         with open_source(path) as ps:
             parent = ps.choose(name, platform)
     return list(parent.config.diff_ids), parent.id
-
-
-def _parent_location(ref: str, src_path: str) -> tuple[str, str | None]:
-    """Where ``--parent`` points: ``(path, name)``; FILE or FILE:REF names a parent in another input
-    (a path that exists wins over a reference), a ``docker://`` reference a registry image, anything
-    else an image in IN."""
-    from ocisquash.registry import is_registry_ref
-
-    if is_registry_ref(ref):
-        return ref, None
-    if os.path.exists(ref):
-        return ref, None
-    head, sep, tail = ref.rpartition(":")
-    while sep:
-        if os.path.exists(head):
-            return head, tail
-        head, sep, tail2 = head.rpartition(":")
-        tail = tail2 + ":" + tail
-    return src_path, ref
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -249,12 +214,15 @@ def _same_file(a: str, b: str) -> bool:
 
 def squash(src_path: str, dest: str | None, opts: SquashOptions,
            on_phase: Callable[[str, int | None], None] | None = None,
-           on_progress: Callable[[int], None] | None = None) -> Report:
+           on_progress: Callable[[int], None] | None = None, *,
+           opened: tuple[Source, Image, str | None] | None = None) -> Report:
+    """Squash an image of ``src_path`` into ``dest`` (None: a dry run) as ``opts`` say. ``opened``: the
+    input already open, the image chosen in it and the note on that choice (``ocisquash.Image.squash``),
+    squashed as it is, without opening the input or choosing again."""
     t0 = time.monotonic()
-    check_format(opts.fmt)
-    codec = compression.parse_codec(opts.compression)
+    codec = opts.compression
     level = compression.check_level(codec, opts.level)
-    created = parse_timestamp(opts.timestamp)
+    created = opts.timestamp if opts.timestamp is not None else parse_timestamp(None)
     for flag, values in (("--message", [opts.message or ""]), ("--tag", opts.tags)):
         for v in values:
             try:
@@ -263,16 +231,16 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
                 raise UsageError(f"{flag} {printable(v)!r}: not valid UTF-8 text") from None
     every = opts.platform is not None and opts.platform.strip().lower() == ALL_PLATFORMS
     read = [("IN", src_path)]
-    if opts.parent is not None:
-        read.append(("--parent", _parent_location(opts.parent, src_path)[0]))
+    if opts.cut.kind == "parent":
+        read.append(("--parent", opts.cut.parent_path or src_path))
     registry.check_credentials([path for _, path in read], None if opts.dry_run else dest)
     if not opts.dry_run:
         refuse_overlap(dest, read)
-    with open_source(src_path, spool.beside(dest)) as src:
+    with nullcontext(opened[0]) if opened else open_source(src_path, spool.beside(dest)) as src:
         if every:
             return _squash_every_platform(src, src_path, dest, opts, codec, level, created, t0, on_phase,
                                           on_progress)
-        image, platform_note = src.choose_default(opts.image, opts.platform)
+        image, platform_note = opened[1:] if opened else src.choose_default(opts.image, opts.platform)
         # a multi-platform image taken for the default platform has its parent taken for the same one
         parent = _parent_diff_ids(opts, src_path, src, opts.platform or (host_platform() if platform_note else None))
         same_layout = dest is not None and os.path.isdir(dest) and os.path.isdir(src_path) and \
@@ -459,7 +427,7 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
     """Squash one image into ``out`` (None: a dry run, only the report); the caller commits."""
     image.check_consistent()
     parent_ids = parent[0] if parent is not None else None
-    keep = resolve_cut(image, opts.from_layer, parent_ids)
+    keep = resolve_cut(image, opts.cut.layer, parent_ids)
     n = len(image.layers)
     before_c = sum(ly.size for ly in image.layers)
     inputs = layer_inputs(image, verify_scan=out is None)

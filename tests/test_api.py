@@ -96,7 +96,7 @@ def test_every_exported_name_has_a_docstring() -> None:
         obj = getattr(ocisquash, name)
         if not _own_doc(obj, name):
             missing.append(name)
-        if inspect.isclass(obj) and obj.__module__ == "ocisquash.api":
+        if inspect.isclass(obj) and obj.__module__ in ("ocisquash.api", "ocisquash.apitypes"):
             for attr, member in vars(obj).items():
                 if attr.startswith("_") or not (callable(member) or isinstance(member, property | classmethod)):
                     continue
@@ -336,17 +336,20 @@ def _py_with_stdin(code: str, cwd: Path) -> list[str]:
     return p.stdout.splitlines()
 
 
-def test_standard_input_lists_but_an_image_from_it_is_not_squashed(tmp_path: Path) -> None:
-    out = _py_with_stdin("import ocisquash\n"
+def test_standard_input_is_read_once_to_list_squash_and_write_its_image(tmp_path: Path) -> None:
+    # The Image holds the spooled copy open: squashing and writing it read that, not standard input again.
+    out = _py_with_stdin("import datetime as dt, ocisquash\n"
+                         "ts = dt.datetime(2024, 1, 2, tzinfo=dt.UTC)\n"
                          "with ocisquash.open('-') as src:\n"
                          "    print([s.names for s in src.images()], src.validate().ok)\n"
-                         "    try:\n"
-                         "        src.image().squash('out.tar')\n"
-                         "    except ocisquash.UsageError as e:\n"
-                         "        print('UsageError', e.hint)\n", tmp_path)
+                         "    image = src.image()\n"
+                         "    print(image.squash('out.tar', timestamp=ts).layers_after)\n"
+                         "    print(image.write('copy.tar').config == image.id)\n", tmp_path)
     assert out[0] == "[['docker.io/ocisquash/sample:latest']] True"
-    assert out[1].startswith("UsageError") and "squash_image('-'" in out[1]
-    assert os.listdir(tmp_path) == []
+    assert out[1:] == ["1", "True"]
+    ocisquash.squash_image(SAMPLE, tmp_path / "by-path.tar", timestamp=dt.datetime(2024, 1, 2, tzinfo=dt.UTC))
+    assert (tmp_path / "out.tar").read_bytes() == (tmp_path / "by-path.tar").read_bytes()
+    assert sorted(os.listdir(tmp_path)) == ["by-path.tar", "copy.tar", "out.tar"]  # no spool left behind
 
 
 def test_squash_image_reads_standard_input(tmp_path: Path, same_rootfs: Callable[..., Snapshot]) -> None:

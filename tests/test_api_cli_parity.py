@@ -48,6 +48,20 @@ def test_cut_parse_both_is_refused_and_one_is_kept_as_spelt() -> None:
     assert Cut.parse(parent="x.tar:base").kind == "parent"
 
 
+def test_cut_parse_gives_typed_values(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # parsed once, here: the squash takes a position as an int and a parent as (path, reference)
+    assert Cut.parse(from_layer=" -1 ").layer == -1 and Cut.parse(from_layer="2").layer == 2
+    assert Cut.parse(from_layer="sha256:abc").layer == "sha256:abc"
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "x.tar").write_bytes(b"")
+    assert (Cut.parse(parent="x.tar:base").parent_path, Cut.parse(parent="x.tar:base").parent_ref) == ("x.tar", "base")
+    assert (Cut.parse(parent="x.tar").parent_path, Cut.parse(parent="x.tar").parent_ref) == ("x.tar", None)
+    assert (Cut.parse(parent="y.tar:base").parent_path, Cut.parse(parent="y.tar:base").parent_ref) == (None,
+                                                                                                      "y.tar:base")
+    reg = Cut.parse(parent="docker://reg.example/base:1")
+    assert (reg.parent_path, reg.parent_ref) == ("docker://reg.example/base:1", None)
+
+
 def test_cut_parse_squashes_like_from_layer(tmp_path: Path) -> None:
     a = ocisquash.squash_image(SAMPLE, tmp_path / "a.tar", cut=Cut.parse(from_layer="2"), timestamp=TS)
     b = ocisquash.squash_image(SAMPLE, tmp_path / "b.tar", cut=Cut.from_layer(2), timestamp=TS)

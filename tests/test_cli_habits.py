@@ -117,7 +117,7 @@ def test_exit_codes_documented() -> None:
 
 
 def test_a_bug_exits_70_with_one_line_and_the_report_hint() -> None:
-    code = ("import sys; import ocisquash.listing as l\n"
+    code = ("import sys; import ocisquash.listing.images as l\n"
             "def boom(*a, **k): raise ZeroDivisionError('simulated bug')\n"
             "l.summarize = boom\n"
             "from ocisquash.cli import main; sys.exit(main(sys.argv[1:]))")

@@ -45,7 +45,7 @@ documents disagree. They are synopsis lines with placeholders (``ocisquash IN OU
 ``ocisquash images PATH``, ``completion bash|zsh|fish``); ``make demo`` and ``make test`` (they
 install and run everything: ``test_make_demo_installs_nothing_outside_the_venv`` checks what ``make -n
 demo`` would run instead); ``ocisquash images /tmp/ocisquash-demo.tar`` (lists what ``make demo``
-wrote); ``ocisquash.open("-")`` (reads standard input, in a sentence saying it can only be listed).
+wrote); ``ocisquash.open("-")`` (reads standard input, in a sentence on what an ``Image`` reads).
 bench/README.md's commands run the benchmark (minutes, the whole machine) and are not examples of
 ocisquash's interface: they are not run here.
 Normalised in compared output: relative times ("3 years ago"), docker's
@@ -93,7 +93,7 @@ NOT_RUN = {
     "make demo": "installs a venv and runs the demo: test_make_demo_installs_nothing_outside_the_venv reads it",
     "make test": "runs every test, this one included",
     "ocisquash images /tmp/ocisquash-demo.tar": "lists what `make demo` wrote",
-    'ocisquash.open("-")': "reads standard input; the sentence says such a source can only be listed",
+    'ocisquash.open("-")': "reads standard input; the sentence says what an Image from it reads",
     **dict.fromkeys(['podman run --rm -v "$PWD:/data" localhost/ocisquash /data/app.tar /data/app-squashed.tar',
                      'docker run --rm -u "$(id -u):$(id -g)" -v "$PWD:/data" localhost/ocisquash /data/app.tar '
                      '/data/app-squashed.tar'],

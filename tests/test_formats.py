@@ -26,6 +26,8 @@ from fixtures import REF_NAME, BuiltImage, oci_manifest
 from oracle import Snapshot, compare, skopeo, skopeo_inspect, unpack_snapshot
 
 from ocisquash import errors
+from ocisquash.apitypes import OutputFormat
+from ocisquash.compression import parse_codec
 from ocisquash.convert import convert
 
 CONTAINERD_NAME = "io.containerd.image.name"
@@ -40,8 +42,9 @@ def lib(src: Path, out: Path, *args: str) -> dict[str, Any]:
     """The library's ``convert`` with CLI-style options (in-process: a CLI start costs about a second)."""
     pairs = list(zip(args[::2], args[1::2], strict=True))
     opts = dict(pairs)
-    return convert(str(src), str(out), image=opts.get("--image"), fmt=opts.get("--format"),
-                   compression=opts.get("--compression"), platform=opts.get("--platform"),
+    fmt, codec = opts.get("--format"), opts.get("--compression")  # parsed once, as the CLI parses them
+    return convert(str(src), str(out), image=opts.get("--image"), fmt=None if fmt is None else OutputFormat(fmt),
+                   compression=None if codec is None else parse_codec(codec), platform=opts.get("--platform"),
                    tags=[v for k, v in pairs if k == "--tag"])
 
 

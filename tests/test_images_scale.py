@@ -17,13 +17,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from listing_inputs import Img, layer_tar, write_oci
 
-from ocisquash import api, listing
+from ocisquash import api
+from ocisquash.listing.images import ImageSummary
+from ocisquash.listing.sizes import NONE
 
 POOL = [layer_tar({f"f{i}": f"layer {i}".encode()}) for i in range(6)]
 T0 = 1_700_000_000
 
 
-def model_children(images: list[listing.ImageSummary]) -> list[int]:
+def model_children(images: list[ImageSummary]) -> list[int]:
     out = []
     for img in images:
         chain = img.chain_ids
@@ -100,7 +102,7 @@ def test_a_few_hundred_images_through_the_cli(tmp_path: Path) -> None:
                      rng.random() < 0.5, rng.randrange(40)))
     layout = build(tmp_path / "l", spec)
     checks = listed(layout)
-    assert any(got and got != [r for r in got if r[0] != listing.NONE] for _, got, _ in checks)  # untagged rows shown
+    assert any(got and got != [r for r in got if r[0] != NONE] for _, got, _ in checks)  # untagged rows shown
     for what, got, want in checks:
         assert got == want, what
     with api.open(str(layout)) as src:

@@ -1,22 +1,24 @@
-"""ocisquash.listing's pure logic: times, sizes, globs, filter parsing, selection on hand-built summaries."""
+"""ocisquash.listing's pure logic: Go's times (goformat), sizes, globs, filter parsing, selection on hand-built
+summaries."""
 
 from __future__ import annotations
 
 import pytest
 
-from ocisquash import goformat, listing
+from ocisquash import goformat
 from ocisquash.digest import Digest
 from ocisquash.errors import UsageError
+from ocisquash.listing import history, images, sizes
 
 
 def test_parse_time_ns_keeps_nanoseconds_and_offsets() -> None:
-    a = listing.parse_time_ns("2023-01-02T00:00:00.123456789Z")
-    b = listing.parse_time_ns("2023-01-02T00:00:00.12345679Z")
+    a = goformat.parse_time_ns("2023-01-02T00:00:00.123456789Z")
+    b = goformat.parse_time_ns("2023-01-02T00:00:00.12345679Z")
     assert a is not None and b is not None and b - a == 1
-    assert listing.parse_time_ns("2023-01-02T02:00:00+02:00") == listing.parse_time_ns("2023-01-02T00:00:00Z")
-    assert listing.parse_time_ns("1970-01-01T00:00:01Z") == 1_000_000_000
-    assert listing.parse_time_ns("0001-01-01T00:00:00Z") is None  # Go's zero time
-    assert listing.parse_time_ns("yesterday") is None and listing.parse_time_ns(None) is None
+    assert goformat.parse_time_ns("2023-01-02T02:00:00+02:00") == goformat.parse_time_ns("2023-01-02T00:00:00Z")
+    assert goformat.parse_time_ns("1970-01-01T00:00:01Z") == 1_000_000_000
+    assert goformat.parse_time_ns("0001-01-01T00:00:00Z") is None  # Go's zero time
+    assert goformat.parse_time_ns("yesterday") is None and goformat.parse_time_ns(None) is None
 
 
 @pytest.mark.parametrize(("secs", "text"), [
@@ -25,7 +27,7 @@ def test_parse_time_ns_keeps_nanoseconds_and_offsets() -> None:
     (22 * 86400, "3 weeks"), (90 * 86400, "3 months"), (3 * 365 * 86400, "3 years"),
 ])
 def test_human_duration_like_go_units(secs: float, text: str) -> None:
-    assert listing.human_duration(secs) == text
+    assert goformat.human_duration(secs) == text
 
 
 @pytest.mark.parametrize(("n", "text"), [
@@ -42,42 +44,42 @@ def test_human_size_like_go_units(n: int, text: str) -> None:
     ("a\\*", "a*", True), ("a\\*", "ab", False),
 ])
 def test_go_glob(pat: str, text: str, ok: bool) -> None:
-    assert bool(listing.go_glob(pat).match(text)) is ok
+    assert bool(images.go_glob(pat).match(text)) is ok
 
 
 @pytest.mark.parametrize("bad", ["[abc", "a\\", "dangling=maybe", "nokey", "until=1h", "Label"])
 def test_bad_filters(bad: str) -> None:
     items = [bad if "=" in bad or bad in ("nokey", "Label") else f"reference={bad}"]
     with pytest.raises(UsageError):
-        listing.Filters.parse(items)
+        images.Filters.parse(items)
 
 
 def test_dangling_true_and_false_together_means_true() -> None:  # moby: ExactMatch("true") wins
-    f = listing.Filters.parse(["dangling=false", "dangling=true"])
+    f = images.Filters.parse(["dangling=false", "dangling=true"])
     assert f.get("dangling") == ["false", "true"]
     base = _img(None, "2023-01-01T00:00:00Z", ["b"])  # untagged, with a child: intermediate, not dangling
     app = _img("acme/app:1", "2023-01-02T00:00:00Z", ["b", "a"])  # tagged
     head = _img(None, "2023-01-03T00:00:00Z", ["c"])  # untagged head: the one dangling image
     imgs = [base, app, head]
-    listing.count_children(imgs)
+    images.count_children(imgs)
 
     def shown(*flt: str) -> list[tuple[str, str, Digest]]:
-        return [(r.repository, r.tag, r.image.image_id) for r in listing.select(imgs, listing.Filters.parse(flt))]
+        return [(r.repository, r.tag, r.image.image_id) for r in images.select(imgs, images.Filters.parse(flt))]
 
     both = shown("dangling=false", "dangling=true")
-    assert both == shown("dangling=true") == [(listing.NONE, listing.NONE, head.image_id)]
+    assert both == shown("dangling=true") == [(sizes.NONE, sizes.NONE, head.image_id)]
     assert shown("dangling=true", "dangling=false") == both  # order does not matter
     assert shown("dangling=false") == [("acme/app", "1", app.image_id)]  # the control: false alone differs
 
 
-def _img(name: str | None, created: str | None, layers: list[str], **labels: str) -> listing.ImageSummary:
+def _img(name: str | None, created: str | None, layers: list[str], **labels: str) -> images.ImageSummary:
     diffs = [Digest.of(x.encode()) for x in layers]
     from ocisquash.digest import chain_ids
 
-    return listing.ImageSummary(
+    return images.ImageSummary(
         names=[name] if name else [], image_id=Digest.of(f"{name}{created}{layers}".encode()), manifest_digest=None,
-        created=created, created_ns=listing.parse_time_ns(created), labels=labels, platform=None,
-        layers=[listing.LayerSize(d, c, 100, 100, True) for d, c in zip(diffs, chain_ids(diffs), strict=True)])
+        created=created, created_ns=goformat.parse_time_ns(created), labels=labels, platform=None,
+        layers=[sizes.LayerSize(d, c, 100, 100, True) for d, c in zip(diffs, chain_ids(diffs), strict=True)])
 
 
 def test_select_and_shared_sizes_on_summaries() -> None:
@@ -86,23 +88,23 @@ def test_select_and_shared_sizes_on_summaries() -> None:
     dup = _img("acme/dup:1", "2023-01-03T00:00:00Z", ["b", "a", "b"])  # the same diff ID twice: chains differ
     none_created = _img("x/y:1", None, ["z"])
     imgs = [base, app, dup, none_created]
-    listing.count_children(imgs)
-    listing.shared_sizes(imgs)
+    images.count_children(imgs)
+    images.shared_sizes(imgs)
     assert base.children == 2 and app.children == 1 and dup.children == 0
     assert (app.shared_size, app.unique_size) == (200, 0)
     assert (dup.shared_size, dup.unique_size) == (200, 100)
-    rows = listing.select(imgs, listing.Filters.parse([]))
+    rows = images.select(imgs, images.Filters.parse([]))
     assert [r.repository for r in rows] == ["acme/app", "acme/dup", "x/y"]  # no creation time: oldest
-    assert [r.repository for r in listing.select(imgs, listing.Filters.parse([]), all_images=True)][-2:] == [
+    assert [r.repository for r in images.select(imgs, images.Filters.parse([]), all_images=True)][-2:] == [
         "<none>", "x/y"]
 
     def resolve(ref: str) -> Digest:
         return next(i.image_id for i in imgs if ref in i.names)
 
-    rows = listing.select(imgs, listing.Filters.parse(["since=acme/app:1"]), resolve=resolve)
+    rows = images.select(imgs, images.Filters.parse(["since=acme/app:1"]), resolve=resolve)
     assert rows == []  # equal creation time is not "since"
     with pytest.raises(UsageError):
-        listing.select(imgs, listing.Filters.parse(["since=acme/app:1"]))
+        images.select(imgs, images.Filters.parse(["since=acme/app:1"]))
 
 
 def test_tags_drop_bare_duplicate_of_full_name() -> None:
@@ -113,5 +115,5 @@ def test_tags_drop_bare_duplicate_of_full_name() -> None:
 
 
 def test_ellipsis() -> None:
-    assert listing.ellipsis("a\tb", 5) == "a b"
-    assert listing.ellipsis("abcdefgh", 5) == "abcd…"
+    assert history.ellipsis("a\tb", 5) == "a b"
+    assert history.ellipsis("abcdefgh", 5) == "abcd…"

@@ -19,7 +19,8 @@ import typer
 from ocisquash.cli import app, common
 
 if TYPE_CHECKING:
-    from ocisquash import listing
+    from ocisquash.listing import analyze as listing_analyze
+    from ocisquash.listing import images as listing_images
 
 # ocisquash.listing, ocisquash.sources (~15 ms to import), rich (~50 ms) and json load in the functions that use them,
 # not here, for start-up time: registering these commands must not cost every other command their import.
@@ -102,12 +103,13 @@ def images(
     json_out: bool = typer.Option(False, "--json", help="ocisquash's own JSON, one object per line, sizes in "
                                                         "bytes (see docs/commands.md)."),
 ) -> None:
-    from ocisquash import api, goformat, listing
+    from ocisquash import api, goformat
+    from ocisquash.listing import images as listing_images
 
     trunc = not no_trunc
     if quiet and fmt.strip() == goformat.TABLE:
         fmt = "{{.ID}}"  # docker: -q is the ID template, unless --format asks for something else
-    tmpl_fields = list(listing.IMAGE_HEADERS)
+    tmpl_fields = list(listing_images.IMAGE_HEADERS)
     goformat.parse(fmt, tmpl_fields, default_table="")  # a bad template fails before any input is read
     flt = api.parse_filters(filters or [])
     with api.open(path) as src:
@@ -122,7 +124,7 @@ def images(
     # A PLATFORM column (and a Platform key in JSON) only when the input holds more than one platform.
     multi = len({s.platform for s in summaries}) > 1
 
-    def docker_row(r: listing.Row) -> dict[str, str]:
+    def docker_row(r: listing_images.Row) -> dict[str, str]:
         d = r.fields(now, trunc=trunc)
         if not multi:
             d["Platform"] = ""
@@ -137,7 +139,7 @@ def images(
         tmpl = goformat.parse(fmt, tmpl_fields, default_table=default)
         if tmpl.table and not tmpl.uses("Digest"):
             fmt += "\t{{.Digest}}"  # docker adds the digest column to a table template with --digests
-    _render(fmt, default, tmpl_fields, listing.IMAGE_HEADERS, docker_rows, optional=("Platform",))
+    _render(fmt, default, tmpl_fields, listing_images.IMAGE_HEADERS, docker_rows, optional=("Platform",))
 
 
 app.command("images", help=IMAGES_HELP)(images)
@@ -178,12 +180,13 @@ def history(
     json_out: bool = typer.Option(False, "--json", help="ocisquash's own JSON, one object per line, sizes in "
                                                         "bytes (see docs/commands.md)."),
 ) -> None:
-    from ocisquash import api, goformat, listing
+    from ocisquash import api, goformat
+    from ocisquash.listing import history as listing_history
 
     default = "table {{.ID}}\t{{.CreatedSince}}\t{{.CreatedBy}}\t{{.Size}}\t{{.Comment}}"
     if quiet and fmt.strip() == goformat.TABLE:
         fmt = "{{.ID}}"
-    fields = list(listing.HISTORY_HEADERS)
+    fields = list(listing_history.HISTORY_HEADERS)
     goformat.parse(fmt, fields, default_table=default)  # a bad template fails before any input is read
     with api.open(path) as src:
         img = src.image(image, platform=platform, default_platform=True)
@@ -194,7 +197,7 @@ def history(
     if json_out:
         _emit_json_lines([r.to_json(now) for r in rows])
         return
-    _render(fmt, default, fields, listing.HISTORY_HEADERS, [r.fields(now, trunc=not no_trunc) for r in rows])
+    _render(fmt, default, fields, listing_history.HISTORY_HEADERS, [r.fields(now, trunc=not no_trunc) for r in rows])
 
 
 # ---------------------------------------------------------------------------------------------- analyze
@@ -255,7 +258,8 @@ def analyze(
         help="CI rule: the most wasted bytes allowed, as a fraction of the user layers' bytes (default 0.1)."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress bar."),
 ) -> None:
-    from ocisquash import api, listing
+    from ocisquash import api
+    from ocisquash.listing import analyze as listing_analyze
 
     f = "json" if json_out else fmt.strip().lower()
     if f not in ("table", "json"):
@@ -264,13 +268,13 @@ def analyze(
         raise UsageError(f"--format {fmt!r}: analyze prints 'table' or 'json'")
     given = (lowest_efficiency, highest_wasted_bytes, highest_user_wasted_percent)
     ci = ci or any(v is not None for v in given)
-    defaults = listing.CiRules()
+    defaults = listing_analyze.CiRules()
     wasted_limit = highest_wasted_bytes
-    rules = listing.CiRules(
+    rules = listing_analyze.CiRules(
         defaults.lowest_efficiency if lowest_efficiency is None else _fraction(lowest_efficiency,
                                                                                "--lowest-efficiency"),
         None if wasted_limit is None or wasted_limit.strip().lower() == "disabled"
-        else listing.parse_size(wasted_limit),
+        else listing_analyze.parse_size(wasted_limit),
         defaults.highest_user_wasted_percent if highest_user_wasted_percent is None
         else _fraction(highest_user_wasted_percent, "--highest-user-wasted-percent"),
     )
@@ -301,9 +305,9 @@ def analyze(
             raise typer.Exit(1)
 
 
-def _analyze_table(res: listing.Analysis, no_trunc: bool) -> None:
-    from ocisquash import listing
+def _analyze_table(res: listing_analyze.Analysis, no_trunc: bool) -> None:
     from ocisquash.goformat import align, human_size, printable
+    from ocisquash.listing.history import ellipsis
 
     hs = human_size
     table = [["LAYER", "DIGEST", "SIZE", "ADDS", "HIDDEN LATER", "CREATED BY", ""]]
@@ -311,7 +315,7 @@ def _analyze_table(res: listing.Analysis, no_trunc: bool) -> None:
         made = ly.created_by.replace("\t", " ")
         table.append([str(ly.index + 1), (ly.digest or "-").split(":", 1)[-1][:12], hs(ly.tar_bytes),
                       hs(ly.bytes_added), f"{hs(ly.hidden_bytes)} ({ly.hidden_files} files)",
-                      printable(made if no_trunc else listing.ellipsis(made, 45)), ly.bar()])
+                      printable(made if no_trunc else ellipsis(made, 45)), ly.bar()])
     eff = res.efficiency
     lines = [f"{printable(res.image)} ({res.image_id.short()}): {len(res.layers)} layers"]
     _emit_lines(lines)

@@ -107,7 +107,7 @@ def squash(
 
         raise UsageError("missing OUT: where to write the squashed image", hint="give a path, '-', or --dry-run")
     from ocisquash import api
-    from ocisquash.squash import parse_timestamp
+    from ocisquash.apitypes import parse_timestamp
 
     # The strings become the API's typed options, checked in the order the squash checks them.
     codec = api.Compression.parse(compression or "gzip")
