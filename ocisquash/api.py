@@ -375,13 +375,14 @@ class Image:
     def squash(self, output: PathLike | None, *, cut: Cut | None = None, tags: Sequence[str] = (),
                format: OutputFormat | None = None, compression: Compression = Compression.GZIP,
                level: int | None = None, message: str | None = None, timestamp: dt.datetime | None = None,
-               on_phase: Callable[[str, int | None], None] | None = None,
+               rewrite_timestamp: bool = False, on_phase: Callable[[str, int | None], None] | None = None,
                on_progress: Callable[[int], None] | None = None) -> SquashReport:
         """Squash this image; see ``ocisquash.squash_image`` for every option."""
         self._reopenable()
         return squash_image(self.source.path, output, image=self._ref, platform=self._platform, cut=cut, tags=tags,
                             format=format, compression=compression, level=level, message=message,
-                            timestamp=timestamp, on_phase=on_phase, on_progress=on_progress)
+                            timestamp=timestamp, rewrite_timestamp=rewrite_timestamp, on_phase=on_phase,
+                            on_progress=on_progress)
 
     def write(self, output: PathLike, *, format: OutputFormat | None = None, tags: Sequence[str] = (),
               compression: Compression | None = None, level: int | None = None) -> ConvertReport:
@@ -424,7 +425,7 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
                  platform: str | None = None, cut: Cut | None = None, tags: Sequence[str] = (),
                  format: OutputFormat | None = None, compression: Compression = Compression.GZIP,
                  level: int | None = None, message: str | None = None, timestamp: dt.datetime | None = None,
-                 on_phase: Callable[[str, int | None], None] | None = None,
+                 rewrite_timestamp: bool = False, on_phase: Callable[[str, int | None], None] | None = None,
                  on_progress: Callable[[int], None] | None = None) -> SquashReport:
     """Squash an image of ``input`` into one layer above ``cut`` and write it to ``output``.
 
@@ -443,6 +444,9 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
     - ``message``: the new history entry's comment; ``timestamp``: the image's ``created`` (an aware
       ``datetime``; by default ``SOURCE_DATE_EPOCH`` or now). The same input, options and timestamp give
       byte-identical output.
+    - ``rewrite_timestamp``: every entry of the new layer whose times are later than ``timestamp`` (or
+      ``SOURCE_DATE_EPOCH``; one of them is required) gets that time, so two builds of the same source
+      squash to the same bytes; the report's ``mtimes_clamped`` counts them. Kept layers are never changed.
     - ``on_phase(description, total)``/``on_progress(n)``: progress callbacks; each phase starts with
       ``on_phase`` (``total`` None when unknown), then ``on_progress`` adds the work done.
 
@@ -460,6 +464,9 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
         level=_check_level(compression, level), message=_check_message(message),
         timestamp=_check_timestamp(timestamp),
     )
+    if not isinstance(rewrite_timestamp, bool):
+        raise UsageError(f"rewrite_timestamp={rewrite_timestamp!r}: True or False")
+    opts.rewrite_timestamp = rewrite_timestamp
     if cut.kind == "parent":
         opts.parent = cut.spec if cut.spec is not None else _parent_spec(cut, src)
     elif cut.kind == "layer" and cut.spec is not None:

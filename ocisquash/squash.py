@@ -41,6 +41,7 @@ class SquashOptions:
     level: int | None = None
     message: str | None = None
     timestamp: str | None = None
+    rewrite_timestamp: bool = False  # the new layer's times later than the timestamp set to it
     dry_run: bool = False
 
 
@@ -79,6 +80,8 @@ class Report:
     diff_id: str | None = None
     note: str | None = None
     dry_run: bool = False
+    mtimes_clamped: int | None = None
+    """``--rewrite-timestamp``: entries of the new layer whose times were set back to the timestamp."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -120,6 +123,9 @@ def parse_timestamp(text: str | None) -> dt.datetime:
         raise UsageError(f"{src}={raw!r}: expected seconds since the epoch or an RFC 3339 time") from None
 
 
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 def rfc3339(t: dt.datetime) -> str:
     t = t.astimezone(dt.UTC)
     if t.microsecond:
@@ -154,8 +160,11 @@ def resolve_cut(image: Image, from_layer: str | None, parent_ids: list[Digest] |
                      hint="use a position: 1 is the bottom layer, -3 squashes the last 3 layers")
 
 
-def squashed_config(image: Image, keep: int, new_diff_id: Digest, created: dt.datetime, comment: str) -> bytes:
-    """The config of the squashed image: everything kept, but diff IDs, history and creation time."""
+def squashed_config(image: Image, keep: int, new_diff_id: Digest, created: dt.datetime, comment: str,
+                    rewrite_timestamp: bool = False) -> bytes:
+    """The config of the squashed image: everything kept, but diff IDs, history and creation time.
+    ``rewrite_timestamp``: the squashed layers' history entries (and those after them) created later
+    than ``created`` get ``created``, as their files' times do (two builds differ there too)."""
     obj: dict[str, Any] = copy.deepcopy(image.config.obj)
     when = rfc3339(created)
     rootfs = dict(obj["rootfs"])
@@ -172,10 +181,21 @@ def squashed_config(image: Image, keep: int, new_diff_id: Digest, created: dt.da
                 seen += 1
                 if seen > keep:
                     h["empty_layer"] = True
+            if rewrite_timestamp and seen > keep and isinstance(h, dict) and _later_than(h.get("created"), created):
+                h["created"] = when
             out.append(h)
         out.append({"created": when, "created_by": "ocisquash squash", "comment": comment})
         obj["history"] = out
     return model.canonical_json(obj)
+
+
+def _later_than(text: object, t: dt.datetime) -> bool:
+    """Whether a history entry's ``created`` is an RFC 3339 time after ``t`` (not one: left alone)."""
+    try:
+        when = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        return when.tzinfo is not None and when > t
+    except ValueError:
+        return False
 
 
 def layer_inputs(image: Image, *, verify_scan: bool = True) -> list[merge.LayerInput]:
@@ -255,6 +275,9 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
     codec = compression.parse_codec(opts.compression)
     level = compression.check_level(codec, opts.level)
     created = parse_timestamp(opts.timestamp)
+    if opts.rewrite_timestamp and opts.timestamp is None and not os.environ.get("SOURCE_DATE_EPOCH"):
+        raise UsageError("--rewrite-timestamp needs a time to clamp to",
+                         hint="give --timestamp T or set SOURCE_DATE_EPOCH")
     for flag, values in (("--message", [opts.message or ""]), ("--tag", opts.tags)):
         for v in values:
             try:
@@ -403,6 +426,7 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
         seconds=round(time.monotonic() - t0, 3), tags=tags, dry_run=opts.dry_run,
         manifest=str(index_desc.digest) if index_desc is not None else None,
         platforms=[r.to_json() for r in reports], tags_kept_from_input=not (opts.tags or to_registry) and bool(tags),
+        mtimes_clamped=_sum_or_none([r.mtimes_clamped for r in reports]),
     )
     total.compare(all_or_none([r.bytes_before_compressed is not None for r in reports]),
                   None if opts.dry_run else all_or_none([r.bytes_after_compressed is not None for r in reports]))
@@ -467,6 +491,7 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
     # writes that layer again (the daemon's diff of it against the parent) in a new image whose
     # history follows the squash convention. Only no layer at all leaves nothing to do.
     nothing = n == keep
+    clamp = (created - _EPOCH) // dt.timedelta(seconds=1) if opts.rewrite_timestamp else None
 
     def new_report(plan: merge.MergePlan) -> Report:
         stats = plan_totals(plan)
@@ -477,6 +502,7 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
             bytes_before_compressed=before_c, bytes_after_compressed=None,
             files_dropped=stats["files_dropped"], bytes_dropped=stats["bytes_dropped"],
             seconds=0.0, tags=tags, dry_run=opts.dry_run,
+            mtimes_clamped=None if clamp is None else plan.layout.clamped,
         )
         if nothing:
             report.note = "nothing to squash: no layers above the cut; written unchanged"
@@ -492,7 +518,7 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
     if out is None or nothing:
         if on_phase:
             on_phase("reading layers", None)
-        report = new_report(merge.plan(inputs, keep))
+        report = new_report(merge.plan(inputs, keep, clamp_mtime=clamp))
         report.compare(before_packed, before_packed if nothing else None)
         if out is None:
             return report, None  # type: ignore[return-value]
@@ -514,7 +540,7 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
         # Each squashed layer read once.
         if on_phase:
             on_phase("squashing", plain)
-        merge.stream(inputs, keep, w, progress=on_progress, on_plan=planned)
+        merge.stream(inputs, keep, w, progress=on_progress, on_plan=planned, clamp_mtime=clamp)
 
     new_layers = [transfer.OutLayer("copy", ly) for ly in image.layers[:keep]]
     new_layers.append(transfer.OutLayer("generate", codec=codec, level=level, produce=produce))
@@ -563,15 +589,17 @@ def _write_squashed(out: Sink, image: Image, keep: int, layers: list[transfer.Ou
     for ol in layers:
         results.append(transfer.write_layer(out, ol, docker_family))
     new_diff = results[-1].diff_id
+    # --rewrite-timestamp: two builds of one source differ in their image IDs, so the comment names none
+    what = "" if opts.rewrite_timestamp else f" {image.id}"
     if opts.message:
         comment = opts.message
     elif keep == 0:
-        comment = f"create new from {image.id}"
+        comment = f"create new from{what}" if what else "create new"
     elif parent_id is not None:
-        comment = f"merge {image.id} to {parent_id}"
+        comment = f"merge{what} to {parent_id}"
     else:
-        comment = f"merge {image.id} to layer {keep} ({image.config.diff_ids[keep - 1]})"
-    cfg = squashed_config(image, keep, new_diff, created, comment)
+        comment = f"merge{what} to layer {keep} ({image.config.diff_ids[keep - 1]})"
+    cfg = squashed_config(image, keep, new_diff, created, comment, opts.rewrite_timestamp)
     return transfer.finish_image(out, image, results, cfg, tags, docker_family)
 
 
