@@ -163,8 +163,9 @@ def resolve_cut(image: Image, from_layer: str | None, parent_ids: list[Digest] |
 def squashed_config(image: Image, keep: int, new_diff_id: Digest, created: dt.datetime, comment: str,
                     rewrite_timestamp: bool = False) -> bytes:
     """The config of the squashed image: everything kept, but diff IDs, history and creation time.
-    ``rewrite_timestamp``: the squashed layers' history entries (and those after them) created later
-    than ``created`` get ``created``, as their files' times do (two builds differ there too)."""
+    ``rewrite_timestamp``: the history entries after the last kept layer's (the squashed layers' and
+    the steps between them: buildah marks all but a build's last step empty) created later than
+    ``created`` get ``created``, as their files' times do (two builds differ there too)."""
     obj: dict[str, Any] = copy.deepcopy(image.config.obj)
     when = rfc3339(created)
     rootfs = dict(obj["rootfs"])
@@ -177,11 +178,13 @@ def squashed_config(image: Image, keep: int, new_diff_id: Digest, created: dt.da
         seen = 0
         for h in history:
             h = dict(h) if isinstance(h, dict) else h
+            above = seen >= keep  # an empty entry after the last kept layer's: a build step above the cut
             if isinstance(h, dict) and h.get("empty_layer") is not True:
                 seen += 1
-                if seen > keep:
+                above = seen > keep
+                if above:
                     h["empty_layer"] = True
-            if rewrite_timestamp and seen > keep and isinstance(h, dict) and _later_than(h.get("created"), created):
+            if rewrite_timestamp and above and isinstance(h, dict) and _later_than(h.get("created"), created):
                 h["created"] = when
             out.append(h)
         out.append({"created": when, "created_by": "ocisquash squash", "comment": comment})
