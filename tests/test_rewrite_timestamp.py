@@ -20,7 +20,7 @@ from pathlib import Path
 import oracle
 import pytest
 from conftest import check_tools, needs, skip_or_fail
-from fixtures import MTIME, BuiltImage, LayerBuilder, build_oci, oci_manifest
+from fixtures import CREATED, MTIME, BuiltImage, LayerBuilder, build_oci, oci_manifest
 from layertar import d, f, fifo, hl, inputs, layer, sym, wh
 from test_report_numbers import pax_layers
 from test_squash import cli, decompress, ok, read_image
@@ -144,6 +144,21 @@ def test_kept_layers_are_byte_identical_with_and_without(two_layers: BuiltImage,
         new.append(manifest["layers"][1]["digest"])
         assert rep.mtimes_clamped == (3 if flag else None)  # app, app/x, app/l
     assert new[0] != new[1]
+
+
+def test_history_above_the_cut_clamped_and_the_comment_names_no_image(two_layers: BuiltImage, tmp_path: Path) -> None:
+    earlier = dt.datetime.fromtimestamp(T - 100, dt.UTC)
+    out = tmp_path / "out"
+    ocisquash.squash_image(two_layers.ref, out, cut=Cut.from_layer(2), timestamp=earlier, rewrite_timestamp=True)
+    history = json.loads(read_image(out).config_raw)["history"]
+    # the kept layer's entry stays; the squashed one, later than the timestamp, gets it, as the new one has it
+    assert [h["created"] for h in history] == [CREATED, "2023-11-14T22:11:40Z", "2023-11-14T22:11:40Z"]
+    assert history[-1]["comment"].startswith("merge to layer 1 (sha256:")
+    plain = tmp_path / "plain"
+    ocisquash.squash_image(two_layers.ref, plain, cut=Cut.from_layer(2), timestamp=earlier)
+    history = json.loads(read_image(plain).config_raw)["history"]
+    assert [h["created"] for h in history] == [CREATED, CREATED, "2023-11-14T22:11:40Z"]
+    assert history[-1]["comment"].startswith("merge sha256:")
 
 
 def test_dry_run_predicts_the_bytes_written(tmp_path: Path) -> None:
