@@ -249,15 +249,13 @@ def clamp_meta(meta: Meta, t: int) -> Meta | None:
     away: the dry run sizes the clamped record, the writer writes it. atime and ctime records follow
     the mtime's rule rather than being dropped: a loader sets a file's atime from them (moby does), so
     dropping one would change the unpacked file beyond its times being clamped."""
-    mtime = meta.mtime
-    later = _later(mtime, t)
+    mtime_later = _later(meta.mtime, t)
     extra = meta.extra
     if extra is not None and any(k in TIME_RECORDS and _later(v, t) for k, v in extra):
         extra = tuple((k, str(t)) if k in TIME_RECORDS and _later(v, t) else (k, v) for k, v in extra)
-        later = True
-    if not later:
+    elif not mtime_later:
         return None
-    return Meta(meta.mode, meta.uid, meta.gid, meta.uname, meta.gname, t if _later(mtime, t) else mtime, extra)
+    return Meta(meta.mode, meta.uid, meta.gid, meta.uname, meta.gname, t if mtime_later else meta.mtime, extra)
 
 
 IMPLICIT = Meta(0o755, 0, 0, "", "", 0, None)  # what umoci's MkdirAll(0777) gives under umask 022
