@@ -244,12 +244,12 @@ class Image(ParentImage):
     def squash(self, output: PathLike | None, *, cut: Cut | None = None, tags: Sequence[str] = (),
                format: OutputFormat | None = None, compression: Compression = Compression.GZIP,
                level: int | None = None, message: str | None = None, timestamp: dt.datetime | None = None,
-               on_phase: Callable[[str, int | None], None] | None = None,
+               rewrite_timestamp: bool = False, on_phase: Callable[[str, int | None], None] | None = None,
                on_progress: Callable[[int], None] | None = None) -> SquashReport:
         """Squash this image, as it was read when it was chosen; see ``ocisquash.squash_image`` for every
         option."""
         return _squash(self.source.path, output, self._ref, self._platform, cut, tags, format, compression, level,
-                       message, timestamp, on_phase, on_progress, self._opened())
+                       message, timestamp, rewrite_timestamp, on_phase, on_progress, self._opened())
 
     def write(self, output: PathLike, *, format: OutputFormat | None = None, tags: Sequence[str] = (),
               compression: Compression | None = None, level: int | None = None) -> ConvertReport:
@@ -294,7 +294,7 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
                  platform: str | None = None, cut: Cut | None = None, tags: Sequence[str] = (),
                  format: OutputFormat | None = None, compression: Compression = Compression.GZIP,
                  level: int | None = None, message: str | None = None, timestamp: dt.datetime | None = None,
-                 on_phase: Callable[[str, int | None], None] | None = None,
+                 rewrite_timestamp: bool = False, on_phase: Callable[[str, int | None], None] | None = None,
                  on_progress: Callable[[int], None] | None = None) -> SquashReport:
     """Squash an image of ``input`` into one layer above ``cut`` and write it to ``output``.
 
@@ -313,6 +313,9 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
     - ``message``: the new history entry's comment; ``timestamp``: the image's ``created`` (an aware
       ``datetime``; by default ``SOURCE_DATE_EPOCH`` or now). The same input, options and timestamp give
       byte-identical output.
+    - ``rewrite_timestamp``: every entry of the new layer whose times are later than ``timestamp`` (or
+      ``SOURCE_DATE_EPOCH``; one of them is required) gets that time, so two builds of the same source
+      squash to the same bytes; the report's ``mtimes_clamped`` counts them. Kept layers are never changed.
     - ``on_phase(description, total)``/``on_progress(n)``: progress callbacks; each phase starts with
       ``on_phase`` (``total`` None when unknown), then ``on_progress`` adds the work done.
 
@@ -322,12 +325,13 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
     """
     src, image = check.input_ref(input, "input", check.ref(image))
     return _squash(src, output, image, platform, cut, tags, format, compression, level, message, timestamp,
-                   on_phase, on_progress)
+                   rewrite_timestamp, on_phase, on_progress)
 
 
 def _squash(src: str, output: object, image: str | None, platform: object, cut: object, tags: object,
             format: object, compression: object, level: object, message: object, timestamp: object,
-            on_phase: Callable[[str, int | None], None] | None, on_progress: Callable[[int], None] | None,
+            rewrite_timestamp: object, on_phase: Callable[[str, int | None], None] | None,
+            on_progress: Callable[[int], None] | None,
             opened: tuple[_sources.Source, _image.Image, str | None] | None = None) -> SquashReport:
     """``squash_image`` once its input is known: each option checked, in the command line's order."""
     from ocisquash import compression as codecs
@@ -341,6 +345,9 @@ def _squash(src: str, output: object, image: str | None, platform: object, cut: 
         level=check.level(codec, level), message=check.message(message), timestamp=check.timestamp(timestamp),
         cut=typed_cut,
     )
+    if not isinstance(rewrite_timestamp, bool):
+        raise UsageError(f"rewrite_timestamp={rewrite_timestamp!r}: True or False")
+    opts.rewrite_timestamp = rewrite_timestamp
     dest = None if output is None else check.path(output, "output")
     opts.dry_run = dest is None
     return squash_lib.squash(src, dest, opts, on_phase=on_phase, on_progress=on_progress, opened=opened)

@@ -42,6 +42,7 @@ class SquashOptions:
     level: int | None = None  # None: the codec's default
     message: str | None = None
     timestamp: dt.datetime | None = None  # None: SOURCE_DATE_EPOCH, else now
+    rewrite_timestamp: bool = False  # the new layer's times later than the timestamp set to it
     dry_run: bool = False
 
 
@@ -80,6 +81,8 @@ class Report:
     diff_id: str | None = None
     note: str | None = None
     dry_run: bool = False
+    mtimes_clamped: int | None = None
+    """``--rewrite-timestamp``: entries of the new layer whose times were set back to the timestamp."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -101,6 +104,9 @@ class Report:
             before, after, basis = self.bytes_before_uncompressed, self.bytes_after_uncompressed, "uncompressed"
         if after is not None and before:
             self.saving, self.saving_basis = round(1 - after / before, 4), basis
+
+
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 
 
 def rfc3339(t: dt.datetime) -> str:
@@ -138,8 +144,12 @@ def resolve_cut(image: Image, from_layer: int | str | None, parent_ids: list[Dig
                      hint="use a position: 1 is the bottom layer, -3 squashes the last 3 layers")
 
 
-def squashed_config(image: Image, keep: int, new_diff_id: Digest, created: dt.datetime, comment: str) -> bytes:
-    """The config of the squashed image: everything kept, but diff IDs, history and creation time."""
+def squashed_config(image: Image, keep: int, new_diff_id: Digest, created: dt.datetime, comment: str,
+                    rewrite_timestamp: bool = False) -> bytes:
+    """The config of the squashed image: everything kept, but diff IDs, history and creation time.
+    ``rewrite_timestamp``: the history entries after the last kept layer's (the squashed layers' and
+    the steps between them: buildah marks all but a build's last step empty) created later than
+    ``created`` get ``created``, as their files' times do (two builds differ there too)."""
     obj: dict[str, Any] = copy.deepcopy(image.config.obj)
     when = rfc3339(created)
     rootfs = dict(obj["rootfs"])
@@ -152,14 +162,27 @@ def squashed_config(image: Image, keep: int, new_diff_id: Digest, created: dt.da
         seen = 0
         for h in history:
             h = dict(h) if isinstance(h, dict) else h
+            above = seen >= keep  # an empty entry after the last kept layer's: a build step above the cut
             if isinstance(h, dict) and h.get("empty_layer") is not True:
                 seen += 1
-                if seen > keep:
+                above = seen > keep
+                if above:
                     h["empty_layer"] = True
+            if rewrite_timestamp and above and isinstance(h, dict) and _later_than(h.get("created"), created):
+                h["created"] = when
             out.append(h)
         out.append({"created": when, "created_by": "ocisquash squash", "comment": comment})
         obj["history"] = out
     return model.canonical_json(obj)
+
+
+def _later_than(text: object, t: dt.datetime) -> bool:
+    """Whether a history entry's ``created`` is an RFC 3339 time after ``t`` (not one: left alone)."""
+    try:
+        when = dt.datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        return when.tzinfo is not None and when > t
+    except ValueError:
+        return False
 
 
 def layer_inputs(image: Image, *, verify_scan: bool = True) -> list[merge.LayerInput]:
@@ -223,6 +246,9 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
     codec = opts.compression
     level = compression.check_level(codec, opts.level)
     created = opts.timestamp if opts.timestamp is not None else parse_timestamp(None)
+    if opts.rewrite_timestamp and opts.timestamp is None and not os.environ.get("SOURCE_DATE_EPOCH"):
+        raise UsageError("--rewrite-timestamp needs a time to clamp to",
+                         hint="give --timestamp T or set SOURCE_DATE_EPOCH")
     for flag, values in (("--message", [opts.message or ""]), ("--tag", opts.tags)):
         for v in values:
             try:
@@ -371,6 +397,7 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
         seconds=round(time.monotonic() - t0, 3), tags=tags, dry_run=opts.dry_run,
         manifest=str(index_desc.digest) if index_desc is not None else None,
         platforms=[r.to_json() for r in reports], tags_kept_from_input=not (opts.tags or to_registry) and bool(tags),
+        mtimes_clamped=_sum_or_none([r.mtimes_clamped for r in reports]),
     )
     total.compare(all_or_none([r.bytes_before_compressed is not None for r in reports]),
                   None if opts.dry_run else all_or_none([r.bytes_after_compressed is not None for r in reports]))
@@ -435,6 +462,7 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
     # writes that layer again (the daemon's diff of it against the parent) in a new image whose
     # history follows the squash convention. Only no layer at all leaves nothing to do.
     nothing = n == keep
+    clamp = (created - _EPOCH) // dt.timedelta(seconds=1) if opts.rewrite_timestamp else None
 
     def new_report(plan: merge.MergePlan) -> Report:
         stats = plan_totals(plan)
@@ -445,6 +473,7 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
             bytes_before_compressed=before_c, bytes_after_compressed=None,
             files_dropped=stats["files_dropped"], bytes_dropped=stats["bytes_dropped"],
             seconds=0.0, tags=tags, dry_run=opts.dry_run,
+            mtimes_clamped=None if clamp is None else plan.layout.clamped,
         )
         if nothing:
             report.note = "nothing to squash: no layers above the cut; written unchanged"
@@ -460,7 +489,7 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
     if out is None or nothing:
         if on_phase:
             on_phase("reading layers", None)
-        report = new_report(merge.plan(inputs, keep))
+        report = new_report(merge.plan(inputs, keep, clamp_mtime=clamp))
         report.compare(before_packed, before_packed if nothing else None)
         if out is None:
             return report, None  # type: ignore[return-value]
@@ -482,7 +511,7 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
         # Each squashed layer read once.
         if on_phase:
             on_phase("squashing", plain)
-        merge.stream(inputs, keep, w, progress=on_progress, on_plan=planned)
+        merge.stream(inputs, keep, w, progress=on_progress, on_plan=planned, clamp_mtime=clamp)
 
     new_layers = [transfer.OutLayer("copy", ly) for ly in image.layers[:keep]]
     new_layers.append(transfer.OutLayer("generate", codec=codec, level=level, produce=produce))
@@ -531,15 +560,17 @@ def _write_squashed(out: Sink, image: Image, keep: int, layers: list[transfer.Ou
     for ol in layers:
         results.append(transfer.write_layer(out, ol, docker_family))
     new_diff = results[-1].diff_id
+    # --rewrite-timestamp: two builds of one source differ in their image IDs, so the comment names none
+    what = "" if opts.rewrite_timestamp else f" {image.id}"
     if opts.message:
         comment = opts.message
     elif keep == 0:
-        comment = f"create new from {image.id}"
+        comment = f"create new from{what}" if what else "create new"
     elif parent_id is not None:
-        comment = f"merge {image.id} to {parent_id}"
+        comment = f"merge{what} to {parent_id}"
     else:
-        comment = f"merge {image.id} to layer {keep} ({image.config.diff_ids[keep - 1]})"
-    cfg = squashed_config(image, keep, new_diff, created, comment)
+        comment = f"merge{what} to layer {keep} ({image.config.diff_ids[keep - 1]})"
+    cfg = squashed_config(image, keep, new_diff, created, comment, opts.rewrite_timestamp)
     return transfer.finish_image(out, image, results, cfg, tags, docker_family)
 
 

@@ -47,6 +47,8 @@ def print_report(r: squash_lib.Report) -> None:
     if r.squashed:
         c.print(f"dropped {r.files_dropped} hidden files ({human(r.bytes_dropped)}) that later layers overwrote or "
                 f"deleted; kept {r.kept_layers} parent layers; {r.seconds:.2f}s")
+    if r.squashed and r.mtimes_clamped is not None:
+        c.print(f"--rewrite-timestamp: set back the times of {r.mtimes_clamped} entries of the new layer")
     if r.squashed and not r.dry_run and r.config:
         c.print(f"image ID {r.config.split(':', 1)[-1][:12]}" + (f", manifest {r.manifest}" if r.manifest else ""))
     if r.tags and not r.dry_run:
@@ -96,6 +98,10 @@ def squash(
     message: str | None = typer.Option(None, "--message", "-m", help="Comment for the new history entry."),
     timestamp: str | None = typer.Option(None, "--timestamp", help="Creation time (RFC 3339 or epoch seconds); "
                                                                   "default SOURCE_DATE_EPOCH or now."),
+    rewrite_timestamp: bool = typer.Option(False, "--rewrite-timestamp",
+                                           help="Set every time of the new layer later than --timestamp "
+                                                "(or SOURCE_DATE_EPOCH, one required) to it, for reproducible "
+                                                "squashes; kept layers are never changed."),
     dry_run: bool = typer.Option(False, "--dry-run", "-n", help="Compute and print the report; write nothing."),
     json_out: bool = typer.Option(False, "--json", help="Print the report as JSON."),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no report."),
@@ -117,7 +123,8 @@ def squash(
         report = api.squash_image(source, None if dry_run else dest, image=image, platform=platform,
                                   cut=api.Cut.parse(parent, from_layer), tags=tag or [],
                                   format=None if fmt is None else api.OutputFormat(fmt), compression=codec,
-                                  level=lvl, message=message, timestamp=created, on_phase=prog.phase,
+                                  level=lvl, message=message, timestamp=created,
+                                  rewrite_timestamp=rewrite_timestamp, on_phase=prog.phase,
                                   on_progress=prog.advance)
     if json_out:
         import json

@@ -78,6 +78,7 @@ def stream(
     progress: Callable[[int], None] | None = None,
     on_plan: Callable[[MergePlan], None] | None = None,
     spool_dir: str | None = None,
+    clamp_mtime: int | None = None,
 ) -> tuple[MergePlan, WriteStats]:
     """``plan`` and ``write`` in one, reading each squashed layer once (a gzip layer is inflated once).
 
@@ -88,17 +89,18 @@ def stream(
     the plan), and the merged layer is written in the one order ``write`` uses, contents copied from
     the temporary file. A body the guess left out but the plan wants (a hardlink's target whiteout
     above, a name reached through a symlink) is copied by a second read of its layer alone;
-    ``WriteStats.refetched`` counts those bodies.
+    ``WriteStats.refetched`` counts those bodies. ``clamp_mtime`` is ``plan``'s.
 
     Memory: the headers of the squashed layers are held until they are applied.
     """
     with gc_paused():
-        return _stream(layers, keep, out, limits, progress, on_plan, spool_dir)
+        return _stream(layers, keep, out, limits, progress, on_plan, spool_dir, clamp_mtime)
 
 
 def _stream(
     layers: Sequence[LayerInput], keep: int, out: BinaryIO, limits: MergeLimits | None,
     progress: Callable[[int], None] | None, on_plan: Callable[[MergePlan], None] | None, spool_dir: str | None,
+    clamp_mtime: int | None,
 ) -> tuple[MergePlan, WriteStats]:
     lim = limits or MergeLimits.current()
     n = len(layers)
@@ -117,7 +119,7 @@ def _stream(
             ap.apply_layer(keep + k, layers[keep + k].label, entries, consumed)
             read[k] = ([], consumed)  # headers applied: let them go
         once = tuple(i for i in range(keep, n) if not layers[i].plain)
-        p = finish_plan(ap, parent, keep, lim, once, spool.where)
+        p = finish_plan(ap, parent, keep, lim, once, spool.where, clamp_mtime)
         spool.seal()
         if on_plan is not None:
             on_plan(p)

@@ -21,6 +21,7 @@ from ocisquash.merge.records import (
     MergeLimits,
     Meta,
     SpoolIndex,
+    clamp_meta,
     gc_paused,
 )
 from ocisquash.merge.tarread import Hdr
@@ -84,6 +85,53 @@ class Layout:
     """Contents with their padding to 512-byte blocks."""
     final_paths: int = 0
     """Paths in the final tree (root excluded)."""
+    whiteout_meta: Meta = WHITEOUT_META
+    clamped: int = 0
+    """Entries whose times ``clamp_times`` set back."""
+
+    def clamp_times(self, t: int) -> None:
+        """``--rewrite-timestamp``: every time later than ``t`` set to ``t`` (``clamp_meta``), in the
+        records both the writer and a dry run's sizing read, so the two agree.
+
+        Clamped: what the squashed layers made (new files, links, whiteouts, and directories whose own
+        metadata changed). Left alone: entries that only repeat a kept object, a directory written as
+        the ancestor of a change with the kept layers' metadata and a hardlink to a kept file. Those
+        stand for files of the kept layers, which the option never changes (a loader that applies a
+        link header's times would change the kept file's); being the kept layers', they are the same
+        in every build.
+        """
+        memo: dict[Meta, Meta | None] = {}
+
+        def clamp(meta: Meta) -> Meta | None:
+            if meta not in memo:
+                memo[meta] = clamp_meta(meta, t)
+            return memo[meta]
+
+        whiteout = clamp(self.whiteout_meta)
+        for e in self.head:
+            if type(e) is DirEntry:
+                if e.changed and (new := clamp(e.meta)) is not None:
+                    e.meta = new
+                    self.clamped += 1
+            elif whiteout is not None:
+                self.clamped += 1
+        if whiteout is not None:
+            self.whiteout_meta = whiteout
+        for sp in self.specials:
+            self.clamped += self._clamp_ino(sp.ino, 1 + len(sp.links), clamp)
+        for bodies in self.bodies.values():
+            for b in bodies:
+                self.clamped += self._clamp_ino(b, 1 + len(b.links), clamp)
+
+    @staticmethod
+    def _clamp_ino(ino: Ino, names: int, clamp: Callable[[Meta], Meta | None]) -> int:
+        """Clamp an inode the layer writes under ``names`` names (each header carries its metadata)."""
+        assert ino.meta is not None
+        new = clamp(ino.meta)
+        if new is None:
+            return 0
+        ino.meta = new
+        return names
 
     def fixed_entries(self) -> Iterator[Entry]:
         """The headers written before the bodies, in order: ``head``, ``specials`` (each followed by its
@@ -92,7 +140,7 @@ class Layout:
             if type(e) is DirEntry:
                 yield e.path or "./", "5", e.meta, 0, "", None
             else:
-                yield e.path, "0", WHITEOUT_META, 0, "", None
+                yield e.path, "0", self.whiteout_meta, 0, "", None
         for sp in self.specials:
             meta = sp.ino.meta
             assert meta is not None
@@ -192,19 +240,21 @@ Observer = Callable[[int, list[tuple[Hdr, int]]], None]
 
 
 def plan(layers: Sequence[LayerInput], keep: int = 0, *, limits: MergeLimits | None = None,
-         observe: Observer | None = None) -> MergePlan:
+         observe: Observer | None = None, clamp_mtime: int | None = None) -> MergePlan:
     """Pass 1: read every layer's headers, apply them in memory and decide what the merged layer holds.
 
     ``keep`` layers at the bottom stay as they are (0: squash to scratch); ``keep == len(layers)``
     gives an empty merged layer. ``observe(i, headers)`` sees each layer's headers (with their data
     offsets), bottom up, before they are applied: ``analyze`` counts dive's figures from them instead
-    of reading every layer a second time.
+    of reading every layer a second time. ``clamp_mtime``: the merged layer's times later than it are
+    set to it (``Layout.clamp_times``, ``--rewrite-timestamp``); the kept layers are never changed.
     """
     with gc_paused():
-        return _plan(layers, keep, limits, observe)
+        return _plan(layers, keep, limits, observe, clamp_mtime)
 
 
-def _plan(layers: Sequence[LayerInput], keep: int, limits: MergeLimits | None, observe: Observer | None) -> MergePlan:
+def _plan(layers: Sequence[LayerInput], keep: int, limits: MergeLimits | None, observe: Observer | None,
+          clamp_mtime: int | None) -> MergePlan:
     lim = limits or MergeLimits.current()
     if not 0 <= keep <= len(layers):
         raise ValueError(f"keep={keep} outside 0..{len(layers)}")
@@ -217,23 +267,26 @@ def _plan(layers: Sequence[LayerInput], keep: int, limits: MergeLimits | None, o
         if observe is not None:
             observe(i, entries)
         ap.apply_layer(i, layers[i].label, entries, consumed)
-    return finish_plan(ap, parent, keep, lim)
+    return finish_plan(ap, parent, keep, lim, clamp_mtime=clamp_mtime)
 
 
 def finish_plan(
     ap: Applier, parent: Dir | None, keep: int, lim: MergeLimits,
-    read: tuple[int, ...] = (), spooled: dict[int, SpoolIndex] | None = None,
+    read: tuple[int, ...] = (), spooled: dict[int, SpoolIndex] | None = None, clamp_mtime: int | None = None,
 ) -> MergePlan:
     """The plan once every layer is applied (``parent``: the kept layers' tree, None: the final
-    tree is it); ``read`` and ``spooled`` are ``stream``'s."""
+    tree is it); ``read`` and ``spooled`` are ``stream``'s; ``clamp_mtime``: ``Layout.clamp_times``'s time."""
     if parent is None:
         parent = copy_tree(ap.root)
     stats = ap.stats
+    layout = diff(ap.root, parent)
+    if clamp_mtime is not None:
+        layout.clamp_times(clamp_mtime)
     return MergePlan(
         keep=keep, layers=stats, largest_hidden=sorted(ap.heap, reverse=True),
         dropped_files=sum(s.hidden_files for s in stats[keep:]),
         dropped_bytes=sum(s.hidden_bytes for s in stats[keep:]),
-        layout=diff(ap.root, parent), limits=lim, read_once=read, spooled=spooled if spooled is not None else {},
+        layout=layout, limits=lim, read_once=read, spooled=spooled if spooled is not None else {},
     )
 
 

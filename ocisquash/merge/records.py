@@ -222,6 +222,42 @@ class Meta:
         return f"Meta{self.fields()!r}"
 
 
+def _later(value: int | str, t: int) -> bool:
+    """Whether a time (whole seconds, or PAX text ``[-]SECONDS[.FRACTION]``) is after ``t`` seconds.
+    Compared as text, not as a float: nanoseconds would not survive one. Text that is no time (an
+    ``atime`` record no reader checked) is not later."""
+    if type(value) is int:
+        return value > t
+    text = str(value)
+    secs, _, frac = text.partition(".")
+    try:
+        whole = int(secs)
+    except ValueError:
+        return False
+    # -5.3 is before -5: a fraction moves a negative time down, a positive one up
+    return whole > t or (whole == t and not text.startswith("-") and frac.strip("0") != "")
+
+
+TIME_RECORDS = ("atime", "ctime")
+"""PAX time records kept among a member's extra records (mtime is a field of its own)."""
+
+
+def clamp_meta(meta: Meta, t: int) -> Meta | None:
+    """``meta`` with every time later than ``t`` (mtime, and ``atime``/``ctime`` PAX records) set to
+    ``t`` exactly, or None when none is later (``--rewrite-timestamp``, BuildKit's
+    ``rewrite-timestamp``). A sub-second mtime clamped becomes whole seconds, so its PAX record may go
+    away: the dry run sizes the clamped record, the writer writes it. atime and ctime records follow
+    the mtime's rule rather than being dropped: a loader sets a file's atime from them (moby does), so
+    dropping one would change the unpacked file beyond its times being clamped."""
+    mtime_later = _later(meta.mtime, t)
+    extra = meta.extra
+    if extra is not None and any(k in TIME_RECORDS and _later(v, t) for k, v in extra):
+        extra = tuple((k, str(t)) if k in TIME_RECORDS and _later(v, t) else (k, v) for k, v in extra)
+    elif not mtime_later:
+        return None
+    return Meta(meta.mode, meta.uid, meta.gid, meta.uname, meta.gname, t if mtime_later else meta.mtime, extra)
+
+
 IMPLICIT = Meta(0o755, 0, 0, "", "", 0, None)  # what umoci's MkdirAll(0777) gives under umask 022
 """A directory no entry named (a missing parent, or the root)."""
 WHITEOUT_META = Meta(0o644, 0, 0, "", "", 0, None)
