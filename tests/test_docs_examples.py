@@ -479,8 +479,10 @@ def test_a_json_key_the_output_lacks_fails_the_check(workspace: Path, tmp_path: 
 def test_make_demo_installs_nothing_outside_the_venv(tmp_path: Path) -> None:
     """README's Quick start: `make demo` sets up the venv and runs ocisquash; only `make test` runs apt-get."""
     venv = tmp_path / "venv"
-    demo = subprocess.run(["make", "-n", "demo", f"VENV={venv}"], capture_output=True, text=True, cwd=ROOT,
-                          check=True).stdout
+    # run as a top-level make even under `make test`: a sub-make prints "make[1]: Entering directory"
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKELEVEL", "MAKEFLAGS", "MFLAGS")}
+    demo = subprocess.run(["make", "--no-print-directory", "-n", "demo", f"VENV={venv}"], capture_output=True,
+                          text=True, cwd=ROOT, check=True, env=env).stdout
     for line in demo.splitlines():
         assert "apt-get" not in line and "sudo" not in line, line
         words = shlex.split(line)
@@ -488,6 +490,6 @@ def test_make_demo_installs_nothing_outside_the_venv(tmp_path: Path) -> None:
         if words[0] == "touch":
             assert words[1].startswith(str(venv)), line
     assert f"{venv}/bin/ocisquash testdata/sample.docker.tar /tmp/ocisquash-demo.tar" in demo
-    test = subprocess.run(["make", "-n", "test", f"VENV={venv}"], capture_output=True, text=True, cwd=ROOT,
-                          check=True).stdout
+    test = subprocess.run(["make", "--no-print-directory", "-n", "test", f"VENV={venv}"], capture_output=True,
+                          text=True, cwd=ROOT, check=True, env=env).stdout
     assert "apt-get install" in test and "pytest" in test
