@@ -132,7 +132,8 @@ def find(image: Image, pools: Sequence[Callable[[], list[Known]]],
     found = by_shared_layers(ids, image.id, known)
     if found is not None:
         return found
-    said = f" (its annotations name {name or digest} as its base, which is not at hand)" if name or digest else ""
+    named_as = "@".join(str(x) for x in (name, digest) if x)
+    said = f" (its annotations name {named_as} as its base, which is not at hand)" if named_as else ""
     raise NotFound(f"{image.label}: no parent image found{said}",
                    hint="give the file that holds it (--parent auto:FILE), or name the parent with --parent REF "
                         "or the cut with --from-layer N")
