@@ -187,7 +187,8 @@ def find_in(image: Image, src: Source, src_path: str, extra_path: str | None, pl
         at = f"docker://{ref.name}" + (f"@{digest}" if digest is not None else f":{ref.tag or 'latest'}")
         try:
             with open_source(at) as s:
-                return known(s.choose(None, platform), digest, at)
+                # a multi-platform base is taken for the image's platform, or the default one
+                return known(s.choose_default(None, platform)[0], digest, at)
         except NotFound:
             return None
 
