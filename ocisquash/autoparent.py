@@ -124,7 +124,7 @@ def find(image: Image, pools: Sequence[Callable[[], list[Known]]],
         known.extend(pool())
     named = None
     if name or digest:
-        named = _named(known, name, digest, image.manifest_digest)
+        named = _named([k for k in known if k.image_id != image.id], name, digest, image.manifest_digest)
         if named is None and base_in_registry is not None:
             named = base_in_registry(name, digest)
         if named is not None:
@@ -148,7 +148,7 @@ def _named(known: Sequence[Known], name: str | None, digest: Digest | None, own:
                 return k
     if name:
         for k in known:
-            if k.manifest_digest != own and reference.matches(name, list(k.names)):
+            if (own is None or k.manifest_digest != own) and reference.matches(name, list(k.names)):
                 return k
     return None
 

@@ -131,6 +131,14 @@ def test_find_takes_the_annotated_base_over_a_longer_shared_chain() -> None:
     assert (by_name.rule, by_name.base.label) == ("annotation", "x")
 
 
+def test_an_annotation_naming_the_image_itself_is_passed_over() -> None:
+    # buildah with --layers can name the cached image of an earlier step: here, under the image's own name
+    img = fake_image([1, 2, 3], {BASE_NAME: "localhost/app:latest"})
+    me = Known("app", ("localhost/app:latest",), None, d(999), (d(1), d(2), d(3)))
+    found = find(img, [lambda: [me, k("base", [1])]])
+    assert (found.rule, found.base.label) == ("shared layers", "base")
+
+
 def test_find_falls_back_to_shared_layers_then_errors_with_the_hint() -> None:
     img = fake_image([1, 2, 3], {BASE_DIGEST: str(d(1000 + 42))})
     found = find(img, [lambda: [k("mid", [1, 2])], list])
