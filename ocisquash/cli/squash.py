@@ -79,7 +79,7 @@ def print_report(r: squash_lib.Report) -> None:
         "  ocisquash app.tar app-squashed.tar --tag app:squashed\n\n"
         "  ocisquash squash app.tar out.tar --parent debian.tar          # keep the base image's layers\n\n"
         "  docker save app base | ocisquash - - --image app --parent base | docker load\n\n"
-        "  docker save app base | ocisquash - - --image app --parent auto | docker load   # base found by itself\n\n"
+        "  ocisquash squash app.tar out.tar --parent auto:debian.tar    # find the base in debian.tar\n\n"
         "  ocisquash squash layout/ layout/ --image app:1.0 --from-layer -3 --tag app:1.0-flat\n\n"
         "  ocisquash squash app.tar --dry-run                           # how much would it save?"
     ),
