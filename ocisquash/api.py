@@ -304,7 +304,8 @@ def squash_image(input: PathLike, output: PathLike | None, *, image: str | None 
       (the report's ``platforms`` lists each).
     - ``output``: a path (``-`` for standard output), or None to compute the report and write nothing.
       The input's own layout directory adds the squashed image beside the original.
-    - ``cut``: ``Cut.scratch()`` (the default), ``Cut.onto(parent)``, ``Cut.from_layer(n)`` or
+    - ``cut``: ``Cut.scratch()`` (the default), ``Cut.onto(parent)``, ``Cut.auto()`` (the base found by
+      itself; the report's ``parent_rule`` and ``parent_image`` say how and which), ``Cut.from_layer(n)`` or
       ``Cut.parse(...)`` (the command line's spelling).
     - ``tags``: names for the result (``name:tag``); by default the input image's names.
     - ``format``: by default from the output's path (a directory or a name without ``.tar`` is an OCI

@@ -43,7 +43,7 @@ def cut(c: object) -> Cut:
     if c is None:
         return Cut.scratch()
     if not isinstance(c, Cut):
-        raise UsageError(f"cut={c!r}: use Cut.scratch(), Cut.onto(...) or Cut.from_layer(...)")
+        raise UsageError(f"cut={c!r}: use Cut.scratch(), Cut.onto(...), Cut.auto() or Cut.from_layer(...)")
     return c
 
 

@@ -76,17 +76,20 @@ class ParentImage(abc.ABC):
 
 @dataclass(frozen=True)
 class Cut:
-    """Where a squash starts: every layer onto scratch, onto a parent image, or from a layer up.
+    """Where a squash starts: every layer onto scratch, onto a parent image (named, or found by
+    ``Cut.auto()``), or from a layer up.
 
-    Build one with ``Cut.scratch()``, ``Cut.onto(parent)``, ``Cut.from_layer(n)`` or ``Cut.parse(...)``;
+    Build one with ``Cut.scratch()``, ``Cut.onto(parent)``, ``Cut.auto()``, ``Cut.from_layer(n)`` or
+    ``Cut.parse(...)``;
     the layers below the cut are kept byte for byte and everything above becomes one layer.
     """
 
-    kind: Literal["scratch", "parent", "layer"] = "scratch"
+    kind: Literal["scratch", "parent", "auto", "layer"] = "scratch"
     parent_ref: str | None = None
     """The parent's reference; None: the only image of ``parent_path``."""
     parent_path: str | None = None
-    """The input that holds the parent (a path or a ``docker://`` reference); None: the input squashed."""
+    """The input that holds the parent (a path or a ``docker://`` reference); None: the input squashed.
+    For ``auto``, another input to look for the base in, besides the input squashed."""
     layer: int | str | None = None
     """The lowest squashed layer: a position (1 is the bottom, -1 the top) or a digest or diff ID."""
     spec: str | None = None
@@ -98,10 +101,13 @@ class Cut:
             ok = not parent and self.layer is None and self.spec is None
         elif self.kind == "parent":
             ok = parent and self.layer is None
+        elif self.kind == "auto":
+            ok = self.parent_ref is None and self.layer is None
         elif self.kind == "layer":
             ok = not parent and self.layer is not None
         else:
-            raise UsageError(f"Cut kind {self.kind!r}: use Cut.scratch(), Cut.onto(...) or Cut.from_layer(...)")
+            raise UsageError(f"Cut kind {self.kind!r}: use Cut.scratch(), Cut.onto(...), Cut.auto() or "
+                             "Cut.from_layer(...)")
         if not ok:
             raise UsageError(f"a {self.kind} Cut with the fields of another kind: build it with Cut.scratch(), "
                              "Cut.onto(...) or Cut.from_layer(...)")
@@ -130,6 +136,16 @@ class Cut:
         return cls("parent", parent_ref=parent, parent_path=None if path is None else os.fspath(path))
 
     @classmethod
+    def auto(cls, path: PathLike | None = None) -> Cut:
+        """Keep the base image's layers, found without being told (``--parent auto``): the image named
+        by the manifest's ``org.opencontainers.image.base.*`` annotations, else the other image at hand
+        whose layers are the longest prefix of the image's. Looked for in the input squashed (and its
+        registry, for a ``docker://`` input) and in the input at ``path`` when given."""
+        if path is not None and not (isinstance(path, str | os.PathLike) and os.fspath(path)):
+            raise UsageError(f"path {path!r}: expected a path (str or os.PathLike)")
+        return cls("auto", parent_path=None if path is None else os.fspath(path))
+
+    @classmethod
     def from_layer(cls, layer: int | str) -> Cut:
         """Keep the layers below ``layer``: a position (1 is the bottom, -3 squashes the top three) or a
         layer digest or diff ID (``sha256:...``, or at least 12 hex digits of one)."""
@@ -144,8 +160,9 @@ class Cut:
     @classmethod
     def parse(cls, parent: str | None = None, from_layer: str | None = None) -> Cut:
         """The cut as the command line spells it: ``parent`` as ``--parent`` takes it (``REF`` in the
-        input, ``FILE`` or ``FILE:REF`` for another input, where a path that exists wins, or a
-        ``docker://`` reference), or ``from_layer`` as ``--from-layer`` takes it (``N``, ``-N`` or a
+        input, ``FILE`` or ``FILE:REF`` for another input, where a path that exists wins, a
+        ``docker://`` reference, or ``auto`` / ``auto:FILE`` for ``Cut.auto()``), or ``from_layer`` as
+        ``--from-layer`` takes it (``N``, ``-N`` or a
         digest); neither is ``Cut.scratch()``. The image is checked when it squashes, with the errors
         naming the option."""
         if parent is not None and from_layer is not None:
@@ -153,6 +170,8 @@ class Cut:
         for v in (parent, from_layer):
             if v is not None and not isinstance(v, str):
                 raise UsageError(f"Cut.parse({v!r}): the command line's text, a str")
+        if parent is not None and (parent == AUTO or parent.startswith(AUTO + ":")):
+            return cls("auto", parent_path=parent[len(AUTO) + 1:] or None, spec=parent)
         if parent is not None:
             where, ref = _parent_location(parent)
             return cls("parent", parent_ref=ref, parent_path=where, spec=parent)
@@ -160,6 +179,10 @@ class Cut:
             text = from_layer.strip()
             return cls("layer", layer=int(text) if text.lstrip("-").isdigit() else text, spec=from_layer)
         return cls.scratch()
+
+
+AUTO = "auto"
+"""``--parent auto`` (``auto:FILE``): the word wins over an image or file named ``auto`` (say ``./auto``)."""
 
 
 def _parent_location(text: str) -> tuple[str | None, str | None]:

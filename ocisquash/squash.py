@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, BinaryIO, cast
 
-from ocisquash import compression, merge, model, registry, sink, spool, transfer
+from ocisquash import autoparent, compression, merge, model, registry, sink, spool, transfer
 from ocisquash.apitypes import Cut, OutputFormat, parse_timestamp
 from ocisquash.convert import output_tags
 from ocisquash.digest import Digest
@@ -83,6 +83,10 @@ class Report:
     dry_run: bool = False
     mtimes_clamped: int | None = None
     """``--rewrite-timestamp``: entries of the new layer whose times were set back to the timestamp."""
+    parent_rule: str | None = None
+    """``--parent auto``: the rule that found the base, ``annotation`` or ``shared layers``."""
+    parent_image: str | None = None
+    """``--parent auto``: the base found (``kept_layers`` says how many of its layers are kept)."""
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -257,8 +261,11 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
                 raise UsageError(f"{flag} {printable(v)!r}: not valid UTF-8 text") from None
     every = opts.platform is not None and opts.platform.strip().lower() == ALL_PLATFORMS
     read = [("IN", src_path)]
-    if opts.cut.kind == "parent":
+    if opts.cut.kind in ("parent", "auto"):
         read.append(("--parent", opts.cut.parent_path or src_path))
+    if every and opts.cut.kind == "auto":
+        raise UsageError("--parent auto with --platform all is not supported yet",
+                         hint="squash one platform at a time (--platform P --parent auto), or name the parent")
     registry.check_credentials([path for _, path in read], None if opts.dry_run else dest)
     if not opts.dry_run:
         refuse_overlap(dest, read)
@@ -268,7 +275,12 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
                                           on_progress)
         image, platform_note = opened[1:] if opened else src.choose_default(opts.image, opts.platform)
         # a multi-platform image taken for the default platform has its parent taken for the same one
-        parent = _parent_diff_ids(opts, src_path, src, opts.platform or (host_platform() if platform_note else None))
+        parent_platform = opts.platform or (host_platform() if platform_note else None)
+        parent = _parent_diff_ids(opts, src_path, src, parent_platform)
+        found = None
+        if opts.cut.kind == "auto":
+            found = autoparent.find_in(image, src, src_path, opts.cut.parent_path, parent_platform)
+            parent = list(found.base.diff_ids), found.base.image_id
         same_layout = dest is not None and os.path.isdir(dest) and os.path.isdir(src_path) and \
             os.path.samefile(dest, src_path)
         tags = _layout_tags(image, opts.tags) if same_layout else output_tags(image.names, opts.tags)
@@ -280,7 +292,7 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
             report, _ = _squash_one(image, None, parent, opts, codec, level, created, tags, on_phase, on_progress)
             report.output, report.tags_kept_from_input = dest, kept_names
             report.seconds = round(time.monotonic() - t0, 3)
-            return _with_note(report, platform_note)
+            return _with_note(_found(report, found), platform_note)
         out_fmt = opts.fmt or sink.guess_format(dest)
         out = sink.open_sink(dest, out_fmt)
         try:
@@ -294,7 +306,13 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
     report.manifest = str(written.manifest.digest)
     report.config = str(written.config_digest)
     report.seconds = round(time.monotonic() - t0, 3)
-    return _with_note(report, platform_note)
+    return _with_note(_found(report, found), platform_note)
+
+
+def _found(report: Report, found: autoparent.Found | None) -> Report:
+    if found is not None:
+        report.parent_rule, report.parent_image = found.rule, found.base.label
+    return report
 
 
 def _with_note(report: Report, note: str | None) -> Report:

@@ -47,6 +47,9 @@ def print_report(r: squash_lib.Report) -> None:
     if r.squashed:
         c.print(f"dropped {r.files_dropped} hidden files ({human(r.bytes_dropped)}) that later layers overwrote or "
                 f"deleted; kept {r.kept_layers} parent layers; {r.seconds:.2f}s")
+    if r.parent_rule is not None:
+        c.print(common.safe(f"--parent auto: found {r.parent_image} by {r.parent_rule}; "
+                            f"keeps its {r.kept_layers} layers"))
     if r.squashed and r.mtimes_clamped is not None:
         c.print(f"--rewrite-timestamp: set back the times of {r.mtimes_clamped} entries of the new layer")
     if r.squashed and not r.dry_run and r.config:
@@ -62,7 +65,9 @@ def print_report(r: squash_lib.Report) -> None:
     help=(
         "Squash an image's layers into one merged layer (the default command).\n\n"
         "The result unpacks to exactly the same filesystem. By default every layer is squashed onto "
-        "scratch; --parent keeps a base image's layers, --from-layer keeps the layers below a position. "
+        "scratch; --parent keeps a base image's layers (--parent auto finds the base: from the manifest's "
+        "org.opencontainers.image.base.* annotations, else the other image in IN, or in auto:FILE, whose layers "
+        "are the longest prefix of the image's), --from-layer keeps the layers below a position. "
         "IN and OUT may be '-' (stdin/stdout); a pipe or FIFO as IN is read once, into a temporary file "
         "beside OUT. OUT's format follows its path (directory: OCI layout; .tar or '-': docker save "
         "tarball, also an OCI layout tar, whatever the input's form) unless --format says otherwise "
@@ -74,6 +79,7 @@ def print_report(r: squash_lib.Report) -> None:
         "  ocisquash app.tar app-squashed.tar --tag app:squashed\n\n"
         "  ocisquash squash app.tar out.tar --parent debian.tar          # keep the base image's layers\n\n"
         "  docker save app base | ocisquash - - --image app --parent base | docker load\n\n"
+        "  ocisquash squash app.tar out.tar --parent auto:debian.tar    # find the base in debian.tar\n\n"
         "  ocisquash squash layout/ layout/ --image app:1.0 --from-layer -3 --tag app:1.0-flat\n\n"
         "  ocisquash squash app.tar --dry-run                           # how much would it save?"
     ),
@@ -86,7 +92,8 @@ def squash(
     image: common.ImageOption = None,
     platform: common.PlatformOption = None,
     parent: str | None = typer.Option(None, "--parent", "-p", metavar="REF",
-                                      help="Keep this parent image's layers (REF in IN, or FILE[:REF])."),
+                                      help="Keep this parent image's layers (REF in IN, or FILE[:REF]); "
+                                           "'auto' (or auto:FILE) finds the base."),
     from_layer: str | None = typer.Option(None, "--from-layer", metavar="N|DIGEST",
                                           help="Squash from this layer up: 1 is the bottom, -3 the last three; "
                                                "or a layer digest or diff ID."),
