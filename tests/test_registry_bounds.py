@@ -15,13 +15,9 @@ import gzip
 import itertools
 import json
 import os
-import subprocess
-import sys
-import tempfile
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +26,7 @@ import httpx
 import pytest
 import registryd
 import zstandard
+from childrun import MAX_RSS_MB, Run, run_cli
 from hostileregistry import (
     Conn,
     HostileServer,
@@ -46,33 +43,10 @@ from hostileregistry import (
 
 from ocisquash.registry import bounds
 
-TIME = "/usr/bin/time"
-MAX_RSS_MB = 150
 TIMEOUT = "3"  # --registry-timeout for these tests: each stall must end in a few seconds
 MANIFEST = "/v2/a/b/manifests/"
 BLOBS = "/v2/a/b/blobs/"
 GET = ("GET",)
-
-
-@dataclass
-class Run:
-    code: int
-    stdout: str
-    stderr: str
-    seconds: float
-    rss_mb: float
-
-
-def run_cli(*args: str, limit: float = 90.0) -> Run:
-    """``ocisquash ARGS`` as a child process: its exit code, output, wall time and peak RSS."""
-    assert os.path.exists(TIME), f"needs GNU time at {TIME} (apt-get install time)"
-    with tempfile.TemporaryDirectory() as d:
-        rss = Path(d) / "rss"
-        t0 = time.monotonic()
-        p = subprocess.run([TIME, "-f", "%M", "-o", str(rss), sys.executable, "-m", "ocisquash", *args],
-                           capture_output=True, text=True, stdin=subprocess.DEVNULL, timeout=limit, check=False)
-        seconds = time.monotonic() - t0
-        return Run(p.returncode, p.stdout, p.stderr, seconds, int(rss.read_text().split()[-1]) / 1024)
 
 
 def refused(r: Run, max_seconds: float) -> str:

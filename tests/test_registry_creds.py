@@ -24,14 +24,12 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 import registryd
+from childrun import MAX_RSS_MB, Run, run_cli
 from hostileregistry import (
     Conn,
     Handler,
@@ -87,18 +85,15 @@ def layout(tmp_path: Path, img: TinyImage) -> Path:
     return d
 
 
-class Run:
-    def __init__(self, p: subprocess.CompletedProcess[str], seconds: float) -> None:
-        self.code, self.out, self.err, self.seconds = p.returncode, p.stdout, p.stderr, seconds
-
-    def error(self, code: int = 1) -> str:
-        """The one error line of a failed run (exit ``code``, no traceback, in seconds)."""
-        assert self.code == code, self.err
-        assert "Traceback" not in self.err
-        lines = [ln for ln in self.err.splitlines() if ln.startswith("error:")]
-        assert len(lines) == 1, self.err
-        assert self.seconds < 30, self.seconds
-        return lines[0]
+def error(r: Run, code: int = 1) -> str:
+    """The one error line of a failed run: exit ``code``, no traceback, in seconds, under the RSS bound."""
+    assert r.code == code, r.stderr
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith("error:")]
+    assert len(lines) == 1, r.stderr
+    assert r.seconds < 30, r.seconds
+    assert r.rss_mb < MAX_RSS_MB, f"peak RSS {r.rss_mb:.0f} MB"
+    return lines[0]
 
 
 def run(tmp_path: Path, *args: str, certs: Path | None = None) -> Run:
@@ -107,12 +102,9 @@ def run(tmp_path: Path, *args: str, certs: Path | None = None) -> Run:
                                                             "XDG_RUNTIME_DIR")}
     env["HOME"] = str(tmp_path / "home")
     extra = ["--cert-dir", str(certs)] if certs is not None else []
-    t0 = time.monotonic()
-    p = subprocess.run([sys.executable, "-m", "ocisquash", *args, *extra], capture_output=True, text=True,
-                       timeout=120, env=env, check=False)
-    r = Run(p, time.monotonic() - t0)
+    r = run_cli(*args, *extra, limit=120, env=env)
     for s in SECRETS:
-        assert s not in r.out and s not in r.err, f"{s!r} printed"
+        assert s not in r.stdout and s not in r.stderr, f"{s!r} printed"
     return r
 
 
@@ -171,7 +163,7 @@ def test_upload_location_elsewhere_gets_no_credentials(where: str, tls: tuple[tu
     reg = start(servers, pushing_registry(img, uploads), tls=pair)
     r = run(tmp_path, f"{layout}:1", f"docker://{reg.netloc}/out/app:1", "--dest-creds", f"{USER}:{PASSWORD}",
             certs=certs)
-    line = r.error(1)
+    line = error(r, 1)
     no_leak(elsewhere)
     assert uploads.manifests == {}  # nothing written at OUT
     assert any(a is not None for a in authorizations(reg))  # the registry itself did get them
@@ -210,7 +202,7 @@ def test_refused_mount_location_elsewhere_gets_no_credentials(tls: tuple[tuple[P
     reg = start(servers, pushing_registry(img, uploads), tls=pair)
     r = run(tmp_path, "convert", f"docker://{reg.netloc}/a/b:1", f"docker://{reg.netloc}/c/d:1", "--creds",
             f"{USER}:{PASSWORD}", certs=certs)
-    assert r.code == 0, r.err
+    assert r.code == 0, r.stderr
     assert any("mount=" in q.query for q in reg.requests)
     assert [q.method for q in catcher.requests] == ["DELETE"] * len(catcher.requests) and catcher.requests
     no_leak(catcher)
@@ -244,7 +236,7 @@ def test_blob_redirect_to_a_cdn_strips_credentials(tls: tuple[tuple[Path, Path],
     reg = start(servers, _redirecting_registry(img, cdn.url), tls=pair)
     out = tmp_path / "out.tar"
     r = run(tmp_path, f"docker://{reg.netloc}/a/b:1", str(out), "--creds", f"{USER}:{PASSWORD}", certs=certs)
-    assert r.code == 0, r.err
+    assert r.code == 0, r.stderr
     assert out.is_file() and cdn.requests
     assert all(a is None for a in authorizations(cdn))
     no_leak(cdn)
@@ -261,7 +253,7 @@ def test_cdn_challenge_is_not_answered_with_the_registrys_credentials(tls: tuple
     reg = start(servers, _redirecting_registry(img, cdn.url), tls=pair)
     out = tmp_path / "out.tar"
     r = run(tmp_path, f"docker://{reg.netloc}/a/b:1", str(out), "--creds", f"{USER}:{PASSWORD}", certs=certs)
-    line = r.error(1)
+    line = error(r, 1)
     assert "asks for authentication" in line and "127.0.0.2" in line
     assert [q.path for q in cdn.requests if q.path.startswith("/token")] == []
     assert all(a is None for a in authorizations(cdn))
@@ -282,7 +274,7 @@ def test_plain_http_realm_on_another_host_gets_no_password(registry_tls: bool,
     extra = [] if registry_tls else ["--tls-verify=false"]
     r = run(tmp_path, f"docker://{reg.netloc}/a/b:1", str(out), "--creds", f"{USER}:{PASSWORD}", *extra,
             certs=certs)
-    line = r.error(1)
+    line = error(r, 1)
     assert "clear text" in line
     assert realm.requests == []
     no_leak(realm, reg)
@@ -311,7 +303,7 @@ def test_https_realm_gets_the_password_and_the_token_goes_to_the_registry_only(
     reg = start(servers, guarded(serve_image(img, override=to_cdn), f"Bearer {TOKEN}", challenge), tls=pair)
     out = tmp_path / "out.tar"
     r = run(tmp_path, f"docker://{reg.netloc}/a/b:1", str(out), "--creds", f"{USER}:{PASSWORD}", certs=certs)
-    assert r.code == 0, r.err
+    assert r.code == 0, r.stderr
     assert out.is_file()
     assert set(authorizations(realm)) <= {None, basic(USER, PASSWORD)} and basic(USER, PASSWORD) in \
         authorizations(realm)
@@ -334,7 +326,7 @@ def test_redirect_loop_is_one_line(tls: tuple[tuple[Path, Path], Path], img: Tin
                 tls=pair)
     out = tmp_path / "out.tar"
     r = run(tmp_path, f"docker://{reg.netloc}/a/b:1", str(out), "--creds", f"{USER}:{PASSWORD}", certs=certs)
-    assert "redirect" in r.error(1)
+    assert "redirect" in error(r, 1)
     assert r.seconds < 20
     assert len([q for q in reg.requests if q.method == "GET"]) < 40
     assert not out.exists()
@@ -352,12 +344,12 @@ def test_creds_for_two_registries_is_a_usage_error(tls: tuple[tuple[Path, Path],
                  ["convert", f"docker://{a.netloc}/a/b:1", f"docker://{c.netloc}/c/d:1"],
                  [str(layout) + ":1", f"docker://{b.netloc}/c/d:1", "--parent", f"docker://{a.netloc}/a/b:1"]):
         r = run(tmp_path, *args, *creds, certs=certs)
-        assert "--creds" in r.error(2)
-        assert "--src-creds" in r.err and "--dest-creds" in r.err  # the hint names the two
+        assert "--creds" in error(r, 2)
+        assert "--src-creds" in r.stderr and "--dest-creds" in r.stderr  # the hint names the two
     # --src-creds may not stand for two registries either
     r = run(tmp_path, f"docker://{a.netloc}/a/b:1", str(tmp_path / "o.tar"), "--parent",
             f"docker://{b.netloc}/a/b:1", "--src-creds", f"{USER}:{PASSWORD}", certs=certs)
-    assert "--src-creds" in r.error(2)
+    assert "--src-creds" in error(r, 2)
     assert a.requests == b.requests == c.requests == []  # refused before anything was sent
     assert not (tmp_path / "o.tar").exists()
 
@@ -375,7 +367,7 @@ def test_src_and_dest_creds_reach_their_own_registry(tls: tuple[tuple[Path, Path
               host="127.0.0.2", tls=pair)
     r = run(tmp_path, f"docker://{a.netloc}/a/b:1", f"docker://{b.netloc}/c/d:sq", "--src-creds",
             f"{USER}:{PASSWORD}", "--dest-creds", f"{USER_B}:{PASSWORD_B}", certs=certs)
-    assert r.code == 0, r.err
+    assert r.code == 0, r.stderr
     assert "sq" in uploads_b.manifests
     no_leak(a, secrets=(PASSWORD_B, f"{USER_B}:{PASSWORD_B}", TOKEN))
     no_leak(b, realm, secrets=(PASSWORD, f"{USER}:{PASSWORD}"))
@@ -396,8 +388,8 @@ def test_userinfo_in_a_reference_is_never_echoed(tls: tuple[tuple[Path, Path], P
                  [f"docker://{reg.netloc}/a/b:1", str(out), "--parent", ref],
                  ["history", f"docker://{USER}:{PASSWORD}@{reg.netloc}"]):
         r = run(tmp_path, *args, certs=certs)  # run() asserts no secret on stdout or stderr
-        line = r.error(2)
-        assert "credentials" in line or "--creds" in r.err
+        line = error(r, 2)
+        assert "credentials" in line or "--creds" in r.stderr
     assert reg.requests == []
     assert not out.exists()
 
