@@ -262,6 +262,15 @@ def _size(n: int) -> str:
 # ---- errors
 
 
+BACKOFF_FIRST = 0.25  # seconds before the second try; doubled each try
+BACKOFF_MAX = 8.0  # also the cap on a server's Retry-After
+
+
+def backoff(attempt: int) -> float:
+    """Seconds to wait after failed try number ``attempt`` (1, 2, ...): doubling, capped."""
+    return float(min(BACKOFF_MAX, BACKOFF_FIRST * 2.0 ** (attempt - 1)))
+
+
 def is_timeout(e: BaseException) -> bool:
     return isinstance(e, (httpx.TimeoutException, socket.timeout, TimeoutError))
 

@@ -14,10 +14,8 @@ hops, each ``Location`` resolved per RFC 3986 against the request it answers, an
 origin goes without them. A 401 from anywhere but the registry is an error, never answered with the
 registry's credentials. Upload ``Location``s are resolved the same way (``location``). See ``origin``.
 
-TLS is verified by default against the system store plus a certs.d directory (``--cert-dir``, else
-``/etc/containers/certs.d/HOST`` and ``/etc/docker/certs.d/HOST``): ``*.crt`` are extra CAs,
-``NAME.cert`` with ``NAME.key`` a client certificate. ``--tls-verify=false`` accepts any
-certificate and, like skopeo, falls back to plain HTTP when the registry does not speak TLS.
+TLS is verified as ``tls`` sets it up; with ``--tls-verify=false`` the client falls back, like skopeo,
+to plain HTTP when the registry does not speak TLS.
 
 Time, body sizes and the mapping of transport errors to one line are ``bounds``' job: each try of a
 request runs within a ``bounds.Budget``, and every body is read through ``bounds`` under a cap.
@@ -26,84 +24,29 @@ request runs within a ``bounds.Budget``, and every body is read through ``bounds
 from __future__ import annotations
 
 import contextlib
-import glob
 import os
-import ssl
 import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import httpx
 
-from ocisquash.errors import FormatError, MissingBlob, NotFound, OcisquashError, UsageError
-from ocisquash.registry import auth, bounds, origin
+from ocisquash.errors import FormatError, MissingBlob, NotFound, OcisquashError
+from ocisquash.registry import auth, bounds, origin, tls
 from ocisquash.registry.auth import AuthError, Credentials
+from ocisquash.registry.blobstream import BlobStream
 from ocisquash.registry.bounds import ERROR_CAP, TOKEN_CAP
 from ocisquash.registry.bounds import RegistryError as RegistryError  # raised by the client, named here too
 from ocisquash.registry.options import RegistryOptions, current
 from ocisquash.registry.origin import Origin
 from ocisquash.registry.ref import RegistryRef
-from ocisquash.streams import Reader
 
 MAX_ATTEMPTS = 5  # tries of one request on 429/5xx/dropped connections
-MAX_RESUMES = 5  # Range re-requests of one blob download
-BACKOFF_FIRST = 0.25  # seconds; doubled each try
-BACKOFF_MAX = 8.0  # also the cap on a server's Retry-After
 _HANDED_OFF = 64 << 10  # request bodies this large are not kept by the request once sent
 MAX_MANIFEST = 4 << 20  # what registries accept (distribution's own cap), so what we accept
 RETRY_STATUS = (429, 500, 502, 503, 504)
 MAX_REDIRECTS = 10  # hops followed for one request (Go's http.Client stops at 10 too)
 REDIRECT_STATUS = (301, 302, 303, 307, 308)
-CERT_DIRS = ("/etc/containers/certs.d", "/etc/docker/certs.d")
-
-
-def _ssl_context(host: str, opts: RegistryOptions) -> ssl.SSLContext:
-    if not opts.tls_verify:
-        ctx = ssl.create_default_context()
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    else:
-        ctx = ssl.create_default_context()
-    if opts.cert_dir is not None:
-        if not os.path.isdir(opts.cert_dir):
-            raise UsageError(f"--cert-dir {opts.cert_dir}: not a directory")
-        dirs = [opts.cert_dir]
-    else:
-        dirs = [os.path.join(d, host) for d in CERT_DIRS if os.path.isdir(os.path.join(d, host))]
-    for d in dirs:
-        for ca in sorted(glob.glob(os.path.join(d, "*.crt"))):
-            try:
-                ctx.load_verify_locations(cafile=ca)
-            except (ssl.SSLError, OSError) as e:
-                raise UsageError(f"{ca}: not a readable CA certificate ({e.__class__.__name__})") from None
-        for cert in sorted(glob.glob(os.path.join(d, "*.cert"))):
-            key = cert[: -len(".cert")] + ".key"
-            if not os.path.exists(key):
-                raise UsageError(f"{cert}: client certificate without its key {os.path.basename(key)}")
-            try:
-                ctx.load_cert_chain(cert, key)
-            except (ssl.SSLError, OSError) as e:
-                raise UsageError(f"{cert}: cannot load the client certificate ({e.__class__.__name__})") from None
-    return ctx
-
-
-def _is_tls_failure(e: BaseException) -> bool:
-    seen: BaseException | None = e
-    for _ in range(8):  # the cause chain is short; bounded anyway
-        if seen is None:
-            return False
-        if isinstance(seen, ssl.SSLError):
-            return True
-        text = str(seen)
-        if "CERTIFICATE_VERIFY_FAILED" in text or "SSL" in text or "TLS" in text or "WRONG_VERSION" in text:
-            return True
-        seen = seen.__cause__ or seen.__context__
-    return False
-
-
-def _reason(e: BaseException) -> str:
-    text = str(e) or type(e).__name__
-    return text.splitlines()[0][:200]
 
 
 class Client:
@@ -122,7 +65,7 @@ class Client:
         self._basic: str | None = None
         self._creds: Credentials | None = None
         self._creds_looked = False
-        self._ctx = _ssl_context(ref.host, self.opts) if transport is None else None
+        self._ctx = tls.context(ref.host, self.opts) if transport is None else None
         self._http: httpx.Client | None = None
         self._pid = 0
         self._probed = False
@@ -206,7 +149,7 @@ class Client:
         except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:
             if bounds.is_timeout(e):
                 raise bounds.as_error(e, self.host, "connect") from None
-            if _is_tls_failure(e):
+            if tls.is_failure(e):
                 self.scheme = "http"
 
     def request(self, method: str, path: str, *, what: str, headers: dict[str, str] | None = None,
@@ -246,14 +189,14 @@ class Client:
             except (httpx.HTTPError, httpx.InvalidURL, UnicodeError) as e:
                 if bounds.not_retried(e):  # a spent deadline, a bad URL: trying again changes nothing
                     raise bounds.as_error(e, self.host, what) from None
-                if _is_tls_failure(e):
-                    raise RegistryError(f"{self.host}: TLS handshake failed: {_reason(e)}",
+                if tls.is_failure(e):
+                    raise RegistryError(f"{self.host}: TLS handshake failed: {bounds.one_line(e)}",
                                         hint="give the registry's CA with --cert-dir DIR (DIR/ca.crt), or "
                                              "--tls-verify=false for a test registry") from None
                 if attempt >= MAX_ATTEMPTS:
                     raise RegistryError(f"{self.host}: {what}: connection failed after {attempt} tries: "
-                                        f"{_reason(e)}") from None
-                time.sleep(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (attempt - 1)))
+                                        f"{bounds.one_line(e)}") from None
+                time.sleep(bounds.backoff(attempt))
                 continue
             if resp.status_code == 401:
                 where = origin.origin_of(resp.request.url)
@@ -272,9 +215,9 @@ class Client:
                 attempt -= 1  # an auth round-trip is not a failed try
                 continue
             if resp.status_code in RETRY_STATUS and attempt < MAX_ATTEMPTS:
-                delay = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (attempt - 1))
+                delay = bounds.backoff(attempt)
                 with contextlib.suppress(ValueError):
-                    delay = min(BACKOFF_MAX, max(delay, float(resp.headers.get("retry-after", ""))))
+                    delay = min(bounds.BACKOFF_MAX, max(delay, float(resp.headers.get("retry-after", ""))))
                 self._close(resp)
                 time.sleep(delay)
                 continue
@@ -372,11 +315,11 @@ class Client:
                 if bounds.not_retried(e):
                     raise bounds.as_error(e, self.host, f"{what}: token service") from None
                 if attempt == MAX_ATTEMPTS:
-                    raise RegistryError(f"{self.host}: token service unreachable: {_reason(e)}") from None
-                time.sleep(BACKOFF_FIRST * 2 ** (attempt - 1))
+                    raise RegistryError(f"{self.host}: token service unreachable: {bounds.one_line(e)}") from None
+                time.sleep(bounds.backoff(attempt))
                 continue
             if resp.status_code in RETRY_STATUS and attempt < MAX_ATTEMPTS:
-                time.sleep(BACKOFF_FIRST * 2 ** (attempt - 1))
+                time.sleep(bounds.backoff(attempt))
                 continue
             break
         assert resp is not None
@@ -473,91 +416,3 @@ def _error_body(resp: httpx.Response) -> tuple[str, str]:
         return str(err.get("code", ""))[:64], str(err.get("message", ""))[:200]
     except Exception:
         return "", ""
-
-
-class BlobStream(Reader):
-    """A blob's bytes as a stream, resumed with ``Range`` where the connection drops."""
-
-    def __init__(self, client: Client, digest: str, what: str) -> None:
-        self._c = client
-        self._digest = digest
-        self._what = what
-        self._offset = 0
-        self._resumes = 0
-        self._buf = b""
-        self._resp: httpx.Response | None = None
-        self._chunks: Iterator[bytes] | None = None
-        self._eof = False
-        self._open()
-
-    def _open(self) -> None:
-        headers = {"Range": f"bytes={self._offset}-"} if self._offset else {}
-        resp = self._c.request("GET", f"/v2/{self._c.ref.repo}/blobs/{self._digest}", what=self._what,
-                               headers=headers, stream=True)
-        if resp.status_code not in (200, 206):
-            try:
-                raise self._c.fail(resp, f"blob {self._digest}")
-            finally:
-                resp.close()
-        skip = self._offset if resp.status_code == 200 else 0  # no Range support: skip what we have
-        self._resp = resp
-        budget = bounds.budget_of(resp)
-        if budget is not None:
-            budget.to_progress()  # the headers came in time; a large body may take long, if it moves
-        # no chunk_size: a chunker would hold back bytes a dropped connection then loses
-        self._chunks = bounds.chunks(resp, self._what)
-        while skip > 0:
-            chunk = self._next()
-            if not chunk:
-                raise RegistryError(f"{self._what}: the registry sent less than before on a retry")
-            if len(chunk) > skip:
-                self._buf = chunk[skip:]
-            skip -= min(skip, len(chunk))
-
-    def read(self, n: int = -1) -> bytes:
-        if n is None or n < 0:
-            out = bytearray()
-            while chunk := self.read(1 << 20):
-                out += chunk
-            return bytes(out)
-        while not self._buf and not self._eof:
-            assert self._chunks is not None
-            try:
-                self._buf = self._next()
-            except httpx.TransportError as e:
-                if bounds.not_retried(e):
-                    raise self._error(e) from None
-                self._reopen(e)
-                continue
-            if not self._buf:
-                self._eof = True
-        data, self._buf = self._buf[:n], self._buf[n:]
-        self._offset += len(data)
-        return data
-
-    def _next(self) -> bytes:
-        assert self._chunks is not None
-        try:
-            return next(self._chunks, b"")
-        except httpx.TransportError:
-            raise  # the caller resumes where it can
-        except (httpx.HTTPError, httpx.InvalidURL, httpx.StreamError, UnicodeError) as e:
-            raise self._error(e) from None
-
-    def _error(self, e: BaseException) -> RegistryError:
-        return bounds.as_error(e, self._what, "download")
-
-    def _reopen(self, e: BaseException) -> None:
-        self._resumes += 1
-        if self._resumes > MAX_RESUMES:
-            raise RegistryError(f"{self._what}: download dropped {self._resumes} times: {_reason(e)}") from None
-        if self._resp is not None:
-            self._resp.close()
-        time.sleep(min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (self._resumes - 1)))
-        self._open()
-
-    def close(self) -> None:
-        if self._resp is not None:
-            self._resp.close()
-            self._resp = None
-
