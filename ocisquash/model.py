@@ -41,6 +41,9 @@ MANIFEST_TYPES = (OCI_MANIFEST, DOCKER_MANIFEST)
 CONFIG_TYPES = (OCI_CONFIG, DOCKER_CONFIG)
 REF_NAME = "org.opencontainers.image.ref.name"
 UNCOMPRESSED_SIZE = "io.ocisquash.layer.uncompressed-size"
+DOCKER_SIZE = "io.ocisquash.layer.docker-size"
+"""On a layer ocisquash wrote: its size as docker counts it (``dockersize``), so listings show docker's
+figure without reading the layer."""
 """On a layer ocisquash compresses: the byte length of its uncompressed tar (what listings show as SIZE)."""
 CONTAINERD_NAME = "io.containerd.image.name"
 

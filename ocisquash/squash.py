@@ -532,7 +532,9 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
         merge.stream(inputs, keep, w, progress=on_progress, on_plan=planned, clamp_mtime=clamp)
 
     new_layers = [transfer.OutLayer("copy", ly) for ly in image.layers[:keep]]
-    new_layers.append(transfer.OutLayer("generate", codec=codec, level=level, produce=produce))
+    # docker's figure for the new layer rides along (model.DOCKER_SIZE): listings show it without reading it
+    new_layers.append(transfer.OutLayer("generate", codec=codec, level=level, produce=produce, annotate=lambda: {
+        model.DOCKER_SIZE: str(plans[-1].layout.unpacked_bytes())}))
     results: list[transfer.LayerResult] = []
     written = _write_squashed(out, image, keep, new_layers, tags, created, opts,
                               parent[1] if parent is not None else None, results)

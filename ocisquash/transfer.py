@@ -34,6 +34,8 @@ class OutLayer:
     level: int | None = None
     produce: Callable[[BinaryIO], None] | None = None  # generate: writes the uncompressed tar
     annotations: dict[str, str] = field(default_factory=dict)
+    annotate: Callable[[], dict[str, str]] | None = None
+    """generate: annotations known once the layer is written (asked after ``produce`` has run)."""
 
 
 @dataclass
@@ -78,12 +80,12 @@ def _media_type(layer: Layer, codec: Codec | None, docker: bool) -> str:
 
 
 def _encode(sink: Sink, write_tar: Callable[[BinaryIO], None], codec: Codec, level: int | None,
-            docker_family: bool) -> LayerResult:
+            docker_family: bool, annotate: Callable[[], dict[str, str]] | None = None) -> LayerResult:
     if codec is Codec.NONE:
         # Uncompressed: the blob digest the sink computes is the diff ID; hash the bytes once.
         digest, size = sink.put_stream(write_tar)
         mt = compression.layer_media_type(codec, docker=docker_family)
-        return LayerResult(Descriptor(mt, digest, size), digest, size)
+        return LayerResult(Descriptor(mt, digest, size, annotate() if annotate else {}), digest, size)
     diff: list[HashingWriter] = []
 
     def produce(out: BinaryIO) -> None:
@@ -96,7 +98,7 @@ def _encode(sink: Sink, write_tar: Callable[[BinaryIO], None], codec: Codec, lev
     hw = diff[0]
     mt = compression.layer_media_type(codec, docker=docker_family)
     # The uncompressed size rides along, so listings compare sizes on one basis without decompressing.
-    ann = {model.UNCOMPRESSED_SIZE: str(hw.count)}
+    ann = {model.UNCOMPRESSED_SIZE: str(hw.count), **(annotate() if annotate else {})}
     return LayerResult(Descriptor(mt, digest, size, ann), hw.digest(), hw.count)
 
 
@@ -120,7 +122,7 @@ def write_layer(sink: Sink, out: OutLayer, docker_family: bool) -> LayerResult:
             raise FormatError(f"{layer.what}: recompressed content changed its diff ID")
         return res
     assert out.produce is not None
-    return _encode(sink, out.produce, out.codec, out.level, docker_family)
+    return _encode(sink, out.produce, out.codec, out.level, docker_family, out.annotate)
 
 
 def write_image(sink: Sink, image: Image, layers: list[OutLayer], *, config_bytes: bytes | None = None,

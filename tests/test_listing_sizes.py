@@ -118,6 +118,31 @@ def test_history_and_images_show_dockers_basis(docker_tar: Path, tmp_path: Path)
     assert ocisquash("images", layout, "--format", "{{.Size}}", "--exact").stdout.split() == [human_size(total)]
 
 
+@pytest.mark.parametrize("compression", ["gzip", "none"])
+def test_a_squashed_layer_carries_dockers_figure(docker_tar: Path, tmp_path: Path, compression: str) -> None:
+    """The layer ocisquash writes records docker's figure (``io.ocisquash.layer.docker-size``), so ``images``
+    and ``history`` show docker's basis without reading it: the same figure ``--exact`` reads from its headers,
+    and the one counted by hand for the squashed tree (the opaque ``etc`` keeps only its new os-release, the
+    secret is gone, ``bin/sh`` is the replacement; the hardlinks add nothing)."""
+    want = 10 + 4321 + 12 + BIG + 900 + 2345
+    for cut, out in (([], tmp_path / "flat"), (["--from-layer", "3"], tmp_path / "onto")):
+        p = ocisquash(docker_tar, out, "--compression", compression, "-q", *cut)
+        assert p.returncode == 0, p.stderr
+        index = json.loads((out / "index.json").read_text())
+        manifest = json.loads((out / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_text())
+        recorded = manifest["layers"][-1]["annotations"]["io.ocisquash.layer.docker-size"]
+        exact = ocisquash("history", out, "--format", "{{.Size}}", "--exact").stdout.split()
+        shown = ocisquash("history", out, "--format", "{{.Size}}").stdout.split()
+        assert shown == exact, (shown, exact)
+        if not cut:
+            assert int(recorded) == want
+            assert shown[0] == human_size(want)
+        size = ocisquash("images", out, "--format", "{{.Size}}").stdout.split()
+        if not cut:  # images reads no layer: the kept layers (not written by ocisquash) keep their * there
+            assert size == ocisquash("images", out, "--format", "{{.Size}}", "--exact").stdout.split()
+            assert size == [human_size(want)]
+
+
 @pytest.mark.slow
 @pytest.mark.tools
 def test_docker_history_shows_the_same_sizes(docker_tar: Path) -> None:

@@ -16,7 +16,7 @@ from ocisquash.compression import Codec
 from ocisquash.digest import Digest, chain_ids
 from ocisquash.goformat import human_size
 from ocisquash.image import Image, Layer
-from ocisquash.model import UNCOMPRESSED_SIZE
+from ocisquash.model import DOCKER_SIZE, UNCOMPRESSED_SIZE
 from ocisquash.streams import CountingReader
 
 NONE = "<none>"
@@ -45,15 +45,21 @@ class LayerSize:
     """The size docker shows for the layer (``ocisquash.dockersize``), when its headers were read."""
 
 
-def recorded_size(image: Image, index: int) -> int | None:
-    """The uncompressed size ocisquash recorded on a layer it wrote (``model.UNCOMPRESSED_SIZE``), if any:
-    on the layer's descriptor in a layout, or in the OCI manifest a docker tarball carries beside
-    manifest.json. A claim, not a proof: ``validate`` checks it against the decompressed layer."""
+def _recorded(image: Image, index: int, key: str) -> int | None:
+    """A size ocisquash recorded on a layer it wrote (annotation ``key``), if any: on the layer's
+    descriptor in a layout, or in the OCI manifest a docker tarball carries beside manifest.json. A claim,
+    not a proof: ``validate`` checks the uncompressed size against the decompressed layer, and ``--exact``
+    reads docker's figure from the headers instead."""
     ann = image.layers[index].annotations
-    if UNCOMPRESSED_SIZE not in ann and image.manifest is not None and index < len(image.manifest.layers):
+    if key not in ann and image.manifest is not None and index < len(image.manifest.layers):
         ann = image.manifest.layers[index].annotations
-    text = ann.get(UNCOMPRESSED_SIZE, "")
+    text = ann.get(key, "")
     return int(text) if text.isascii() and text.isdigit() and len(text) < 20 else None
+
+
+def recorded_size(image: Image, index: int) -> int | None:
+    """The uncompressed size ocisquash recorded on a layer it wrote (``model.UNCOMPRESSED_SIZE``)."""
+    return _recorded(image, index, UNCOMPRESSED_SIZE)
 
 
 def layer_size(layer: Layer, chain_id: Digest, exact: bool, recorded: int | None = None, *,
@@ -85,6 +91,13 @@ def layer_size(layer: Layer, chain_id: Digest, exact: bool, recorded: int | None
 
 
 def image_sizes(image: Image, exact: bool, headers: bool = False) -> list[LayerSize]:
+    """Every layer's sizes; docker's figure read from the headers where ``layer_size`` reads them, else the
+    one ocisquash recorded on a layer it wrote (``model.DOCKER_SIZE``)."""
     chains = chain_ids(list(image.config.diff_ids))
-    return [layer_size(ly, c, exact, recorded_size(image, i), headers=headers)
-            for i, (ly, c) in enumerate(zip(image.layers, chains, strict=True))]
+    out = []
+    for i, (ly, c) in enumerate(zip(image.layers, chains, strict=True)):
+        size = layer_size(ly, c, exact, recorded_size(image, i), headers=headers)
+        if size.docker is None:
+            size.docker = _recorded(image, i, DOCKER_SIZE)
+        out.append(size)
+    return out

@@ -133,6 +133,15 @@ class Layout:
         ino.meta = new
         return names
 
+    def unpacked_bytes(self) -> int:
+        """What the merged layer's files hold once unpacked: each regular file's size once per inode (its
+        hardlinks add nothing) and each symlink's target length; directories, whiteouts, devices and
+        links to kept files hold nothing. The layer holds each path once, so nothing here is replaced
+        (docker counts a layer's size this way: ``ocisquash.dockersize``)."""
+        targets = sum(len(sp.ino.target.encode("utf-8", "surrogateescape"))
+                      for sp in self.specials if sp.ino.kind == "2")
+        return self.content_bytes + targets
+
     def fixed_entries(self) -> Iterator[Entry]:
         """The headers written before the bodies, in order: ``head``, ``specials`` (each followed by its
         hardlinks), ``parent_links``. The writer writes these and a dry run sizes them."""
