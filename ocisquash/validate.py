@@ -25,6 +25,7 @@ from ocisquash.archive import Tree
 from ocisquash.compression import Codec, codec_of_media_type, decompressing_reader
 from ocisquash.digest import Digest, HashingReader, chain_ids
 from ocisquash.errors import OcisquashError
+from ocisquash.formats.base import LayerRef
 from ocisquash.formats.dockersave import _claimed
 from ocisquash.formats.ocilayout import blob_path, names_of
 from ocisquash.sources import Source
@@ -34,10 +35,6 @@ MAX_DOCUMENT = 64 << 20
 
 MAX_DEPTH = 8
 """Nested indexes followed from index.json; deeper ones (a cycle, too) are not walked further."""
-
-LayerRef = tuple[str, Digest | None, int | None, Codec | None]
-"""A layer as an image names it: ``(member path, digest, size, codec)``; None where the format does not say
-(a docker tarball's layers have no descriptor: their codec is sniffed, their digest claimed by the name)."""
 
 
 @dataclass
@@ -326,37 +323,20 @@ class _Watched:
 
 def validate(source: Source, on_bytes: Callable[[int], None] | None = None, only: Digest | None = None) -> Validation:
     """Recompute every digest, size, diff ID and chain ID of every image of an opened ``Source``, and check
-    every blob of a layout against its name; or, with ``only``, just the image whose config digest it is."""
+    every blob of a layout against its name; or, with ``only``, just the image whose config digest it is.
+    The source's format walks itself (``Format.walk``) with this module's checks."""
     val = _Validator(source.tree, source.label, on_bytes, only)
-    if source.kind == "docker":
-        val.docker()
-        if source.tree.exists("index.json"):
-            val.layout()  # Docker 25+ and containerd tars hold an OCI layout too: check it as well
-    else:
-        val.layout()
+    source.format.walk(source.tree, val)
     return val.v
 
 
 def total_bytes(source: Source) -> int:
-    """Bytes ``validate`` will read (hash) once each, for a progress bar: the blobs of an OCI layout, and
-    the config and layers ``manifest.json`` names in a docker tarball (not the legacy copies beside them)."""
-    tree = source.tree
-    names: set[str] = set()
-    if source.kind == "docker":
-        try:
-            items = model.load_json(tree.read("manifest.json", MAX_DOCUMENT), "manifest.json")
-            for item in items if isinstance(items, list) else []:
-                if isinstance(item, dict):
-                    refs = [item.get("Config"), *(item.get("Layers") or [])]
-                    names.update(r for r in refs if isinstance(r, str))
-        except Exception:
-            names = set(tree.names())  # validate reports what is wrong; the bar just counts everything
-    if source.kind != "docker" or tree.exists("index.json"):
-        names.update(n for n in tree.names() if n.startswith("blobs/sha256/") and n.count("/") == 2)
+    """Bytes ``validate`` will read (hash) once each, for a progress bar: the members the format's walk
+    reads (``Format.stored_names``)."""
     total = 0
-    for n in names:
+    for n in source.format.stored_names(source.tree):
         try:
-            total += tree.size(n)
+            total += source.tree.size(n)
         except Exception:
             continue
     return total

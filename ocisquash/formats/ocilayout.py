@@ -167,7 +167,7 @@ def entries(tree: Tree) -> list[Entry]:
     return out
 
 
-def _is_attestation(desc: Descriptor) -> bool:
+def is_attestation(desc: Descriptor) -> bool:
     if desc.annotations.get(ATTESTATION_KEY) == "attestation-manifest":
         return True
     if "io.containerd.manifest.subject" in desc.annotations:
@@ -184,7 +184,7 @@ def _walk(tree: Tree, desc: Descriptor, top: Descriptor, out: list[Entry], depth
     cap = limits.current().max_images
     if visits[0] > cap:
         raise limits.exceeded("max_images", f"{tree.label}: its indexes list more than {cap} manifests in all")
-    if _is_attestation(desc):
+    if is_attestation(desc):
         return
     kind_hint = desc.media_type
     if kind_hint not in model.INDEX_TYPES and kind_hint not in model.MANIFEST_TYPES:
