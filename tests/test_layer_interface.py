@@ -124,7 +124,8 @@ def test_formats_import_one_way() -> None:
     fmt = ROOT / "formats"
     allowed = {"commit": set(), "base": {"commit"}, "ocilayout": {"commit"}, "dockersave": {"commit", "ocilayout"},
                "ocitar": {"commit", "ocilayout", "dockersave"},
-               "builtin": {"base", "commit", "ocilayout", "dockersave", "ocitar"}}
+               "walk": {"base", "commit", "ocilayout", "dockersave"},
+               "builtin": {"base", "commit", "ocilayout", "dockersave", "ocitar", "walk"}}
     assert {p.stem for p in fmt.glob("*.py")} - {"__init__"} == set(allowed)
     for name, ok in allowed.items():
         got = _imports(fmt / f"{name}.py")

@@ -28,8 +28,25 @@ format does not say (a docker tarball's layers have no descriptor: their codec i
 claimed by the name)."""
 
 
+MAX_DOCUMENT = 64 << 20
+"""Bytes of one JSON document (index, manifest, config) read for checking, whatever ``--limit`` says."""
+
+
 class Checker(Protocol):
     """What ``validate`` offers a format's walk: checks that note every mismatch and go on."""
+
+    @property
+    def only(self) -> Digest | None:
+        """Check only the image with this config digest (its config, manifest and layers)."""
+
+    def bad(self, where: str, message: str) -> None:
+        """Note a mismatch."""
+
+    def raw(self, path: str) -> tuple[int, str] | None:
+        """``(size, sha256 hex)`` of a member, read once; None (and a finding) when unreadable."""
+
+    def config_digest(self, path: str) -> Digest | None:
+        """The digest of a config's bytes, or None when it cannot be read."""
 
     def blob(self, path: str, digest: Digest | None, size: int | None, what: str) -> bool: ...
 
@@ -37,12 +54,6 @@ class Checker(Protocol):
 
     def image(self, name: str, cfg: model.ImageConfig | None, layers: list[LayerRef],
               recorded: list[str | None] | None = None) -> None: ...
-
-    def layout(self) -> None:
-        """Walk the tree as an OCI layout: ``index.json``, every manifest, every blob against its name."""
-
-    def docker(self) -> None:
-        """Walk the tree as a ``docker save`` tarball: ``manifest.json`` and what it names."""
 
 
 @dataclass

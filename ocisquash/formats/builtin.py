@@ -15,8 +15,8 @@ from collections.abc import Callable
 from ocisquash import model
 from ocisquash.archive import DirTree, TarTree, Tree
 from ocisquash.errors import FormatError, OcisquashError, OutputError
-from ocisquash.formats import dockersave, ocilayout
-from ocisquash.formats.base import Checker, Format
+from ocisquash.formats import dockersave, ocilayout, walk
+from ocisquash.formats.base import MAX_DOCUMENT, Checker, Format
 from ocisquash.formats.commit import Sink
 from ocisquash.formats.ocitar import TarSink
 from ocisquash.image import Candidate, Image
@@ -71,7 +71,7 @@ class LayoutFormat(Format):
         return layout_candidates(tree)
 
     def walk(self, tree: Tree, checker: Checker) -> None:
-        checker.layout()
+        walk.layout(tree, checker)
 
     def stored_names(self, tree: Tree) -> set[str]:
         return layout_blobs(tree)
@@ -138,16 +138,16 @@ class DockerSave(Format):
         return TarSink(path, docker=True)
 
     def walk(self, tree: Tree, checker: Checker) -> None:
-        checker.docker()
+        walk.docker(tree, checker)
         if tree.exists("index.json"):
-            checker.layout()  # Docker 25+ and containerd tars hold an OCI layout too: check it as well
+            walk.layout(tree, checker)  # Docker 25+ and containerd tars hold an OCI layout too: check it as well
 
     def stored_names(self, tree: Tree) -> set[str]:
         # the config and layers manifest.json names (not the legacy copies beside them), and the OCI
         # layout's blobs when there is one
         names: set[str] = set()
         try:
-            items = model.load_json(tree.read("manifest.json", 64 << 20), "manifest.json")
+            items = model.load_json(tree.read("manifest.json", MAX_DOCUMENT), "manifest.json")
             for item in items if isinstance(items, list) else []:
                 if isinstance(item, dict):
                     refs = [item.get("Config"), *(item.get("Layers") or [])]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from ocisquash.archive import Tree
+from ocisquash.formats import walk
 from ocisquash.formats.base import Checker, Format, Opened
 from ocisquash.formats.builtin import layout_attestations, layout_candidates
 from ocisquash.formats.commit import Sink
@@ -40,7 +41,7 @@ class Registry(Format):
         return output_tags(dest, tags)
 
     def walk(self, tree: Tree, checker: Checker) -> None:
-        checker.layout()
+        walk.layout(tree, checker)
 
     def attestations(self, tree: Tree, names: list[str]) -> int:
         return layout_attestations(tree, names)
