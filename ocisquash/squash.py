@@ -272,9 +272,10 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
         image, platform_note = src.choose_default(opts.image, opts.platform)
         # a multi-platform image taken for the default platform has its parent taken for the same one
         parent = _parent_diff_ids(opts, src_path, src, opts.platform or (host_platform() if platform_note else None))
-        same_layout = dest is not None and os.path.isdir(dest) and os.path.isdir(src_path) and \
-            os.path.samefile(dest, src_path)
         out_fmt = formatlist.output_format(dest, opts.fmt) if dest is not None else None
+        # OUT is IN's own layout directory: the squashed image goes beside the original
+        same_layout = out_fmt is not None and out_fmt.holds_many and dest is not None and os.path.isdir(dest) and \
+            os.path.isdir(src_path) and os.path.samefile(dest, src_path)
         tags, kept_names = outnames.names_for(out_fmt, dest, image.names, opts.tags, same_layout=same_layout)
         if opts.dry_run or dest is None or out_fmt is None:
             report, _ = _squash_one(image, None, parent, opts, codec, level, created, tags, on_phase, on_progress)

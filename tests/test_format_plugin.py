@@ -67,8 +67,7 @@ class ToySink(Sink):
 
 
 class Toy(Format):
-    name, title = "toy", "a toy image directory"
-    holds_many = False
+    name, title = "toy", "a toy image directory"  # holds one image, no index: the defaults
 
     def claims(self, tree: Tree) -> bool:
         return isinstance(tree, DirTree) and tree.exists("toy.json")

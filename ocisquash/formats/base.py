@@ -73,12 +73,11 @@ class Format:
     """How a message names an output of this format (``a docker save tarball``)."""
     holds_index: bool = False
     """Whether an output can hold an image index (``--platform all``)."""
-    holds_many: bool = True
-    """Whether an output can hold several images."""
+    holds_many: bool = False
+    """Whether an existing output keeps the images it holds and takes a new one beside them (a layout
+    directory: squashing into IN's own layout adds the squashed image beside the original)."""
     index_stand_in: str | None = None
     """The format written instead when an index is to be held and this one was only guessed from the path."""
-    names_from_output: bool = False
-    """Whether an output's names come from OUT itself (a registry reference) rather than from the input."""
 
     def claims_reference(self, text: str) -> bool:
         """Whether ``text`` is a reference of this format that is no path (``docker://...``)."""

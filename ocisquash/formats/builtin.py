@@ -82,6 +82,7 @@ class LayoutFormat(Format):
 
 class OciDir(LayoutFormat):
     name, title = "oci-dir", "an OCI layout directory"
+    holds_many = True
 
     def claims(self, tree: Tree) -> bool:
         return isinstance(tree, DirTree) and (tree.exists("index.json") or tree.exists("oci-layout"))

@@ -1,21 +1,21 @@
-"""``docker://`` as a ``Format``: a reference, not a path, read as a virtual OCI layout and written by pushing."""
+"""``docker://`` as a ``Format``: a reference, not a path, read as a virtual OCI layout and written by pushing.
+
+A registry image is read by the layout code (``formats.builtin.LayoutFormat``: its candidates, its
+``validate`` walk, its attestations) over ``registry.source.RegistryTree``; only recognising, opening
+and the output's own names are the registry's.
+"""
 
 from __future__ import annotations
 
-from ocisquash.archive import Tree
-from ocisquash.formats import walk
-from ocisquash.formats.base import Checker, Format, Opened
-from ocisquash.formats.builtin import layout_attestations, layout_candidates
+from ocisquash.formats.base import Opened
+from ocisquash.formats.builtin import LayoutFormat, layout_candidates
 from ocisquash.formats.commit import Sink
-from ocisquash.image import Candidate
 from ocisquash.registry import open_sink, open_tree, output_tags
 from ocisquash.registry.ref import is_registry_ref
 
 
-class Registry(Format):
+class Registry(LayoutFormat):
     name, title = "registry", "a registry"
-    holds_index = True
-    names_from_output = True
 
     def claims_reference(self, text: str) -> bool:
         return is_registry_ref(text)
@@ -28,9 +28,6 @@ class Registry(Format):
             tree.close()
             raise
 
-    def candidates(self, tree: Tree) -> list[Candidate]:
-        return layout_candidates(tree)
-
     def claims_output(self, path: str) -> bool:
         return is_registry_ref(path)
 
@@ -39,12 +36,6 @@ class Registry(Format):
 
     def output_tags(self, dest: str, tags: list[str]) -> list[str] | None:
         return output_tags(dest, tags)
-
-    def walk(self, tree: Tree, checker: Checker) -> None:
-        walk.layout(tree, checker)
-
-    def attestations(self, tree: Tree, names: list[str]) -> int:
-        return layout_attestations(tree, names)
 
 
 REGISTRY = Registry()
