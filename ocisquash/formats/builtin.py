@@ -15,7 +15,7 @@ from collections.abc import Callable
 from ocisquash import model
 from ocisquash.archive import DirTree, TarTree, Tree
 from ocisquash.errors import FormatError, OcisquashError, OutputError
-from ocisquash.formats import dockersave, ocilayout, walk
+from ocisquash.formats import dockersave, layoutnames, ocilayout, walk
 from ocisquash.formats.base import MAX_DOCUMENT, Checker, Format
 from ocisquash.formats.commit import Sink
 from ocisquash.formats.ocitar import TarSink
@@ -53,7 +53,7 @@ def layout_attestations(tree: Tree, names: list[str]) -> int:
         top = ocilayout.read_index_json(tree)
         count = 0
         for d in top.manifests:
-            if (names and ocilayout.names_of(d) != names) or d.media_type not in model.INDEX_TYPES:
+            if (names and layoutnames.names_of(d) != names) or d.media_type not in model.INDEX_TYPES:
                 continue
             idx = model.Index.parse(ocilayout.read_blob(tree, d, "index"), tree.label, media_type=d.media_type)
             count += sum(1 for m in idx.manifests if ocilayout.is_attestation(m))

@@ -27,7 +27,8 @@ from ocisquash.errors import OutputError
 from ocisquash.formats import commit
 from ocisquash.formats.commit import Sink
 from ocisquash.formats.dockersave import docker_manifest_json
-from ocisquash.formats.ocilayout import OCI_LAYOUT_BYTES, index_bytes, index_entries
+from ocisquash.formats.layoutnames import index_bytes, index_entries
+from ocisquash.formats.ocilayout import OCI_LAYOUT_BYTES
 from ocisquash.tar.encode import member_header
 
 _header = member_header  # the project's one tar header encoder (ocisquash.tar.encode)

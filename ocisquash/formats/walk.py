@@ -14,7 +14,8 @@ from ocisquash.compression import codec_of_media_type
 from ocisquash.errors import OcisquashError
 from ocisquash.formats.base import MAX_DOCUMENT, Checker
 from ocisquash.formats.dockersave import claimed_digest
-from ocisquash.formats.ocilayout import blob_path, names_of
+from ocisquash.formats.layoutnames import names_of
+from ocisquash.formats.ocilayout import blob_path
 
 MAX_DEPTH = 8
 """Nested indexes followed from index.json; deeper ones (a cycle, too) are not walked further."""
