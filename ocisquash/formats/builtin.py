@@ -18,10 +18,10 @@ from ocisquash.errors import FormatError, OcisquashError, OutputError
 from ocisquash.formats import dockersave, layoutnames, ocilayout, walk
 from ocisquash.formats.base import MAX_DOCUMENT, Checker, Format
 from ocisquash.formats.commit import Sink
-from ocisquash.formats.ocitar import TarSink
+from ocisquash.formats.ocitar import OUTER_CODECS, TarSink
 from ocisquash.image import Candidate, Image
 
-TAR_NAMES = (".tar", ".tar.gz", ".tgz", ".tar.zst", ".tar.zstd")
+TAR_NAMES = (".tar", *OUTER_CODECS)
 """Output names that are a tarball (``.tar.gz``/``.tar.zst``: the whole tarball compressed)."""
 
 
