@@ -390,7 +390,7 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
     nothing = n == keep
 
     def new_report(plan: merge.MergePlan) -> Report:
-        stats = plan_totals(plan)
+        stats = plan.totals()
         report = Report(
             image=image.label, output=None, squashed=not nothing, layers_before=n,
             layers_after=n if nothing else keep + 1, kept_layers=keep,
@@ -470,15 +470,3 @@ def _write_squashed(out: Sink, image: Image, keep: int, layers: list[transfer.Ou
         comment = f"merge {image.id} to layer {keep} ({image.config.diff_ids[keep - 1]})"
     cfg = squashed_config(image, keep, new_diff, created, comment)
     return transfer.finish_image(out, image, results, cfg, tags, docker_family)
-
-
-def plan_totals(plan: Any) -> dict[str, int]:
-    """The report's figures from a merge plan (see ``merge.MergePlan``)."""
-    totals = plan.totals() if callable(getattr(plan, "totals", None)) else {}
-    return {
-        "bytes_before": int(totals.get("bytes_before", 0)),
-        "bytes_after": int(totals.get("bytes_after", 0)),
-        "bytes_squashed": int(totals.get("bytes_squashed", 0)),
-        "files_dropped": int(totals.get("files_dropped", 0)),
-        "bytes_dropped": int(totals.get("bytes_dropped", 0)),
-    }
