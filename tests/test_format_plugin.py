@@ -26,7 +26,7 @@ from fixtures import build_oci
 from layertar import f, layer, wh
 
 import ocisquash
-from ocisquash import formatlist, model
+from ocisquash import formatlist, model, sink
 from ocisquash.archive import DirTree, Tree
 from ocisquash.compression import codec_of_media_type
 from ocisquash.convert import convert
@@ -156,3 +156,16 @@ def test_without_registration_the_toy_is_no_format(tmp_path: Path) -> None:
     (d / "toy.json").write_text("{}")
     with pytest.raises(ocisquash.errors.FormatError, match="not an OCI image layout"):
         ocisquash.open(d).image()
+
+
+def test_what_a_format_holds_decides_the_index_output(tmp_path: Path, toy: Toy) -> None:
+    """``--platform all`` writes an index: a format says whether it can hold one (the toy cannot, and has
+    no stand-in), a docker save tarball guessed from the name gives way to an OCI layout tar."""
+    with pytest.raises(ocisquash.errors.UsageError, match="which a toy image directory cannot hold"):
+        sink.index_format(str(tmp_path / "o.toy"), None)
+    assert sink.index_format(str(tmp_path / "o.tar"), None).name == "oci"
+    with pytest.raises(ocisquash.errors.UsageError, match="which a docker save tarball cannot hold"):
+        sink.index_format(str(tmp_path / "o.tar"), "docker")
+    assert formatlist.output_format(str(tmp_path / "o.toy"), None) is toy
+    assert sink.guess_format(str(tmp_path / "o.toy")) == "toy"
+    assert formatlist.output_format("docker://reg.example/a:1", "oci").name == "registry"  # a reference's own
