@@ -310,8 +310,7 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
                            codec: compression.Codec, level: int | None, created: dt.datetime, t0: float,
                            on_phase: Callable[[str, int | None], None] | None,
                            on_progress: Callable[[int], None] | None) -> Report:
-    """``--platform all`` (``squashindex``): each platform squashed with its own ``--parent``, and one
-    report of them all."""
+    """``--platform all`` (``squashindex``): each platform squashed with its own ``--parent``; one report."""
     # Index entries of several platforms may share one manifest: it is squashed once (per parent) and
     # each entry gets the result, so every platform of the input is one of the output.
     done: dict[tuple[object, ...], tuple[Report, WrittenImage]] = {}
@@ -346,10 +345,7 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
     )
     total.compare(all_or_none([r.bytes_before_compressed is not None for r in reports]),
                   None if opts.dry_run else all_or_none([r.bytes_after_compressed is not None for r in reports]))
-    dropped = res.attestations_dropped
-    if dropped:
-        total.note = (f"dropped {dropped} attestation manifest{'s' if dropped > 1 else ''}: they describe the "
-                      "unsquashed images, which the output does not hold")
+    total.note = res.note
     return total
 
 

@@ -10,7 +10,7 @@ holds, so re-pointing them at the squashed images would attest to something that
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ocisquash import formatlist, model, outnames, sink
@@ -35,7 +35,13 @@ class Squashed(Generic[R]):
     tags_kept_from_input: bool
     index: model.Descriptor | None = None
     attestations_dropped: int = 0
-    platforms: list[str] = field(default_factory=list)
+
+    @property
+    def note(self) -> str | None:
+        """What the report says of the attestation manifests dropped, if any were."""
+        n = self.attestations_dropped
+        return (f"dropped {n} attestation manifest{'s' if n > 1 else ''}: they describe the unsquashed images, "
+                "which the output does not hold") if n else None
 
 
 def platforms_of(src: Source, image: str | None) -> list[Candidate]:
