@@ -45,6 +45,8 @@ class Tree(Protocol):
 
     def names(self) -> list[str]: ...
 
+    def close(self) -> None: ...
+
 
 def kind_of_mode(mode: int) -> str:
     """What a file of this mode is, for errors: "a FIFO", "a socket", "a character device"..."""

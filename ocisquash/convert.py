@@ -8,40 +8,11 @@ from contextlib import nullcontext
 from typing import IO, Any
 
 from ocisquash import compression as codecs
-from ocisquash import reference, registry, sink, spool, transfer
+from ocisquash import formatlist, outnames, registry, sink, spool, transfer
 from ocisquash.apitypes import OutputFormat
-from ocisquash.errors import UsageError
 from ocisquash.image import Image, Layer
 from ocisquash.samefile import refuse_overlap
 from ocisquash.sources import Source, open_source
-from ocisquash.transports import RefName
-
-
-def output_tags(names: list[str], tags: list[str]) -> list[str]:
-    """The names to give the output: ``--tag`` values (normalised), else the input image's names."""
-    chosen = tags or names
-    if not tags:
-        # A layout entry names its image twice, by io.containerd.image.name (``docker.io/acme/app:1.2``)
-        # and by ref.name (``1.2``): the bare tag is the full name's own, not a second name, and
-        # writing it again would put a second index.json entry in a tarball (skopeo's oci-archive:
-        # then asks which image to take).
-        full_tags = {reference.split(n)[1] or "latest" for n in names if "/" in n or ":" in n}
-        chosen = [n for n in names if "/" in n or ":" in n or n not in full_tags]
-    out: list[str] = []
-    for t in chosen:
-        if isinstance(t, RefName):  # a layout ref.name from oci:DIR:REF: written as given
-            if t not in out:
-                out.append(t)
-            continue
-        full = reference.normalize(t) if ("/" in t or ":" in t or tags) else t
-        if tags and reference.name_too_long(full):
-            raise UsageError(f"--tag {t!r}: the repository name is over {reference.NAME_TOTAL_LENGTH_MAX} "
-                             "characters (docker's limit, counting the registry)")
-        if tags and not reference.is_valid_tagged(full):
-            raise UsageError(f"--tag {t!r} is not a valid name:tag")
-        if full not in out:
-            out.append(full)
-    return out
 
 
 def convert(src_path: str, dest: str, *, image: str | None = None, platform: str | None = None,
@@ -62,11 +33,9 @@ def convert(src_path: str, dest: str, *, image: str | None = None, platform: str
     with nullcontext(opened[0]) if opened else open_source(src_path, spool.beside(dest)) as src:
         img, platform_note = opened[1:] if opened else src.choose_default(image, platform)
         img.check_consistent()
-        out_fmt = fmt or sink.guess_format(dest)
-        names = output_tags(img.names, tags or [])
-        if registry.is_registry_ref(dest):
-            names = registry.output_tags(dest, tags or [])
-        out = sink.open_sink(dest, out_fmt)
+        out_fmt = formatlist.output_format(dest, fmt)
+        names, _ = outnames.names_for(out_fmt, dest, img.names, tags or [])
+        out = out_fmt.open_sink(dest)
         try:
             if on_bytes is not None:  # a copy: an opened image stays as its caller holds it
                 img = dataclasses.replace(img, layers=[_counted(ly, on_bytes) for ly in img.layers])
@@ -79,7 +48,7 @@ def convert(src_path: str, dest: str, *, image: str | None = None, platform: str
             out.abort()
             raise
     return {
-        "image": img.label, "output": dest, "format": out_fmt, "tags": names,
+        "image": img.label, "output": dest, "format": fmt or sink.guess_format(dest), "tags": names,
         "manifest": str(written.manifest.digest), "config": str(written.config_digest),
         "layers": [str(d) for d in written.layer_digests], "note": platform_note,
     }
@@ -92,12 +61,7 @@ def _counted(layer: Layer, on_bytes: Callable[[int], None]) -> Layer:
     def open_counted() -> IO[bytes]:
         return _CountingBlob(opener(), on_bytes)  # type: ignore[return-value]
 
-    origin = getattr(opener, "origin", None)
-    if origin is not None:  # still says which registry repository it is in: a sink there mounts it
-        from ocisquash.registry.sink import OriginOpener
-
-        return dataclasses.replace(layer, opener=OriginOpener(open_counted, origin))
-    return dataclasses.replace(layer, opener=open_counted)
+    return dataclasses.replace(layer, opener=open_counted)  # its origin kept: a sink there still mounts it
 
 
 class _CountingBlob:

@@ -62,6 +62,9 @@ class Layer:
     urls: tuple[str, ...] = ()
     annotations: dict[str, str] = field(default_factory=dict)
     codec: Codec | None = None
+    origin: object = None
+    """Where the source reads the blob from, opaque but to the format that set it (a registry
+    repository: a sink on the same registry mounts the blob instead of uploading it)."""
 
     def blob(self) -> IO[bytes]:
         """The stored bytes, verified against the digest (or, for an unknown digest, just the size) when

@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import platform as platform_mod
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from ocisquash import reference, registry, spool
-from ocisquash.archive import DirTree, TarTree, Tree, open_tar_input
-from ocisquash.errors import Ambiguous, FormatError, MultiPlatform, NotFound, OcisquashError
-from ocisquash.formats import dockersave, ocilayout
+from ocisquash import formatlist, reference, spool
+from ocisquash.archive import DirTree, Tree, open_tar_input
+from ocisquash.errors import Ambiguous, FormatError, MultiPlatform, NotFound
+from ocisquash.formats.base import Format
 from ocisquash.image import Candidate, Image
 from ocisquash.model import Platform
 
@@ -25,10 +24,10 @@ _HEX = re.compile(r"(?:sha256:)?([a-f0-9]{4,64})\Z")
 
 @dataclass
 class Source:
-    """An opened input: its kind (``docker``, ``oci`` or ``oci-dir``) and the images it holds."""
+    """An opened input: its format (``formats.base.Format``), the tree it is read from, and its images."""
 
     path: str
-    kind: str
+    format: Format
     tree: Tree
     candidates: list[Candidate] = field(default_factory=list)
 
@@ -36,10 +35,13 @@ class Source:
     def label(self) -> str:
         return self.tree.label
 
+    @property
+    def kind(self) -> str:
+        """The format's name (``docker``, ``oci``, ``oci-dir``, ``registry``)."""
+        return self.format.name
+
     def close(self) -> None:
-        close = getattr(self.tree, "close", None)
-        if close is not None:
-            close()
+        self.tree.close()
 
     def __enter__(self) -> Source:
         return self
@@ -199,69 +201,28 @@ def _matches(ref: str, c: Candidate) -> bool:
 def open_source(path: str, spool_dir: str | None = None) -> Source:
     """Open an input; raises a clear error when it is none of the formats ocisquash reads.
 
-    An input that can be read only once (``-``, a FIFO) is opened once and spooled to a temporary
-    file in ``spool_dir`` (``$TMPDIR`` when None), removed when the source is closed. A ``docker://``
-    reference is a registry image (``ocisquash.registry``).
+    A reference (``docker://``) goes to the format whose it is; a path is opened as a directory or as
+    a tar indexed once, and goes to the first format that claims it (``formatlist``). An input that can
+    be read only once (``-``, a FIFO) is opened once and spooled to a temporary file in ``spool_dir``
+    (``$TMPDIR`` when None), removed when the source is closed.
     """
-    if registry.is_registry_ref(path):
-        rtree, bind = registry.open_tree(path)
-        src = Source(path, "registry", rtree)
-        try:
-            src.candidates = _layout_candidates(rtree, bind)
-        except BaseException:
-            rtree.close()
-            raise
-        return src
+    fmt = formatlist.reference_format(path)
+    if fmt is not None:
+        opened = fmt.open_reference(path)
+        return Source(path, fmt, opened.tree, opened.candidates)
     if path != "-" and not os.path.lexists(path):
         raise FormatError(f"{path}: no such file or directory")
+    tree: Tree
+    is_dir = False
     if spool.read_once(path):
-        return _tar_source(path, spool.spool(path, spool_dir))
-    if os.path.isdir(path):
-        if not (os.path.exists(os.path.join(path, "index.json")) or os.path.exists(os.path.join(path, "oci-layout"))):
-            raise FormatError(f"{path}: a directory, but not an OCI image layout (no index.json)")
-        tree = DirTree(path)
-        src = Source(path, "oci-dir", tree)
-        src.candidates = _layout_candidates(tree)
-        return src
-    return _tar_source(path, open_tar_input(path))
-
-
-def _tar_source(path: str, ttree: TarTree) -> Source:
+        tree = spool.spool(path, spool_dir)
+    elif os.path.isdir(path):
+        tree, is_dir = DirTree(path), True
+    else:
+        tree = open_tar_input(path)
     try:
-        if dockersave.is_docker_archive(ttree):
-            src = Source(path, "docker", ttree)
-            src.candidates = dockersave.candidates(ttree)
-        elif ttree.exists("index.json"):
-            src = Source(path, "oci", ttree)
-            src.candidates = _layout_candidates(ttree)
-        elif ttree.exists("repositories"):
-            raise FormatError(f"{ttree.label}: a pre-1.10 docker save tarball (no manifest.json); not supported",
-                              hint="re-save it with a current Docker")
-        else:
-            raise FormatError(f"{ttree.label}: neither a docker save tarball (no manifest.json) nor an OCI layout "
-                              "(no index.json)")
-        return src
-    except OcisquashError:
-        ttree.close()
-        raise
+        fmt = formatlist.recognise(tree, is_dir)
+        return Source(path, fmt, tree, fmt.candidates(tree))
     except BaseException:
-        ttree.close()
+        tree.close()
         raise
-
-
-def _layout_candidates(tree: Tree, bind: Callable[[Image], Image] | None = None) -> list[Candidate]:
-    """The images of a layout (a directory, a tar, a registry's virtual one); ``bind`` is applied to
-    each image as it is loaded."""
-    out = []
-    for e in ocilayout.entries(tree):
-        out.append(Candidate(
-            names=list(e.names), image_id=e.manifest.config.digest, manifest_digest=e.descriptor.digest,
-            load=_loader(tree, e, bind), platform=str(e.platform) if e.platform else None,
-        ))
-    return out
-
-
-def _loader(tree: Tree, e: ocilayout.Entry, bind: Callable[[Image], Image] | None) -> Callable[[], Image]:
-    if bind is None:
-        return lambda: ocilayout.load(tree, e)
-    return lambda: bind(ocilayout.load(tree, e))

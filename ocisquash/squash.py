@@ -11,7 +11,6 @@ from __future__ import annotations
 import copy
 import datetime as dt
 import os
-import re
 import time
 from collections.abc import Callable
 from contextlib import nullcontext
@@ -19,13 +18,23 @@ from dataclasses import asdict, dataclass, field
 from functools import partial
 from typing import Any, BinaryIO, cast
 
-from ocisquash import autoparent, compression, merge, model, registry, sink, spool, transfer
+from ocisquash import (
+    autoparent,
+    compression,
+    formatlist,
+    merge,
+    model,
+    outnames,
+    registry,
+    spool,
+    squashindex,
+    transfer,
+)
 from ocisquash.apitypes import Cut, OutputFormat, parse_timestamp
-from ocisquash.convert import output_tags
 from ocisquash.digest import Digest
-from ocisquash.errors import FormatError, OcisquashError, UsageError, printable
+from ocisquash.errors import FormatError, UsageError, printable
 from ocisquash.formats.commit import Sink, WrittenImage
-from ocisquash.image import Check, Image, Layer
+from ocisquash.image import Candidate, Check, Image, Layer
 from ocisquash.samefile import refuse_overlap
 from ocisquash.sources import Source, host_platform, open_source
 from ocisquash.streams import LayerStream
@@ -281,20 +290,17 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
         if opts.cut.kind == "auto":
             found = autoparent.find_in(image, src, src_path, opts.cut.parent_path, parent_platform)
             parent = list(found.base.diff_ids), found.base.image_id
-        same_layout = dest is not None and os.path.isdir(dest) and os.path.isdir(src_path) and \
-            os.path.samefile(dest, src_path)
-        tags = _layout_tags(image, opts.tags) if same_layout else output_tags(image.names, opts.tags)
-        to_registry = dest is not None and registry.is_registry_ref(dest)
-        if dest is not None and to_registry:
-            tags = registry.output_tags(dest, opts.tags)
-        kept_names = not (opts.tags or same_layout or to_registry) and bool(tags)
-        if opts.dry_run or dest is None:
+        out_fmt = formatlist.output_format(dest, opts.fmt) if dest is not None else None
+        # OUT is IN's own layout directory: the squashed image goes beside the original
+        same_layout = out_fmt is not None and out_fmt.holds_many and dest is not None and os.path.isdir(dest) and \
+            os.path.isdir(src_path) and os.path.samefile(dest, src_path)
+        tags, kept_names = outnames.names_for(out_fmt, dest, image.names, opts.tags, same_layout=same_layout)
+        if opts.dry_run or dest is None or out_fmt is None:
             report, _ = _squash_one(image, None, parent, opts, codec, level, created, tags, on_phase, on_progress)
             report.output, report.tags_kept_from_input = dest, kept_names
             report.seconds = round(time.monotonic() - t0, 3)
             return _with_note(_found(report, found), platform_note)
-        out_fmt = opts.fmt or sink.guess_format(dest)
-        out = sink.open_sink(dest, out_fmt)
+        out = out_fmt.open_sink(dest)
         try:
             report, written = _squash_one(image, out, parent, opts, codec, level, created, tags, on_phase,
                                           on_progress)
@@ -328,82 +334,27 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
                            codec: compression.Codec, level: int | None, created: dt.datetime, t0: float,
                            on_phase: Callable[[str, int | None], None] | None,
                            on_progress: Callable[[int], None] | None) -> Report:
-    """``--platform all``: squash every platform of the chosen image and write an index of the results
-    with the same platforms and descriptor annotations. Each platform's ``--parent`` is the parent's
-    image for that platform. Attestation manifests are dropped: they describe the unsquashed images
-    (their layers, their provenance), which the output no longer holds, so re-pointing them at the
-    squashed images would attest to something that was never built."""
-    cands = src.matching(opts.image)
-    if not cands:
-        raise UsageError(f"{src.label}: no image matches {opts.image!r}")
-    groups = {tuple(c.names) for c in cands}
-    if len(groups) > 1:
-        raise UsageError(f"{src.label}: --platform all needs one image; it holds {len(groups)}",
-                         hint="choose one with --image")
-    for c in cands:
-        # --platform's rule: each image is for one platform (its index entry's, else its config's), and
-        # each platform's --parent is chosen for it; without one there is no parent to choose or index
-        # entry to write.
-        if c.platform is None or len([p for p in c.platform.split("/") if p]) < 2:
-            what = c.names[0] if c.names else str(c.manifest_digest or c.image_id)
-            raise FormatError(f"{src.label}: {what} names no platform (neither its index entry nor its config "
-                              "gives os and architecture)", hint="squash it without --platform all")
-    if dest is not None and not opts.dry_run:
-        out_fmt = opts.fmt or sink.guess_format(dest)
-        if out_fmt == "docker":
-            if opts.fmt == "docker":
-                raise UsageError("--platform all writes an image index, which a docker save tarball cannot hold",
-                                 hint="use --format oci (an OCI layout tar that docker load reads too) or a directory")
-            out_fmt = "oci"
-    names = list(cands[0].names)
-    to_registry = dest is not None and registry.is_registry_ref(dest)
-    tags = registry.output_tags(dest, opts.tags) if dest is not None and to_registry else output_tags(names, opts.tags)
-    out = None if opts.dry_run or dest is None else sink.open_sink(dest, out_fmt)
-    reports: list[Report] = []
-    children: list[model.Descriptor] = []
+    """``--platform all`` (``squashindex``): each platform squashed with its own ``--parent``; one report."""
     # Index entries of several platforms may share one manifest: it is squashed once (per parent) and
     # each entry gets the result, so every platform of the input is one of the output.
     done: dict[tuple[object, ...], tuple[Report, WrittenImage]] = {}
-    try:
-        for c in cands:
-            image = c.load()
-            parent = _parent_diff_ids(opts, src_path, src, c.platform)
-            key = (c.manifest_digest or id(c), tuple(parent[0]) if parent is not None else None)
-            if key in done:
-                report, written = copy.copy(done[key][0]), done[key][1]
-            else:
-                report, written = _squash_one(image, out, parent, opts, codec, level, created, [], on_phase,
-                                              on_progress)
-                done[key] = (report, written)
-            report.image = f"{image.label} [{c.platform or '?'}]"
-            reports.append(report)
-            if out is None:
-                continue
-            src_desc = image.manifest_descriptor
-            ann = {k: v for k, v in (src_desc.annotations if src_desc else {}).items()
-                   if k not in (model.REF_NAME, model.CONTAINERD_NAME)}
-            plat = (src_desc.platform if src_desc is not None and src_desc.platform is not None
-                    else written.platform)
-            children.append(model.Descriptor(written.manifest.media_type, written.manifest.digest,
-                                             written.manifest.size, ann, plat))
-        index_desc = None
-        if out is not None:
-            docker = all(d.media_type == model.DOCKER_MANIFEST for d in children)
-            mt = model.DOCKER_LIST if docker else model.OCI_INDEX
-            data = model.canonical_json({"schemaVersion": 2, "mediaType": mt,
-                                         "manifests": [d.to_json() for d in children]})
-            d, size = out.put_bytes(data)
-            index_desc = model.Descriptor(mt, d, size)
-            # The index stands for the platforms' images: it alone is named in the output.
-            out.images[:] = [WrittenImage(manifest=index_desc, config_digest=d, layer_digests=[], tags=tags)]
-            out.commit()
-    except BaseException:
-        if out is not None:
-            out.abort()
-        raise
-    dropped = _attestations(src, names)
+
+    def one(c: Candidate, out: Sink | None) -> tuple[Report, Image, WrittenImage | None]:
+        image = c.load()
+        parent = _parent_diff_ids(opts, src_path, src, c.platform)
+        key = (c.manifest_digest or id(c), tuple(parent[0]) if parent is not None else None)
+        if key in done:
+            report, written = copy.copy(done[key][0]), done[key][1]
+        else:
+            report, written = _squash_one(image, out, parent, opts, codec, level, created, [], on_phase, on_progress)
+            done[key] = (report, written)
+        report.image = f"{image.label} [{c.platform or '?'}]"
+        return report, image, written
+
+    res = squashindex.squash_all(src, dest, opts.fmt, opts.image, opts.tags, opts.dry_run, one)
+    reports = res.reports
     total = Report(
-        image=f"{names[0] if names else src.label} ({len(reports)} platforms)", output=dest,
+        image=f"{res.names[0] if res.names else src.label} ({len(reports)} platforms)", output=dest,
         squashed=any(r.squashed for r in reports),
         layers_before=sum(r.layers_before for r in reports), layers_after=sum(r.layers_after for r in reports),
         kept_layers=sum(r.kept_layers for r in reports),
@@ -412,16 +363,14 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
         bytes_before_compressed=_sum_or_none([r.bytes_before_compressed for r in reports]),
         bytes_after_compressed=_sum_or_none([r.bytes_after_compressed for r in reports]),
         files_dropped=sum(r.files_dropped for r in reports), bytes_dropped=sum(r.bytes_dropped for r in reports),
-        seconds=round(time.monotonic() - t0, 3), tags=tags, dry_run=opts.dry_run,
-        manifest=str(index_desc.digest) if index_desc is not None else None,
-        platforms=[r.to_json() for r in reports], tags_kept_from_input=not (opts.tags or to_registry) and bool(tags),
+        seconds=round(time.monotonic() - t0, 3), tags=res.tags, dry_run=opts.dry_run,
+        manifest=str(res.index.digest) if res.index is not None else None,
+        platforms=[r.to_json() for r in reports], tags_kept_from_input=res.tags_kept_from_input,
         mtimes_clamped=_sum_or_none([r.mtimes_clamped for r in reports]),
     )
     total.compare(all_or_none([r.bytes_before_compressed is not None for r in reports]),
                   None if opts.dry_run else all_or_none([r.bytes_after_compressed is not None for r in reports]))
-    if dropped:
-        total.note = (f"dropped {dropped} attestation manifest{'s' if dropped > 1 else ''}: they describe the "
-                      "unsquashed images, which the output does not hold")
+    total.note = res.note
     return total
 
 
@@ -445,26 +394,6 @@ def _sum_or_none(values: list[int | None]) -> int | None:
     return None if any(v is None for v in values) else sum(v for v in values if v is not None)
 
 
-def _attestations(src: Source, names: list[str]) -> int:
-    """How many attestation manifests the index of the image named ``names`` lists (layouts and
-    registries: a docker tarball holds none)."""
-    from ocisquash.formats import ocilayout
-
-    if src.kind == "docker":
-        return 0
-    try:
-        top = ocilayout.read_index_json(src.tree)
-        count = 0
-        for d in top.manifests:
-            if (names and ocilayout.names_of(d) != names) or d.media_type not in model.INDEX_TYPES:
-                continue
-            idx = model.Index.parse(ocilayout.read_blob(src.tree, d, "index"), src.label, media_type=d.media_type)
-            count += sum(1 for m in idx.manifests if ocilayout._is_attestation(m))
-        return count
-    except OcisquashError:
-        return 0
-
-
 def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Digest] | None,
                 opts: SquashOptions, codec: compression.Codec, level: int | None, created: dt.datetime,
                 tags: list[str], on_phase: Callable[[str, int | None], None] | None,
@@ -483,7 +412,7 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
     clamp = (created - _EPOCH) // dt.timedelta(seconds=1) if opts.rewrite_timestamp else None
 
     def new_report(plan: merge.MergePlan) -> Report:
-        stats = plan_totals(plan)
+        stats = plan.totals()
         report = Report(
             image=image.label, output=None, squashed=not nothing, layers_before=n,
             layers_after=n if nothing else keep + 1, kept_layers=keep,
@@ -549,30 +478,6 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
     return report, written
 
 
-_LAYOUT_TAG = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._-]{0,127}\Z")
-
-
-def _layout_tags(image: Image, tags: list[str]) -> list[str]:
-    """Tags for the squashed image beside the original in its own layout.
-
-    A bare ``--tag flat`` is the layout tag ``flat`` itself: read as the name ``flat:latest`` its
-    ref.name would be ``latest`` and take the original's entry away. ``name:tag`` keeps its meaning.
-    """
-    if not tags:
-        return [_default_layout_tag(image)]
-    bare = [t for t in tags if "/" not in t and ":" not in t]
-    for t in bare:
-        if not _LAYOUT_TAG.match(t):
-            raise UsageError(f"--tag {t!r} is not a valid tag")
-    named = [t for t in tags if t not in bare]
-    return list(dict.fromkeys(bare + (output_tags([], named) if named else [])))
-
-
-def _default_layout_tag(image: Image) -> str:
-    # The original keeps its tag in the same layout; the squashed image sits beside it.
-    return (image.names[0] if image.names else "image") + "-squashed"
-
-
 def _write_squashed(out: Sink, image: Image, keep: int, layers: list[transfer.OutLayer],
                     tags: list[str], created: dt.datetime, opts: SquashOptions,
                     parent_id: Digest | None, results: list[transfer.LayerResult]) -> WrittenImage:
@@ -592,15 +497,3 @@ def _write_squashed(out: Sink, image: Image, keep: int, layers: list[transfer.Ou
         comment = f"merge{what} to layer {keep} ({image.config.diff_ids[keep - 1]})"
     cfg = squashed_config(image, keep, new_diff, created, comment, opts.rewrite_timestamp)
     return transfer.finish_image(out, image, results, cfg, tags, docker_family)
-
-
-def plan_totals(plan: Any) -> dict[str, int]:
-    """The report's figures from a merge plan (see ``merge.MergePlan``)."""
-    totals = plan.totals() if callable(getattr(plan, "totals", None)) else {}
-    return {
-        "bytes_before": int(totals.get("bytes_before", 0)),
-        "bytes_after": int(totals.get("bytes_after", 0)),
-        "bytes_squashed": int(totals.get("bytes_squashed", 0)),
-        "files_dropped": int(totals.get("files_dropped", 0)),
-        "bytes_dropped": int(totals.get("bytes_dropped", 0)),
-    }

@@ -49,8 +49,7 @@ def _copy_layer(sink: Sink, layer: Layer, docker: bool) -> LayerResult:
     codec = layer.codec
     # A registry output places a blob it has already, or can mount from another repository, without
     # its bytes: kept parent layers are never uploaded again.
-    adopt = getattr(sink, "adopt_layer", None)
-    if adopt is not None and layer.digest is not None and adopt(layer):
+    if layer.digest is not None and sink.adopt_layer(layer):
         mt = _media_type(layer, codec, docker)
         desc = Descriptor(mt, layer.digest, layer.size, dict(layer.annotations), None, layer.urls)
         return LayerResult(desc, layer.diff_id, None)

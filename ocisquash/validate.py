@@ -6,11 +6,11 @@ images share is read once), decompresses every layer to EOF and walks its tar he
 it finds as ``Finding``s. A blob that does not hash to its own name is reported even when nothing refers
 to it. Nothing is written and nothing raises for a bad input: ``Validation.ok`` says whether it passed.
 
-It walks ``index.json`` itself rather than through ``ocilayout.entries``: that walk raises at the first
-missing or mismatching manifest, at a cycle and at the caps, where this one must note the problem and
-go on to the next image. What both need of the layout (blob paths, names of an entry) is ``ocilayout``'s.
-A docker tarball is checked through ``manifest.json``, and through its OCI layout too when it has one
-(Docker 25+, containerd), since ``docker load`` and OCI tools each read one of them.
+The input's format walks itself (``Format.walk``; the built-in walks are ``formats.walk``) and calls the
+checks here (``formats.base.Checker``): each blob hashed and sized, each layer's diff ID and tar, each
+image's diff IDs and chain ID. A docker tarball is checked through ``manifest.json``, and through its
+OCI layout too when it has one (Docker 25+, containerd), since ``docker load`` and OCI tools each read
+one of them.
 """
 
 from __future__ import annotations
@@ -22,22 +22,11 @@ from typing import Any
 
 from ocisquash import model, tarheader
 from ocisquash.archive import Tree
-from ocisquash.compression import Codec, codec_of_media_type, decompressing_reader
+from ocisquash.compression import Codec, decompressing_reader
 from ocisquash.digest import Digest, HashingReader, chain_ids
 from ocisquash.errors import OcisquashError
-from ocisquash.formats.dockersave import _claimed
-from ocisquash.formats.ocilayout import blob_path, names_of
+from ocisquash.formats.base import MAX_DOCUMENT, LayerRef
 from ocisquash.sources import Source
-
-MAX_DOCUMENT = 64 << 20
-"""Bytes of one JSON document (index, manifest, config) read for checking, whatever ``--limit`` says."""
-
-MAX_DEPTH = 8
-"""Nested indexes followed from index.json; deeper ones (a cycle, too) are not walked further."""
-
-LayerRef = tuple[str, Digest | None, int | None, Codec | None]
-"""A layer as an image names it: ``(member path, digest, size, codec)``; None where the format does not say
-(a docker tarball's layers have no descriptor: their codec is sniffed, their digest claimed by the name)."""
 
 
 @dataclass
@@ -163,7 +152,7 @@ class _Validator:
             ok = False
         return ok
 
-    def _config_digest(self, path: str) -> Digest | None:
+    def config_digest(self, path: str) -> Digest | None:
         """The digest of a config's bytes, or None when it cannot be read (then it is checked as usual)."""
         try:
             return Digest.of(self.tree.read(path, MAX_DOCUMENT))
@@ -216,91 +205,6 @@ class _Validator:
             self.bad(name, f"chain ID is {chain_ids(got_ids)[-1]} from the layers' contents, "
                            f"not {chain_ids(diff_ids)[-1]} as the config's diff IDs give")
 
-    # ---- OCI layout
-    def layout(self) -> None:
-        try:
-            index = model.Index.parse(self.tree.read("index.json", MAX_DOCUMENT), "index.json")
-        except OcisquashError as e:
-            self.bad("index.json", str(e))
-            return
-
-        def walk(desc: model.Descriptor, top: model.Descriptor, depth: int) -> None:
-            if desc.media_type not in model.INDEX_TYPES + model.MANIFEST_TYPES or depth > MAX_DEPTH:
-                return
-            try:
-                path = blob_path(desc.digest)
-            except OcisquashError as e:
-                self.bad("index.json", str(e))
-                return
-            if not self.tree.exists(path):
-                if desc is top:
-                    self.bad(path, f"manifest {desc.digest} named in index.json is missing")
-                return  # a platform nobody pulled
-            if not self.blob(path, desc.digest, desc.size, f"manifest {desc.digest}"):
-                return
-            try:
-                data = self.tree.read(path, MAX_DOCUMENT)
-                obj = model.load_json(data, path)
-                if model.document_kind(obj, desc.media_type) == "index":
-                    for child in model.Index.parse(data, path, media_type=desc.media_type).manifests:
-                        walk(child, top, depth + 1)
-                    return
-                man = model.Manifest.parse(data, path, media_type=desc.media_type)
-            except OcisquashError as e:
-                self.bad(path, str(e))
-                return
-            if man.config.media_type not in model.CONFIG_TYPES:
-                return
-            if self.only is not None and man.config.digest != self.only:
-                return
-            name = ", ".join(names_of(top)) or str(desc.digest)
-            if desc.platform is not None:
-                name += f" [{desc.platform}]"
-            cpath = blob_path(man.config.digest)
-            cfg = None
-            if self.blob(cpath, man.config.digest, man.config.size, f"{name}: config"):
-                cfg = self.config(cpath, f"{name}: config {man.config.digest}")
-            self.image(name, cfg, [(blob_path(ld.digest), ld.digest, ld.size, codec_of_media_type(ld.media_type))
-                                   for ld in man.layers],
-                       [ld.annotations.get(model.UNCOMPRESSED_SIZE) for ld in man.layers])
-
-        for d in index.manifests:
-            walk(d, d, 0)
-        if self.only is not None:
-            return  # one image asked for: its blobs were checked above; the others are not its business
-        for path in sorted(self.tree.names()):  # every blob must hash to its own name, referenced or not
-            parts = path.split("/")
-            if len(parts) == 3 and parts[:2] == ["blobs", "sha256"]:
-                got = self.raw(path)
-                if got is not None and got[1] != parts[2]:
-                    self.bad(path, f"blob content hashes to sha256:{got[1]}, not its name")
-
-    # ---- docker save
-    def docker(self) -> None:
-        try:
-            items = model.load_json(self.tree.read("manifest.json", MAX_DOCUMENT), "manifest.json")
-            if not isinstance(items, list):
-                raise OcisquashError("manifest.json: must be a JSON list")
-        except OcisquashError as e:
-            self.bad("manifest.json", str(e))
-            return
-        for i, item in enumerate(items):
-            try:
-                f = model.Fields(item, "manifest.json", f"[{i}]")
-                cpath = f.req_str("Config")
-                lpaths = f.str_list("Layers")
-                tags = f.str_list("RepoTags")
-            except OcisquashError as e:
-                self.bad("manifest.json", str(e))
-                continue
-            name = ", ".join(tags) or f"manifest.json[{i}]"
-            if self.only is not None and self._config_digest(cpath) not in (None, self.only):
-                continue
-            cfg = None
-            if self.blob(cpath, _claimed(cpath), None, f"{name}: config"):
-                cfg = self.config(cpath, f"{name}: {cpath}")
-            self.image(name, cfg, [(p, _claimed(p), None, None) for p in lpaths])
-
 
 class _Watched:
     """A buffered reader (a tar walk reads 512-byte headers) that remembers whether a read of the stream
@@ -326,37 +230,20 @@ class _Watched:
 
 def validate(source: Source, on_bytes: Callable[[int], None] | None = None, only: Digest | None = None) -> Validation:
     """Recompute every digest, size, diff ID and chain ID of every image of an opened ``Source``, and check
-    every blob of a layout against its name; or, with ``only``, just the image whose config digest it is."""
+    every blob of a layout against its name; or, with ``only``, just the image whose config digest it is.
+    The source's format walks itself (``Format.walk``) with this module's checks."""
     val = _Validator(source.tree, source.label, on_bytes, only)
-    if source.kind == "docker":
-        val.docker()
-        if source.tree.exists("index.json"):
-            val.layout()  # Docker 25+ and containerd tars hold an OCI layout too: check it as well
-    else:
-        val.layout()
+    source.format.walk(source.tree, val)
     return val.v
 
 
 def total_bytes(source: Source) -> int:
-    """Bytes ``validate`` will read (hash) once each, for a progress bar: the blobs of an OCI layout, and
-    the config and layers ``manifest.json`` names in a docker tarball (not the legacy copies beside them)."""
-    tree = source.tree
-    names: set[str] = set()
-    if source.kind == "docker":
-        try:
-            items = model.load_json(tree.read("manifest.json", MAX_DOCUMENT), "manifest.json")
-            for item in items if isinstance(items, list) else []:
-                if isinstance(item, dict):
-                    refs = [item.get("Config"), *(item.get("Layers") or [])]
-                    names.update(r for r in refs if isinstance(r, str))
-        except Exception:
-            names = set(tree.names())  # validate reports what is wrong; the bar just counts everything
-    if source.kind != "docker" or tree.exists("index.json"):
-        names.update(n for n in tree.names() if n.startswith("blobs/sha256/") and n.count("/") == 2)
+    """Bytes ``validate`` will read (hash) once each, for a progress bar: the members the format's walk
+    reads (``Format.stored_names``)."""
     total = 0
-    for n in names:
+    for n in source.format.stored_names(source.tree):
         try:
-            total += tree.size(n)
+            total += source.tree.size(n)
         except Exception:
             continue
     return total

@@ -55,9 +55,10 @@ def reaches(start: str, goal: str) -> list[str] | None:
 
 
 def test_the_graph_sees_imports_inside_functions() -> None:
-    # sources imports registry; were imports inside functions missed, the tests below could not fail
-    assert "ocisquash.registry" in GRAPH["ocisquash.sources"]
-    assert reaches("ocisquash.sources", "ocisquash.registry") is not None
+    # registry.check_credentials imports auth inside the function; were imports inside functions missed,
+    # the tests below could not fail
+    assert "ocisquash.registry.auth" in GRAPH["ocisquash.registry"]
+    assert reaches("ocisquash.sources", "ocisquash.registry") is not None  # through the format table
 
 
 @pytest.mark.parametrize("module", sorted(m for m in GRAPH if m == "ocisquash.tar" or m.startswith("ocisquash.tar.")))
@@ -83,3 +84,45 @@ def test_no_circle_between_the_registry_and_sources() -> None:
     """sources opens every input, the registry's too: the registry must not import it back."""
     for module in (m for m in GRAPH if m.startswith("ocisquash.registry")):
         assert reaches(module, "ocisquash.sources") is None, reaches(module, "ocisquash.sources")
+
+
+FORMAT_OBJECTS = {"ocisquash.formats.builtin", "ocisquash.registry.format"}
+FORMAT_READERS = {"ocisquash.formats.ocilayout", "ocisquash.formats.layoutnames", "ocisquash.formats.dockersave",
+                  "ocisquash.formats.ocitar", "ocisquash.formats.walk"}
+
+
+def _inside_the_formats(module: str) -> bool:
+    return module == "ocisquash.formatlist" or module.startswith(("ocisquash.formats", "ocisquash.registry"))
+
+
+def test_only_the_registration_table_names_the_formats() -> None:
+    """The format objects are imported by the table (``formatlist``) alone, and a format's own modules by
+    the formats, the registry and the table: everyone else asks the ``Format`` a source or output has."""
+    for module, edges in GRAPH.items():
+        objects = edges & FORMAT_OBJECTS
+        if module != "ocisquash.formatlist" and module not in FORMAT_OBJECTS:
+            assert not objects, (module, objects)
+        if not _inside_the_formats(module):
+            assert not edges & FORMAT_READERS, (module, edges & FORMAT_READERS)
+    assert GRAPH["ocisquash.formatlist"] >= FORMAT_OBJECTS
+
+
+def test_no_format_name_is_branched_on_outside_the_table() -> None:
+    """No ``kind == "docker"``: a comparison with a format's name appears only in the formats, the table
+    and ``transports`` (skopeo's transport names, which map onto the format names)."""
+    names = {"docker", "oci", "oci-dir", "registry"}
+
+    def literal(node: ast.expr) -> bool:
+        if isinstance(node, (ast.Tuple, ast.List, ast.Set)):
+            return any(literal(e) for e in node.elts)
+        return isinstance(node, ast.Constant) and node.value in names
+
+    found = []
+    for path in ROOT.rglob("*.py"):
+        module = module_name(path)
+        if _inside_the_formats(module) or module == "ocisquash.transports":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare) and any(literal(c) for c in [node.left, *node.comparators]):
+                found.append(f"{module}:{node.lineno}: {ast.unparse(node)}")
+    assert not found, found

@@ -664,14 +664,13 @@ def test_mount_refused_falls_back_to_upload(no_sleep: None) -> None:
     digest = "sha256:" + "d" * 64
     from ocisquash.digest import Digest
 
-    layer = Layer(0, Digest.parse(digest), 10, None, Digest.parse(digest),
-                  rsink.OriginOpener(lambda: None, rsink.Origin("reg.example:5000", "other/repo")),  # type: ignore[arg-type, return-value]
-                  "layer")
+    layer = Layer(0, Digest.parse(digest), 10, None, Digest.parse(digest), lambda: None, "layer",  # type: ignore[arg-type, return-value]
+                  origin=rsink.Origin("reg.example:5000", "other/repo"))
     assert out.adopt_layer(layer) is False
     assert ("POST", "/v2/a/b/blobs/uploads/?mount") in log
     assert ("DELETE", "/v2/a/b/blobs/uploads/m1") in log  # the upload it opened is cancelled
     # another registry's layer is never offered for a mount
-    layer.opener = rsink.OriginOpener(lambda: None, rsink.Origin("elsewhere:5000", "other/repo"))  # type: ignore[arg-type, return-value]
+    layer.origin = rsink.Origin("elsewhere:5000", "other/repo")
     n = len(log)
     assert out.adopt_layer(layer) is False
     assert [m for m, _ in log[n:]] == ["HEAD"]

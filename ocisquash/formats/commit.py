@@ -21,7 +21,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO
+from typing import IO, Any, BinaryIO, Protocol
 
 from ocisquash import limits, model
 from ocisquash.digest import Digest
@@ -40,6 +40,17 @@ class WrittenImage:
     tags: list[str]  # full references (``docker.io/acme/app:1.2``) or bare layout tags
     platform: model.Platform | None = None
     annotations: dict[str, str] = field(default_factory=dict)
+
+
+class Reusable(Protocol):
+    """A blob a sink may place without its bytes (an ``image.Layer``): its digest, and where it is read
+    from (opaque but to the format that set it)."""
+
+    @property
+    def digest(self) -> Digest | None: ...
+
+    @property
+    def origin(self) -> object: ...
 
 
 class Sink:
@@ -63,6 +74,11 @@ class Sink:
             w.write(data)
 
         return self.put_stream(produce)
+
+    def adopt_layer(self, layer: Reusable) -> bool:
+        """Place ``layer`` without its bytes, when this output has it or can take it from where it is
+        (containers/image's ``TryReusingBlob``); False: it is to be copied. Declines by default."""
+        return False
 
     def add_image(self, image: WrittenImage) -> None:
         self.images.append(image)

@@ -53,7 +53,7 @@ def candidates(tree: TarTree) -> list[Candidate]:
         # The image ID is the digest of the config bytes: a small JSON read, checked again on load.
         cfg_digest = config_digests.get(config_path) or Digest.of(tree.read(config_path, cap))
         config_digests[config_path] = cfg_digest
-        claimed = _claimed(config_path)
+        claimed = claimed_digest(config_path)
         if claimed is not None and claimed != cfg_digest:
             raise DigestMismatch(f"{tree.label}: {config_path} hashes to {cfg_digest}, not the digest its name claims")
         entry = by_config.get(cfg_digest) if cfg_digest else None
@@ -65,7 +65,7 @@ def candidates(tree: TarTree) -> list[Candidate]:
     return out
 
 
-def _claimed(path: str) -> Digest | None:
+def claimed_digest(path: str) -> Digest | None:
     """The digest a member name claims (``blobs/sha256/<hex>``), to be verified when read."""
     m = _BLOB_PATH.match(path.removeprefix("./"))
     return Digest("sha256", m.group(1)) if m else None
@@ -87,7 +87,7 @@ def _loader(tree: TarTree, i: int, config_path: str, layer_paths: list[str], tag
     def load() -> Image:
         where = f"{tree.label}: {config_path}"
         cfg_bytes = tree.read(config_path, limits.current().max_json)
-        claimed = _claimed(config_path)
+        claimed = claimed_digest(config_path)
         if claimed is not None and Digest.of(cfg_bytes) != claimed:
             raise DigestMismatch(f"{where}: content hashes to {Digest.of(cfg_bytes)}, not the digest its name claims")
         config = model.ImageConfig.parse(cfg_bytes, where)
@@ -104,7 +104,7 @@ def _loader(tree: TarTree, i: int, config_path: str, layer_paths: list[str], tag
             with tree.open(path) as f:
                 head = f.read(512)
             codec = sniff_bytes(head)
-            digest = _claimed(path)
+            digest = claimed_digest(path)
             if digest is None and codec is Codec.NONE:
                 digest = diff_id  # an uncompressed layer's digest is its diff ID; verified when read
                 what += " (uncompressed: checked against the config's diff ID)"

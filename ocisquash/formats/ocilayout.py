@@ -1,8 +1,8 @@
 """OCI image layouts, read and written: find the images a layout (a directory or a tar of one) holds and
 load them; write a layout directory (``OciDirSink``) and the ``index.json`` of any layout.
 
-Reading and writing sit together because they share one naming rule (below) and one idea of what a
-layout's files are; the tar form is written by ``ocitar``, which uses the ``index.json`` built here.
+Reading and writing sit together because they share one idea of what a layout's files are; the tar
+form is written by ``ocitar``.
 
 ``index.json`` is walked through nested indexes (with a depth cap and cycle guard); attestation
 manifests and unknown media types are skipped; a platform whose manifest blob is missing (a
@@ -15,20 +15,7 @@ from open to commit, ``index.json`` read again under it). A blob already there i
 size and digest are checked, and replaced atomically if wrong; a failed run removes the blobs it
 added and only those; a FIFO, socket or device where the layout has a file is an error, never opened.
 
-Names of images in ``index.json`` (the rule every reader and writer of ocisquash follows):
-
-- ``io.containerd.image.name``: the full reference, ``docker.io/h2/a:1`` (Docker 25+, containerd).
-  ``org.opencontainers.image.ref.name``: the tag alone, ``1`` (what ``skopeo oci:DIR:TAG`` and
-  ``umoci --image DIR:TAG`` look up). A bare layout tag (``--tag flat`` into the input layout) is
-  written as ref.name only.
-- An entry's *name* (``entry_name``) is its full reference when it has one, else its ref.name.
-- Writing a name replaces the entries of the same name (``same_name``: references compared
-  normalised, so skopeo's verbatim ref.name ``app:1`` is ``docker.io/library/app:1``; a bare tag
-  equals only itself) and no others: ``h2/b:1`` never takes ``h2/a:1``'s entry although both have
-  ref.name ``1``.
-- Reading: an image is listed and copied under its full names (``preferred_names``); ``--image``
-  matches full names normalised and ref.name exactly, and a ref.name several images share is
-  ambiguous, an error that lists them. skopeo's ``oci:DIR:1`` takes the first such entry.
+The names an ``index.json`` entry gives its image, read and written, follow one rule, ``layoutnames``'s.
 """
 
 from __future__ import annotations
@@ -43,16 +30,16 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
-from ocisquash import limits, model, reference
+from ocisquash import limits, model
 from ocisquash.archive import Tree
 from ocisquash.compression import Codec, codec_of_media_type
 from ocisquash.digest import Digest, HashingWriter
 from ocisquash.errors import DigestMismatch, FormatError, MissingBlob, OutputError
 from ocisquash.formats import commit
-from ocisquash.formats.commit import Sink, WrittenImage
+from ocisquash.formats.commit import Sink
+from ocisquash.formats.layoutnames import index_bytes, index_entries, names_of, preferred_names
 from ocisquash.image import Image, Layer
 from ocisquash.model import Descriptor, ImageConfig, Index, Manifest
-from ocisquash.transports import RefName
 
 ATTESTATION_KEY = "vnd.docker.reference.type"
 
@@ -95,50 +82,6 @@ class Entry:
     annotations: dict[str, str] = field(default_factory=dict)
 
 
-def is_full_name(name: str) -> bool:
-    """Whether ``name`` is a reference (``repo:tag``, ``host/repo``) rather than a bare layout tag."""
-    return "/" in name or ":" in name
-
-
-def entry_name(annotations: dict[str, str]) -> str | None:
-    """The name an index.json entry stands for: its full reference when it has one, else its ref.name."""
-    full = annotations.get(model.CONTAINERD_NAME)
-    if isinstance(full, str) and full:
-        return full
-    ref = annotations.get(model.REF_NAME)
-    return ref if isinstance(ref, str) and ref else None
-
-
-def same_name(a: str, b: str) -> bool:
-    """Whether two entry names name the same image: references compared normalised (``app:1`` is
-    ``docker.io/library/app:1``, as skopeo's verbatim ref.name meets our full name), a bare tag only
-    equal to itself."""
-    if a == b:
-        return True
-    if is_full_name(a) and is_full_name(b):
-        return reference.normalize(a) == reference.normalize(b)
-    return False
-
-
-def names_of(desc: Descriptor) -> list[str]:
-    out = []
-    full = desc.annotations.get(model.CONTAINERD_NAME)
-    if full:
-        out.append(full)
-    ref = desc.annotations.get(model.REF_NAME)
-    if ref and ref not in out:
-        out.append(ref)
-    return out
-
-
-def preferred_names(names: list[str]) -> list[str]:
-    """An image's names without a bare ref.name that only repeats the tag of one of its full names:
-    ``docker.io/h2/a:1`` is the name, its ref.name ``1`` a lookup key (still matched by ``--image``),
-    not a second name to list or to copy to an output."""
-    tags = {reference.split(n)[1] or "latest" for n in names if is_full_name(n)}
-    return [n for n in names if is_full_name(n) or n not in tags]
-
-
 def read_index_json(tree: Tree) -> Index:
     if tree.exists("oci-layout"):
         f = model.Fields(model.load_json(tree.read("oci-layout", 1 << 16), f"{tree.label}: oci-layout"),
@@ -167,7 +110,7 @@ def entries(tree: Tree) -> list[Entry]:
     return out
 
 
-def _is_attestation(desc: Descriptor) -> bool:
+def is_attestation(desc: Descriptor) -> bool:
     if desc.annotations.get(ATTESTATION_KEY) == "attestation-manifest":
         return True
     if "io.containerd.manifest.subject" in desc.annotations:
@@ -184,7 +127,7 @@ def _walk(tree: Tree, desc: Descriptor, top: Descriptor, out: list[Entry], depth
     cap = limits.current().max_images
     if visits[0] > cap:
         raise limits.exceeded("max_images", f"{tree.label}: its indexes list more than {cap} manifests in all")
-    if _is_attestation(desc):
+    if is_attestation(desc):
         return
     kind_hint = desc.media_type
     if kind_hint not in model.INDEX_TYPES and kind_hint not in model.MANIFEST_TYPES:
@@ -267,58 +210,6 @@ def _opener(tree: Tree, path: str, what: str):  # type: ignore[no-untyped-def]
 
 
 OCI_LAYOUT_BYTES = b'{"imageLayoutVersion":"1.0.0"}'
-
-
-def index_entries(images: list[WrittenImage], existing: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """index.json ``manifests``: the existing entries no new name takes, then one per new name.
-
-    The naming rule is ``same_name``'s: a new name takes only an entry of the same image name
-    (its full reference, or a bare layout tag); another repository's entry with the same
-    ``ref.name`` tag stays.
-    """
-    new_names = [t for img in images for t in img.tags]
-
-    def taken(e: dict[str, Any]) -> bool:
-        ann = e.get("annotations")
-        name = entry_name(ann) if isinstance(ann, dict) else None
-        return name is not None and any(same_name(name, t) for t in new_names)
-
-    out = [e for e in existing if not taken(e)]
-    for img in images:
-        base = img.manifest.to_json()
-        base.pop("annotations", None)
-        if img.platform is not None:
-            base["platform"] = img.platform.to_json()
-        if not img.tags:
-            ann = dict(img.annotations)
-            if ann:
-                base["annotations"] = ann
-            out.append(base)
-        for t in img.tags:
-            d = dict(base)
-            ann = dict(img.annotations)
-            if isinstance(t, RefName):  # oci:DIR:REF: the ref.name alone, verbatim, as skopeo writes it
-                ann.pop(model.CONTAINERD_NAME, None)
-                ann[model.REF_NAME] = str(t)
-            else:
-                if is_full_name(t):
-                    ann[model.CONTAINERD_NAME] = t
-                ann[model.REF_NAME] = _ref_name(t)
-            d["annotations"] = ann
-            out.append(d)
-    return out
-
-
-def _ref_name(tag: str) -> str:
-    """What goes in ``org.opencontainers.image.ref.name``: the tag, as Docker and containerd write it."""
-    if is_full_name(tag):
-        _, t, _ = reference.split(tag)
-        return t or "latest"
-    return tag
-
-
-def index_bytes(entries: list[dict[str, Any]]) -> bytes:
-    return model.canonical_json({"schemaVersion": 2, "mediaType": model.OCI_INDEX, "manifests": entries})
 
 
 class OciDirSink(Sink):

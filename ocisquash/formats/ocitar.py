@@ -27,10 +27,21 @@ from ocisquash.errors import OutputError
 from ocisquash.formats import commit
 from ocisquash.formats.commit import Sink
 from ocisquash.formats.dockersave import docker_manifest_json
-from ocisquash.formats.ocilayout import OCI_LAYOUT_BYTES, index_bytes, index_entries
+from ocisquash.formats.layoutnames import index_bytes, index_entries
+from ocisquash.formats.ocilayout import OCI_LAYOUT_BYTES
 from ocisquash.tar.encode import member_header
 
 _header = member_header  # the project's one tar header encoder (ocisquash.tar.encode)
+
+
+OUTER_CODECS = {".tar.gz": Codec.GZIP, ".tgz": Codec.GZIP, ".tar.zst": Codec.ZSTD, ".tar.zstd": Codec.ZSTD}
+"""Output names that ask for the whole tarball compressed, as ``docker save | gzip`` gives (docker load,
+podman and skopeo read those); the ``docker save`` format claims them (``formats.builtin``)."""
+
+
+def outer_codec(path: str) -> Codec:
+    lower = path.lower()
+    return next((c for ext, c in OUTER_CODECS.items() if lower.endswith(ext)), Codec.NONE)
 
 
 class TarSink(Sink):
@@ -60,11 +71,7 @@ class TarSink(Sink):
                 fd, self._tmp = tempfile.mkstemp(prefix=f".{os.path.basename(path)}.ocisquash-", dir=parent)
         self._dir = os.path.dirname(os.path.abspath(path)) if path != "-" else ""
         self._tmp2: str | None = None
-        lower = path.lower()
-        # A name ending in .tar.gz/.tgz or .tar.zst asks for the whole tarball compressed, as
-        # `docker save | gzip` gives; docker load, podman and skopeo read those.
-        self._outer = (Codec.GZIP if lower.endswith((".tar.gz", ".tgz")) else
-                       Codec.ZSTD if lower.endswith((".tar.zst", ".tar.zstd")) else Codec.NONE)
+        self._outer = outer_codec(path)
         self._f: IO[bytes] | None = os.fdopen(fd, "w+b")
         self._digests: set[Digest] = set()
         # Only a temporary that becomes the output is synced: the one copied to stdout or compressed

@@ -43,7 +43,7 @@ def open_tree(text: str) -> tuple[RegistryTree, Callable[[Image], Image]]:
     as any layout is (``sources.open_source``), and what each image loaded from it takes on: its
     layers fetched with the credentials of this registry's own origin only."""
     from ocisquash.registry.ref import parse
-    from ocisquash.registry.sink import Origin, OriginOpener
+    from ocisquash.registry.sink import Origin
     from ocisquash.registry.source import RegistryTree
 
     ref = parse(text)
@@ -51,7 +51,7 @@ def open_tree(text: str) -> tuple[RegistryTree, Callable[[Image], Image]]:
 
     def bind(img: Image) -> Image:
         for ly in img.layers:
-            ly.opener = OriginOpener(ly.opener, origin)
+            ly.origin = origin
         return img
 
     return RegistryTree(ref), bind

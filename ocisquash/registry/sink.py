@@ -26,8 +26,7 @@ import httpx
 from ocisquash import model, reference
 from ocisquash.digest import Digest, HashingWriter
 from ocisquash.errors import OcisquashError, OutputError
-from ocisquash.formats.commit import Sink, WrittenImage
-from ocisquash.image import Layer
+from ocisquash.formats.commit import Reusable, Sink, WrittenImage
 from ocisquash.registry.auth import AuthError
 from ocisquash.registry.client import Client, RegistryError
 from ocisquash.registry.ref import RegistryRef
@@ -42,17 +41,6 @@ class Origin:
 
     host: str
     repo: str
-
-
-class OriginOpener:
-    """A ``Layer.opener`` that remembers which registry repository the blob is read from."""
-
-    def __init__(self, opener: Callable[[], IO[bytes]], origin: Origin) -> None:
-        self._opener = opener
-        self.origin = origin
-
-    def __call__(self) -> IO[bytes]:
-        return self._opener()
 
 
 class RegistrySink(Sink):
@@ -100,14 +88,14 @@ class RegistrySink(Sink):
         self._known.add(d)
         return d, hw.count
 
-    def adopt_layer(self, layer: Layer) -> bool:
+    def adopt_layer(self, layer: Reusable) -> bool:
         """Place a copied layer without its bytes when the registry has it or can mount it."""
         d = layer.digest
         if d is None:
             return False
         if self.has(d):
             return True
-        origin = getattr(layer.opener, "origin", None)
+        origin = layer.origin
         if not isinstance(origin, Origin) or origin.host != self.ref.api_host or origin.repo == self.ref.repo:
             return False
         self.client.want_scope(origin.repo, {"pull"})

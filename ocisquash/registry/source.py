@@ -89,13 +89,19 @@ class RegistryTree:
     def exists(self, name: str) -> bool:
         if name == "index.json":
             return True
-        # Blobs are asked for when needed; a missing one is a clear 404 error then.
+        # A registry holds every blob its manifests name (unlike a layout, where a platform nobody pulled
+        # is absent); blobs are fetched when needed, and a missing one is a clear 404 error then.
         return name.startswith("blobs/sha256/")
 
     def size(self, name: str) -> int:
+        """A member's size when it is known without a request (the made-up index, a manifest read): a
+        registry gives a blob's size in the descriptor that names it, which the readers have."""
         if name == "index.json":
             return len(self._index_json())
-        return 0
+        data = self._manifests.get(self._digest_of(name))
+        if data is None:
+            raise FormatError(f"{self.label}: the size of {name} is known only from the descriptor naming it")
+        return len(data)
 
     def is_seekable_file(self, name: str) -> bool:
         return False
