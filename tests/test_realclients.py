@@ -12,6 +12,8 @@ Scenarios (each squashed with the real CLI to a ``.tar``, the form ``docker load
   layers) and with ``--from-layer 3``.
 - ``priv``: a parent whose ``/priv`` is 0700 123:456 with an old mtime, and two layers above it that
   edit ``/priv/sub/f``: squashed onto the parent, ``/priv`` must keep all three in every loader.
+- ``--parent auto`` (issue 23): the trap and priv layouts (base and app side by side) and ``docker save app
+  base`` of the build, their base found by the shared layers, load as the originals in every loader.
 - ``build``: an image built by ``docker build`` on our dockerd (chmod/chown of directories, hardlinks,
   deletions of lower files, a directory replaced), squashed onto its base and to scratch; and the
   daemon's own ``docker build --squash`` of the same Dockerfile as a second reference.
@@ -90,6 +92,7 @@ def _trap(work: Path) -> dict[str, Image]:
                                                     "from3": ["--from-layer", "3"]}
     jobs = {f"trap-{i}-{c}": [*inputs[i], *cuts[c]] for i in inputs for c in cuts}
     jobs["trap-oci-parent"] = [ocitar, "--image", "latest", "--parent", "l2"]
+    jobs["trap-oci-auto"] = [ocitar, "--image", "latest", "--parent", "auto"]  # l2 found: the shared layers
     return {"trap-orig": Image(orig.path), **_squash_all(jobs, work)}
 
 
@@ -119,6 +122,7 @@ def _priv(work: Path) -> dict[str, Image]:
         "priv-docker-parent": [orig.path, "--parent", parent.path],
         "priv-docker-from2": [orig.path, "--from-layer", "2"],
         "priv-oci-parent": [oci, "--image", "latest", "--parent", "base"],
+        "priv-oci-auto": [oci, "--image", "latest", "--parent", "auto"],
         "priv-docker-scratch": [orig.path],
     }
     return {"priv-orig": Image(orig.path), **_squash_all(jobs, work)}
@@ -175,6 +179,7 @@ def _build(rc: Clients, work: Path) -> dict[str, Image]:
     rc.docker("save", "-o", str(orig), "rc/build-app:1")
     jobs: dict[str, list[str | os.PathLike[str]]] = {
         "build-parent": [both, "--image", "rc/build-app:1", "--parent", "rc/build-base:1"],
+        "build-auto": [both, "--image", "rc/build-app:1", "--parent", "auto"],  # docker save app base, no annotation
         "build-scratch": [orig],
     }
     return {"build-orig": Image(orig), **_squash_all(jobs, work)}
@@ -187,7 +192,8 @@ def images(rc: Clients, tmp_path_factory: pytest.TempPathFactory) -> dict[str, I
     try:
         out.update(_build(rc, work))
     except ClientError as e:  # each build test fails with this; the others still run
-        out.update({k: Image(None, f"docker build: {e}") for k in ("build-orig", "build-parent", "build-scratch")})
+        out.update({k: Image(None, f"docker build: {e}")
+                    for k in ("build-orig", "build-parent", "build-auto", "build-scratch")})
     return out
 
 
@@ -255,9 +261,10 @@ def test_the_harness_sees_a_difference(rc: Clients, images: dict[str, Image]) ->
 SQUASHES = {
     "trap-docker-scratch": "trap-orig", "trap-docker-parent": "trap-orig", "trap-docker-from3": "trap-orig",
     "trap-oci-scratch": "trap-orig", "trap-oci-parent": "trap-orig", "trap-oci-from3": "trap-orig",
+    "trap-oci-auto": "trap-orig",
     "priv-docker-scratch": "priv-orig", "priv-docker-parent": "priv-orig", "priv-docker-from2": "priv-orig",
-    "priv-oci-parent": "priv-orig",
-    "build-scratch": "build-orig", "build-parent": "build-orig",
+    "priv-oci-parent": "priv-orig", "priv-oci-auto": "priv-orig",
+    "build-scratch": "build-orig", "build-parent": "build-orig", "build-auto": "build-orig",
 }
 
 
@@ -269,7 +276,7 @@ def test_loads_as_the_original(key: str, loader: str, rc: Clients, images: dict[
 
 
 @pytest.mark.parametrize("loader", LOADERS)
-@pytest.mark.parametrize("key", ["priv-docker-parent", "priv-docker-from2", "priv-oci-parent"])
+@pytest.mark.parametrize("key", ["priv-docker-parent", "priv-docker-from2", "priv-oci-parent", "priv-oci-auto"])
 def test_parent_dir_metadata_intact(key: str, loader: str, rc: Clients, images: dict[str, Image]) -> None:
     """Issue 10's 'done means': /priv keeps 0700, 123:456 and its mtime after a squash onto the parent."""
     e = tree(rc, images, loader, key)["priv"]
