@@ -42,6 +42,7 @@ TS = "1700000000"
 MTIME = 1700000000
 PRIV_MTIME = 1500000000  # 2017-07-14: the parent's /priv, older than anything else in the image
 SUB_MTIME = 1500000100
+CLAMP = PRIV_MTIME + 50  # --rewrite-timestamp's T for priv: after /priv's mtime, before what the layers above made
 
 
 # ------------------------------------------------------------------------------------------ the daemons
@@ -57,7 +58,8 @@ def rc() -> Iterator[Clients]:
 
 def squash(*args: str | os.PathLike[str]) -> None:
     """``python -m ocisquash squash ARGS --timestamp TS -q``, as tests/test_squash.py runs it."""
-    argv = [sys.executable, "-m", "ocisquash", "squash", *[os.fspath(a) for a in args], "--timestamp", TS, "-q"]
+    stamp = [] if "--timestamp" in args else ["--timestamp", TS]  # a job may give its own (--rewrite-timestamp)
+    argv = [sys.executable, "-m", "ocisquash", "squash", *[os.fspath(a) for a in args], *stamp, "-q"]
     env = {k: v for k, v in os.environ.items() if k != "SOURCE_DATE_EPOCH"}
     p = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=300)
     if p.returncode != 0:
@@ -124,6 +126,8 @@ def _priv(work: Path) -> dict[str, Image]:
         "priv-oci-parent": [oci, "--image", "latest", "--parent", "base"],
         "priv-oci-auto": [oci, "--image", "latest", "--parent", "auto"],
         "priv-docker-scratch": [orig.path],
+        # issue 23: the new layer's times later than T set to T, the kept layer's left alone
+        "priv-docker-clamped": [orig.path, "--parent", parent.path, "--rewrite-timestamp", "--timestamp", str(CLAMP)],
     }
     return {"priv-orig": Image(orig.path), **_squash_all(jobs, work)}
 
@@ -282,6 +286,27 @@ def test_parent_dir_metadata_intact(key: str, loader: str, rc: Clients, images: 
     e = tree(rc, images, loader, key)["priv"]
     got = (oct(e.mode), e.uid, e.gid, "load time" if e.mtime_ns == FRESH else e.mtime_ns // 1_000_000_000)
     assert got == (oct(0o700), 123, 456, PRIV_MTIME)
+
+
+@pytest.mark.parametrize("loader", LOADERS)
+def test_rewrite_timestamp_clamps_only_the_new_layer(loader: str, rc: Clients, images: dict[str, Image]) -> None:
+    """``--rewrite-timestamp`` as the loaders see it: the tree is the original's but for mtimes, which are
+    ``min(original, T)`` for what the squashed layers made and the original's for the kept layer's files."""
+    orig, clamped = tree(rc, images, loader, "priv-orig"), tree(rc, images, loader, "priv-docker-clamped")
+    every = frozenset(orig) | frozenset(clamped)
+    assert_diffs = compare_trees(orig, clamped, mtime_skip=every,
+                                 xattr_filter=_not_trusted if loader == "podman-vfs" else None)
+    assert not assert_diffs, "\n".join(assert_diffs[:60])
+    kept = {"etc", "etc/passwd"}  # the parent layer's own files: never touched
+    seen = 0
+    for path, e in orig.items():
+        if path in DOCKER_TOUCHED or e.mtime_ns == FRESH or path not in clamped:
+            continue
+        got = clamped[path].mtime_ns
+        want = e.mtime_ns if path in kept else min(e.mtime_ns, CLAMP * 1_000_000_000)
+        assert got == want, f"{loader}: {path} mtime {got} != {want}"
+        seen += path not in kept and e.mtime_ns > CLAMP * 1_000_000_000
+    assert seen >= 2, "no entry of the new layer was later than T: the check proved nothing"
 
 
 # ------------------------------------------------------------------------------------------ moby's --squash
