@@ -17,12 +17,12 @@ Neither finds one: an error with the hint to name the parent (``--parent REF`` o
 
 from __future__ import annotations
 
-import hashlib
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from ocisquash.digest import Digest
+from ocisquash.digest import Digest, chain_ids
 from ocisquash.errors import FormatError, NotFound, OcisquashError
 from ocisquash.image import Image
 from ocisquash.sources import Source
@@ -56,14 +56,6 @@ class Found:
         return len(self.base.diff_ids)
 
 
-def chain_ids(diff_ids: Sequence[Digest]) -> list[str]:
-    """The OCI chain IDs of a stack of layers: each names the stack up to and including its layer."""
-    out: list[str] = []
-    for d in diff_ids:
-        out.append(str(d) if not out else "sha256:" + hashlib.sha256(f"{out[-1]} {d}".encode()).hexdigest())
-    return out
-
-
 def base_annotations(annotations: dict[str, str]) -> tuple[str | None, Digest | None]:
     """``(base.name, base.digest)`` from a manifest's annotations; empty or malformed values are None."""
     name = annotations.get(BASE_NAME, "").strip() or None
@@ -88,14 +80,14 @@ def by_annotation(image_ids: Sequence[Digest], base: Known) -> Found:
 
 def by_shared_layers(image_ids: Sequence[Digest], image_id: Digest, others: Sequence[Known]) -> Found | None:
     """The image of ``others`` whose whole stack is the longest proper prefix of the image's, or None."""
-    chain = chain_ids(image_ids)
+    chain = chain_ids(list(image_ids))
     position = {c: i + 1 for i, c in enumerate(chain)}
     best: dict[Digest, Known] = {}
     length = 0
     for k in others:
         if not k.diff_ids or k.image_id == image_id:
             continue
-        n = position.get(chain_ids(k.diff_ids)[-1], 0)
+        n = position.get(chain_ids(list(k.diff_ids))[-1], 0)
         # n == len(chain): the same layers, no parent (nothing would be left to squash)
         if n == 0 or n != len(k.diff_ids) or n == len(chain) or n < length:
             continue
@@ -124,7 +116,7 @@ def find(image: Image, pools: Sequence[Callable[[], list[Known]]],
         known.extend(pool())
     named = None
     if name or digest:
-        named = _named([k for k in known if k.image_id != image.id], name, digest, image.manifest_digest)
+        named = _named([k for k in known if k.image_id != image.id], name, digest)
         if named is None and base_in_registry is not None:
             named = base_in_registry(name, digest)
         if named is not None:
@@ -139,16 +131,17 @@ def find(image: Image, pools: Sequence[Callable[[], list[Known]]],
                         "or the cut with --from-layer N")
 
 
-def _named(known: Sequence[Known], name: str | None, digest: Digest | None, own: Digest | None) -> Known | None:
+def _named(known: Sequence[Known], name: str | None, digest: Digest | None) -> Known | None:
+    """The image of ``known`` (the image itself already left out) the annotations name: by digest, else name."""
     from ocisquash import reference
 
-    if digest is not None and digest != own:
+    if digest is not None:
         for k in known:
             if k.manifest_digest == digest:
                 return k
     if name:
         for k in known:
-            if (own is None or k.manifest_digest != own) and reference.matches(name, list(k.names)):
+            if reference.matches(name, list(k.names)):
                 return k
     return None
 
@@ -167,10 +160,12 @@ def find_in(image: Image, src: Source, src_path: str, extra_path: str | None, pl
 
     def of(s: Source) -> list[Known]:
         return [known(c.load(), c.manifest_digest, ", ".join(c.names) or str(c.image_id or c.manifest_digest))
-                for c in s.matching(None) if c.manifest_digest is None or c.manifest_digest != image.manifest_digest]
+                for c in s.matching(None) if c.image_id is None or c.image_id != image.id]  # the image: no parent
 
     def from_file() -> list[Known]:
-        if extra_path is None:
+        # FILE may be IN itself (auto:- with IN -, or the same file): IN's images are in the pool already,
+        # and a pipe cannot be read twice
+        if extra_path is None or extra_path == src_path or _same_file(extra_path, src_path):
             return []
         with open_source(extra_path) as s:
             return of(s)
@@ -194,3 +189,10 @@ def find_in(image: Image, src: Source, src_path: str, extra_path: str | None, pl
 
     return find(image, [lambda: of(src), from_file],
                 in_registry if is_registry_ref(src_path) else None)
+
+
+def _same_file(a: str, b: str) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):  # missing, a reference, a pipe name: not both one file
+        return False

@@ -31,7 +31,6 @@ from ocisquash.formats.layoutnames import index_bytes, index_entries
 from ocisquash.formats.ocilayout import OCI_LAYOUT_BYTES
 from ocisquash.tar.encode import member_header
 
-_header = member_header  # the project's one tar header encoder (ocisquash.tar.encode)
 
 
 OUTER_CODECS = {".tar.gz": Codec.GZIP, ".tgz": Codec.GZIP, ".tar.zst": Codec.ZSTD, ".tar.zstd": Codec.ZSTD}
@@ -86,7 +85,7 @@ class TarSink(Sink):
     def _add_member(self, name: str, data: bytes) -> None:
         assert self._f is not None
         with commit.writing(self.label):
-            self._f.write(_header(name, len(data)))
+            self._f.write(member_header(name, len(data)))
             self._f.write(data)
             self._f.write(b"\0" * (-len(data) % 512))
 
@@ -113,7 +112,7 @@ class TarSink(Sink):
             f.write(b"\0" * (-n % 512))
             end = f.tell()
             f.seek(start)
-            f.write(_header(f"blobs/sha256/{d.encoded}", n))
+            f.write(member_header(f"blobs/sha256/{d.encoded}", n))
             f.seek(end)
         self._digests.add(d)
         return d, n
