@@ -80,9 +80,12 @@ def parse(text: str, *, file_ref: bool = True) -> Ref:
         return Ref(text)
     head, sep, rest = text.partition(":")
     if sep and head in TRANSPORTS:
-        path, _, ref = rest.partition(":")
+        path, colon, ref = rest.partition(":")
         if not path:
             raise UsageError(f"{text!r}: no path after '{head}:'", hint=f"e.g. {head}:app.tar:app:1.0")
+        if colon and not ref:  # "oci:DIR:" names no image: not the same as leaving the name out
+            raise UsageError(f"{text!r}: an empty name after the path", hint=f"e.g. {head}:{path}:app:1.0, or "
+                             f"{head}:{path} for no name")
         if ref.startswith("@"):
             raise UsageError(f"{text!r}: a source index (@N) is not supported here; name the image instead",
                              hint="name:tag, digest, or image ID prefix")

@@ -253,3 +253,18 @@ def test_cli_gzip_level_9_is_isal_3(tmp_path: Path) -> None:
         man = json.loads((out / "blobs" / "sha256" / index["manifests"][0]["digest"][7:]).read_bytes())
         blobs[lvl] = (out / "blobs" / "sha256" / man["layers"][-1]["digest"][7:]).read_bytes()
     assert blobs["7"] == blobs["9"] != blobs["6"]
+
+
+@pytest.mark.parametrize(("level", "suggested"), [("4", "4"), ("-1", "6"), ("12", "6")])
+def test_level_without_compression_hints_a_command_that_works(level: str, suggested: str, tmp_path: Path) -> None:
+    """The hint of ``--level`` without ``--compression`` is a command that runs: an out-of-range level is
+    not echoed into it."""
+    sample = Path(__file__).resolve().parent.parent / "testdata" / "sample.docker.tar"
+    out = tmp_path / "o.tar"
+    r = subprocess.run([sys.executable, "-m", "ocisquash", "squash", str(sample), str(out), f"--level={level}"],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and not out.exists()
+    assert r.stderr.splitlines()[1] == f"hint: e.g. --compression gzip --level {suggested}"
+    ok = subprocess.run([sys.executable, "-m", "ocisquash", "squash", str(sample), str(out), "-q", "--compression",
+                         "gzip", "--level", suggested], capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr

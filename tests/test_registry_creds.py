@@ -457,5 +457,21 @@ def test_a_token_realm_redirect_elsewhere_gets_no_password() -> None:
         else:
             assert c.has_blob("sha256:" + "a" * 64)
         assert ("https://auth.example/token", basic(USER, PASSWORD)) in seen
-        assert [a for u, a in seen if "auth.example" not in u and a is not None and a.startswith("Basic")] == []
+        # the password goes to the https realm only: never to the other host, never to the plain-http realm
+        assert [a for u, a in seen if u != "https://auth.example/token" and a is not None and a.startswith("Basic")] \
+            == []
         assert all(u.startswith("https://reg.example/") for u, a in seen if a == f"Bearer {TOKEN}")
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--src-creds", "nocolon"], "--src-creds: neither IN nor --parent is a registry"),
+    (["--src-creds", "u:p"], "--src-creds: neither IN nor --parent is a registry"),
+    (["--dest-creds", "u:p"], "--dest-creds: OUT is not a registry"),
+])
+def test_a_sides_credentials_for_no_registry_are_refused(args: list[str], message: str, tmp_path: Path) -> None:
+    """A side's option where that side is a file would be ignored without a word: a usage error instead."""
+    sample = Path(__file__).resolve().parent.parent / "testdata" / "sample.docker.tar"
+    out = tmp_path / "o.tar"
+    r = run(tmp_path, str(sample), str(out), *args)
+    assert message in error(r, 2)
+    assert not out.exists()

@@ -120,3 +120,15 @@ def test_format_names(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     p = ocisquash("convert", str(SAMPLE), "oci:o2", "--format", "docker-archive")
     assert p.returncode == 2 and "give one" in p.stderr
     assert not (tmp_path / "o2").exists()
+
+
+@pytest.mark.parametrize("out", ["oci:{d}/lay:", "oci-archive:{d}/a.tar:"])
+def test_an_empty_name_after_the_path_is_a_usage_error(out: str, tmp_path: Path) -> None:
+    """``oci:DIR:`` names no image: refused, not read as ``oci:DIR`` (which would name it after the input)."""
+    dest = out.format(d=tmp_path)
+    before = hashlib.sha256(SAMPLE.read_bytes()).hexdigest()
+    p = ocisquash(str(SAMPLE), dest)
+    assert p.returncode == 2, p.stderr
+    assert p.stderr.splitlines()[0] == f"error: {dest!r}: an empty name after the path", p.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written
+    assert hashlib.sha256(SAMPLE.read_bytes()).hexdigest() == before

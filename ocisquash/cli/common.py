@@ -214,7 +214,7 @@ def check_level(level: int | None, compression: str | None) -> None:
         from ocisquash.errors import UsageError
 
         raise UsageError("--level needs --compression: a level is a gzip level (0-9) or a zstd level (1-19)",
-                         hint=f"e.g. --compression gzip --level {level}")
+                         hint=f"e.g. --compression gzip --level {level if 0 <= level <= 9 else 6}")
 
 
 def resolve_output(dest: str | None, fmt: str | None, tags: list[str] | None) -> tuple[str | None, str | None,

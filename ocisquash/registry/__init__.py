@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from ocisquash.errors import UsageError
 from ocisquash.registry.options import AuthOptions, RegistryOptions, configure, current
 from ocisquash.registry.ref import is_registry_ref
 
@@ -28,14 +29,20 @@ __all__ = ["AuthOptions", "RegistryOptions", "check_credentials", "configure", "
 def check_credentials(sources: list[str], dest: str | None) -> None:
     """Before a run that reads ``sources`` (IN, ``--parent``) and writes ``dest``: every ``docker://`` one
     parsed (a malformed one, or one carrying USER:PASSWORD@, is a usage error) and the credentials options
-    checked to reach one registry each (``auth.check_scope``)."""
+    checked to reach one registry each (``auth.check_scope``), and a side's option for a side that is no
+    registry refused."""
     from ocisquash.registry import auth
     from ocisquash.registry.ref import parse
 
     refs = [parse(s) for s in sources if is_registry_ref(s)]
     out = parse(dest) if dest is not None and is_registry_ref(dest) else None
-    if refs or out is not None:
-        auth.check_scope(current().auth, refs, out)
+    opts = current().auth
+    # a side's option for a side that is no registry would be silently ignored: say so instead
+    if opts.src_creds is not None and not refs:
+        raise UsageError("--src-creds: neither IN nor --parent is a registry (docker://…)")
+    if opts.dest_creds is not None and dest is not None and out is None:
+        raise UsageError("--dest-creds: OUT is not a registry (docker://…)")
+    auth.check_scope(opts, refs, out)
 
 
 def open_tree(text: str) -> tuple[RegistryTree, Callable[[Image], Image]]:
