@@ -31,8 +31,6 @@ from ocisquash.formats.layoutnames import index_bytes, index_entries
 from ocisquash.formats.ocilayout import OCI_LAYOUT_BYTES
 from ocisquash.tar.encode import member_header
 
-
-
 OUTER_CODECS = {".tar.gz": Codec.GZIP, ".tgz": Codec.GZIP, ".tar.zst": Codec.ZSTD, ".tar.zstd": Codec.ZSTD}
 """Output names that ask for the whole tarball compressed, as ``docker save | gzip`` gives (docker load,
 podman and skopeo read those); the ``docker save`` format claims them (``formats.builtin``)."""
