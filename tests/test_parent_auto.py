@@ -64,7 +64,7 @@ def fake_image(layers: list[int], annotations: dict[str, str] | None = None, *, 
 
 def test_chain_ids_name_stacks_not_layers() -> None:
     a, b = chain_ids([d(1), d(2)]), chain_ids([d(2), d(2)])
-    assert a[0] == str(d(1)) and b[0] == str(d(2))
+    assert a[0] == d(1) and b[0] == d(2)  # a one-layer stack is named by its layer's diff ID
     assert a[1] != b[1]  # the same top layer on another stack is another chain
     assert chain_ids([d(1), d(2), d(3)])[:2] == a
 
