@@ -236,7 +236,7 @@ def gzip_level() -> tuple[int, str]:
         sys.path.insert(0, str(REPO))
         from ocisquash import compression  # type: ignore[import-not-found, unused-ignore]
 
-        gz = compression.DEFAULT_LEVEL[compression.Codec.GZIP]
+        gz = compression.Codec.GZIP.default_level
         return int(compression.ISAL_LEVEL[gz]), f"ocisquash.compression: gzip level {gz}, ISA-L's"
     except Exception:
         pass

@@ -335,14 +335,13 @@ def _squash(src: str, output: object, image: str | None, platform: object, cut: 
             on_progress: Callable[[int], None] | None,
             opened: tuple[_sources.Source, _image.Image, str | None] | None = None) -> SquashReport:
     """``squash_image`` once its input is known: each option checked, in the command line's order."""
-    from ocisquash import compression as codecs
     from ocisquash import squash as squash_lib
 
     typed_cut = check.cut(cut)
     plat, names, fmt = check.platform(platform), check.tags(tags), check.output_format(format)
     codec = check.compression(compression)
     opts = squash_lib.SquashOptions(
-        image=image, platform=plat, tags=names, fmt=fmt, compression=codecs.Codec(codec.value),
+        image=image, platform=plat, tags=names, fmt=fmt, compression=codec.codec,
         level=check.level(codec, level), message=check.message(message), timestamp=check.timestamp(timestamp),
         cut=typed_cut,
     )
@@ -374,14 +373,13 @@ def _convert(src: str, output: object, image: str | None, platform: object, form
              on_phase: Callable[[str, int | None], None] | None, on_bytes: Callable[[int], None] | None,
              opened: tuple[_sources.Source, _image.Image, str | None] | None = None) -> ConvertReport:
     """``convert_image`` once its input is known: each option checked, in the command line's order."""
-    from ocisquash import compression as codecs
     from ocisquash import convert as convert_lib
 
     dest = check.path(output, "output")
     given = None if compression is None else check.compression(compression)
     result = convert_lib.convert(
         src, dest, image=image, platform=check.platform(platform), tags=check.tags(tags),
-        fmt=check.output_format(format), compression=None if given is None else codecs.Codec(given.value),
+        fmt=check.output_format(format), compression=None if given is None else given.codec,
         level=None if given is None else check.level(given, level),
         on_step=on_step, on_start=on_phase, on_bytes=on_bytes, opened=opened,
     )

@@ -13,6 +13,7 @@ import os
 from collections.abc import Sequence
 from typing import TypeVar
 
+from ocisquash import codecs
 from ocisquash.apitypes import ALL_PLATFORMS, Compression, Cut, OutputFormat
 from ocisquash.errors import UsageError
 
@@ -91,7 +92,8 @@ def output_format(fmt: object) -> OutputFormat | None:
 
 def compression(c: object) -> Compression:
     if not isinstance(c, Compression):
-        raise UsageError(f"compression={c!r}: use Compression.GZIP, Compression.ZSTD or Compression.NONE")
+        raise UsageError(f"compression={c!r}: use "
+                         + codecs.either([f"Compression.{w.name.upper()}" for w in codecs.written()]))
     return c
 
 
@@ -100,9 +102,7 @@ def level(c: Compression, lvl: object) -> int | None:
         return None
     if isinstance(lvl, bool) or not isinstance(lvl, int):
         raise UsageError(f"level={lvl!r}: an int")
-    from ocisquash import compression as codecs
-
-    lo, hi = codecs.LEVEL_RANGE[codecs.Codec(c.value)]
+    lo, hi = c.codec.levels
     if not lo <= lvl <= hi:
         raise UsageError(f"level={lvl} is out of range for {c.value}: {lo} to {hi}")
     return lvl

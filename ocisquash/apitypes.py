@@ -16,6 +16,7 @@ import os
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ocisquash import codecs
 from ocisquash.errors import UsageError
 
 PathLike = str | os.PathLike[str]
@@ -23,7 +24,9 @@ PathLike = str | os.PathLike[str]
 
 
 class Compression(enum.Enum):
-    """How the layers ocisquash writes are compressed (the squashed layer, or every layer on convert)."""
+    """How the layers ocisquash writes are compressed (the squashed layer, or every layer on convert): a
+    codec of the table ``ocisquash.codecs`` that ocisquash writes. A codec registered there from outside
+    is a member too, by its name: ``Compression("lz4")``."""
 
     GZIP = "gzip"
     """gzip through ISA-L: gzip's levels 0-9 (0 stores), default 6; what every tool reads."""
@@ -33,21 +36,36 @@ class Compression(enum.Enum):
     """Uncompressed tar (level 0 only)."""
 
     @classmethod
+    def _missing_(cls, value: object) -> Compression | None:
+        # a registered codec beyond the three above: a member made once per codec, as enum.Flag makes its
+        # combinations (not kept in the enum's own map, so a codec taken out of the table is no member)
+        codec = codecs.CODECS.get(value) if isinstance(value, str) else None
+        if codec is None or not codec.writes:
+            return None
+        if codec not in _REGISTERED:
+            member = object.__new__(cls)
+            member._name_, member._value_ = codec.name.upper(), codec.name
+            _REGISTERED[codec] = member
+        return _REGISTERED[codec]
+
+    @classmethod
     def parse(cls, text: str) -> Compression:
         """The compression named ``text`` (``gzip``, ``zstd`` or ``none``, as ``--compression`` spells it);
         ``UsageError`` for any other name."""
-        from ocisquash import compression
+        return cls(codecs.parse(text).name)
 
-        return cls(compression.parse_codec(text).value)
+    @property
+    def codec(self) -> codecs.Codec:
+        """Its entry in the codec table."""
+        return codecs.CODECS[self.value]
 
     def check_level(self, level: int | None) -> int | None:
         """``level`` (or None, the default) if it is within this compression's range, else ``UsageError``
         in the command line's words (``--level 10 is out of range for gzip: 0 to 9``)."""
-        if level is None:
-            return None
-        from ocisquash import compression
+        return None if level is None else codecs.check_level(self.codec, level)
 
-        return compression.check_level(compression.Codec(self.value), level)
+
+_REGISTERED: dict[codecs.Codec, Compression] = {}
 
 
 class OutputFormat(enum.StrEnum):

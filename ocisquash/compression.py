@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import _compression
 import bz2
-import enum
 import gzip
 import io
 import lzma
@@ -23,7 +22,10 @@ import isal.igzip_lib as igzip_lib
 import isal.igzip_threaded as igzip_threaded
 
 from ocisquash import limits, model
-from ocisquash.errors import FormatError, UsageError
+from ocisquash.codecs import CODECS
+from ocisquash.codecs import Codec as Codec  # the table's entries, as every reader of a layer names them
+from ocisquash.codecs import check_level as check_level
+from ocisquash.errors import FormatError
 from ocisquash.streams import CountingReader, Reader
 
 # python-magic (~10-15 ms to import, with ctypes and logging, and it loads libmagic) and zstandard are imported
@@ -31,19 +33,6 @@ from ocisquash.streams import CountingReader, Reader
 
 SNIFF_BYTES = 512
 
-
-class Codec(enum.Enum):
-    NONE = "none"
-    GZIP = "gzip"
-    ZSTD = "zstd"
-    BZIP2 = "bzip2"
-    XZ = "xz"
-
-
-# The one table of levels (the API's and the command line's): gzip's 0-9 as gzip, pigz and BuildKit's
-# compression-level mean them, zstd's own 1-19.
-DEFAULT_LEVEL = {Codec.GZIP: 6, Codec.ZSTD: 3, Codec.NONE: 0}
-LEVEL_RANGE = {Codec.GZIP: (0, 9), Codec.ZSTD: (1, 19), Codec.NONE: (0, 0)}
 
 # gzip's levels onto ISA-L's 0-3, in three bands of gzip's (fast 1-3, default 4-6, best 7-9); 0 is
 # gzip's "store", no compression at all (zlib's level 0, not ISA-L's, which compresses). Measured on
@@ -56,29 +45,20 @@ ISAL_LEVEL = (0, 1, 1, 1, 2, 2, 2, 3, 3, 3)
 
 
 def sniff_bytes(head: bytes) -> Codec:
-    """The codec of a stream from its first bytes (up to SNIFF_BYTES)."""
-    if head.startswith(b"\x1f\x8b"):
-        return Codec.GZIP
-    if head.startswith(b"\x28\xb5\x2f\xfd") or (
-        len(head) >= 4 and head[0] & 0xF0 == 0x50 and head[1:4] == b"\x2a\x4d\x18"
-    ):
-        return Codec.ZSTD
-    if head.startswith(b"BZh"):
-        return Codec.BZIP2
-    if head.startswith(b"\xfd7zXZ\x00"):
-        return Codec.XZ
-    if len(head) >= 262 and head[257:262] == b"ustar":
+    """The codec of a stream from its first bytes (up to SNIFF_BYTES): the table's magic bytes, the plain
+    tar's last, then libmagic's names."""
+    for codec in CODECS.values():
+        if codec is not Codec.NONE and codec.magic(head):
+            return codec
+    if Codec.NONE.magic(head):
         return Codec.NONE
-    if not head or not any(head):
-        return Codec.NONE  # an empty tar (all zero blocks) or nothing at all
     try:
         import magic
     except ImportError:  # python-magic without libmagic (or not installed): the magic bytes below suffice
         return _sniff_rare(head)
 
     mime = magic.from_buffer(head, mime=True)
-    known = {"application/gzip": Codec.GZIP, "application/x-gzip": Codec.GZIP, "application/zstd": Codec.ZSTD,
-             "application/x-bzip2": Codec.BZIP2, "application/x-xz": Codec.XZ, "application/x-tar": Codec.NONE}
+    known = {name: codec for codec in CODECS.values() for name in codec.mime}
     if mime in known:
         return known[mime]
     if mime in ("application/x-lzip", "application/x-lz4", "application/x-lzma", "application/x-compress"):
@@ -103,39 +83,19 @@ def _sniff_rare(head: bytes) -> Codec:
 
 def codec_of_media_type(media_type: str) -> Codec | None:
     """The codec a layer media type declares, or None for a type that does not say (Docker tarballs)."""
-    if media_type.endswith(("+gzip", ".gzip")):
-        return Codec.GZIP
-    if media_type.endswith(("+zstd", ".zstd")):
-        return Codec.ZSTD
+    for codec in CODECS.values():
+        if codec.media_suffix and media_type.endswith(("+" + codec.media_suffix, "." + codec.media_suffix)):
+            return codec
     if media_type in (model.OCI_LAYER, model.DOCKER_LAYER, model.OCI_LAYER_ND):
         return Codec.NONE
     return None
 
 
 def layer_media_type(codec: Codec, docker: bool) -> str:
-    if docker:
-        return {Codec.NONE: model.DOCKER_LAYER, Codec.GZIP: model.DOCKER_LAYER_GZIP,
-                Codec.ZSTD: model.DOCKER_LAYER_ZSTD}[codec]
-    return {Codec.NONE: model.OCI_LAYER, Codec.GZIP: model.OCI_LAYER_GZIP, Codec.ZSTD: model.OCI_LAYER_ZSTD}[codec]
-
-
-def parse_codec(text: str) -> Codec:
-    try:
-        c = Codec(text)
-    except ValueError:
-        raise UsageError(f"unknown compression {text!r}: use gzip, zstd or none") from None
-    if c not in (Codec.GZIP, Codec.ZSTD, Codec.NONE):
-        raise UsageError(f"ocisquash writes gzip, zstd or none, not {text}")
-    return c
-
-
-def check_level(codec: Codec, level: int | None) -> int:
-    if level is None:
-        return DEFAULT_LEVEL[codec]
-    lo, hi = LEVEL_RANGE[codec]
-    if not lo <= level <= hi:
-        raise UsageError(f"--level {level} is out of range for {codec.value}: {lo} to {hi}")
-    return level
+    mt = codec.media_type(docker)
+    if mt is None:
+        raise FormatError(f"{codec.name} compression has no layer media type")
+    return mt
 
 
 class PrefixedReader(Reader):
@@ -178,7 +138,7 @@ class _ErrorMapping(Reader):
         self._inner = inner
         self._what = what
         self._codec = codec
-        self._errors = _CODEC_ERRORS
+        self._errors = _CODEC_ERRORS + codec.errors
         if codec is Codec.ZSTD:  # only a zstd reader raises ZstdError (and only then is zstandard imported)
             import zstandard
 
@@ -196,7 +156,7 @@ class _ErrorMapping(Reader):
                                   "to decompress (its dictionary is larger than any real image uses)") from None
             if isinstance(e, EOFError):
                 msg = "truncated stream (ended before the end marker)"
-            raise FormatError(f"{self._what}: corrupt {self._codec.value} data: {msg}") from None
+            raise FormatError(f"{self._what}: corrupt {self._codec.name} data: {msg}") from None
 
     def close(self) -> None:
         with suppress(Exception):
@@ -304,25 +264,37 @@ def decompressing_reader(raw: IO[bytes] | BinaryIO, what: str, codec: Codec | No
     head = _read_head(raw)
     sniffed = sniff_bytes(head)
     if codec is not None and codec is not sniffed and head:
-        raise FormatError(f"{what}: its media type says {codec.value} but its bytes are {sniffed.value}")
+        raise FormatError(f"{what}: its media type says {codec.name} but its bytes are {sniffed.name}")
     src = PrefixedReader(head, raw)
     if sniffed is Codec.NONE:
         return cast(BinaryIO, src)
-    inner: Any
-    if sniffed is Codec.GZIP:
-        inner = igzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[no-untyped-call]
-    elif sniffed is Codec.ZSTD:
-        import zstandard
-
-        inner = zstandard.ZstdDecompressor().stream_reader(cast(BinaryIO, _ZstdFrameCheck(src)),
-                                                           read_across_frames=True, closefd=False)
-    elif sniffed is Codec.BZIP2:
-        inner = bz2.BZ2File(cast(BinaryIO, src), "rb")
-    else:
-        # LZMAFile takes no memory limit: the same decompressing reader it builds, with one
-        inner = io.BufferedReader(_compression.DecompressReader(
-            cast(Any, src), lzma.LZMADecompressor, trailing_error=lzma.LZMAError, memlimit=XZ_MEMLIMIT))
+    inner = (sniffed.reader or _READERS[sniffed])(cast(BinaryIO, src))
     return cast(BinaryIO, _Capped(_ErrorMapping(inner, what, sniffed), counted, what, spool))
+
+
+def _read_gzip(src: BinaryIO) -> Any:
+    return igzip.GzipFile(fileobj=src, mode="rb")  # type: ignore[no-untyped-call]
+
+
+def _read_zstd(src: BinaryIO) -> Any:
+    import zstandard
+
+    return zstandard.ZstdDecompressor().stream_reader(cast(BinaryIO, _ZstdFrameCheck(src)),
+                                                      read_across_frames=True, closefd=False)
+
+
+def _read_bzip2(src: BinaryIO) -> Any:
+    return bz2.BZ2File(src, "rb")
+
+
+def _read_xz(src: BinaryIO) -> Any:
+    # LZMAFile takes no memory limit: the same decompressing reader it builds, with one
+    return io.BufferedReader(_compression.DecompressReader(
+        cast(Any, src), lzma.LZMADecompressor, trailing_error=lzma.LZMAError, memlimit=XZ_MEMLIMIT))
+
+
+_READERS = {Codec.GZIP: _read_gzip, Codec.ZSTD: _read_zstd, Codec.BZIP2: _read_bzip2, Codec.XZ: _read_xz}
+"""The built-in codecs' readers (a registered codec brings its own, ``Codec.reader``)."""
 
 
 class _NoClose:
@@ -347,6 +319,10 @@ def compressing_writer(raw: IO[bytes] | BinaryIO | Any, codec: Codec, level: int
                        threads: int = 2) -> Iterator[BinaryIO]:
     """A writer that compresses into ``raw`` (left open); deterministic for the same input and level."""
     lvl = check_level(codec, level)
+    if codec.writer is not None:  # a registered codec brings its own writer
+        with codec.writer(cast(BinaryIO, raw), lvl, threads) as w:
+            yield w
+        return
     if codec is Codec.NONE:
         yield cast(BinaryIO, raw)
         return

@@ -13,23 +13,19 @@ import sys
 from dataclasses import dataclass, field
 from typing import Any
 
+from ocisquash.codecs import DOCKER_LAYER as DOCKER_LAYER
+from ocisquash.codecs import OCI_LAYER as OCI_LAYER
 from ocisquash.digest import Digest
 from ocisquash.errors import FormatError
 
-# Media types (docs/formats.md §1.3).
+# Media types (docs/formats.md §1.3); a compressed layer's are its codec's (``codecs.Codec.media_type``).
 OCI_INDEX = "application/vnd.oci.image.index.v1+json"
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER = "application/vnd.oci.image.layer.v1.tar"
-OCI_LAYER_GZIP = OCI_LAYER + "+gzip"
-OCI_LAYER_ZSTD = OCI_LAYER + "+zstd"
 OCI_LAYER_ND = "application/vnd.oci.image.layer.nondistributable.v1.tar"
 DOCKER_LIST = "application/vnd.docker.distribution.manifest.list.v2+json"
 DOCKER_MANIFEST = "application/vnd.docker.distribution.manifest.v2+json"
 DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
-DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
-DOCKER_LAYER_GZIP = DOCKER_LAYER + ".gzip"
-DOCKER_LAYER_ZSTD = DOCKER_LAYER + ".zstd"
 DOCKER_FOREIGN = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 SCHEMA1 = (
     "application/vnd.docker.distribution.manifest.v1+json",

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
 from ocisquash import compression, model
-from ocisquash.compression import Codec
+from ocisquash.codecs import Codec, written
 from ocisquash.digest import Digest, HashingWriter
 from ocisquash.errors import FormatError
 from ocisquash.formats.commit import Sink, WrittenImage
@@ -69,9 +69,9 @@ def _copy_layer(sink: Sink, layer: Layer, docker: bool) -> LayerResult:
 def _media_type(layer: Layer, codec: Codec | None, docker: bool) -> str:
     if layer.media_type and (docker or not layer.media_type.startswith("application/vnd.docker.")):
         return layer.media_type
-    if codec is None or codec not in (Codec.NONE, Codec.GZIP, Codec.ZSTD):
-        raise FormatError(f"{layer.what}: {codec.value if codec else 'unknown'} compression has no OCI media type; "
-                          "recompress it with --compression gzip|zstd|none")
+    if codec is None or codec.media_suffix is None:
+        raise FormatError(f"{layer.what}: {codec.name if codec else 'unknown'} compression has no OCI media type; "
+                          f"recompress it with --compression {'|'.join(c.name for c in written())}")
     if layer.media_type and not docker:
         # Docker media types are refused by umoci in OCI layouts: use the OCI equivalent.
         return compression.layer_media_type(codec, docker=False)
@@ -188,7 +188,7 @@ def plan_convert(image: Image, codec: Codec | None, level: int | None) -> list[O
     """Each layer copied as it is, or recompressed when ``codec`` is given and differs."""
     out = []
     for layer in image.layers:
-        if codec is None and layer.codec not in (Codec.NONE, Codec.GZIP, Codec.ZSTD):
+        if codec is None and (layer.codec is None or layer.codec.media_suffix is None):
             # bzip2/xz members of a docker tarball have no OCI media type: store them as gzip.
             out.append(OutLayer("recompress", layer, Codec.GZIP, level))
         elif codec is None or (layer.codec is codec and level is None):

@@ -27,7 +27,7 @@ from oracle import Snapshot, compare, skopeo, skopeo_inspect, unpack_snapshot
 
 from ocisquash import errors
 from ocisquash.apitypes import OutputFormat
-from ocisquash.compression import parse_codec
+from ocisquash.codecs import parse as parse_codec
 from ocisquash.convert import convert
 
 CONTAINERD_NAME = "io.containerd.image.name"

@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from ocisquash import codecs
+
 # rich (console ~40 ms, progress ~20 ms to import), json and ocisquash.limits are imported in the functions
 # that use them, not here, for start-up time: --version, --help and quiet runs without errors need none of them.
 if TYPE_CHECKING:
@@ -203,18 +205,22 @@ def apply_limits(values: list[str] | None) -> None:
         _enter(api.safety_limits({name: n}))
 
 
-LEVEL_HELP = ("Compression level: gzip 0-9 as gzip's (0 stores; default 6; on ISA-L 1-3 is its level 1, 4-6 its 2, "
-              "7-9 its 3), zstd 1-19 (default 3).")
-"""``--level``'s help (squash, convert): the table is ``compression.LEVEL_RANGE`` and ``ISAL_LEVEL``."""
+LEVEL_HELP = codecs.level_help()
+"""``--level``'s help (squash, convert), from the codec table."""
+COMPRESSIONS = codecs.written_names()
+"""The names ``--compression`` takes, from the codec table."""
 
 
 def check_level(level: int | None, compression: str | None) -> None:
-    """``--level`` means a gzip level (0-9) or a zstd one (1-19): without ``--compression`` it is a guess."""
+    """``--level`` means one codec's level (gzip's 0-9, zstd's 1-19): without ``--compression`` it is a guess."""
     if level is not None and compression is None:
         from ocisquash.errors import UsageError
 
-        raise UsageError("--level needs --compression: a level is a gzip level (0-9) or a zstd level (1-19)",
-                         hint=f"e.g. --compression gzip --level {level if 0 <= level <= 9 else 6}")
+        ranges = codecs.either([f"a {c.name} level ({c.levels[0]}-{c.levels[1]})" for c in codecs.leveled()])
+        gzip = codecs.Codec.GZIP
+        example = level if gzip.levels[0] <= level <= gzip.levels[1] else gzip.default_level
+        raise UsageError(f"--level needs --compression: a level is {ranges}",
+                         hint=f"e.g. --compression gzip --level {example}")
 
 
 def resolve_output(dest: str | None, fmt: str | None, tags: list[str] | None) -> tuple[str | None, str | None,

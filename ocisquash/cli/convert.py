@@ -31,7 +31,7 @@ def convert(
     tag: list[str] | None = typer.Option(None, "--tag", "-t", help="Name the output (repeatable)."),
     fmt: common.FormatOption = None,
     compression: str | None = typer.Option(None, "--compression", "-c",
-                                           help="Recompress layers: gzip, zstd or none (default: keep)."),
+                                           help=f"Recompress layers: {common.COMPRESSIONS} (default: keep)."),
     level: int | None = typer.Option(None, "--level", help=common.LEVEL_HELP),
     quiet: bool = typer.Option(False, "--quiet", "-q", help="No progress and no summary."),
     json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),

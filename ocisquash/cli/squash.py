@@ -100,7 +100,7 @@ def squash(
     tag: list[str] | None = typer.Option(None, "--tag", "-t", help="Name the result, name:tag (repeatable)."),
     fmt: common.FormatOption = None,
     compression: str | None = typer.Option(None, "--compression", "-c",
-                                           help="New layer's compression: gzip (default), zstd, none."),
+                                           help=f"New layer's compression: {common.COMPRESSIONS} (default gzip)."),
     level: int | None = typer.Option(None, "--level", help=common.LEVEL_HELP),
     message: str | None = typer.Option(None, "--message", "-m", help="Comment for the new history entry."),
     timestamp: str | None = typer.Option(None, "--timestamp", help="Creation time (RFC 3339 or epoch seconds); "
