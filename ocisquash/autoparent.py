@@ -13,15 +13,19 @@ and names only, and ``find`` gathers those from the open inputs:
    with the same longest chain are an error listing them.
 
 Neither finds one: an error with the hint to name the parent (``--parent REF`` or ``--from-layer N``).
+
+``squashed_annotations`` says which of those annotations a squash's output may keep: they are true of
+it only when it keeps exactly the layers of the base they name.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from ocisquash import reference
 from ocisquash.digest import Digest, chain_ids
 from ocisquash.errors import FormatError, NotFound, OcisquashError
 from ocisquash.image import Image
@@ -67,6 +71,29 @@ def base_annotations(annotations: dict[str, str]) -> tuple[str | None, Digest | 
         except OcisquashError:
             digest = None
     return name, digest
+
+
+def squashed_annotations(annotations: Mapping[str, str], keep: int, base: Known | None) -> dict[str, str]:
+    """The input manifest's ``annotations`` for a squash that keeps its bottom ``keep`` layers, ``base``
+    being the parent image it kept them for (``--parent``, or found by ``--parent auto``; None when the
+    cut was no image: scratch, ``--from-layer``). The base annotations stay only when ``base`` is the image
+    they name and the kept layers are all of its layers, no fewer and no more; otherwise they would name a
+    base whose layers the output does not have (``--parent auto`` would then refuse it as no prefix)."""
+    out = dict(annotations)
+    if not _still_names_base(out, keep, base):
+        out.pop(BASE_DIGEST, None)
+        out.pop(BASE_NAME, None)
+    return out
+
+
+def _still_names_base(annotations: Mapping[str, str], keep: int, base: Known | None) -> bool:
+    name, digest = base_annotations(dict(annotations))
+    if base is None or keep == 0 or keep != len(base.diff_ids) or (name is None and digest is None):
+        return False
+    if digest is not None and base.manifest_digest is not None:
+        return digest == base.manifest_digest
+    # no manifest digest to compare (a docker save base has none): the name must name it
+    return name is not None and reference.matches(name, list(base.names))
 
 
 def by_annotation(image_ids: Sequence[Digest], base: Known) -> Found:
@@ -133,8 +160,6 @@ def find(image: Image, pools: Sequence[Callable[[], list[Known]]],
 
 def _named(known: Sequence[Known], name: str | None, digest: Digest | None) -> Known | None:
     """The image of ``known`` (the image itself already left out) the annotations name: by digest, else name."""
-    from ocisquash import reference
-
     if digest is not None:
         for k in known:
             if k.manifest_digest == digest:

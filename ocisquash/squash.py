@@ -225,9 +225,10 @@ def _as_file(open_stream: Callable[[], LayerStream]) -> Callable[[], BinaryIO]:
 
 
 def _parent_diff_ids(opts: SquashOptions, src_path: str, src: Source,
-                     platform: str | None) -> tuple[list[Digest], Digest] | None:
-    """The ``--parent`` image's diff IDs and its image ID (what ``docker build --squash`` names it by),
-    for ``platform`` (each platform of ``--platform all`` has its own parent).
+                     platform: str | None) -> autoparent.Known | None:
+    """The ``--parent`` image: its diff IDs, its image ID (what ``docker build --squash`` names it by),
+    and its manifest digest and names (what base annotations name it by), for ``platform`` (each
+    platform of ``--platform all`` has its own parent).
 
     A parent in IN itself is chosen from the already open ``src``: IN may be a pipe, read only once."""
     if opts.cut.kind != "parent":
@@ -238,7 +239,7 @@ def _parent_diff_ids(opts: SquashOptions, src_path: str, src: Source,
     else:
         with open_source(path) as ps:
             parent = ps.choose(name, platform)
-    return list(parent.config.diff_ids), parent.id
+    return autoparent.known(parent, parent.manifest_digest, parent.label)
 
 
 def _same_file(a: str, b: str) -> bool:
@@ -289,7 +290,7 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
         found = None
         if opts.cut.kind == "auto":
             found = autoparent.find_in(image, src, src_path, opts.cut.parent_path, parent_platform)
-            parent = list(found.base.diff_ids), found.base.image_id
+            parent = found.base
         out_fmt = formatlist.output_format(dest, opts.fmt) if dest is not None else None
         # OUT is IN's own layout directory: the squashed image goes beside the original
         same_layout = out_fmt is not None and out_fmt.holds_many and dest is not None and os.path.isdir(dest) and \
@@ -342,7 +343,7 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
     def one(c: Candidate, out: Sink | None) -> tuple[Report, Image, WrittenImage | None]:
         image = c.load()
         parent = _parent_diff_ids(opts, src_path, src, c.platform)
-        key = (c.manifest_digest or id(c), tuple(parent[0]) if parent is not None else None)
+        key = (c.manifest_digest or id(c), parent.diff_ids if parent is not None else None)
         if key in done:
             report, written = copy.copy(done[key][0]), done[key][1]
         else:
@@ -394,13 +395,13 @@ def _sum_or_none(values: list[int | None]) -> int | None:
     return None if any(v is None for v in values) else sum(v for v in values if v is not None)
 
 
-def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Digest] | None,
+def _squash_one(image: Image, out: Sink | None, parent: autoparent.Known | None,
                 opts: SquashOptions, codec: compression.Codec, level: int | None, created: dt.datetime,
                 tags: list[str], on_phase: Callable[[str, int | None], None] | None,
                 on_progress: Callable[[int], None] | None) -> tuple[Report, WrittenImage]:
     """Squash one image into ``out`` (None: a dry run, only the report); the caller commits."""
     image.check_consistent()
-    parent_ids = parent[0] if parent is not None else None
+    parent_ids = list(parent.diff_ids) if parent is not None else None
     keep = resolve_cut(image, opts.cut.layer, parent_ids)
     n = len(image.layers)
     before_c = sum(ly.size for ly in image.layers)
@@ -465,8 +466,7 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
     new_layers.append(transfer.OutLayer("generate", codec=codec, level=level, produce=produce, annotate=lambda: {
         model.DOCKER_SIZE: str(plans[-1].layout.unpacked_bytes())}))
     results: list[transfer.LayerResult] = []
-    written = _write_squashed(out, image, keep, new_layers, tags, created, opts,
-                              parent[1] if parent is not None else None, results)
+    written = _write_squashed(out, image, keep, new_layers, tags, created, opts, parent, results)
     report = new_report(plans[-1])
     report.bytes_after_compressed = sum(r.descriptor.size for r in results)
     # a kept layer a registry already had (or mounted) was not copied: its size is the scan's count
@@ -480,7 +480,7 @@ def _squash_one(image: Image, out: Sink | None, parent: tuple[list[Digest], Dige
 
 def _write_squashed(out: Sink, image: Image, keep: int, layers: list[transfer.OutLayer],
                     tags: list[str], created: dt.datetime, opts: SquashOptions,
-                    parent_id: Digest | None, results: list[transfer.LayerResult]) -> WrittenImage:
+                    parent: autoparent.Known | None, results: list[transfer.LayerResult]) -> WrittenImage:
     docker_family = bool(image.manifest and image.manifest.is_docker and out.docker)
     for ol in layers:
         results.append(transfer.write_layer(out, ol, docker_family))
@@ -491,9 +491,10 @@ def _write_squashed(out: Sink, image: Image, keep: int, layers: list[transfer.Ou
         comment = opts.message
     elif keep == 0:
         comment = f"create new from{what}" if what else "create new"
-    elif parent_id is not None:
-        comment = f"merge{what} to {parent_id}"
+    elif parent is not None:
+        comment = f"merge{what} to {parent.image_id}"
     else:
         comment = f"merge{what} to layer {keep} ({image.config.diff_ids[keep - 1]})"
     cfg = squashed_config(image, keep, new_diff, created, comment, opts.rewrite_timestamp)
-    return transfer.finish_image(out, image, results, cfg, tags, docker_family)
+    annotations = autoparent.squashed_annotations(image.manifest.annotations if image.manifest else {}, keep, parent)
+    return transfer.finish_image(out, image, results, cfg, tags, docker_family, annotations=annotations)

@@ -8,7 +8,7 @@ is checked against its digest and, decompressed on the fly, against its diff ID.
 from __future__ import annotations
 
 import shutil
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextlib import closing
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -137,8 +137,10 @@ def write_image(sink: Sink, image: Image, layers: list[OutLayer], *, config_byte
 
 
 def finish_image(sink: Sink, image: Image, results: list[LayerResult], config_bytes: bytes | None,
-                 tags: list[str], docker_family: bool) -> WrittenImage:
+                 tags: list[str], docker_family: bool, *,
+                 annotations: Mapping[str, str] | None = None) -> WrittenImage:
     """Write the config and the manifest for layers already written, and record the image in the sink.
+    ``annotations``: a new manifest's (default: the source manifest's).
 
     The source manifest's bytes are kept when nothing it describes changed; otherwise a new one is
     written in the source's media-type family (Docker or OCI) for a docker tarball, and with OCI types
@@ -167,8 +169,10 @@ def finish_image(sink: Sink, image: Image, results: list[LayerResult], config_by
             "config": Descriptor(cfg_type, cfg_digest, cfg_size).to_json(),
             "layers": [d.to_json() for d in layer_descs],
         }
-        if src_man is not None and src_man.annotations:
-            obj["annotations"] = dict(src_man.annotations)
+        if annotations is None:
+            annotations = src_man.annotations if src_man is not None else {}
+        if annotations:
+            obj["annotations"] = dict(annotations)
         man_bytes = model.canonical_json(obj)
         man_type = obj["mediaType"]
     man_digest, man_size = sink.put_bytes(man_bytes)
