@@ -12,6 +12,9 @@ and names only, and ``find`` gathers those from the open inputs:
    would leave nothing to squash) and is passed over, as is the image itself; two different images
    with the same longest chain are an error listing them.
 
+Images at hand for another os/architecture than the image's are never its base (``--platform all``:
+each platform finds its own among a multi-platform base's images).
+
 Neither finds one: an error with the hint to name the parent (``--parent REF`` or ``--from-layer N``).
 
 ``squashed_annotations`` says which of those annotations a squash's output may keep: they are true of
@@ -184,8 +187,14 @@ def find_in(image: Image, src: Source, src_path: str, extra_path: str | None, pl
     from ocisquash.sources import open_source
 
     def of(s: Source) -> list[Known]:
-        return [known(c.load(), c.manifest_digest, ", ".join(c.names) or str(c.image_id or c.manifest_digest))
-                for c in s.matching(None) if c.image_id is None or c.image_id != image.id]  # the image: no parent
+        out = []
+        for c in s.matching(None):
+            if c.image_id is not None and c.image_id == image.id:
+                continue  # the image: no parent
+            img = c.load()
+            if not _other_platform(c.platform or str(img.config.platform), platform):
+                out.append(known(img, c.manifest_digest, ", ".join(c.names) or str(c.image_id or c.manifest_digest)))
+        return out
 
     def from_file() -> list[Known]:
         # FILE may be IN itself (auto:- with IN -, or the same file): IN's images are in the pool already,
@@ -214,6 +223,15 @@ def find_in(image: Image, src: Source, src_path: str, extra_path: str | None, pl
 
     return find(image, [lambda: of(src), from_file],
                 in_registry if is_registry_ref(src_path) else None)
+
+
+def _other_platform(have: str, want: str | None) -> bool:
+    """Whether an image for ``have`` is for another os/architecture than ``want``: never the base of an
+    image for ``want`` (the other platforms of a multi-platform base are passed over). Unknown: not."""
+    if want is None:
+        return False
+    a, b = have.split("/")[:2], want.split("/")[:2]
+    return len(a) == len(b) == 2 and all(a) and all(b) and a != b
 
 
 def _same_file(a: str, b: str) -> bool:

@@ -32,7 +32,7 @@ from ocisquash import (
 )
 from ocisquash.apitypes import Cut, OutputFormat, parse_timestamp
 from ocisquash.digest import Digest
-from ocisquash.errors import FormatError, UsageError, printable
+from ocisquash.errors import FormatError, OcisquashError, UsageError, printable
 from ocisquash.formats.commit import Sink, WrittenImage
 from ocisquash.image import Candidate, Check, Image, Layer
 from ocisquash.samefile import refuse_overlap
@@ -273,9 +273,6 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
     read = [("IN", src_path)]
     if opts.cut.kind in ("parent", "auto"):
         read.append(("--parent", opts.cut.parent_path or src_path))
-    if every and opts.cut.kind == "auto":
-        raise UsageError("--parent auto with --platform all is not supported yet",
-                         hint="squash one platform at a time (--platform P --parent auto), or name the parent")
     registry.check_credentials([path for _, path in read], None if opts.dry_run else dest)
     if not opts.dry_run:
         refuse_overlap(dest, read)
@@ -335,24 +332,35 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
                            codec: compression.Codec, level: int | None, created: dt.datetime, t0: float,
                            on_phase: Callable[[str, int | None], None] | None,
                            on_progress: Callable[[int], None] | None) -> Report:
-    """``--platform all`` (``squashindex``): each platform squashed with its own ``--parent``; one report."""
-    # Index entries of several platforms may share one manifest: it is squashed once (per parent) and
-    # each entry gets the result, so every platform of the input is one of the output.
-    done: dict[tuple[object, ...], tuple[Report, WrittenImage]] = {}
+    """``--platform all`` (``squashindex``): each platform squashed with its own ``--parent`` (``--parent
+    auto``: each finds its own base); one report, each platform's within it."""
 
-    def one(c: Candidate, out: Sink | None) -> tuple[Report, Image, WrittenImage | None]:
+    def prepare(c: Candidate) -> squashindex.Job[Report]:
         image = c.load()
         parent = _parent_diff_ids(opts, src_path, src, c.platform)
-        key = (c.manifest_digest or id(c), parent.diff_ids if parent is not None else None)
-        if key in done:
-            report, written = copy.copy(done[key][0]), done[key][1]
-        else:
-            report, written = _squash_one(image, out, parent, opts, codec, level, created, [], on_phase, on_progress)
-            done[key] = (report, written)
-        report.image = f"{image.label} [{c.platform or '?'}]"
-        return report, image, written
+        found = _auto_parent(image, src, src_path, opts, c.platform) if opts.cut.kind == "auto" else None
+        if found is not None:
+            parent = found.base
 
-    res = squashindex.squash_all(src, dest, opts.fmt, opts.image, opts.tags, opts.dry_run, one)
+        def run(out: Sink | None, progress: bool) -> tuple[Report, WrittenImage | None]:
+            return _squash_one(image, out, parent, opts, codec, level, created, [], on_phase if progress else None,
+                               on_progress if progress else None)
+
+        def finish(report: Report) -> Report:
+            # a copy: index entries naming one manifest share one run (and its report)
+            report = _found(copy.copy(report), found)
+            report.image = f"{image.label} [{c.platform or '?'}]"
+            return report
+
+        # Index entries of several platforms may share one manifest: it is squashed once (per parent) and
+        # each entry gets the result, so every platform of the input is one of the output.
+        key = (c.manifest_digest or id(c), parent.diff_ids if parent is not None else None)
+        return squashindex.Job(image, key, run, finish)
+
+    # A registry input is read one platform at a time: its client and connections are shared.
+    res = squashindex.squash_all(src, dest, opts.fmt, opts.image, opts.tags, opts.dry_run, prepare,
+                                 concurrent=not registry.is_registry_ref(src_path),
+                                 staging=spool.beside(dest) if dest is not None else None)
     reports = res.reports
     total = Report(
         image=f"{res.names[0] if res.names else src.label} ({len(reports)} platforms)", output=dest,
@@ -372,7 +380,21 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
     total.compare(all_or_none([r.bytes_before_compressed is not None for r in reports]),
                   None if opts.dry_run else all_or_none([r.bytes_after_compressed is not None for r in reports]))
     total.note = res.note
+    rules = {r.parent_rule for r in reports}
+    if opts.cut.kind == "auto" and len(rules) == 1:
+        # one rule found every platform's base: said once, with the bases (each platform's report has its own)
+        total.parent_rule = rules.pop()
+        total.parent_image = ", ".join(dict.fromkeys(str(r.parent_image) for r in reports))
     return total
+
+
+def _auto_parent(image: Image, src: Source, src_path: str, opts: SquashOptions,
+                 platform: str | None) -> autoparent.Found:
+    """``--parent auto`` for one platform of ``--platform all``; a base not found names the platform."""
+    try:
+        return autoparent.find_in(image, src, src_path, opts.cut.parent_path, platform)
+    except OcisquashError as e:
+        raise type(e)(f"--platform {platform}: {e}", hint=e.hint) from None
 
 
 def all_or_none(flags: list[bool]) -> bool | None:

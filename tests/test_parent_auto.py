@@ -392,8 +392,3 @@ def test_registry_image_whose_base_is_in_the_same_registry(tmp_path: Path) -> No
     assert (rep["parent_rule"], rep["kept_layers"]) == ("annotation", 2)
     check(f"oci:{tmp_path / 'o'}:app", tmp_path / "out.tar", tmp_path / "o", 2, tmp_path, base_tag="base")
 
-
-def test_platform_all_with_auto_is_a_usage_error(tmp_path: Path) -> None:
-    sample = Path(__file__).parent.parent / "testdata" / "sample.docker.tar"
-    r = cli("squash", sample, tmp_path / "o.tar", "--platform", "all", "--parent", "auto")
-    assert r.rc == 2 and "--parent auto with --platform all is not supported yet" in r.stderr

@@ -21,7 +21,7 @@ import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import IO, Any, BinaryIO, Protocol
+from typing import IO, Any, BinaryIO, Literal, Protocol
 
 from ocisquash import limits, model
 from ocisquash.digest import Digest
@@ -58,6 +58,10 @@ class Sink:
 
     docker: bool = False
     label: str = ""
+    concurrency: Literal["none", "staged", "shared"] = "none"
+    """How images may be written into this sink at once (``formats.staging``): ``shared``, its blob writes
+    are safe from several threads; ``staged``, each image is staged apart and replayed in order; ``none``,
+    one image after another."""
 
     def __init__(self) -> None:
         self.images: list[WrittenImage] = []

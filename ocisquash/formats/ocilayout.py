@@ -26,6 +26,7 @@ import os
 import shutil
 import stat
 import tempfile
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
@@ -220,7 +221,12 @@ class OciDirSink(Sink):
     opened). A blob it already holds under a digest this run writes is relied on only if its size
     and digest are right; otherwise it is replaced, atomically, with the bytes just written. A run
     that fails removes the blobs it added, and only those.
+
+    Blobs may be written from several threads at once (each streams into a temporary file of its own);
+    ``_placing`` serialises checking a blob's name and renaming it into place.
     """
+
+    concurrency = "shared"
 
     def __init__(self, path: str) -> None:
         super().__init__()
@@ -242,6 +248,7 @@ class OciDirSink(Sink):
         self._added: list[str] = []  # blobs (and directories) this run put into an existing layout
         self._verified: set[Digest] = set()  # existing blobs checked once this run
         self._temps: list[str] = []
+        self._placing = threading.Lock()
         if self.existing:
             self.root = self.dest
             for sub in ("blobs", "blobs/sha256", "index.json"):
@@ -348,7 +355,8 @@ class OciDirSink(Sink):
                         produce(hw)  # type: ignore[arg-type]
                         d = hw.digest()
                     with commit.writing(self.label):
-                        state = self._blob_state(d, hw.count)
+                        with self._placing:
+                            state = self._blob_state(d, hw.count)
                         f.flush()
                         writeback.close()
                         if state != "ok":
@@ -359,7 +367,7 @@ class OciDirSink(Sink):
                     with contextlib.suppress(OutputError):
                         writeback.close()  # its thread syncs fd: stopped before the file is closed
             final = os.path.join(self._blobs, d.encoded)
-            with commit.writing(self.label):
+            with commit.writing(self.label), self._placing:
                 if state == "ok":
                     os.unlink(tmp)
                 else:

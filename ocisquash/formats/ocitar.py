@@ -48,6 +48,8 @@ class TarSink(Sink):
     or copied out at commit; all members are regular files.
     """
 
+    concurrency = "staged"  # one stream: images written at once are staged, then appended in order
+
     def __init__(self, path: str, *, docker: bool) -> None:
         super().__init__()
         self.docker = docker
