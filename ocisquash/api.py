@@ -38,6 +38,7 @@ from ocisquash.apitypes import (
     PathLike,
     RegistryAccess,
 )
+from ocisquash.digest import Digest
 from ocisquash.errors import UsageError
 
 if TYPE_CHECKING:
@@ -268,6 +269,10 @@ class Image(ParentImage):
     def _parent_location(self) -> tuple[str, str]:
         # Its digest names exactly this image (a platform's own manifest, in a multi-platform index).
         return self.source.path, self.manifest_digest or self.id
+
+    def _parent_held(self) -> tuple[str, tuple[str, ...], Digest | None, Digest, tuple[Digest, ...]]:
+        i = self._inner
+        return i.label, tuple(i.names), i.manifest_digest, i.id, tuple(i.config.diff_ids)
 
     def __repr__(self) -> str:
         return f"<ocisquash.Image {self._inner.label} {self.id[:19]}>"

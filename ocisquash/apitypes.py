@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from ocisquash import codecs
+from ocisquash.digest import Digest
 from ocisquash.errors import UsageError
 
 PathLike = str | os.PathLike[str]
@@ -91,6 +92,11 @@ class ParentImage(abc.ABC):
     def _parent_location(self) -> tuple[str, str]:
         """``(path, reference)``: the input it was opened from, and a reference naming exactly it there."""
 
+    @abc.abstractmethod
+    def _parent_held(self) -> tuple[str, tuple[str, ...], Digest | None, Digest, tuple[Digest, ...]]:
+        """What a squash onto it reads, from the image already open: its label, names, manifest digest,
+        image ID and diff IDs (so the input is not opened, nor a tag resolved, again)."""
+
 
 @dataclass(frozen=True)
 class Cut:
@@ -112,6 +118,9 @@ class Cut:
     """The lowest squashed layer: a position (1 is the bottom, -1 the top) or a digest or diff ID."""
     spec: str | None = None
     """The parent or layer as the command line spelt it, for a cut made by ``Cut.parse``."""
+    parent_image: ParentImage | None = field(default=None, compare=False, repr=False)
+    """The opened image ``Cut.onto(image)`` named: the squash reads its layers' IDs from it (``parent_ref``
+    and ``parent_path`` still say where it came from, for messages)."""
 
     def __post_init__(self) -> None:
         parent = (self.parent_ref, self.parent_path) != (None, None)
@@ -144,7 +153,7 @@ class Cut:
             if path is not None:
                 raise UsageError("Cut.onto(image, path=...): an Image knows its own path; give one or the other")
             where, ref = parent._parent_location()
-            return cls("parent", parent_ref=ref, parent_path=where)
+            return cls("parent", parent_ref=ref, parent_path=where, parent_image=parent)
         if parent is not None and (not isinstance(parent, str) or not parent):
             raise UsageError(f"Cut.onto({parent!r}): the parent is an Image or a non-empty reference string")
         if parent is None and path is None:

@@ -233,6 +233,8 @@ def _parent_diff_ids(opts: SquashOptions, src_path: str, src: Source,
     A parent in IN itself is chosen from the already open ``src``: IN may be a pipe, read only once."""
     if opts.cut.kind != "parent":
         return None
+    if opts.cut.parent_image is not None:  # Cut.onto(image): the image already open, whatever its input
+        return autoparent.Known(*opts.cut.parent_image._parent_held())
     path, name = opts.cut.parent_path or src_path, opts.cut.parent_ref
     if path == src_path or _same_file(path, src_path):
         parent = src.choose(name, platform)

@@ -102,3 +102,30 @@ def test_a_moved_tag_still_squashes_and_writes_the_image_first_seen(tmp_path: Pa
     assert _files(tmp_path / "flat.tar") == {"first.txt"}
     with ocisquash.open(tmp_path / "flat.tar") as out:
         assert out.image().config["history"][-1]["comment"] == f"create new from {seen}"
+
+
+def test_a_parent_image_is_read_from_the_image_held(trap_oci: Any, tmp_path: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Cut.onto(image)`` with an image of another, compressed input: its layers' IDs come from the
+    image already open; the parent's input is neither opened nor decompressed again."""
+    base = tmp_path / "base.tar"
+    with ocisquash.open(trap_oci.path) as src:
+        src.image("l2").write(base)
+    gz = tmp_path / "base.tar.gz"
+    gz.write_bytes(gzip.compress(base.read_bytes(), mtime=0))
+    calls: list[str] = []
+    opener = _counting(calls, "open", sources.open_source)
+    for module in (sources, squash, convert):
+        monkeypatch.setattr(module, "open_source", opener)
+    monkeypatch.setattr(archive, "decompressing_reader", _counting(calls, "spool", archive.decompressing_reader))
+    with ocisquash.open(trap_oci.path) as src, ocisquash.open(gz) as bases:
+        parent = bases.image()
+        held = src.image("latest").squash(tmp_path / "held.tar", cut=ocisquash.Cut.onto(parent), timestamp=TS)
+        assert calls == ["open", "open", "spool"]
+    assert (held.kept_layers, held.layers_after) == (2, 3)
+    # the same bytes as naming the parent's file, which opens (and decompresses) it again
+    by_path = ocisquash.squash_image(trap_oci.path, tmp_path / "by-path.tar", image="latest",
+                                     cut=ocisquash.Cut.onto(path=gz), timestamp=TS)
+    assert calls.count("spool") == 2
+    assert (tmp_path / "held.tar").read_bytes() == (tmp_path / "by-path.tar").read_bytes()
+    assert by_path.manifest == held.manifest
