@@ -332,10 +332,13 @@ class Uploads:
     as sent (a test puts it on another host, port or scheme, or makes it relative); ``PATCH`` appends to
     the session at the path it is sent to, ``PUT ?digest=`` ends it (the digest checked), ``HEAD`` of a
     pushed blob finds it, manifests are kept by the reference they are put at. Sessions are keyed by
-    path, so one ``Uploads`` may stand behind two servers a Location points between."""
+    path, so one ``Uploads`` may stand behind two servers a Location points between. A manifest PUT at a
+    tag in ``refuse_tags`` is answered 400 (not retried), as a registry refusing it; ``as_registry`` puts
+    one behind a whole registry of its own."""
 
-    def __init__(self, location: Callable[[Request], str] | None = None) -> None:
+    def __init__(self, location: Callable[[Request], str] | None = None, refuse_tags: tuple[str, ...] = ()) -> None:
         self.location = location or (lambda req: f"/v2/_uploads/{len(self.sessions) + len(self.blobs)}")
+        self.refuse_tags = refuse_tags
         self.sessions: dict[str, bytearray] = {}
         self.blobs: dict[str, bytes] = {}
         self.manifests: dict[str, bytes] = {}
@@ -344,9 +347,14 @@ class Uploads:
         path, method = req.path, req.method
         if method == "POST" and path.endswith("/blobs/uploads/"):
             conn.respond(202, b"", {"Location": self.location(req), "Range": "0-0"})
+        elif method == "PUT" and "/manifests/" in path and path.rsplit("/", 1)[1] in self.refuse_tags:
+            conn.respond(400, b'{"errors":[{"code":"TAG_INVALID","message":"refused"}]}')
         elif method == "PUT" and "/manifests/" in path:
             self.manifests[path.rsplit("/", 1)[1]] = req.body
             conn.respond(201, b"", {"Docker-Content-Digest": _digest(req.body)})
+        elif method in ("GET", "HEAD") and "/manifests/" in path and path.rsplit("/", 1)[1] in self.manifests:
+            body = self.manifests[path.rsplit("/", 1)[1]]
+            conn.respond(200, b"" if method == "HEAD" else body, {"Content-Length": str(len(body))})
         elif method == "HEAD" and "/blobs/" in path and path.rsplit("/", 1)[1] in self.blobs:
             conn.respond(200, b"", {"Content-Length": str(len(self.blobs[path.rsplit("/", 1)[1]]))})
         elif method == "PATCH":
@@ -399,56 +407,13 @@ def serve_index(index: bytes, img: TinyImage, repo: str = "a/b", tag: str = "1",
     return serve_image(img, repo, tag="\0", override=top)  # the tag is answered above
 
 
-@dataclass
-class PushStore:
-    """What ``accept_pushes`` was given: blobs by digest, manifests by tag or digest."""
-
-    blobs: dict[str, bytes] = field(default_factory=dict)
-    manifests: dict[str, bytes] = field(default_factory=dict)
-    uploads: dict[str, bytearray] = field(default_factory=dict)
-
-
-def accept_pushes(store: PushStore, repo: str = "c/d", refuse_tags: tuple[str, ...] = ()) -> Handler:
-    """A handler that takes blob uploads (chunked or whole) and manifest PUTs like a registry, without
-    auth; a PUT of a tag in ``refuse_tags`` is answered 400 (not retried), as a registry refusing it."""
-    uploads = f"/v2/{repo}/blobs/uploads/"
+def as_registry(uploads: Uploads) -> Handler:
+    """A registry without auth that takes pushes into ``uploads`` and answers 404 to anything else."""
 
     def handle(req: Request, conn: Conn) -> None:
-        path, q = req.path, dict(p.split("=", 1) for p in req.query.split("&") if "=" in p)
-        if path == "/v2/":
+        if req.path == "/v2/":
             conn.respond(200, b"{}")
-        elif path.startswith(f"/v2/{repo}/blobs/sha256:"):
-            d = path.rsplit("/", 1)[1]
-            conn.respond(200 if d in store.blobs else 404, b"",
-                         {"Content-Length": str(len(store.blobs.get(d, b"")))})
-        elif path == uploads and req.method == "POST":
-            uid = str(len(store.uploads))
-            store.uploads[uid] = bytearray()
-            conn.respond(202, b"", {"Location": uploads + uid, "Range": "0-0"})
-        elif path.startswith(uploads) and path[len(uploads):] in store.uploads:
-            buf = store.uploads[path[len(uploads):]]
-            if req.method == "DELETE":
-                conn.respond(204)
-                return
-            buf += req.body
-            if req.method == "PUT":
-                store.blobs[q.get("digest", "").replace("%3A", ":")] = bytes(buf)
-                conn.respond(201, b"", {"Location": path})
-            else:
-                conn.respond(202, b"", {"Location": path, "Range": f"0-{len(buf) - 1}"})
-        elif path.startswith(f"/v2/{repo}/manifests/"):
-            ref = path.rsplit("/", 1)[1]
-            if req.method == "PUT" and ref in refuse_tags:
-                conn.respond(400, b'{"errors":[{"code":"TAG_INVALID","message":"refused"}]}')
-            elif req.method == "PUT":
-                store.manifests[ref] = req.body
-                conn.respond(201, b"", {"Docker-Content-Digest": _digest(req.body)})
-            elif ref in store.manifests:
-                body = store.manifests[ref]
-                conn.respond(200, b"" if req.method == "HEAD" else body, {"Content-Length": str(len(body))})
-            else:
-                conn.respond(404, b'{"errors":[{"code":"MANIFEST_UNKNOWN","message":"unknown"}]}')
-        else:
+        elif not uploads(req, conn):
             conn.respond(404, b"")
 
     return handle

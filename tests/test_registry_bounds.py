@@ -30,11 +30,11 @@ from childrun import MAX_RSS_MB, Run, run_cli
 from hostileregistry import (
     Conn,
     HostileServer,
-    PushStore,
     Request,
     TinyImage,
     TrickleProxy,
-    accept_pushes,
+    Uploads,
+    as_registry,
     serve_image,
     serve_index,
     tiny_image,
@@ -207,11 +207,11 @@ def test_a_trickled_tls_handshake_is_cut_off(tls: tuple[tuple[Path, Path], Path]
 def test_a_registry_output_that_stops_answering_is_cut_off_too() -> None:
     """An upload the registry takes and then never answers: the deadline ends it; no tag is written."""
     img = tiny_image()
-    store = PushStore()
-    pushes = accept_pushes(store)
+    store = Uploads()
+    pushes = as_registry(store)
 
     def stall(req: Request, conn: Conn) -> None:
-        if req.method == "PUT" and "/blobs/uploads/" in req.path:
+        if req.method == "PUT" and "digest=" in req.query:
             time.sleep(25)  # took the blob, never says so
             return
         pushes(req, conn)
@@ -340,9 +340,8 @@ def test_images_fetches_a_shared_config_once(tmp_path: Path) -> None:
 
 def test_a_refused_second_tag_says_which_tags_were_written(tmp_path: Path) -> None:
     img = tiny_image()
-    store = PushStore()
-    with HostileServer(serve_image(img)) as src, \
-            HostileServer(accept_pushes(store, refuse_tags=("second",)), host="127.0.0.2") as dst:
+    store = Uploads(refuse_tags=("second",))
+    with HostileServer(serve_image(img)) as src, HostileServer(as_registry(store), host="127.0.0.2") as dst:
         r = run_cli(f"docker://{src.netloc}/a/b:1", f"docker://{dst.netloc}/c/d:first", "--tag", "second",
                     "--tag", "third", "--tls-verify=false", "--registry-timeout", TIMEOUT, "-q")
     line = refused(r, 30)
