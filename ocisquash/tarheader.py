@@ -37,6 +37,26 @@ class Header:
     offset: int
 
 
+def _size(block: bytes, first: bool, label: str) -> int:
+    """The size of a header block whose checksum holds; a bad checksum is said before a bad size."""
+    try:
+        size, checksum = tar.size_and_checksum(block)  # both read in place: the common case
+        if tar.checksum_ok(block, checksum):
+            return size
+    except ValueError:
+        pass
+    try:  # a malformed or wrong field: find which, checksum first
+        ok = tar.checksum_ok(block, tar.number(block[148:156], "checksum"))
+    except ValueError:
+        ok = False
+    if not ok:
+        raise _bad(label, "bad header checksum" if not first else "not a tar header")
+    try:
+        return tar.number(block[124:136], "size")
+    except ValueError as e:
+        raise _bad(label, str(e)) from None
+
+
 def _bad(label: str, what: str) -> FormatError:
     return FormatError(f"{label}: not a readable tar archive ({what})")
 
@@ -159,17 +179,8 @@ def headers(f: BinaryIO, label: str, *, stream: bool = False) -> Iterator[Header
             return
         if block == ZERO:
             return  # the end-of-archive marker (a second zero block, or none, follows)
-        try:
-            ok = tar.checksum_ok(block, tar.number(block[148:156], "checksum"))
-        except ValueError:
-            ok = False
-        if not ok:
-            raise _bad(label, "bad header checksum" if not first else "not a tar header")
+        size = _size(block, first, label)
         first = False
-        try:
-            size = tar.number(block[124:136], "size")
-        except ValueError as e:
-            raise _bad(label, str(e)) from None
         if size < 0:
             raise _bad(label, "negative size")
         t = chr(block[156])
