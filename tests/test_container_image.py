@@ -15,7 +15,8 @@ headers, sources or tests.
 
 README's CI examples are read from README.md (its ```yaml blocks, parsed) and run as a runner runs them:
 the GitHub Actions step's ``run:`` with ``bash -e`` against our own dockerd (tests/realclients.py) and the
-GitLab CI job's ``script:`` inside the image with its entry point reset.
+GitLab CI job's ``script:`` inside the image with its entry point reset; README's podman line runs rootless
+too, with its ``--userns=keep-id`` flag, as the unprivileged user ``nobody``.
 
 This sandbox's runc may not raise RLIMIT_NOFILE/RLIMIT_NPROC to podman's defaults (``error setting
 rlimit type 7: operation not permitted``), so ``podman run`` here gets ``--ulimit`` values below the
@@ -24,10 +25,14 @@ host's limits: a workaround for the sandbox, not part of the command users run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import pwd
 import re
+import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tarfile
@@ -285,3 +290,68 @@ def test_readme_gitlab_ci_job(image: Built, trap_docker: object, tmp_path: Path,
     assert paths and all((builds / p).is_file() for p in paths), paths
     squashed_as_documented(builds / "app.tar", builds / "app-squashed.tar", tmp_path)
 
+
+# ------------------------------------------------------------------------------------------ rootless podman
+
+def test_rootless_podman_as_readme_shows(image: Built, trap_docker: object, tmp_path: Path) -> None:
+    """README's podman line with its rootless flag (``--userns=keep-id:uid=1000,gid=1000``), run by podman as
+    an unprivileged user (``nobody``, uid 65534: not 1000, so the mapping shows): the squash is written as
+    uid 1000 inside the container and is that user's file outside.
+
+    Rootless podman needs subordinate IDs for the user (/etc/subuid, /etc/subgid, read by the setuid
+    newuidmap). This machine's files are empty, so the test gives ``nobody`` a range in a private mount
+    namespace (``unshare -m``, the files bind-mounted over), which goes with the test's process: nothing on
+    the host changes. The sandbox has no slirp4netns for rootless networking, so ``--network none`` is
+    added (the squash needs no network); the store is vfs (no fuse-overlayfs)."""
+    who = pwd.getpwnam("nobody")
+    problem = needs(("unshare", "runuser", "newuidmap", "newgidmap"), "apt-get install util-linux uidmap",
+                    root="(to give nobody subordinate IDs in a private mount namespace)")
+    if problem is None and not (Path("/etc/subuid").is_file() and Path("/etc/subgid").is_file()):
+        problem = "needs /etc/subuid and /etc/subgid to exist (even empty) to bind-mount a range over them"
+    if problem:
+        skip_or_fail(problem)
+    line = next(ln for b in readme_blocks("sh") for ln in b.splitlines() if ln.startswith("podman run "))
+    (keep_id,) = re.findall(r"`(--userns=keep-id:[^`]+)`", README.read_text())
+    assert keep_id == f"--userns=keep-id:uid={USER},gid={USER}"
+    host_ids = [Path(f).read_bytes() for f in ("/etc/subuid", "/etc/subgid")]
+    top = Path(tempfile.mkdtemp(prefix="rl-", dir="/tmp"))  # a short path: podman's runroot limit
+    top.chmod(0o755)
+    home, data = top / "home", top / "data"
+    (home / "xdg").mkdir(parents=True, mode=0o700)
+    data.mkdir()
+    shutil.copyfile(trap_docker.path, data / "app.tar")  # type: ignore[attr-defined]
+    shutil.copyfile(image.squashed, top / "image.tar")
+    for p in (home, home / "xdg", data, data / "app.tar"):
+        os.chown(p, who.pw_uid, who.pw_gid)
+    (top / "image.tar").chmod(0o644)
+    (top / "subids").write_text("nobody:100000:65536\n")
+    store = f"--root {home}/store --runroot {home}/run --storage-driver vfs --events-backend none " \
+            "--cgroup-manager cgroupfs"
+    plain, cmd = (line.replace("localhost/ocisquash", TAG).replace("podman run ", f"podman {store} run {flag}", 1)
+                  for flag in ("--network none ", f"--network none {keep_id} "))
+    # Without the flag the container's uid 1000 is a subordinate ID that may not write the user's
+    # directory: the run must fail, or the flag would not be what makes the squash work.
+    as_nobody = (f"cd {data} && export HOME={home} XDG_RUNTIME_DIR={home}/xdg && "
+                 f"podman {store} load -q -i {top}/image.tar && "
+                 f"{{ {plain} 2> {home}/plain.err || echo $? > {home}/plain.rc; }} && test -s {home}/plain.rc && "
+                 f"test ! -e app-squashed.tar && {cmd}")
+    script = (f"mount --bind {top}/subids /etc/subuid && mount --bind {top}/subids /etc/subgid && "
+              f"exec runuser -u nobody -- sh -ec {shlex.quote(as_nobody)}")
+    try:
+        p = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-ec", script],
+                           capture_output=True, text=True, timeout=900, check=False)
+        assert p.returncode == 0, f"{as_nobody}\n{p.stdout[-3000:]}\n{p.stderr[-3000:]}"
+        refused = (home / "plain.err").read_text()
+        assert (home / "plain.rc").read_text() == "1\n", refused
+        assert refused.startswith("error: /data/app-squashed.tar: cannot write the output: permission denied\n"), \
+            refused
+        out = data / "app-squashed.tar"
+        assert (out.stat().st_uid, out.stat().st_gid) == (who.pw_uid, who.pw_gid)
+        assert len(layer_names(out)) == 1
+        assert_same_rootfs(data / "app.tar", out, tmp_path)
+    finally:
+        pause = home / "xdg" / "libpod" / "tmp" / "pause.pid"  # rootless podman's user-namespace holder
+        with contextlib.suppress(OSError, ValueError):
+            os.kill(int(pause.read_text()), signal.SIGKILL)
+        shutil.rmtree(top, ignore_errors=True)
+    assert [Path(f).read_bytes() for f in ("/etc/subuid", "/etc/subgid")] == host_ids  # the host's, unchanged
