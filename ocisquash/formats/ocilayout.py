@@ -7,7 +7,9 @@ form is written by ``ocitar``.
 ``index.json`` is walked through nested indexes (with a depth cap and cycle guard); attestation
 manifests and unknown media types are skipped; a platform whose manifest blob is missing (a
 containerd export of one platform) is skipped too, since only a blob we need is an error. Every blob
-read is checked against its descriptor's size and digest.
+read is checked against its descriptor's size and digest. The walk (``walk_index``) and the image built
+from a manifest (``image_of``) take how the documents and blobs are read, so a registry reference
+(``registry.format``) is read by the same rules without being a layout.
 
 Writing: a new layout is built in a temporary directory beside the destination and renamed into
 place at commit; an existing one is written in place under its lock (``commit.LayoutLock``, held
