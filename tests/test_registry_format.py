@@ -77,7 +77,7 @@ def test_validate_reads_every_blob_of_every_platform_of_a_registry_index() -> No
                                                f"{server.netloc}/a/b:1, 1 [linux/arm64]"]
     # the index, the manifest both platforms name, its config and its layer: each checked once, by reading it
     assert val.blobs_checked == 4
-    assert set(blob_gets) == set(img.blobs)
+    assert blob_gets == sorted(img.blobs)  # each blob downloaded once: hashed and unpacked in one read
     # the progress bar's total is every member's size as its descriptor gives it, read before any blob
     assert phases == [("validating", len(index) + len(img.manifest) + sum(map(len, img.blobs.values())))]
 
@@ -103,3 +103,25 @@ def test_validate_reports_a_registry_blob_that_does_not_hash_to_its_digest() -> 
     got = hashlib.sha256(bad).hexdigest()
     assert f"layer 1/1 hashes to sha256:{got}, not {layer}" in val.findings[0].message
     assert json.loads(json.dumps(val.to_json()))["ok"] is False
+
+
+def test_validate_reports_a_layer_the_registry_does_not_serve() -> None:
+    img = tiny_image()
+    config, layer = img.blobs
+
+    def unknown(req: Request, conn: Conn) -> bool:
+        if not req.path.endswith(layer):
+            return False
+        conn.respond(404, b'{"errors":[{"code":"BLOB_UNKNOWN","message":"blob unknown"}]}',
+                     {"Content-Type": "application/json"})
+        return True
+
+    with served(serve_image(img, override=unknown)) as (server, ref), ocisquash.open(ref) as src:
+        val = src.validate()
+        layer_gets = [r for r in server.requests if r.path.endswith(layer)]
+    assert [f.where for f in val.findings] == [layer, layer], val.findings
+    assert "blob unknown" in val.findings[0].message
+    assert val.findings[1].message.startswith("cannot decompress: ") and "blob unknown" in val.findings[1].message
+    # what was read is counted once: the manifest and the config, nothing of the layer
+    assert (val.blobs_checked, val.bytes_read) == (2, len(img.manifest) + len(img.blobs[config]))
+    assert len(layer_gets) == 3  # tried by the one read, then by the hash and the unpack that report it
