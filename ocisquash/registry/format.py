@@ -55,9 +55,6 @@ class Registry(Format):
         assert isinstance(tree, RegistryInput)
         walk.documents(tree, checker, [tree.top()], str)
 
-    def stored_names(self, tree: Tree) -> set[str]:
-        return set(tree.names())  # every blob the documents read so far name, each platform's
-
     def attestations(self, tree: Tree, names: list[str]) -> int:
         assert isinstance(tree, RegistryInput)
         return attestations_under([tree.top()], names, lambda d: tree.document(d, "index"), tree.label)
