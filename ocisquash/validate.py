@@ -3,8 +3,10 @@
 A conformance check, not a reader: where the readers (``formats.ocilayout``, ``formats.dockersave``) stop at the first
 problem with one clear error, this reads every blob an input names, hashes each once (a blob several
 images share is read once), decompresses every layer to EOF and walks its tar headers, and collects all
-it finds as ``Finding``s. A blob that does not hash to its own name is reported even when nothing refers
-to it. Nothing is written and nothing raises for a bad input: ``Validation.ok`` says whether it passed.
+it finds as ``Finding``s. A layer is hashed and decompressed in the same read, and a config parsed from
+the bytes hashed, so a registry's blobs are each downloaded once. A blob that does not hash to its own
+name is reported even when nothing refers to it. Nothing is written and nothing raises for a bad input:
+``Validation.ok`` says whether it passed.
 
 The input's format walks itself (``Format.walk``; the built-in walks are ``formats.walk``) and calls the
 checks here (``formats.base.Checker``): each blob hashed and sized, each layer's diff ID and tar, each
@@ -18,7 +20,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import IO, Any, cast
 
 from ocisquash import model, tarheader
 from ocisquash.archive import Tree
@@ -27,6 +29,7 @@ from ocisquash.digest import Digest, HashingReader, chain_ids
 from ocisquash.errors import OcisquashError
 from ocisquash.formats.base import MAX_DOCUMENT, LayerRef
 from ocisquash.sources import Source
+from ocisquash.streams import Reader
 
 
 @dataclass
@@ -72,6 +75,8 @@ class _Validator:
         self._raw: dict[str, tuple[int, str] | None] = {}
         self._unpacked: dict[str, Digest | None] = {}
         self._unpacked_len: dict[str, int] = {}
+        self._deferred: dict[str, list[tuple[str, str]]] = {}  # a layer read once: diff_id's findings
+        self._last: tuple[str, bytes] | None = None  # the last small member raw read, and its bytes
 
     def bad(self, where: str, message: str) -> None:
         self.v.findings.append(Finding(where, message))
@@ -87,31 +92,49 @@ class _Validator:
             return self._raw[path]
         res: tuple[int, str] | None = None
         try:
-            h = hashlib.sha256()
-            n = 0
-            f = self.tree.open(path)
+            stored = _Stored(self.tree.open(path), self._count, keep=KEEP)
             try:
-                while chunk := f.read(1 << 20):
-                    h.update(chunk)
-                    n += len(chunk)
-                    self._count(len(chunk))
+                stored.drain()
             finally:
-                f.close()
-            res = (n, h.hexdigest())
+                stored.close()
+            res = (stored.count, stored.hash.hexdigest())
             self.v.blobs_checked += 1
+            if stored.kept is not None:
+                self._last = (path, bytes(stored.kept))
         except OcisquashError as e:
             self.bad(path, str(e))
         self._raw[path] = res
         return res
 
+    def _document(self, path: str) -> bytes:
+        """A JSON member's bytes (at most ``MAX_DOCUMENT`` + 1): those ``raw`` just read, when it read this
+        one and it was small (a registry's config is then downloaded once), else read."""
+        if self._last is not None and self._last[0] == path:
+            return self._last[1]
+        return self.tree.read(path, MAX_DOCUMENT)
+
     def diff_id(self, path: str, codec: Codec | None) -> Digest | None:
         """The sha256 of a layer's decompressed stream (every byte to EOF); None (and a finding) on error."""
         if path in self._unpacked:
+            for where, message in self._deferred.pop(path, []):
+                self.bad(where, message)
             return self._unpacked[path]
         res: Digest | None = None
         f = None
         try:
             f = self.tree.open(path)
+            res = self._unpack(f, path, codec, self.bad)
+        except OcisquashError as e:
+            self.bad(path, f"cannot decompress: {e}")
+        finally:
+            if f is not None:
+                f.close()
+        self._unpacked[path] = res
+        return res
+
+    def _unpack(self, f: IO[bytes], path: str, codec: Codec | None, bad: Callable[[str, str], None]) -> Digest | None:
+        """The diff ID of the layer ``f`` reads, its tar walked; each problem told to ``bad``."""
+        try:
             r = HashingReader(decompressing_reader(f, path, codec))
             watched = _Watched(r)
             try:
@@ -122,19 +145,42 @@ class _Validator:
             except OcisquashError as e:
                 if watched.failed:
                     raise  # the stream itself failed (corrupt, a bomb): reported below as such
-                self.bad(path, f"not a valid layer tar: {e}")
+                bad(path, f"not a valid layer tar: {e}")
             r.drain()
-            res = r.digest()
             self._unpacked_len[path] = r.count
-        except OcisquashError as e:
-            self.bad(path, f"cannot decompress: {e}")
-        except (OSError, EOFError, ValueError) as e:
-            self.bad(path, f"cannot decompress: {e}")
+            return r.digest()
+        except (OcisquashError, OSError, EOFError, ValueError) as e:
+            bad(path, f"cannot decompress: {e}")
+        return None
+
+    def read_layer(self, path: str, codec: Codec | None) -> None:
+        """Hash a layer's stored bytes and decompress it in one read, for ``blob`` and ``diff_id`` to
+        answer from: a registry's layer is downloaded once, not twice. Its decompression findings wait
+        for ``diff_id``, so they come in the order a read of each would give. When reading the stored
+        bytes fails, nothing is kept: ``raw`` and ``diff_id`` read again and report it."""
+        if path in self._raw or path in self._unpacked or not self.tree.exists(path):
+            return
+        try:
+            f = self.tree.open(path)
+        except OcisquashError:
+            return
+        stored = _Stored(f, self._count)
+        deferred: list[tuple[str, str]] = []
+        try:
+            res = self._unpack(cast(IO[bytes], stored), path, codec, lambda where, msg: deferred.append((where, msg)))
+            stored.drain()
+        except (OcisquashError, OSError):
+            stored.failed = True
         finally:
-            if f is not None:
-                f.close()
+            f.close()
+        if stored.failed:
+            self.v.bytes_read -= stored.count  # counted again when read again
+            self._unpacked_len.pop(path, None)
+            return
+        self._raw[path] = (stored.count, stored.hash.hexdigest())
+        self.v.blobs_checked += 1
         self._unpacked[path] = res
-        return res
+        self._deferred[path] = deferred
 
     def blob(self, path: str, digest: Digest | None, size: int | None, what: str) -> bool:
         if not self.tree.exists(path):
@@ -155,13 +201,13 @@ class _Validator:
     def config_digest(self, path: str) -> Digest | None:
         """The digest of a config's bytes, or None when it cannot be read (then it is checked as usual)."""
         try:
-            return Digest.of(self.tree.read(path, MAX_DOCUMENT))
+            return Digest.of(self._document(path))
         except OcisquashError:
             return None
 
     def config(self, path: str, where: str) -> model.ImageConfig | None:
         try:
-            return model.ImageConfig.parse(self.tree.read(path, MAX_DOCUMENT), where)
+            return model.ImageConfig.parse(self._document(path), where)
         except OcisquashError as e:
             self.bad(where, str(e))
             return None
@@ -186,6 +232,7 @@ class _Validator:
             if not self.tree.exists(path) and digest is not None:
                 self.bad(path, f"{name}: {what} {digest} is missing")
                 continue
+            self.read_layer(path, codec)
             self.blob(path, digest, size, f"{name}: {what}")
             got = self.diff_id(path, codec)
             if got is None:
@@ -204,6 +251,44 @@ class _Validator:
             info["computed_chain_ids"] = [str(c) for c in chain_ids(got_ids)]
             self.bad(name, f"chain ID is {chain_ids(got_ids)[-1]} from the layers' contents, "
                            f"not {chain_ids(diff_ids)[-1]} as the config's diff IDs give")
+
+
+KEEP = 1 << 20
+"""Bytes of a member ``raw`` keeps for the check that reads it next (a config: a few KiB to a few 100 KiB)."""
+
+
+class _Stored(Reader):
+    """A layer's stored bytes as read: their sha256 and count, each read told to ``on_bytes``, and whether
+    a read failed."""
+
+    def __init__(self, raw: IO[bytes], on_bytes: Callable[[int], None], keep: int = 0) -> None:
+        self._raw = raw
+        self._on_bytes = on_bytes
+        self.hash = hashlib.sha256()
+        self.count = 0
+        self.failed = False
+        self._keep = keep
+        self.kept: bytearray | None = bytearray() if keep else None
+        """The bytes read, while they are at most ``keep``."""
+
+    def read(self, n: int = -1) -> bytes:
+        try:
+            data: bytes = self._raw.read(n)
+        except BaseException:
+            self.failed = True
+            raise
+        self.hash.update(data)
+        self.count += len(data)
+        if self.kept is not None and self.count <= self._keep:
+            self.kept += data
+        else:
+            self.kept = None
+        self._on_bytes(len(data))
+        return data
+
+    def drain(self) -> None:
+        while self.read(1 << 20):
+            pass
 
 
 class _Watched:

@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import os
 import stat
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from functools import partial
 
 from ocisquash import model
 from ocisquash.archive import DirTree, TarTree, Tree
@@ -25,22 +26,15 @@ TAR_NAMES = (".tar", *OUTER_CODECS)
 """Output names that are a tarball (``.tar.gz``/``.tar.zst``: the whole tarball compressed)."""
 
 
-def layout_candidates(tree: Tree, bind: Callable[[Image], Image] | None = None) -> list[Candidate]:
-    """The images of a layout (a directory, a tar, a registry's virtual one); ``bind`` is applied to
-    each image as it is loaded."""
-    out = []
-    for e in ocilayout.entries(tree):
-        out.append(Candidate(
-            names=list(e.names), image_id=e.manifest.config.digest, manifest_digest=e.descriptor.digest,
-            load=_loader(tree, e, bind), platform=str(e.platform) if e.platform else None,
-        ))
-    return out
+def layout_candidates(tree: Tree) -> list[Candidate]:
+    """The images of a layout (a directory or a tar)."""
+    return entry_candidates(ocilayout.entries(tree), lambda e: ocilayout.load(tree, e))
 
 
-def _loader(tree: Tree, e: ocilayout.Entry, bind: Callable[[Image], Image] | None) -> Callable[[], Image]:
-    if bind is None:
-        return lambda: ocilayout.load(tree, e)
-    return lambda: bind(ocilayout.load(tree, e))
+def entry_candidates(entries: list[ocilayout.Entry], load: Callable[[ocilayout.Entry], Image]) -> list[Candidate]:
+    """A candidate for each image manifest an index walk found (``ocilayout.walk_index``), loaded by ``load``."""
+    return [Candidate(names=list(e.names), image_id=e.manifest.config.digest, manifest_digest=e.descriptor.digest,
+                      load=partial(load, e), platform=str(e.platform) if e.platform else None) for e in entries]
 
 
 def layout_blobs(tree: Tree) -> set[str]:
@@ -50,12 +44,21 @@ def layout_blobs(tree: Tree) -> set[str]:
 def layout_attestations(tree: Tree, names: list[str]) -> int:
     """How many attestation manifests the index of the image named ``names`` lists in a layout."""
     try:
-        top = ocilayout.read_index_json(tree)
+        tops = ocilayout.read_index_json(tree).manifests
+    except OcisquashError:
+        return 0
+    return attestations_under(tops, names, lambda d: ocilayout.read_blob(tree, d, "index"), tree.label)
+
+
+def attestations_under(tops: Sequence[model.Descriptor], names: list[str],
+                       read: Callable[[model.Descriptor], bytes], label: str) -> int:
+    """How many attestation manifests the index among ``tops`` named ``names`` lists (0 when unreadable)."""
+    try:
         count = 0
-        for d in top.manifests:
+        for d in tops:
             if (names and layoutnames.names_of(d) != names) or d.media_type not in model.INDEX_TYPES:
                 continue
-            idx = model.Index.parse(ocilayout.read_blob(tree, d, "index"), tree.label, media_type=d.media_type)
+            idx = model.Index.parse(read(d), label, media_type=d.media_type)
             count += sum(1 for m in idx.manifests if ocilayout.is_attestation(m))
         return count
     except OcisquashError:

@@ -7,7 +7,9 @@ form is written by ``ocitar``.
 ``index.json`` is walked through nested indexes (with a depth cap and cycle guard); attestation
 manifests and unknown media types are skipped; a platform whose manifest blob is missing (a
 containerd export of one platform) is skipped too, since only a blob we need is an error. Every blob
-read is checked against its descriptor's size and digest.
+read is checked against its descriptor's size and digest. The walk (``walk_index``) and the image built
+from a manifest (``image_of``) take how the documents and blobs are read, so a registry reference
+(``registry.format``) is read by the same rules without being a layout.
 
 Writing: a new layout is built in a temporary directory beside the destination and renamed into
 place at commit; an existing one is written in place under its lock (``commit.LayoutLock``, held
@@ -27,7 +29,7 @@ import shutil
 import stat
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -39,7 +41,7 @@ from ocisquash.errors import DigestMismatch, FormatError, MissingBlob, OutputErr
 from ocisquash.formats import commit
 from ocisquash.formats.commit import Sink
 from ocisquash.formats.layoutnames import index_bytes, index_entries, names_of, preferred_names
-from ocisquash.image import Image, Layer
+from ocisquash.image import BlobOpener, Image, Layer
 from ocisquash.model import Descriptor, ImageConfig, Index, Manifest
 
 ATTESTATION_KEY = "vnd.docker.reference.type"
@@ -96,18 +98,31 @@ def read_index_json(tree: Tree) -> Index:
     return Index.parse(tree.read("index.json", cap), f"{tree.label}: index.json")
 
 
+Fetch = Callable[[Descriptor], bytes | None]
+"""A manifest or index named by a descriptor, its bytes checked against it (``read_blob``); None when the
+input does not hold it."""
+
+
 def entries(tree: Tree) -> list[Entry]:
     """Every image manifest index.json leads to, in index order."""
-    index = read_index_json(tree)
+    def fetch(desc: Descriptor) -> bytes | None:
+        return read_blob(tree, desc, "manifest") if tree.exists(blob_path(desc.digest)) else None
+
+    return walk_index(read_index_json(tree).manifests, fetch, tree.label)
+
+
+def walk_index(tops: Sequence[Descriptor], fetch: Fetch, label: str) -> list[Entry]:
+    """Every image manifest the descriptors ``tops`` lead to, in order, whoever holds the documents (a
+    layout's index.json lists ``tops``; a registry reference resolves to one)."""
     out: list[Entry] = []
     visits = [0]
     docs: dict[tuple[Digest, str], Index | Manifest | None] = {}
     sizes: dict[Digest, int] = {}
-    for desc in index.manifests:
-        _walk(tree, desc, desc, out, depth=0, seen=set(), visits=visits, docs=docs, sizes=sizes)
+    for desc in tops:
+        _walk(fetch, label, desc, desc, out, depth=0, seen=set(), visits=visits, docs=docs, sizes=sizes)
     cap = limits.current().max_images
     if len(out) > cap:
-        raise limits.exceeded("max_images", f"{tree.label}: holds {len(out)} images, over the cap of {cap}")
+        raise limits.exceeded("max_images", f"{label}: holds {len(out)} images, over the cap of {cap}")
     return out
 
 
@@ -120,34 +135,35 @@ def is_attestation(desc: Descriptor) -> bool:
     return p is not None and p.os == "unknown" and p.architecture == "unknown"
 
 
-def _walk(tree: Tree, desc: Descriptor, top: Descriptor, out: list[Entry], depth: int, seen: set[Digest],
-          visits: list[int], docs: dict[tuple[Digest, str], Index | Manifest | None], sizes: dict[Digest, int]) -> None:
+def _walk(fetch: Fetch, label: str, desc: Descriptor, top: Descriptor, out: list[Entry], depth: int,
+          seen: set[Digest], visits: list[int], docs: dict[tuple[Digest, str], Index | Manifest | None],
+          sizes: dict[Digest, int]) -> None:
     # Indexes may repeat a child many times at every level: count descriptors walked, or a small
     # file fans out to billions of visits (found by fuzzing).
     visits[0] += 1
     cap = limits.current().max_images
     if visits[0] > cap:
-        raise limits.exceeded("max_images", f"{tree.label}: its indexes list more than {cap} manifests in all")
+        raise limits.exceeded("max_images", f"{label}: its indexes list more than {cap} manifests in all")
     if is_attestation(desc):
         return
     kind_hint = desc.media_type
     if kind_hint not in model.INDEX_TYPES and kind_hint not in model.MANIFEST_TYPES:
         if kind_hint in model.SCHEMA1:
-            raise FormatError(f"{tree.label}: {desc.digest} is a Docker schema 1 manifest, which is obsolete and "
+            raise FormatError(f"{label}: {desc.digest} is a Docker schema 1 manifest, which is obsolete and "
                               "not supported")
         return  # unknown media types MUST NOT be an error: skip them
     if desc.digest in seen:
-        raise FormatError(f"{tree.label}: index {desc.digest} refers back to itself (a cycle)")
-    if not tree.exists(blob_path(desc.digest)):
-        if desc is not top:
-            return  # a platform nobody pulled: fine until someone asks for it
-        raise MissingBlob(f"{tree.label}: manifest {desc.digest} named in index.json is missing")
+        raise FormatError(f"{label}: index {desc.digest} refers back to itself (a cycle)")
     # Each document is read, verified and parsed once per walk (``docs``), however many descriptors name
     # it: 10,000 index entries naming one 16 MiB manifest would otherwise read 160 GB and hold it all.
     key = (desc.digest, desc.media_type)
     if key not in docs:
-        data = read_blob(tree, desc, "manifest")
-        where = f"{tree.label}: {desc.digest}"
+        data = fetch(desc)
+        if data is None:
+            if desc is not top:
+                return  # a platform nobody pulled: fine until someone asks for it
+            raise MissingBlob(f"{label}: manifest {desc.digest} named in index.json is missing")
+        where = f"{label}: {desc.digest}"
         obj = model.load_json(data, where)
         kind = model.document_kind(obj, desc.media_type)
         doc: Index | Manifest | None = None
@@ -158,15 +174,15 @@ def _walk(tree: Tree, desc: Descriptor, top: Descriptor, out: list[Entry], depth
         docs[key] = doc
         sizes[desc.digest] = desc.size
     elif sizes[desc.digest] != desc.size:
-        raise DigestMismatch(f"{tree.label}: manifest {desc.digest} is {sizes[desc.digest]} bytes, "
+        raise DigestMismatch(f"{label}: manifest {desc.digest} is {sizes[desc.digest]} bytes, "
                              f"its descriptor says {desc.size}")
     doc = docs[key]
     if isinstance(doc, Index):
         max_depth = limits.current().max_index_depth
         if depth + 1 > max_depth:
-            raise limits.exceeded("max_index_depth", f"{tree.label}: image indexes nested deeper than {max_depth}")
+            raise limits.exceeded("max_index_depth", f"{label}: image indexes nested deeper than {max_depth}")
         for child in doc.manifests:
-            _walk(tree, child, top, out, depth + 1, seen | {desc.digest}, visits, docs, sizes)
+            _walk(fetch, label, child, top, out, depth + 1, seen | {desc.digest}, visits, docs, sizes)
     elif isinstance(doc, Manifest):
         if doc.config.media_type not in model.CONFIG_TYPES:
             return  # an artifact, not an image
@@ -175,29 +191,42 @@ def _walk(tree: Tree, desc: Descriptor, top: Descriptor, out: list[Entry], depth
 
 def load(tree: Tree, entry: Entry, *, source: str = "") -> Image:
     """The image behind one entry: its config (verified) and its layers (verified when read)."""
+    def layer_blob(ld: Descriptor, what: str) -> tuple[BlobOpener, bool]:
+        path = blob_path(ld.digest)
+        plain = codec_of_media_type(ld.media_type) is Codec.NONE and tree.exists(path) and tree.is_seekable_file(path)
+        return _opener(tree, path, what), plain
+
+    return image_of(entry, read_blob(tree, entry.manifest.config, "config"), tree.label, layer_blob, source)
+
+
+LayerBlob = Callable[[Descriptor, str], tuple[BlobOpener, bool]]
+"""How an input opens a layer's blob (``(descriptor, what)``): the opener, and whether it is an
+uncompressed tar in a seekable file."""
+
+
+def image_of(entry: Entry, cfg_bytes: bytes, label: str, layer_blob: LayerBlob, source: str = "") -> Image:
+    """The image behind one entry, from its config's bytes (checked against the manifest already) and how
+    the input opens each layer blob, whoever holds them (a layout, a registry)."""
     man = entry.manifest
-    cfg_bytes = read_blob(tree, man.config, "config")
-    config = ImageConfig.parse(cfg_bytes, f"{tree.label}: config {man.config.digest}")
+    config = ImageConfig.parse(cfg_bytes, f"{label}: config {man.config.digest}")
     if len(man.layers) != len(config.diff_ids):
-        raise FormatError(f"{tree.label}: manifest {entry.descriptor.digest} has {len(man.layers)} layers but its "
+        raise FormatError(f"{label}: manifest {entry.descriptor.digest} has {len(man.layers)} layers but its "
                           f"config has {len(config.diff_ids)} diff IDs")
     cap = limits.current().max_layers
     if len(man.layers) > cap:
-        raise limits.exceeded("max_layers", f"{tree.label}: image has {len(man.layers)} layers, over the cap")
+        raise limits.exceeded("max_layers", f"{label}: image has {len(man.layers)} layers, over the cap")
     layers = []
     for i, (ld, diff_id) in enumerate(zip(man.layers, config.diff_ids, strict=True)):
-        path = blob_path(ld.digest)
-        codec = codec_of_media_type(ld.media_type)
-        what = f"{tree.label}: layer {i + 1}/{len(man.layers)} {ld.digest}"
+        what = f"{label}: layer {i + 1}/{len(man.layers)} {ld.digest}"
+        opener, plain = layer_blob(ld, what)
         layers.append(Layer(
             index=i, diff_id=diff_id, size=ld.size, media_type=ld.media_type, digest=ld.digest,
-            opener=_opener(tree, path, what), what=what,
-            is_plain_file=codec is Codec.NONE and tree.exists(path) and tree.is_seekable_file(path),
-            urls=ld.urls, annotations=dict(ld.annotations), codec=codec,
+            opener=opener, what=what, is_plain_file=plain,
+            urls=ld.urls, annotations=dict(ld.annotations), codec=codec_of_media_type(ld.media_type),
         ))
     img = Image(names=preferred_names(entry.names), config=config, layers=layers, manifest=man,
                 manifest_digest=entry.descriptor.digest, manifest_descriptor=entry.descriptor,
-                source=source or tree.label, index_annotations=entry.annotations)
+                source=source or label, index_annotations=entry.annotations)
     return img
 
 

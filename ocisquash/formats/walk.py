@@ -8,9 +8,12 @@ the format module's own. The OCI layout walk checks every blob against its name 
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from ocisquash import model
 from ocisquash.archive import Tree
 from ocisquash.compression import codec_of_media_type
+from ocisquash.digest import Digest
 from ocisquash.errors import OcisquashError
 from ocisquash.formats.base import MAX_DOCUMENT, Checker
 from ocisquash.formats.dockersave import claimed_digest
@@ -29,12 +32,26 @@ def layout(tree: Tree, c: Checker) -> None:
     except OcisquashError as e:
         c.bad("index.json", str(e))
         return
+    documents(tree, c, index.manifests, blob_path)
+    if c.only is not None:
+        return  # one image asked for: its blobs were checked above; the others are not its business
+    for path in sorted(tree.names()):  # every blob must hash to its own name, referenced or not
+        parts = path.split("/")
+        if len(parts) == 3 and parts[:2] == ["blobs", "sha256"]:
+            got = c.raw(path)
+            if got is not None and got[1] != parts[2]:
+                c.bad(path, f"blob content hashes to sha256:{got[1]}, not its name")
+
+
+def documents(tree: Tree, c: Checker, tops: Sequence[model.Descriptor], member: Callable[[Digest], str]) -> None:
+    """Walk every manifest and image the descriptors ``tops`` lead to (a layout's index.json entries, a
+    registry reference's manifest), reading each blob from ``tree`` under its name ``member(digest)``."""
 
     def walk(desc: model.Descriptor, top: model.Descriptor, depth: int) -> None:
         if desc.media_type not in model.INDEX_TYPES + model.MANIFEST_TYPES or depth > MAX_DEPTH:
             return
         try:
-            path = blob_path(desc.digest)
+            path = member(desc.digest)
         except OcisquashError as e:
             c.bad("index.json", str(e))
             return
@@ -62,24 +79,16 @@ def layout(tree: Tree, c: Checker) -> None:
         name = ", ".join(names_of(top)) or str(desc.digest)
         if desc.platform is not None:
             name += f" [{desc.platform}]"
-        cpath = blob_path(man.config.digest)
+        cpath = member(man.config.digest)
         cfg = None
         if c.blob(cpath, man.config.digest, man.config.size, f"{name}: config"):
             cfg = c.config(cpath, f"{name}: config {man.config.digest}")
-        c.image(name, cfg, [(blob_path(ld.digest), ld.digest, ld.size, codec_of_media_type(ld.media_type))
+        c.image(name, cfg, [(member(ld.digest), ld.digest, ld.size, codec_of_media_type(ld.media_type))
                                for ld in man.layers],
                    [ld.annotations.get(model.UNCOMPRESSED_SIZE) for ld in man.layers])
 
-    for d in index.manifests:
+    for d in tops:
         walk(d, d, 0)
-    if c.only is not None:
-        return  # one image asked for: its blobs were checked above; the others are not its business
-    for path in sorted(tree.names()):  # every blob must hash to its own name, referenced or not
-        parts = path.split("/")
-        if len(parts) == 3 and parts[:2] == ["blobs", "sha256"]:
-            got = c.raw(path)
-            if got is not None and got[1] != parts[2]:
-                c.bad(path, f"blob content hashes to sha256:{got[1]}, not its name")
 
 
 

@@ -1,8 +1,8 @@
 """Registries as inputs and outputs: ``docker://HOST/REPO[:TAG|@DIGEST]`` (see ``client``).
 
-``is_registry_ref`` is the one test callers make; ``open_tree`` gives the virtual layout that
-``sources.open_source`` reads as an input, whose images stream from the registry; ``open_sink`` a
-``Sink`` that pushes to it. Nothing here imports ``sources``: the registry sits below it. The options
+``is_registry_ref`` is the one test callers make; ``open_input`` gives what ``registry.format`` reads
+an input's images from (its documents fetched by digest, its layers streamed); ``open_sink`` a ``Sink``
+that pushes to it. Nothing here imports ``sources``: the registry sits below it. The options
 the CLI gives (``--creds``, ``--src-creds``, ``--dest-creds``, ``--authfile``, ``--cert-dir``,
 ``--tls-verify``, ``--registry-timeout``) are set once with ``configure``; ``check_credentials`` refuses,
 before a run starts, credentials that would reach two registries.
@@ -10,7 +10,6 @@ before a run starts, credentials that would reach two registries.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from ocisquash.errors import UsageError
@@ -18,12 +17,11 @@ from ocisquash.registry.options import AuthOptions, RegistryOptions, configure, 
 from ocisquash.registry.ref import is_registry_ref
 
 if TYPE_CHECKING:
-    from ocisquash.image import Image
-    from ocisquash.registry.sink import RegistrySink
-    from ocisquash.registry.source import RegistryTree
+    from ocisquash.registry.sink import Origin, RegistrySink
+    from ocisquash.registry.source import RegistryInput
 
 __all__ = ["AuthOptions", "RegistryOptions", "check_credentials", "configure", "current", "is_registry_ref",
-           "open_sink", "open_tree"]
+           "open_input", "open_sink"]
 
 
 def check_credentials(sources: list[str], dest: str | None) -> None:
@@ -45,23 +43,15 @@ def check_credentials(sources: list[str], dest: str | None) -> None:
     auth.check_scope(opts, refs, out)
 
 
-def open_tree(text: str) -> tuple[RegistryTree, Callable[[Image], Image]]:
-    """A registry reference as an input: a virtual OCI layout of the one image (or index) it names, read
-    as any layout is (``sources.open_source``), and what each image loaded from it takes on: its
-    layers fetched with the credentials of this registry's own origin only."""
+def open_input(text: str) -> tuple[RegistryInput, Origin]:
+    """A registry reference as an input (nothing fetched yet), and the origin its layers carry: a sink on
+    the same registry mounts them instead of uploading them."""
     from ocisquash.registry.ref import parse
     from ocisquash.registry.sink import Origin
-    from ocisquash.registry.source import RegistryTree
+    from ocisquash.registry.source import RegistryInput
 
     ref = parse(text)
-    origin = Origin(ref.api_host, ref.repo)
-
-    def bind(img: Image) -> Image:
-        for ly in img.layers:
-            ly.origin = origin
-        return img
-
-    return RegistryTree(ref), bind
+    return RegistryInput(ref), Origin(ref.api_host, ref.repo)
 
 
 def open_sink(text: str) -> RegistrySink:

@@ -1,13 +1,12 @@
-"""A registry image read as a virtual OCI layout, so every reader of layouts reads registries too.
+"""A registry image as an input: the reference resolved to its manifest, documents fetched by digest and
+checked against the descriptors naming them, layer blobs streamed (``blobstream``).
 
-``RegistryTree`` answers the ``archive.Tree`` calls ``formats.ocilayout`` makes: ``index.json`` is made up of one
-entry, the reference resolved to its manifest digest (a ``HEAD``, or a ``GET`` by tag when the
-registry gives no digest); ``blobs/sha256/X`` is fetched from ``/manifests/X`` for a digest known to
-be a manifest (the top one, and the children of each index read) and streamed from ``/blobs/X``
-otherwise. So platform choice, caps, digest checks of every blob (``ocilayout.read_blob``,
-``Layer.blob``'s ``VerifyingReader``) and ``validate`` are the layout code's own; nothing is
-written to disk. A layer blob's opener says where it came from (``origin``), so a registry sink of
-the same registry can mount it instead of uploading it.
+``registry.format`` builds the images from what this fetches. Its members (the ``archive.Tree`` a
+``Source`` holds and ``validate`` reads) are the registry's blobs named by digest (``sha256:…``), and a
+member exists only once a document read names it: the reference's own manifest, an index's children, a
+manifest's config and layers, each with the size its descriptor gives. A manifest is fetched from
+``/manifests/``, anything else from ``/blobs/``; nothing is written to disk. Configs are cached per digest
+(an index whose entries share one config fetches it once).
 """
 
 from __future__ import annotations
@@ -15,32 +14,38 @@ from __future__ import annotations
 import io
 from typing import IO
 
-from ocisquash import model
-from ocisquash.digest import Digest
+from ocisquash import limits, model
+from ocisquash.digest import Digest, VerifyingReader
 from ocisquash.errors import FormatError, MissingBlob
 from ocisquash.registry.client import MAX_MANIFEST, Client
 from ocisquash.registry.ref import RegistryRef
 
 CACHE_ONE = 1 << 20  # a config cached is at most this large (real ones: a few KiB to a few 100 KiB)
-CACHE_ALL = 32 << 20  # bytes of configs one tree keeps
+CACHE_ALL = 32 << 20  # bytes of configs one input keeps
 ACCEPT = ", ".join([model.OCI_INDEX, model.DOCKER_LIST, model.OCI_MANIFEST, model.DOCKER_MANIFEST])
 
 
-class RegistryTree:
-    """A read-only view of one registry reference with the shape of an OCI layout."""
+class RegistryInput:
+    """One registry reference read as an input: its manifest, and the blobs its documents name."""
 
     def __init__(self, ref: RegistryRef, client: Client | None = None) -> None:
         self.ref = ref
         self.client = client if client is not None else Client(ref)
         self.label = str(ref)
-        self._manifests: dict[str, bytes | None] = {}  # digest -> bytes once fetched
-        # digest -> a config's bytes: every entry of an index naming one config fetches it once per run
-        self._small: dict[tuple[str, int], bytes] = {}
+        self._known: dict[str, tuple[int, bool]] = {}  # digest -> (size its descriptor gives, is a manifest)
+        self._manifests: dict[str, bytes] = {}  # digest -> a manifest's bytes, once fetched
+        self._small: dict[tuple[str, int], bytes] = {}  # (digest, cap) -> a config's bytes
         self._cached = 0
-        self._index: bytes | None = None
+        self._top: model.Descriptor | None = None
 
-    # ---- the made-up index.json
-    def _top(self) -> model.Descriptor:
+    def top(self) -> model.Descriptor:
+        """The manifest (or index) the reference names, named as a layout's entry for it would be."""
+        if self._top is None:
+            self._top = self._resolve()
+            self._known[str(self._top.digest)] = (self._top.size, True)
+        return self._top
+
+    def _resolve(self) -> model.Descriptor:
         ref = self.ref
         media_type = None
         digest = ref.digest
@@ -71,56 +76,44 @@ class RegistryTree:
         if size > MAX_MANIFEST:
             raise FormatError(f"{self.label}: manifest is {size} bytes, over the {MAX_MANIFEST >> 20} MiB "
                               "registries accept")
-        self._manifests.setdefault(str(digest), None)
         ann = {}
         if ref.tag is not None or ref.digest is None:
             ann[model.CONTAINERD_NAME] = ref.with_tag()
             ann[model.REF_NAME] = ref.tag or "latest"
         return model.Descriptor(media_type, digest, size, ann)
 
-    def _index_json(self) -> bytes:
-        if self._index is None:
-            top = self._top()
-            self._index = model.canonical_json({"schemaVersion": 2, "mediaType": model.OCI_INDEX,
-                                                "manifests": [top.to_json()]})
-        return self._index
+    def document(self, desc: model.Descriptor, what: str) -> bytes:
+        """A manifest, index or config named by ``desc``, checked against it (size and digest) and capped
+        by ``max_json``; what it names becomes known."""
+        cap = limits.current().max_json
+        if desc.size > cap:
+            raise limits.exceeded("max_json", f"{self.label}: {what} {desc.digest} is {desc.size} bytes, over the cap")
+        self._known.setdefault(str(desc.digest), (desc.size, what != "config"))
+        data = self.read(str(desc.digest), cap)
+        VerifyingReader(io.BytesIO(data), desc.digest, desc.size, f"{self.label}: {what} {desc.digest}").verify()
+        return data
 
-    # ---- Tree
+    # ---- archive.Tree: members are blobs named by digest, known once a document names them
     def exists(self, name: str) -> bool:
-        if name == "index.json":
-            return True
-        # A registry holds every blob its manifests name (unlike a layout, where a platform nobody pulled
-        # is absent); blobs are fetched when needed, and a missing one is a clear 404 error then.
-        return name.startswith("blobs/sha256/")
+        return name in self._known
 
     def size(self, name: str) -> int:
-        """A member's size when it is known without a request (the made-up index, a manifest read): a
-        registry gives a blob's size in the descriptor that names it, which the readers have."""
-        if name == "index.json":
-            return len(self._index_json())
-        data = self._manifests.get(self._digest_of(name))
-        if data is None:
-            raise FormatError(f"{self.label}: the size of {name} is known only from the descriptor naming it")
-        return len(data)
+        return self._entry(name)[0]
 
     def is_seekable_file(self, name: str) -> bool:
         return False
 
     def names(self) -> list[str]:
-        return ["index.json"]
+        return sorted(self._known)
 
     def read(self, name: str, max_size: int) -> bytes:
-        if name == "index.json":
-            return self._index_json()[: max_size + 1]
-        digest = self._digest_of(name)
-        if digest in self._manifests:
-            data = self._manifests[digest]
-            if data is None:
-                data, _, _ = self.client.get_manifest(digest, ACCEPT)
-                self._manifests[digest] = data
-            self._learn_children(data)
+        if self._entry(name)[1]:
+            if name not in self._manifests:
+                self._manifests[name] = self.client.get_manifest(name, ACCEPT)[0]
+            data = self._manifests[name]
+            self._learn(data)
             return data[: max_size + 1]
-        key = (digest, max_size)
+        key = (name, max_size)
         if key in self._small:
             return self._small[key]
         f = self.open(name)
@@ -137,31 +130,36 @@ class RegistryTree:
         return bytes(out)
 
     def open(self, name: str) -> IO[bytes]:
-        digest = self._digest_of(name)
-        if digest in self._manifests:
+        if self._entry(name)[1]:
             return io.BytesIO(self.read(name, MAX_MANIFEST))
-        what = f"{self.label}: blob {digest}"
-        return self.client.open_blob(digest, what)  # type: ignore[return-value]
+        return self.client.open_blob(name, f"{self.label}: blob {name}")  # type: ignore[return-value]
 
     def close(self) -> None:
         self.client.close()
 
-    def _digest_of(self, name: str) -> str:
-        parts = name.split("/")
-        if len(parts) != 3 or parts[0] != "blobs":
-            raise MissingBlob(f"{self.label}: no {name} in a registry")
-        return f"{parts[1]}:{parts[2]}"
+    def _entry(self, name: str) -> tuple[int, bool]:
+        known = self._known.get(name)
+        if known is None:
+            raise MissingBlob(f"{self.label}: {name} is named by none of the documents read from the registry")
+        return known
 
-    def _learn_children(self, data: bytes) -> None:
-        """An index's children are manifests: read them from ``/manifests/``."""
+    def _learn(self, data: bytes) -> None:
+        """What a manifest or index names becomes known: an index's children (manifests), a manifest's
+        config and layers (blobs), with their descriptors' sizes. A document that does not parse names
+        nothing (the reader that asked for it reports it)."""
         try:
             obj = model.load_json(data, self.label)
         except FormatError:
             return
-        if isinstance(obj, dict) and isinstance(obj.get("manifests"), list):
-            for m in obj["manifests"]:
-                if isinstance(m, dict) and isinstance(m.get("digest"), str):
-                    self._manifests.setdefault(m["digest"], None)
+        if not isinstance(obj, dict):
+            return
+        children, layers = obj.get("manifests"), obj.get("layers")
+        children = children if isinstance(children, list) else []
+        blobs = [obj.get("config"), *(layers if isinstance(layers, list) else [])]
+        for descs, manifest in ((children, True), (blobs, False)):
+            for d in descs:
+                if isinstance(d, dict) and isinstance(d.get("digest"), str) and type(d.get("size")) is int:
+                    self._known.setdefault(d["digest"], (d["size"], manifest))
 
 
 def _media_type_of(data: bytes, label: str) -> str:
