@@ -517,6 +517,17 @@ def checks(by: dict[str, Row], paths: int = 0) -> list[dict[str, Any]]:
 
     at_most("(20) --platform all ≤ 0.6 × one squash per platform", PLATFORMS_ROW, PLATFORMS_REF, 0.6)
 
+    def platforms_limit() -> tuple[bool, str]:
+        # The least any overlap of the platforms can reach: --platform all's CPU on every core, against
+        # the separate squashes' wall. A target below it needs less CPU, not more concurrency.
+        cpu, cores = by[PLATFORMS_ROW].med("cpu") or 0.0, os.cpu_count() or 1
+        limit = cpu / cores / wall(PLATFORMS_REF)
+        return limit <= 0.6, (f"{limit:.2f}× ({cpu:.2f}s cpu / {cores} cores vs {wall(PLATFORMS_REF):.2f}s); "
+                              f"reached {wall(PLATFORMS_ROW) / wall(PLATFORMS_REF):.2f}×")
+
+    add("(20) limit: --platform all's CPU over the cores ≤ 0.6 × one squash per platform",
+        [PLATFORMS_ROW, PLATFORMS_REF], platforms_limit, "cpu, wall")
+
     def per_path() -> tuple[bool, str]:
         bpp = bytes_per_path(by, paths)
         assert bpp is not None
