@@ -311,6 +311,7 @@ def reference_layer(squash: list[str], image: dict[str, Any], work: Path, env: d
 ENTRY_ROWS = ("sq-gzip-entry", "codec-entry", "sq-dry-entry", "analyze-entry", "inflate-entry", "gzip-floor-entry")
 PATHS_ROW = "rss-1m"
 MANY_ROW = "images-many"
+PLATFORMS_ROW, PLATFORMS_REF = "sq-platforms", "sq-platforms-separate"
 MANY_IMAGES = 20_000  # issue 20: at most 5 s and 150 MB
 
 
@@ -325,7 +326,11 @@ def make_rows(squash: list[str], big: dict[str, Any], tiny: dict[str, Any], entr
     t_oci, t_docker = Path(tiny["oci"]), Path(tiny["docker"])
     e_oci, p_oci = Path(entry["oci"]), Path(paths["oci"])
     many = imagebuild.many_images_path(CACHE, MANY_IMAGES)
+    plat = imagebuild.platforms_path(CACHE)
     o = work
+    # one `squash --platform P` per platform, one after another: what --platform all is compared with
+    separate = " && ".join(f'{shlex.join(squash)} squash "$1" "$2/{i}.oci" --platform {p} -q'
+                           for i, p in enumerate(imagebuild.PLATFORM_SCALES))
     rows = [
         Row("sq-gzip", "ocisquash squash IN.oci OUT.oci (gzip→gzip)",
             [*squash, "squash", str(oci), str(o / "sq-gzip.oci"), "-q"], o / "sq-gzip.oci", [oci]),
@@ -361,6 +366,11 @@ def make_rows(squash: list[str], big: dict[str, Any], tiny: dict[str, Any], entr
             None, [t_docker]),
         Row(MANY_ROW, f"ocisquash images MANY.oci -a ({MANY_IMAGES} images sharing 32 layers, chains up to 6 deep)",
             [*squash, "images", str(many), "-a", "--limit", f"max_images={2 * MANY_IMAGES}"], None, [many]),
+        Row(PLATFORMS_ROW, f"ocisquash squash PLATFORMS.oci OUT.oci --platform all ({len(imagebuild.PLATFORM_SCALES)} "
+            "platforms, gzip→gzip)", [*squash, "squash", str(plat), str(o / "sq-platforms.oci"), "--platform", "all",
+                                     "-q"], o / "sq-platforms.oci", [plat]),
+        Row(PLATFORMS_REF, "ocisquash squash PLATFORMS.oci OUT/i.oci --platform P, for each platform in turn",
+            sh(f'mkdir "$2" && {separate}', plat, o / "sq-platforms-separate"), o / "sq-platforms-separate", [plat]),
         Row("peer", "oci-squash 0.1.0 -o OUT.tar IN.oci.tar (out: uncompressed docker tar)",
             [sys.executable, "-m", "oci_squash", "-o", str(o / "peer.tar"), str(oci_tar)], o / "peer.tar",
             [oci_tar]),
@@ -416,7 +426,7 @@ REFS = {"sq-gzip": ("peer", "codec", "gzip-floor"), "sq-docker": ("cp-docker", "
         "sq-zstd": ("codec",), "sq-dry": ("inflate",), "analyze": ("inflate",),
         "sq-gzip-entry": ("codec-entry", "gzip-floor-entry"), "sq-dry-entry": ("inflate-entry",),
         "analyze-entry": ("inflate-entry",),
-        "images-oci": ("images-oci-tiny",), "images-docker": ("images-docker-tiny",)}
+        "images-oci": ("images-oci-tiny",), PLATFORMS_ROW: (PLATFORMS_REF,), "images-docker": ("images-docker-tiny",)}
 BYTES_PER_PATH_LIMIT = 400
 CORES = len(os.sched_getaffinity(0))  # the cores this run may use: the limit rows divide CPU by them
 
@@ -473,7 +483,7 @@ def checks(by: dict[str, Row], paths: int = 0) -> list[dict[str, Any]]:
                  f"{wall('sq-docker'):.2f}s vs 4 × {wall('cp-docker'):.2f}s = {4 * wall('cp-docker'):.2f}s"),
         "wall")
     for n in ("sq-gzip", "sq-docker", "sq-zstd", "sq-dry", "analyze", "sq-gzip-entry", "sq-dry-entry",
-              "analyze-entry"):
+              "analyze-entry", PLATFORMS_ROW):
         rss = max((s.rss_mb for s in by[n].samples), default=0.0)
         add(f"(d) peak RSS ≤ {RSS_LIMIT_MB:.0f} MB: {n}", [n],
             lambda rss=rss: (rss <= RSS_LIMIT_MB, f"{rss:.1f} MB (max over runs)"), "ru_maxrss")
@@ -510,6 +520,19 @@ def checks(by: dict[str, Row], paths: int = 0) -> list[dict[str, Any]]:
     add(f"(20) {MANY_ROW} ≤ 5 s and 150 MB", [MANY_ROW],
         lambda: (wall(MANY_ROW) <= 5 and (by[MANY_ROW].med("rss_mb") or 0) <= 150,
                  f"{wall(MANY_ROW):.2f}s, {by[MANY_ROW].med('rss_mb'):.1f} MB"), "wall, peak RSS")
+
+    at_most("(20) --platform all ≤ 0.6 × one squash per platform", PLATFORMS_ROW, PLATFORMS_REF, 0.6)
+
+    def platforms_limit() -> tuple[bool, str]:
+        # The least any overlap of the platforms can reach: --platform all's CPU on every core, against
+        # the separate squashes' wall. A target below it needs less CPU, not more concurrency.
+        cpu, cores = by[PLATFORMS_ROW].med("cpu") or 0.0, os.cpu_count() or 1
+        limit = cpu / cores / wall(PLATFORMS_REF)
+        return limit <= 0.6, (f"{limit:.2f}× ({cpu:.2f}s cpu / {cores} cores vs {wall(PLATFORMS_REF):.2f}s); "
+                              f"reached {wall(PLATFORMS_ROW) / wall(PLATFORMS_REF):.2f}×")
+
+    add("(20) limit: --platform all's CPU over the cores ≤ 0.6 × one squash per platform",
+        [PLATFORMS_ROW, PLATFORMS_REF], platforms_limit, "cpu, wall")
 
     def per_path() -> tuple[bool, str]:
         bpp = bytes_per_path(by, paths)
@@ -762,6 +785,11 @@ def main(argv: list[str] | None = None) -> int:
     n_paths = int(paths_img.get("paths", 0))
     if MANY_ROW in wanted:
         imagebuild.ensure_many_images(CACHE, MANY_IMAGES)
+    if wanted & {PLATFORMS_ROW, PLATFORMS_REF}:
+        plat_img = imagebuild.ensure_platforms_image(CACHE)
+        print(f"platforms image: {plat_img['source']}: " + "; ".join(
+            f"{p} {i['layers']} layers, {i['uncompressed_bytes'] / 1e6:.0f} MB uncompressed, {i['tar_entries']} entries"
+            for p, i in plat_img["platforms"].items()), file=sys.stderr)
     work = CACHE / "work"
     rm(work)
     work.mkdir(parents=True)

@@ -85,3 +85,33 @@ def test_gzip_floor_writes_the_squashed_layer_deflated(tmp_path: Path) -> None:
     bad = subprocess.run([sys.executable, str(BENCH / "verify_floor.py"), "--gzip", "2", str(squashed), str(out),
                           str(tmp_path / "bad.gz")], capture_output=True, timeout=120)
     assert bad.returncode != 0
+
+
+def test_platforms_image_is_an_index_of_unshared_platforms(tmp_path: Path) -> None:
+    # the sq-platforms rows compare --platform all with one squash per platform: each platform must be
+    # a whole image of its own (its config naming its platform, no layer shared with the other), or the
+    # row would measure less work than the separate squashes do
+    scales = {"linux/amd64": 0.012, "linux/arm64/v8": 0.01}
+    info = imagebuild.ensure_platforms_image(tmp_path, scales)
+    layout = Path(info["oci"])
+    assert layout == imagebuild.platforms_path(tmp_path)
+    top = json.loads((layout / "index.json").read_text())["manifests"]
+    assert len(top) == 1 and top[0]["annotations"]["org.opencontainers.image.ref.name"] == imagebuild.TAG
+    index = json.loads(imagebuild.blob(layout, top[0]["digest"]).read_text())
+    seen: list[set[str]] = []
+    for entry, plat in zip(index["manifests"], scales, strict=True):
+        p = entry["platform"]
+        assert "/".join([p["os"], p["architecture"], *([p["variant"]] if "variant" in p else [])]) == plat
+        man = json.loads(imagebuild.blob(layout, entry["digest"]).read_text())
+        config = json.loads(imagebuild.blob(layout, man["config"]["digest"]).read_text())
+        assert (config["os"], config["architecture"], config.get("variant")) == (p["os"], p["architecture"],
+                                                                                  p.get("variant"))
+        assert len(man["layers"]) == len(config["rootfs"]["diff_ids"]) == info["platforms"][plat]["layers"] == 6
+        for x in man["layers"]:
+            b = imagebuild.blob(layout, x["digest"])
+            assert "sha256:" + hashlib.sha256(b.read_bytes()).hexdigest() == x["digest"]
+            assert b.stat().st_size == x["size"]
+        seen.append({x["digest"] for x in man["layers"]})
+    assert not seen[0] & seen[1]
+    sizes = [info["platforms"][p]["uncompressed_bytes"] for p in scales]
+    assert sizes[0] > sizes[1] > 0  # the larger scale, the larger image

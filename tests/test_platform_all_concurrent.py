@@ -9,6 +9,7 @@ error the sequential run gives (the first failing platform's), and nothing is le
 
 from __future__ import annotations
 
+import shutil
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +67,29 @@ def test_two_cores_write_the_bytes_one_writes(fmt: str, tmp_path: Path, monkeypa
     assert [p["kept_layers"] for p in b["platforms"]] == [1, 1]
     # nothing staged is left beside the output
     assert sorted(p.name for p in (tmp_path / "two").iterdir()) == [FORMATS[fmt]]
+
+
+@pytest.mark.parametrize("fails", [False, True], ids=["adds", "fails"])
+def test_two_cores_add_to_an_existing_layout_as_one_does(fails: bool, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    # OUT is a copy of IN: it holds the kept layers already (each thread checks them, none rewrites them)
+    # and takes the new blobs and the index under its lock; a failed run leaves it as it was
+    check_tools()
+    lay = layout(tmp_path, annotate=True)
+    if fails:
+        corrupt_top_layer(lay, "linux/arm64")
+    got = []
+    for cores in (1, 2):
+        dest = tmp_path / str(cores) / "out"
+        shutil.copytree(lay, dest)
+        before = files(dest)
+        r, _ = run(monkeypatch, cores, lay, dest, "oci-dir")
+        assert r.rc == (1 if fails else 0), r.stderr
+        after = files(dest)
+        assert (after == before) is fails
+        assert set(before) <= set(after) and all(after[k] == v for k, v in before.items() if k != "index.json")
+        got.append(after)
+    assert got[0] == got[1]
 
 
 def corrupt_top_layer(lay: Path, plat: str) -> str:

@@ -25,6 +25,8 @@ import registryd
 from conftest import skip_or_fail
 from fixtures import BuiltImage
 from oracle import assert_same_rootfs, skopeo
+from platforms import OCI_INDEX, OCI_MANIFEST
+from platforms import put as _blob
 
 from ocisquash.errors import FormatError, NotFound
 from ocisquash.registry import auth, client
@@ -486,18 +488,6 @@ def test_refused_chunks_fall_back_to_one_put(monkeypatch: pytest.MonkeyPatch) ->
 
 
 # ------------------------------------------------------------------------- --platform all (item 2)
-
-OCI_INDEX = "application/vnd.oci.image.index.v1+json"
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-
-
-def _blob(layout: Path, data: bytes) -> dict[str, object]:
-    import hashlib
-
-    d = hashlib.sha256(data).hexdigest()
-    (layout / "blobs" / "sha256" / d).write_bytes(data)
-    return {"digest": f"sha256:{d}", "size": len(data)}
-
 
 def make_multi(trap: Path, layout: Path) -> None:
     """A copy of the trap layout with two image indexes: ``multi`` (the 5-layer image for linux/amd64
