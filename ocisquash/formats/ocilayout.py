@@ -57,9 +57,13 @@ def read_blob(tree: Tree, desc: Descriptor, what: str, max_size: int | None = No
     if desc.size > cap:
         raise limits.exceeded("max_json", f"{tree.label}: {what} {desc.digest} is {desc.size} bytes, over the cap")
     path = blob_path(desc.digest)
-    if not tree.exists(path):
-        raise MissingBlob(f"{tree.label}: {what} {desc.digest} is missing")
-    data = tree.read(path, cap)
+    try:
+        data = tree.read(path, cap)
+    except FormatError:
+        # asked only now, not before every read: for a blob that is not there, this message
+        if tree.exists(path):
+            raise
+        raise MissingBlob(f"{tree.label}: {what} {desc.digest} is missing") from None
     if len(data) != desc.size:
         raise DigestMismatch(f"{tree.label}: {what} {desc.digest} is {len(data)} bytes, "
                              f"its descriptor says {desc.size}")
