@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -48,14 +47,20 @@ figure without reading the layer."""
 CONTAINERD_NAME = "io.containerd.image.name"
 
 def _reject_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in pairs:
-        if k in out:
-            raise _DuplicateKey(k)
-        # Keys and short values (media types, digests) shared across documents: a listing holds thousands
-        # of manifests naming the same few, and a copy in each cost about 1 KB per image.
-        out[sys.intern(k)] = sys.intern(v) if type(v) is str and len(v) <= 128 else v
+    """Each JSON object: built in C, then one length comparison refuses a repeated key at any depth."""
+    out = dict(pairs)
+    if len(out) != len(pairs):
+        raise _DuplicateKey(_first_duplicate(pairs))
     return out
+
+
+def _first_duplicate(pairs: list[tuple[str, Any]]) -> str:
+    seen: set[str] = set()
+    for k, _v in pairs:
+        if k in seen:
+            return k
+        seen.add(k)
+    raise AssertionError("no duplicate key")  # pragma: no cover - called only when there is one
 
 
 class _DuplicateKey(ValueError):
@@ -67,6 +72,10 @@ class _DuplicateKey(ValueError):
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not valid JSON")
 
+
+# One decoder for every document: ``json.loads`` with hooks builds a new decoder and scanner per call,
+# which cost as much as decoding a small document.
+_DECODER = json.JSONDecoder(object_pairs_hook=_reject_duplicates, parse_constant=_no_constants)
 
 MAX_DEPTH = 64  # nesting of JSON containers: real documents nest 5 deep; Python's own recursion stops near 1000
 INT64_MAX = (1 << 63) - 1
@@ -95,7 +104,9 @@ def load_json(data: bytes, where: str, *, max_size: int | None = None) -> Any:
     except UnicodeDecodeError as e:
         raise FormatError(f"{where}: not UTF-8 JSON ({e.reason} at byte {e.start})") from None
     try:
-        obj = json.loads(text, object_pairs_hook=_reject_duplicates, parse_constant=_no_constants)
+        if text.startswith("\ufeff"):  # as json.loads says it
+            raise json.JSONDecodeError("Unexpected UTF-8 BOM (decode using utf-8-sig)", text, 0)
+        obj = _DECODER.decode(text)
     except _DuplicateKey as e:
         raise FormatError(f"{where}: duplicate JSON key {e.key!r}") from None
     except RecursionError:
@@ -274,7 +285,6 @@ class Descriptor:
     annotations: dict[str, str] = field(default_factory=dict)
     platform: Platform | None = None
     urls: tuple[str, ...] = ()
-    raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def parse(cls, f: Fields, *, media_type_default: str | None = None) -> Descriptor:
@@ -293,7 +303,6 @@ class Descriptor:
             annotations=f.str_map("annotations"),
             platform=Platform.parse(Fields(plat, f.where, f._name("platform"))) if plat is not None else None,
             urls=tuple(f.str_list("urls")),
-            raw=f.obj,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -343,8 +352,9 @@ class Index:
     raw: bytes
 
     @classmethod
-    def parse(cls, data: bytes, where: str, *, media_type: str | None = None) -> Index:
-        f = Fields(load_json(data, where), where)
+    def parse(cls, data: bytes, where: str, *, media_type: str | None = None, parsed: Any = None) -> Index:
+        """``parsed``: ``load_json(data)`` when the caller has it already."""
+        f = Fields(load_json(data, where) if parsed is None else parsed, where)
         _check_schema(f)
         items = f.items("manifests", required=True)
         mans = tuple(
@@ -360,11 +370,11 @@ class Manifest:
     layers: tuple[Descriptor, ...]
     annotations: dict[str, str]
     raw: bytes
-    obj: dict[str, Any] = field(compare=False, default_factory=dict)
 
     @classmethod
-    def parse(cls, data: bytes, where: str, *, media_type: str | None = None) -> Manifest:
-        f = Fields(load_json(data, where), where)
+    def parse(cls, data: bytes, where: str, *, media_type: str | None = None, parsed: Any = None) -> Manifest:
+        """``parsed``: ``load_json(data)`` when the caller has it already."""
+        f = Fields(load_json(data, where) if parsed is None else parsed, where)
         _check_schema(f)
         mt = f.opt_str("mediaType") or media_type or OCI_MANIFEST
         if mt in SCHEMA1:
@@ -372,7 +382,7 @@ class Manifest:
         layers = tuple(
             Descriptor.parse(Fields(x, where, f"layers[{i}]")) for i, x in enumerate(f.items("layers", required=True))
         )
-        return cls(mt, Descriptor.parse(f.sub("config")), layers, f.str_map("annotations"), data, f.obj)
+        return cls(mt, Descriptor.parse(f.sub("config")), layers, f.str_map("annotations"), data)
 
     @property
     def is_docker(self) -> bool:

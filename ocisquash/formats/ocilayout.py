@@ -155,9 +155,9 @@ def _walk(tree: Tree, desc: Descriptor, top: Descriptor, out: list[Entry], depth
         kind = model.document_kind(obj, desc.media_type)
         doc: Index | Manifest | None = None
         if kind == "index":
-            doc = Index.parse(data, where, media_type=desc.media_type)
+            doc = Index.parse(data, where, media_type=desc.media_type, parsed=obj)
         elif kind == "manifest":
-            doc = Manifest.parse(data, where, media_type=desc.media_type)
+            doc = Manifest.parse(data, where, media_type=desc.media_type, parsed=obj)
         docs[key] = doc
         sizes[desc.digest] = desc.size
     elif sizes[desc.digest] != desc.size:
