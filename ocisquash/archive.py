@@ -281,6 +281,9 @@ class DirTree(JsonBudget):
     def _dir_fd(self, rel: str) -> tuple[int, bool]:
         """The descriptor of the directory ``rel`` (a cleaned name, "" for the root) and whether the caller
         must close it (past ``MAX_DIR_FDS``); raises OSError, ``ENOTDIR`` where a component is a symlink."""
+        fd = self._dirs.get(rel)  # the usual case, without the lock: a dict read is atomic
+        if fd is not None:
+            return fd, False
         with self._lock:  # readers may open blobs from several threads
             fd = self._dirs.get(rel)
             if fd is not None:

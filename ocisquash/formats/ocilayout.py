@@ -34,7 +34,7 @@ from ocisquash import limits, model
 from ocisquash.archive import Tree
 from ocisquash.compression import Codec, codec_of_media_type
 from ocisquash.digest import Digest, HashingWriter
-from ocisquash.errors import DigestMismatch, FormatError, MissingBlob, OutputError
+from ocisquash.errors import DigestMismatch, FormatError, LimitExceeded, MissingBlob, OutputError
 from ocisquash.formats import commit
 from ocisquash.formats.commit import Sink
 from ocisquash.formats.layoutnames import index_bytes, index_entries, names_of, preferred_names
@@ -141,15 +141,19 @@ def _walk(tree: Tree, desc: Descriptor, top: Descriptor, out: list[Entry], depth
         return  # unknown media types MUST NOT be an error: skip them
     if desc.digest in seen:
         raise FormatError(f"{tree.label}: index {desc.digest} refers back to itself (a cycle)")
-    if not tree.exists(blob_path(desc.digest)):
-        if desc is not top:
-            return  # a platform nobody pulled: fine until someone asks for it
-        raise MissingBlob(f"{tree.label}: manifest {desc.digest} named in index.json is missing")
     # Each document is read, verified and parsed once per walk (``docs``), however many descriptors name
     # it: 10,000 index entries naming one 16 MiB manifest would otherwise read 160 GB and hold it all.
     key = (desc.digest, desc.media_type)
     if key not in docs:
-        data = read_blob(tree, desc, "manifest")
+        # Whether the blob is there is asked only when reading it failed, not before every read.
+        try:
+            data = read_blob(tree, desc, "manifest")
+        except (MissingBlob, LimitExceeded) as e:
+            if isinstance(e, LimitExceeded) and tree.exists(blob_path(desc.digest)):
+                raise
+            if desc is not top:
+                return  # a platform nobody pulled: fine until someone asks for it, whatever size it claims
+            raise MissingBlob(f"{tree.label}: manifest {desc.digest} named in index.json is missing") from None
         where = f"{tree.label}: {desc.digest}"
         obj = model.load_json(data, where)
         kind = model.document_kind(obj, desc.media_type)
