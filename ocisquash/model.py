@@ -305,6 +305,24 @@ class Descriptor:
             urls=tuple(f.str_list("urls")),
         )
 
+    @classmethod
+    def from_obj(cls, obj: Any, where: str, path: str, index: int | None = None) -> Descriptor:
+        """``parse`` of the descriptor ``obj`` at ``path`` (``path[index]`` with an index), by a fast path
+        for the usual shape (a media type, a digest, a size and at most string annotations): 20,000 images
+        hold 100,000 descriptors. Anything else, and every error, takes ``parse`` and its messages."""
+        if type(obj) is dict:
+            mt, size, text, ann = obj.get("mediaType"), obj.get("size"), obj.get("digest"), obj.get("annotations")
+            if (type(mt) is str and mt and type(size) is int and 0 <= size <= INT64_MAX and type(text) is str
+                    and obj.get("platform") is None and obj.get("urls") is None
+                    and (ann is None or (type(ann) is dict and all(type(v) is str for v in ann.values())))):
+                try:
+                    digest = Digest.parse(text)
+                except FormatError:
+                    pass  # said again by parse, naming the field
+                else:
+                    return cls(mt, digest, size, {} if ann is None else ann)
+        return cls.parse(Fields(obj, where, path if index is None else f"{path}[{index}]"))
+
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"mediaType": self.media_type, "digest": str(self.digest), "size": self.size}
         if self.urls:
@@ -357,9 +375,7 @@ class Index:
         f = Fields(load_json(data, where) if parsed is None else parsed, where)
         _check_schema(f)
         items = f.items("manifests", required=True)
-        mans = tuple(
-            Descriptor.parse(Fields(m, where, f"manifests[{i}]")) for i, m in enumerate(items)
-        )
+        mans = tuple(Descriptor.from_obj(m, where, "manifests", i) for i, m in enumerate(items))
         return cls(f.opt_str("mediaType") or media_type or OCI_INDEX, mans, f.str_map("annotations"), data)
 
 
@@ -379,10 +395,11 @@ class Manifest:
         mt = f.opt_str("mediaType") or media_type or OCI_MANIFEST
         if mt in SCHEMA1:
             raise FormatError(f"{where}: Docker schema 1 manifests are obsolete and not supported")
-        layers = tuple(
-            Descriptor.parse(Fields(x, where, f"layers[{i}]")) for i, x in enumerate(f.items("layers", required=True))
-        )
-        return cls(mt, Descriptor.parse(f.sub("config")), layers, f.str_map("annotations"), data)
+        items = f.items("layers", required=True)
+        layers = tuple(Descriptor.from_obj(x, where, "layers", i) for i, x in enumerate(items))
+        config = f.obj.get("config")
+        return cls(mt, Descriptor.from_obj(config, where, "config") if type(config) is dict else
+                   Descriptor.parse(f.sub("config")), layers, f.str_map("annotations"), data)
 
     @property
     def is_docker(self) -> bool:
@@ -402,6 +419,19 @@ class History:
     def parse(cls, f: Fields) -> History:
         return cls(f.opt_str("created"), f.opt_str("created_by"), f.opt_str("author"), f.opt_str("comment"),
                    f.flag("empty_layer"), f.obj)
+
+    @classmethod
+    def from_obj(cls, obj: Any, where: str, index: int) -> History:
+        """``parse`` of ``history[index]``, by a fast path where every field read has its type (or is null);
+        anything else, and every error, takes ``parse`` and its messages."""
+        if type(obj) is dict:
+            g = obj.get
+            created, by, author, comment, empty = (g("created"), g("created_by"), g("author"), g("comment"),
+                                                   g("empty_layer"))
+            if all(v is None or type(v) is str for v in (created, by, author, comment)) and \
+                    (empty is None or type(empty) is bool):
+                return cls(created, by, author, comment, bool(empty), obj)
+        return cls.parse(Fields(obj, where, f"history[{index}]"))
 
 
 @dataclass(frozen=True)
@@ -432,13 +462,16 @@ class ImageConfig:
         if len(raw_ids) > lim.max_layers:
             raise limits.exceeded("max_layers", f"{where}: the image has {len(raw_ids)} layers (diff IDs), over the "
                                                 f"cap of {lim.max_layers}")
-        ids = tuple(Digest.parse(d, where=f"{where}: rootfs.diff_ids[{i}]") for i, d in enumerate(raw_ids))
+        try:
+            ids = tuple(map(Digest.parse, raw_ids))
+        except FormatError:  # said again, naming the entry (a name built for every entry cost more than the parse)
+            ids = tuple(Digest.parse(d, where=f"{where}: rootfs.diff_ids[{i}]") for i, d in enumerate(raw_ids))
         raw_hist = f.items("history")
         # Each entry becomes an object here and a table row later: a million entries take gigabytes.
         if len(raw_hist) > lim.max_history:
             raise limits.exceeded("max_history", f"{where}: {len(raw_hist)} history entries, over the cap of "
                                                  f"{lim.max_history}")
-        hist = tuple(History.parse(Fields(h, where, f"history[{i}]")) for i, h in enumerate(raw_hist))
+        hist = tuple(History.from_obj(h, where, i) for i, h in enumerate(raw_hist))
         run = f.obj.get("config")
         labels = Fields(run, where, "config").str_map("Labels") if run is not None else {}
         if run is not None:
