@@ -111,8 +111,11 @@ def images(
         fmt = "{{.ID}}"  # docker: -q is the ID template, unless --format asks for something else
     tmpl_fields = list(listing_images.IMAGE_HEADERS)
     goformat.parse(fmt, tmpl_fields, default_table="")  # a bad template fails before any input is read
+    from ocisquash.gcpause import gc_paused
+
     flt = api.parse_filters(filters or [])
-    with api.open(path) as src:
+    # The listing keeps every document it parses, none in a cycle (see gcpause).
+    with gc_paused(), api.open(path) as src:
         with common.progress(quiet or not exact) as prog:
             summaries = src.images(exact=exact, on_phase=lambda what, n: prog.phase(what, n, unit="items"),
                                    on_image=lambda: prog.advance(1))
