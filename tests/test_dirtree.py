@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import os
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from ocisquash import archive
+from ocisquash import archive, errors
 from ocisquash.archive import DirTree
 from ocisquash.errors import FormatError, MissingBlob, UnsafePath
 
@@ -152,4 +153,45 @@ def test_threads_share_the_directory_descriptors(tmp_path: Path) -> None:
         th.join()
     assert got == [b"blob-aa"] * 200
     assert _open_fds() - before == 3  # the root, blobs/ and blobs/sha256/, each opened once
+    t.close()
+
+
+def test_read_upto_reads_on_after_a_short_read(tmp_path: Path) -> None:
+    """One ``read`` may return less than asked (a pipe, a signal): the rest is read on, up to the end."""
+    r, w = os.pipe()
+    os.write(w, b"abc")
+
+    def rest() -> None:
+        time.sleep(0.05)
+        os.write(w, b"def")
+        os.close(w)
+
+    th = threading.Thread(target=rest)
+    th.start()
+    try:
+        assert archive._read_upto(r, 10) == b"abcdef"
+    finally:
+        th.join()
+        os.close(r)
+    p = tmp_path / "f"
+    p.write_bytes(b"abcdef")
+    fd = os.open(p, os.O_RDONLY)
+    try:
+        assert archive._read_upto(fd, 4) == b"abcd"
+        assert archive._read_upto(fd, 4) == b"ef"
+        assert archive._read_upto(fd, 4) == b""
+    finally:
+        os.close(fd)
+
+
+def test_read_leaves_no_descriptor_open(tmp_path: Path) -> None:
+    root = _tree(tmp_path)
+    t = DirTree(str(root))
+    t.read("index.json", 100)  # the root's descriptor, kept
+    before = _open_fds()
+    for _ in range(20):
+        assert t.read("blobs/sha256/aa", 100) == b"blob-aa"
+        with pytest.raises(errors.LimitExceeded):
+            t.read("blobs/sha256/aa", 3)
+    assert _open_fds() - before == 2  # blobs/ and blobs/sha256/
     t.close()
