@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from ocisquash import limits
 from ocisquash.digest import Digest
 from ocisquash.errors import FormatError
 
@@ -85,8 +86,6 @@ _SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 def load_json(data: bytes, where: str, *, max_size: int | None = None) -> Any:
     """Parse I-JSON strictly: UTF-8, no duplicate keys, no NaN, no lone surrogates, nested at most
     ``MAX_DEPTH`` deep, capped in size (``max_json`` by default) and in values (``max_json_values``)."""
-    from ocisquash import limits
-
     lim = limits.current()
     if max_size is None:
         max_size = lim.max_json
@@ -455,8 +454,6 @@ class ImageConfig:
         rtype = rootfs.req_str("type")
         if rtype != "layers":
             raise FormatError(f"{where}: rootfs.type is {rtype!r}; only 'layers' is defined")
-        from ocisquash import limits
-
         lim = limits.current()
         raw_ids = rootfs.items("diff_ids", required=True)
         if len(raw_ids) > lim.max_layers:
