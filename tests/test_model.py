@@ -272,3 +272,13 @@ def test_bad_diff_id_named_by_its_entry() -> None:
     with pytest.raises(errors.FormatError) as ei:
         model.ImageConfig.parse(jbytes(cfg), "cfg.json")
     assert str(ei.value) == "cfg.json: rootfs.diff_ids[1]: 'sha256:nothex' is not a valid sha256 digest"
+
+
+def test_digest_as_a_key() -> None:
+    """Equal digests (however made) are one key; the same hex under another algorithm is another."""
+    a = Digest.parse("sha256:" + "a" * 64)
+    b = Digest("sha256", "a" * 64)
+    c = Digest("sha512", "a" * 64)
+    assert a == b and a is not b and hash(a) == hash(b)
+    assert a != c
+    assert {a: 1, b: 2, c: 3} == {Digest("sha256", "a" * 64): 2, c: 3}

@@ -67,10 +67,10 @@ def read_blob(tree: Tree, desc: Descriptor, what: str, max_size: int | None = No
     if len(data) != desc.size:
         raise DigestMismatch(f"{tree.label}: {what} {desc.digest} is {len(data)} bytes, "
                              f"its descriptor says {desc.size}")
-    got = Digest(desc.digest.algorithm, hashlib.new(desc.digest.algorithm, data).hexdigest())
-    if got.encoded != desc.digest.encoded:
+    got = hashlib.new(desc.digest.algorithm, data).hexdigest()
+    if got != desc.digest.encoded:
         raise DigestMismatch(f"{tree.label}: {what} {desc.digest} does not match its content "
-                             f"({desc.digest.algorithm}:{got.encoded})")
+                             f"({desc.digest.algorithm}:{got})")
     return data
 
 
