@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from ocisquash.cli import app, common
+from ocisquash.gcpause import gc_paused
 
 if TYPE_CHECKING:
     from ocisquash.listing import analyze as listing_analyze
@@ -87,6 +88,7 @@ IMAGES_HELP = (
 
 
 @common.run_options
+@gc_paused()  # the listing keeps every document it parses, none in a cycle; its rows are made and dropped
 def images(
     path: common.PathArg,
     all_images: bool = typer.Option(False, "--all", "-a", help="Show intermediate images too (untagged images "
@@ -111,11 +113,8 @@ def images(
         fmt = "{{.ID}}"  # docker: -q is the ID template, unless --format asks for something else
     tmpl_fields = list(listing_images.IMAGE_HEADERS)
     goformat.parse(fmt, tmpl_fields, default_table="")  # a bad template fails before any input is read
-    from ocisquash.gcpause import gc_paused
-
     flt = api.parse_filters(filters or [])
-    # The listing keeps every document it parses, none in a cycle (see gcpause).
-    with gc_paused(), api.open(path) as src:
+    with api.open(path) as src:
         with common.progress(quiet or not exact) as prog:
             summaries = src.images(exact=exact, on_phase=lambda what, n: prog.phase(what, n, unit="items"),
                                    on_image=lambda: prog.advance(1))
