@@ -471,8 +471,6 @@ class ImageConfig:
         hist = tuple(History.from_obj(h, where, i) for i, h in enumerate(raw_hist))
         run = f.obj.get("config")
         labels = Fields(run, where, "config").str_map("Labels") if run is not None else {}
-        if run is not None:
-            Fields(run, where, "config")  # type check only
         return cls(
             architecture=f.req_str("architecture"),
             os=f.req_str("os"),
