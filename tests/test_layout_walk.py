@@ -49,3 +49,32 @@ def test_oversized_present_child_is_refused(tmp_path: Path) -> None:
     root = write_dir(tmp_path / "lay", layout_files(img, index=index_of([top]), extra_blobs={sha(nested): nested}))
     with pytest.raises(errors.LimitExceeded, match="max_json"):
         ocilayout.entries(DirTree(str(root)))
+
+
+def test_shared_layers_are_looked_up_once_per_listing(tmp_path: Path) -> None:
+    """Images of one layout share their layers: whether a blob is a plain file is asked once per blob."""
+    from collections import Counter
+
+    from listing_inputs import Img, layer_tar, write_oci
+
+    from ocisquash.formats import builtin
+
+    base, top = layer_tar({"base": b"b" * 100}), layer_tar({"top": b"t"})
+    root = write_oci(tmp_path / "lay", [Img([f"docker.io/acme/a:{i}"], f"2023-01-0{i + 1}T00:00:00Z",
+                                            [base] + [top] * (i % 2)) for i in range(4)])
+    tree = DirTree(str(root))
+    asked: Counter[str] = Counter()
+    real = tree.exists
+
+    def exists(name: str) -> bool:
+        asked[name] += 1
+        return real(name)
+
+    tree.exists = exists  # type: ignore[method-assign]
+    images = [c.load() for c in builtin.layout_candidates(tree)]
+    assert len(images) == 4 and all(ly.is_plain_file for img in images for ly in img.layers)
+    blobs = {k: n for k, n in asked.items() if k.startswith("blobs/")}
+    assert blobs == {f"blobs/sha256/{sha(base)}": 1, f"blobs/sha256/{sha(top)}": 1}
+    (root / "blobs" / "sha256" / sha(top)).unlink()
+    again = [c.load() for c in builtin.layout_candidates(tree)]  # a new listing asks again
+    assert [ly.is_plain_file for img in again for ly in img.layers] == [True, True, False, True, True, False]

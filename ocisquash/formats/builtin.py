@@ -29,18 +29,20 @@ def layout_candidates(tree: Tree, bind: Callable[[Image], Image] | None = None) 
     """The images of a layout (a directory, a tar, a registry's virtual one); ``bind`` is applied to
     each image as it is loaded."""
     out = []
+    plain: dict[str, bool] = {}  # shared by the loads: the images share their layers
     for e in ocilayout.entries(tree):
         out.append(Candidate(
             names=list(e.names), image_id=e.manifest.config.digest, manifest_digest=e.descriptor.digest,
-            load=_loader(tree, e, bind), platform=str(e.platform) if e.platform else None,
+            load=_loader(tree, e, bind, plain), platform=str(e.platform) if e.platform else None,
         ))
     return out
 
 
-def _loader(tree: Tree, e: ocilayout.Entry, bind: Callable[[Image], Image] | None) -> Callable[[], Image]:
+def _loader(tree: Tree, e: ocilayout.Entry, bind: Callable[[Image], Image] | None,
+            plain: dict[str, bool]) -> Callable[[], Image]:
     if bind is None:
-        return lambda: ocilayout.load(tree, e)
-    return lambda: bind(ocilayout.load(tree, e))
+        return lambda: ocilayout.load(tree, e, plain=plain)
+    return lambda: bind(ocilayout.load(tree, e, plain=plain))
 
 
 def layout_blobs(tree: Tree) -> set[str]:
