@@ -449,7 +449,43 @@ class ImageConfig:
 
     @classmethod
     def parse(cls, data: bytes, where: str) -> ImageConfig:
-        f = Fields(load_json(data, where), where)
+        obj = load_json(data, where)
+        fast = cls._fast(obj, data, where)
+        return fast if fast is not None else cls._parse(obj, data, where)
+
+    @classmethod
+    def _fast(cls, obj: Any, data: bytes, where: str) -> ImageConfig | None:
+        """``_parse`` for a config whose every field read has its type and is within the caps (a listing of
+        20,000 images parses 20,000); None for anything else, which ``_parse`` then refuses by name."""
+        if type(obj) is not dict:
+            return None
+        g = obj.get
+        rootfs, arch, os_, variant, created = g("rootfs"), g("architecture"), g("os"), g("variant"), g("created")
+        if (type(rootfs) is not dict or rootfs.get("type") != "layers" or type(arch) is not str
+                or type(os_) is not str or not (variant is None or type(variant) is str)
+                or not (created is None or type(created) is str)):
+            return None
+        raw_ids, raw_hist, run = rootfs.get("diff_ids"), g("history"), g("config")
+        raw_hist = [] if raw_hist is None else raw_hist  # not `or []`: an empty object is an error, not no history
+        if run is not None and type(run) is not dict:
+            return None
+        labels = run.get("Labels") if run is not None else None
+        labels = {} if labels is None else labels  # not `or {}`: an empty list is an error, not no labels
+        lim = limits.current()
+        if (type(raw_ids) is not list or type(raw_hist) is not list or len(raw_ids) > lim.max_layers
+                or len(raw_hist) > lim.max_history or type(labels) is not dict
+                or not all(type(v) is str for v in labels.values())):
+            return None
+        try:
+            ids = tuple(map(Digest.parse, raw_ids))
+        except FormatError:
+            return None
+        hist = tuple(History.from_obj(h, where, i) for i, h in enumerate(raw_hist))
+        return cls(arch, os_, variant, created, ids, hist, labels, data, obj)
+
+    @classmethod
+    def _parse(cls, obj: Any, data: bytes, where: str) -> ImageConfig:
+        f = Fields(obj, where)
         rootfs = f.sub("rootfs")
         rtype = rootfs.req_str("type")
         if rtype != "layers":

@@ -282,3 +282,27 @@ def test_digest_as_a_key() -> None:
     assert a == b and a is not b and hash(a) == hash(b)
     assert a != c
     assert {a: 1, b: 2, c: 3} == {Digest("sha256", "a" * 64): 2, c: 3}
+
+
+_CONFIG_FIELDS = {"architecture": "amd64", "os": "linux", "variant": "v8", "created": "2023-11-14T22:13:20Z",
+                  "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "a" * 64]},
+                  "history": [{"created_by": "x"}], "config": {"Labels": {"k": "v"}}}
+_CONFIG_VALUES = st.one_of(_ANY, st.just({"type": "layers", "diff_ids": []}), st.just({"type": "other"}),
+                           st.just({"type": "layers", "diff_ids": ["sha256:AB"]}),
+                           st.just({"type": "layers", "diff_ids": {}}), st.just([{"empty_layer": 1}]),
+                           st.just({"Labels": []}), st.just({"Labels": {"k": 1}}), st.just({"Labels": None}))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(_CONFIG_FIELDS)), _CONFIG_VALUES),
+       st.sets(st.sampled_from(sorted(_CONFIG_FIELDS))))
+def test_config_fast_path_agrees_with_parse(changed: dict[str, Any], dropped: set[str]) -> None:
+    """``ImageConfig.parse``'s fast path gives what the field-by-field parse gives, value or error message."""
+    obj = {k: v for k, v in {**_CONFIG_FIELDS, **changed}.items() if k not in dropped}
+    got = _outcome(lambda: model.ImageConfig._fast(obj, b"{}", "cfg.json")
+                   or model.ImageConfig._parse(obj, b"{}", "cfg.json"))
+    assert got == _outcome(lambda: model.ImageConfig._parse(obj, b"{}", "cfg.json"))
+
+
+def test_config_fast_path_taken_for_a_usual_config() -> None:
+    assert model.ImageConfig._fast(dict(_CONFIG_FIELDS), b"{}", "cfg.json") is not None
