@@ -4,8 +4,9 @@
 no ``..``, no NUL or backslash, no duplicates; symlinked and hardlinked members resolved inside the
 archive only, with a hop cap), then serves members as byte ranges of the file: nothing is extracted.
 A compressed tarball or standard input is first spooled, decompressed, to a temporary file, since
-``manifest.json`` may be its last member. ``DirTree`` opens files with ``O_NOFOLLOW`` and requires
-regular files, so a layout cannot point a reader outside itself.
+``manifest.json`` may be its last member. ``DirTree`` opens each directory once and every file relative
+to its directory, each component with ``O_NOFOLLOW``, and requires regular files, so a layout cannot
+point a reader outside itself.
 """
 
 from __future__ import annotations
@@ -16,6 +17,8 @@ import os
 import posixpath
 import stat
 import tempfile
+import threading
+import weakref
 from dataclasses import dataclass
 from typing import IO, BinaryIO, Protocol
 
@@ -67,11 +70,15 @@ def file_kind(path: str) -> str:
 
 def clean_member_name(name: str, where: str) -> str:
     """Normalise an outer-tar member name; reject what could escape or mean two things."""
+    parts = name.split("/")
+    # the usual name, already clean (a layout's blobs/sha256/HEX), is returned after C-level searches only
+    if "" not in parts and "." not in parts and ".." not in parts and "\x00" not in name and "\\" not in name:
+        return name
     if "\x00" in name or "\\" in name:
         raise UnsafePath(f"{where}: member name {name!r} contains a NUL or a backslash")
     if name.startswith("/"):
         raise UnsafePath(f"{where}: member name {name!r} is absolute")
-    parts = [p for p in name.split("/") if p not in ("", ".")]
+    parts = [p for p in parts if p not in ("", ".")]
     if any(p == ".." for p in parts):
         raise UnsafePath(f"{where}: member name {name!r} contains '..'")
     return "/".join(parts)
@@ -246,64 +253,145 @@ class TarTree(JsonBudget):
             self._fd = None
 
 
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+_FILE_FLAGS = os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK
+MAX_DIR_FDS = 32
+"""Directory descriptors a ``DirTree`` keeps open (a layout has three or four directories)."""
+
+
 class DirTree(JsonBudget):
-    """A directory read with O_NOFOLLOW on every component we open; only regular files are served."""
+    """A directory whose files are opened relative to directory descriptors, each component with
+    ``O_NOFOLLOW``; only regular files are served.
+
+    The root is opened once (following a symlink the user gave as the path), every directory below it
+    once, relative to its parent and refusing a symlink, and each file relative to its directory: no path
+    is walked again per file, and nothing can be swapped between a check and the open it guards.
+    """
 
     def __init__(self, root: str) -> None:
         self.root = root
         self.label = root
+        self._dirs: dict[str, int] = {}  # a directory's name inside the tree ("" the root) -> its descriptor
+        self._lock = threading.RLock()
+        self._finalizer = weakref.finalize(self, _close_fds, self._dirs)
 
     def _path(self, name: str) -> str:
         return os.path.join(self.root, clean_member_name(name, self.label))
 
+    def _dir_fd(self, rel: str) -> tuple[int, bool]:
+        """The descriptor of the directory ``rel`` (a cleaned name, "" for the root) and whether the caller
+        must close it (past ``MAX_DIR_FDS``); raises OSError, ``ENOTDIR`` where a component is a symlink."""
+        fd = self._dirs.get(rel)  # the usual case, without the lock: a dict read is atomic
+        if fd is not None:
+            return fd, False
+        with self._lock:  # readers may open blobs from several threads
+            fd = self._dirs.get(rel)
+            if fd is not None:
+                return fd, False
+            if not rel:
+                fd = os.open(self.root, _DIR_FLAGS)
+            else:
+                parent, _, base = rel.rpartition("/")
+                pfd, owned = self._dir_fd(parent)
+                try:
+                    fd = os.open(base, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=pfd)
+                finally:
+                    if owned:
+                        os.close(pfd)
+            if len(self._dirs) >= MAX_DIR_FDS:
+                return fd, True
+            self._dirs[rel] = fd
+            return fd, False
+
+    def _split(self, name: str) -> tuple[int, bool, str]:
+        """``_dir_fd`` of ``name``'s directory, and its last component ("." for the root itself)."""
+        rel, _, base = clean_member_name(name, self.label).rpartition("/")
+        return (*self._dir_fd(rel), base or ".")
+
+    def _dir_error(self, name: str, e: OSError) -> FormatError:
+        """The error for a directory above ``name`` that could not be opened."""
+        if e.errno in (errno.ENOTDIR, errno.ELOOP) and self._behind_symlink(name):
+            return UnsafePath(f"{self.label}: {name} lies behind a symlinked directory")
+        if e.errno == errno.ENOENT:
+            return MissingBlob(f"{self.label}: {name} is missing")
+        return FormatError(f"{self.label}: cannot open {name}: {e.strerror}")
+
+    def _behind_symlink(self, name: str) -> bool:
+        rel = clean_member_name(name, self.label).split("/")[:-1]
+        return any(os.path.islink(os.path.join(self.root, *rel[: i + 1])) for i in range(len(rel)))
+
     def _open_fd(self, name: str) -> tuple[int, os.stat_result]:
-        path = self._path(name)
+        try:
+            dfd, owned, base = self._split(name)
+        except OSError as e:
+            raise self._dir_error(name, e) from None
         try:
             # O_NONBLOCK: opening a FIFO someone planted here must not wait for a writer; the type check
             # below then refuses it (the flag means nothing for the regular files we go on to read).
-            fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | getattr(os, "O_CLOEXEC", 0))
+            fd = os.open(base, _FILE_FLAGS, dir_fd=dfd)
         except FileNotFoundError:
             raise MissingBlob(f"{self.label}: {name} is missing") from None
         except OSError as e:
             if e.errno == errno.ELOOP:  # the last component is a symlink
                 raise UnsafePath(f"{self.label}: {name} is a symlink; layouts must hold regular files") from None
             if e.errno == errno.ENXIO:  # a socket (or a FIFO on some systems)
-                raise FormatError(f"{self.label}: {name} is {file_kind(path)}, not a regular file") from None
+                raise FormatError(f"{self.label}: {name} is {file_kind(self._path(name))}, not a regular "
+                                  "file") from None
             raise FormatError(f"{self.label}: cannot open {name}: {e.strerror}") from None
+        finally:
+            if owned:
+                os.close(dfd)
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             os.close(fd)
             raise FormatError(f"{self.label}: {name} is {kind_of_mode(st.st_mode)}, not a regular file")
-        # O_NOFOLLOW guards only the last component: the directories above must not be links either.
-        rel = clean_member_name(name, self.label).split("/")[:-1]
-        for i in range(len(rel)):
-            if os.path.islink(os.path.join(self.root, *rel[: i + 1])):
-                os.close(fd)
-                raise UnsafePath(f"{self.label}: {name} lies behind a symlinked directory")
         return fd, st
 
+    def _lstat(self, name: str) -> os.stat_result:
+        """``lstat`` of ``name`` relative to its directory's descriptor; where that walk fails for any
+        reason but absence (a symlinked directory, an unreadable one), the plain ``lstat`` of the path,
+        so that ``exists`` and ``size`` answer as before and ``open`` reports the problem."""
+        try:
+            dfd, owned, base = self._split(name)
+        except FileNotFoundError:
+            raise
+        except OSError:
+            return os.lstat(self._path(name))
+        try:
+            return os.stat(base, dir_fd=dfd, follow_symlinks=False)
+        finally:
+            if owned:
+                os.close(dfd)
+
     def exists(self, name: str) -> bool:
-        return os.path.lexists(self._path(name))
+        try:
+            self._lstat(name)
+        except OSError:
+            return False
+        return True
 
     def size(self, name: str) -> int:
-        return os.lstat(self._path(name)).st_size
+        return self._lstat(name).st_size
 
     def open(self, name: str) -> IO[bytes]:
         return os.fdopen(self._open_fd(name)[0], "rb")
 
     def read(self, name: str, max_size: int) -> bytes:
         fd, st = self._open_fd(name)
-        with os.fdopen(fd, "rb") as f:
+        try:
             # the size first: a huge file is refused before a byte of it is read
             if st.st_size > max_size:
                 raise limits.exceeded("max_json", f"{self.label}: {name} is {st.st_size} bytes, over the cap of "
                                                   f"{max_size}")
             self.charge(self.label, name, st.st_size)
-            # no more than the file's size + 1: read(n) allocates n bytes first, and max_size is MiBs (20,000
-            # small configs read with read(max_size + 1) spent a third of `images` in the allocator)
-            data = f.read(st.st_size + 1)
+            # no more than the file's size + 1: a read of n allocates n bytes first, and max_size is MiBs
+            # (20,000 small configs read with max_size + 1 spent a third of `images` in the allocator).
+            # os.read on the descriptor: a buffered file object per document cost more than the read.
+            data = _read_upto(fd, st.st_size + 1)
             if len(data) > st.st_size:  # it grew since fstat: read on to the cap
-                data += f.read(max_size + 1 - len(data))
+                data += _read_upto(fd, max_size + 1 - len(data))
+        finally:
+            os.close(fd)
         if len(data) > max_size:
             raise limits.exceeded("max_json", f"{self.label}: {name} is over the cap of {max_size} bytes")
         return data
@@ -319,7 +407,27 @@ class DirTree(JsonBudget):
         return out
 
     def close(self) -> None:
-        pass
+        with self._lock:
+            _close_fds(self._dirs)
+
+
+def _read_upto(fd: int, n: int) -> bytes:
+    """Up to ``n`` bytes from ``fd``, fewer only at its end (one ``read`` may return less)."""
+    data = os.read(fd, n)
+    if not data or len(data) == n:
+        return data
+    parts, got = [data], len(data)
+    while got < n and (more := os.read(fd, n - got)):
+        parts.append(more)
+        got += len(more)
+    return b"".join(parts)
+
+
+def _close_fds(fds: dict[str, int]) -> None:
+    for fd in fds.values():
+        with contextlib.suppress(OSError):
+            os.close(fd)
+    fds.clear()
 
 
 def open_tar_input(path: str, stream: BinaryIO | None = None) -> TarTree:

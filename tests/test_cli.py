@@ -445,7 +445,9 @@ def test_images_opens_no_layer(flags: tuple[str, ...], oci: tuple[Path, dict[str
     real_os_open, real_open = os.open, open
 
     def os_open(p: Any, *a: Any, **kw: Any) -> int:
-        opened.append(os.path.realpath(p))
+        # a name relative to a directory descriptor (DirTree opens blobs so) resolved against that directory
+        where = kw.get("dir_fd")
+        opened.append(os.path.realpath(p if where is None else os.path.join(os.readlink(f"/proc/self/fd/{where}"), p)))
         return real_os_open(p, *a, **kw)
 
     def builtin_open(p: Any, *a: Any, **kw: Any) -> Any:

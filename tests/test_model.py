@@ -7,8 +7,11 @@ import hashlib
 import json
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_badinput import HandImage, index_of, jbytes, layout_files, sha, write_dir, write_tar
 
 from ocisquash import errors, model
@@ -228,3 +231,78 @@ def test_byte_exact_pass_through(tmp_path: Path) -> None:
     # and back from the docker tar (config read through manifest.json): still the same bytes
     res = convert(str(tmp_path / "out-docker"), str(tmp_path / "again"), fmt="oci-dir")
     assert res["config"] == "sha256:" + sha(cfg) and res["manifest"] == "sha256:" + sha(man)
+
+
+# ------------------------------------------------------------------------------------------ fast paths
+
+_ANY = st.one_of(st.none(), st.booleans(), st.integers(-2, 2), st.just(1 << 63), st.just(""),
+                 st.sampled_from([model.OCI_LAYER, "sha256:" + "a" * 64, "sha256:AB", "x", "2023-11-14T22:13:20Z"]),
+                 st.just([]), st.just(["u"]), st.just({}), st.just({"k": "v"}), st.just({"k": 1}),
+                 st.just({"os": "linux", "architecture": "arm64"}))
+
+
+def _outcome(make: Any) -> object:
+    try:
+        return make()
+    except errors.FormatError as e:
+        return ("error", type(e), str(e))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(st.sampled_from(["mediaType", "digest", "size", "annotations", "platform", "urls", "x"]),
+                       _ANY) | _ANY)
+def test_descriptor_fast_path_agrees_with_parse(obj: Any) -> None:
+    """``Descriptor.from_obj`` gives what ``parse`` gives, value or error message, on any shape."""
+    got = _outcome(lambda: model.Descriptor.from_obj(obj, "doc.json", "layers", 3))
+    assert got == _outcome(lambda: model.Descriptor.parse(model.Fields(obj, "doc.json", "layers[3]")))
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.dictionaries(st.sampled_from(["created", "created_by", "author", "comment", "empty_layer", "x"]),
+                       _ANY) | _ANY)
+def test_history_fast_path_agrees_with_parse(obj: Any) -> None:
+    got = _outcome(lambda: model.History.from_obj(obj, "cfg.json", 2))
+    assert got == _outcome(lambda: model.History.parse(model.Fields(obj, "cfg.json", "history[2]")))
+
+
+def test_bad_diff_id_named_by_its_entry() -> None:
+    img = HandImage()
+    cfg = img.config_obj()
+    cfg["rootfs"]["diff_ids"][1] = "sha256:nothex"
+    with pytest.raises(errors.FormatError) as ei:
+        model.ImageConfig.parse(jbytes(cfg), "cfg.json")
+    assert str(ei.value) == "cfg.json: rootfs.diff_ids[1]: 'sha256:nothex' is not a valid sha256 digest"
+
+
+def test_digest_as_a_key() -> None:
+    """Equal digests (however made) are one key; the same hex under another algorithm is another."""
+    a = Digest.parse("sha256:" + "a" * 64)
+    b = Digest("sha256", "a" * 64)
+    c = Digest("sha512", "a" * 64)
+    assert a == b and a is not b and hash(a) == hash(b)
+    assert a != c
+    assert {a: 1, b: 2, c: 3} == {Digest("sha256", "a" * 64): 2, c: 3}
+
+
+_CONFIG_FIELDS = {"architecture": "amd64", "os": "linux", "variant": "v8", "created": "2023-11-14T22:13:20Z",
+                  "rootfs": {"type": "layers", "diff_ids": ["sha256:" + "a" * 64]},
+                  "history": [{"created_by": "x"}], "config": {"Labels": {"k": "v"}}}
+_CONFIG_VALUES = st.one_of(_ANY, st.just({"type": "layers", "diff_ids": []}), st.just({"type": "other"}),
+                           st.just({"type": "layers", "diff_ids": ["sha256:AB"]}),
+                           st.just({"type": "layers", "diff_ids": {}}), st.just([{"empty_layer": 1}]),
+                           st.just({"Labels": []}), st.just({"Labels": {"k": 1}}), st.just({"Labels": None}))
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.dictionaries(st.sampled_from(sorted(_CONFIG_FIELDS)), _CONFIG_VALUES),
+       st.sets(st.sampled_from(sorted(_CONFIG_FIELDS))))
+def test_config_fast_path_agrees_with_parse(changed: dict[str, Any], dropped: set[str]) -> None:
+    """``ImageConfig.parse``'s fast path gives what the field-by-field parse gives, value or error message."""
+    obj = {k: v for k, v in {**_CONFIG_FIELDS, **changed}.items() if k not in dropped}
+    got = _outcome(lambda: model.ImageConfig._fast(obj, b"{}", "cfg.json")
+                   or model.ImageConfig._parse(obj, b"{}", "cfg.json"))
+    assert got == _outcome(lambda: model.ImageConfig._parse(obj, b"{}", "cfg.json"))
+
+
+def test_config_fast_path_taken_for_a_usual_config() -> None:
+    assert model.ImageConfig._fast(dict(_CONFIG_FIELDS), b"{}", "cfg.json") is not None

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from ocisquash.cli import app, common
+from ocisquash.gcpause import gc_paused
 
 if TYPE_CHECKING:
     from ocisquash.listing import analyze as listing_analyze
@@ -87,6 +88,7 @@ IMAGES_HELP = (
 
 
 @common.run_options
+@gc_paused()  # the listing keeps every document it parses, none in a cycle; its rows are made and dropped
 def images(
     path: common.PathArg,
     all_images: bool = typer.Option(False, "--all", "-a", help="Show intermediate images too (untagged images "

@@ -28,7 +28,8 @@ TAR_NAMES = (".tar", *OUTER_CODECS)
 
 def layout_candidates(tree: Tree) -> list[Candidate]:
     """The images of a layout (a directory or a tar)."""
-    return entry_candidates(ocilayout.entries(tree), lambda e: ocilayout.load(tree, e))
+    plain: dict[str, bool] = {}  # shared by the loads: the images share their layers
+    return entry_candidates(ocilayout.entries(tree), lambda e: ocilayout.load(tree, e, plain=plain))
 
 
 def entry_candidates(entries: list[ocilayout.Entry], load: Callable[[ocilayout.Entry], Image]) -> list[Candidate]:

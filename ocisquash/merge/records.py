@@ -6,15 +6,14 @@ each other.
 
 from __future__ import annotations
 
-import gc
 from array import array
 from bisect import bisect_left
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import BinaryIO
 
 from ocisquash import limits as limits_mod
+from ocisquash.gcpause import gc_paused as gc_paused  # the merge's callers import it from here
 
 
 @dataclass(frozen=True)
@@ -125,25 +124,6 @@ class WriteStats:
     content_bytes: int = 0
     refetched: int = 0
     """Bodies ``stream`` did not keep from its one read and copied by a second read of their layer."""
-
-
-@contextmanager
-def gc_paused() -> Iterator[None]:
-    """Hold the cyclic garbage collector while the merge builds its records.
-
-    The merge allocates a few container objects per tar entry and keeps them (headers, tree nodes,
-    metadata), none in a reference cycle; each allocation threshold reached makes the collector walk
-    every one of them again. Profiled on the bench's entry-heavy image with the compiled merge, a
-    quarter of the main thread's samples were in ``gc_collect_main``. Collections resume after (and
-    the collector stays off if the caller had turned it off).
-    """
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 class SpoolIndex:
