@@ -23,15 +23,16 @@ it only when it keeps exactly the layers of the base they name.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
 from ocisquash import reference
+from ocisquash.apitypes import Cut
 from ocisquash.digest import Digest, chain_ids
 from ocisquash.errors import FormatError, NotFound, OcisquashError
 from ocisquash.image import Image
+from ocisquash.samefile import same_file
 from ocisquash.sources import Source
 
 BASE_DIGEST = "org.opencontainers.image.base.digest"
@@ -199,7 +200,7 @@ def find_in(image: Image, src: Source, src_path: str, extra_path: str | None, pl
     def from_file() -> list[Known]:
         # FILE may be IN itself (auto:- with IN -, or the same file): IN's images are in the pool already,
         # and a pipe cannot be read twice
-        if extra_path is None or extra_path == src_path or _same_file(extra_path, src_path):
+        if extra_path is None or extra_path == src_path or same_file(extra_path, src_path):
             return []
         with open_source(extra_path) as s:
             return of(s)
@@ -234,8 +235,30 @@ def _other_platform(have: str, want: str | None) -> bool:
     return len(a) == len(b) == 2 and all(a) and all(b) and a != b
 
 
-def _same_file(a: str, b: str) -> bool:
+def named(cut: Cut, src: Source, src_path: str, platform: str | None) -> Known | None:
+    """The ``--parent`` image (``Cut.onto``), for ``platform`` (each platform of ``--platform all`` has its
+    own): its diff IDs, its image ID (what ``docker build --squash`` names it by), its manifest digest and
+    names (what base annotations name it by). None for another kind of cut.
+
+    A parent in IN itself is chosen from the already open ``src``: IN may be a pipe, read only once."""
+    from ocisquash.sources import open_source
+
+    if cut.kind != "parent":
+        return None
+    if cut.parent_image is not None:  # Cut.onto(image): the image already open, whatever its input
+        return Known(*cut.parent_image._parent_held())
+    path, name = cut.parent_path or src_path, cut.parent_ref
+    if path == src_path or same_file(path, src_path):
+        parent = src.choose(name, platform)
+    else:
+        with open_source(path) as ps:
+            parent = ps.choose(name, platform)
+    return known(parent, parent.manifest_digest, parent.label)
+
+
+def found_for_platform(image: Image, src: Source, src_path: str, cut: Cut, platform: str | None) -> Found:
+    """``--parent auto`` for one platform of ``--platform all``: a base not found names the platform."""
     try:
-        return os.path.samefile(a, b)
-    except (OSError, ValueError):  # missing, a reference, a pipe name: not both one file
-        return False
+        return find_in(image, src, src_path, cut.parent_path, platform)
+    except OcisquashError as e:
+        raise type(e)(f"--platform {platform}: {e}", hint=e.hint) from None

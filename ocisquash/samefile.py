@@ -83,3 +83,11 @@ def refuse_overlap(out: str | None, inputs: list[tuple[str, str]]) -> None:
                 raise UsageError(f"{out}: is inside the input layout {what} {path}; writing it would change the input",
                                  hint="write the output outside the layout, or give the layout directory itself "
                                       "to add the image to it")
+
+
+def same_file(a: str, b: str) -> bool:
+    """Whether two input paths name one file (``-``, a missing path or a reference: not)."""
+    try:
+        return a != "-" and b != "-" and os.path.samefile(a, b)
+    except (OSError, ValueError):  # missing, a reference, a pipe name: not both one file
+        return False

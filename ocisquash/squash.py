@@ -32,7 +32,7 @@ from ocisquash import (
 )
 from ocisquash.apitypes import Cut, OutputFormat, parse_timestamp
 from ocisquash.digest import Digest
-from ocisquash.errors import FormatError, OcisquashError, UsageError, printable
+from ocisquash.errors import FormatError, UsageError, printable
 from ocisquash.formats.commit import Sink, WrittenImage
 from ocisquash.image import Candidate, Check, Image, Layer
 from ocisquash.samefile import refuse_overlap
@@ -224,33 +224,6 @@ def _as_file(open_stream: Callable[[], LayerStream]) -> Callable[[], BinaryIO]:
     return cast("Callable[[], BinaryIO]", open_stream)
 
 
-def _parent_diff_ids(opts: SquashOptions, src_path: str, src: Source,
-                     platform: str | None) -> autoparent.Known | None:
-    """The ``--parent`` image: its diff IDs, its image ID (what ``docker build --squash`` names it by),
-    and its manifest digest and names (what base annotations name it by), for ``platform`` (each
-    platform of ``--platform all`` has its own parent).
-
-    A parent in IN itself is chosen from the already open ``src``: IN may be a pipe, read only once."""
-    if opts.cut.kind != "parent":
-        return None
-    if opts.cut.parent_image is not None:  # Cut.onto(image): the image already open, whatever its input
-        return autoparent.Known(*opts.cut.parent_image._parent_held())
-    path, name = opts.cut.parent_path or src_path, opts.cut.parent_ref
-    if path == src_path or _same_file(path, src_path):
-        parent = src.choose(name, platform)
-    else:
-        with open_source(path) as ps:
-            parent = ps.choose(name, platform)
-    return autoparent.known(parent, parent.manifest_digest, parent.label)
-
-
-def _same_file(a: str, b: str) -> bool:
-    try:
-        return a != "-" and b != "-" and os.path.samefile(a, b)
-    except OSError:
-        return False
-
-
 def squash(src_path: str, dest: str | None, opts: SquashOptions,
            on_phase: Callable[[str, int | None], None] | None = None,
            on_progress: Callable[[int], None] | None = None, *,
@@ -285,7 +258,7 @@ def squash(src_path: str, dest: str | None, opts: SquashOptions,
         image, platform_note = opened[1:] if opened else src.choose_default(opts.image, opts.platform)
         # a multi-platform image taken for the default platform has its parent taken for the same one
         parent_platform = opts.platform or (host_platform() if platform_note else None)
-        parent = _parent_diff_ids(opts, src_path, src, parent_platform)
+        parent = autoparent.named(opts.cut, src, src_path, parent_platform)
         found = None
         if opts.cut.kind == "auto":
             found = autoparent.find_in(image, src, src_path, opts.cut.parent_path, parent_platform)
@@ -339,8 +312,9 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
 
     def prepare(c: Candidate) -> squashindex.Job[Report]:
         image = c.load()
-        parent = _parent_diff_ids(opts, src_path, src, c.platform)
-        found = _auto_parent(image, src, src_path, opts, c.platform) if opts.cut.kind == "auto" else None
+        parent = autoparent.named(opts.cut, src, src_path, c.platform)
+        auto = opts.cut.kind == "auto"
+        found = autoparent.found_for_platform(image, src, src_path, opts.cut, c.platform) if auto else None
         if found is not None:
             parent = found.base
 
@@ -388,15 +362,6 @@ def _squash_every_platform(src: Source, src_path: str, dest: str | None, opts: S
         total.parent_rule = rules.pop()
         total.parent_image = ", ".join(dict.fromkeys(str(r.parent_image) for r in reports))
     return total
-
-
-def _auto_parent(image: Image, src: Source, src_path: str, opts: SquashOptions,
-                 platform: str | None) -> autoparent.Found:
-    """``--parent auto`` for one platform of ``--platform all``; a base not found names the platform."""
-    try:
-        return autoparent.find_in(image, src, src_path, opts.cut.parent_path, platform)
-    except OcisquashError as e:
-        raise type(e)(f"--platform {platform}: {e}", hint=e.hint) from None
 
 
 def all_or_none(flags: list[bool]) -> bool | None:
