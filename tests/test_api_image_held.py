@@ -29,14 +29,20 @@ def _counting(calls: list[str], name: str, fn: Callable[..., Any]) -> Callable[.
     return counted
 
 
-def test_a_compressed_tarball_is_opened_and_decompressed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    gz = tmp_path / "sample.tar.gz"
-    gz.write_bytes(gzip.compress(SAMPLE.read_bytes(), mtime=0))
+def _count_opens(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """A list that gets "open" for each input opened and "spool" for each one decompressed whole."""
     calls: list[str] = []
     opener = _counting(calls, "open", sources.open_source)
     for module in (sources, squash, convert):
         monkeypatch.setattr(module, "open_source", opener)
     monkeypatch.setattr(archive, "decompressing_reader", _counting(calls, "spool", archive.decompressing_reader))
+    return calls
+
+
+def test_a_compressed_tarball_is_opened_and_decompressed_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gz = tmp_path / "sample.tar.gz"
+    gz.write_bytes(gzip.compress(SAMPLE.read_bytes(), mtime=0))
+    calls = _count_opens(monkeypatch)
     with ocisquash.open(gz) as src:
         image = src.image()
         flat = image.squash(tmp_path / "flat.tar", timestamp=TS)
@@ -113,11 +119,7 @@ def test_a_parent_image_is_read_from_the_image_held(trap_oci: Any, tmp_path: Pat
         src.image("l2").write(base)
     gz = tmp_path / "base.tar.gz"
     gz.write_bytes(gzip.compress(base.read_bytes(), mtime=0))
-    calls: list[str] = []
-    opener = _counting(calls, "open", sources.open_source)
-    for module in (sources, squash, convert):
-        monkeypatch.setattr(module, "open_source", opener)
-    monkeypatch.setattr(archive, "decompressing_reader", _counting(calls, "spool", archive.decompressing_reader))
+    calls = _count_opens(monkeypatch)
     with ocisquash.open(trap_oci.path) as src, ocisquash.open(gz) as bases:
         parent = bases.image()
         held = src.image("latest").squash(tmp_path / "held.tar", cut=ocisquash.Cut.onto(parent), timestamp=TS)
