@@ -102,10 +102,7 @@ def level(c: Compression, lvl: object) -> int | None:
         return None
     if isinstance(lvl, bool) or not isinstance(lvl, int):
         raise UsageError(f"level={lvl!r}: an int")
-    lo, hi = c.codec.levels
-    if not lo <= lvl <= hi:
-        raise UsageError(f"level={lvl} is out of range for {c.value}: {lo} to {hi}")
-    return lvl
+    return codecs.check_level(c.codec, lvl, "level=")
 
 
 def message(m: object) -> str | None:

@@ -137,13 +137,14 @@ def parse(text: str) -> Codec:
     return c
 
 
-def check_level(codec: Codec, level: int | None) -> int:
-    """``level`` if within the codec's range (its default for None), else ``UsageError``."""
+def check_level(codec: Codec, level: int | None, spelt: str = "--level ") -> int:
+    """``level`` if within the codec's range (its default for None), else ``UsageError`` naming it as
+    ``spelt`` spells the option (the command line's ``--level N``, the API's ``level=N``)."""
     if level is None:
         return codec.default_level
     lo, hi = codec.levels
     if not lo <= level <= hi:
-        raise UsageError(f"--level {level} is out of range for {codec.name}: {lo} to {hi}")
+        raise UsageError(f"{spelt}{level} is out of range for {codec.name}: {lo} to {hi}")
     return level
 
 

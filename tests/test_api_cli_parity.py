@@ -40,6 +40,16 @@ def test_check_level_speaks_the_command_lines_words() -> None:
     assert str(e.value) == "--level 10 is out of range for gzip: 0 to 9"
 
 
+def test_the_apis_level_check_is_the_same_table_in_its_own_words(tmp_path: Path) -> None:
+    """One range check (the codec table's) for both: the API names the option as its caller spelt it."""
+    sample = Path(__file__).resolve().parent.parent / "testdata" / "sample.docker.tar"
+    for codec, bad, range_ in ((Compression.GZIP, 10, "0 to 9"), (Compression.ZSTD, 20, "1 to 19")):
+        with pytest.raises(ocisquash.UsageError) as e:
+            ocisquash.squash_image(sample, tmp_path / "o.tar", compression=codec, level=bad)
+        assert str(e.value) == f"level={bad} is out of range for {codec.value}: {range_}"
+    assert not (tmp_path / "o.tar").exists()
+
+
 def test_cut_parse_both_is_refused_and_one_is_kept_as_spelt() -> None:
     with pytest.raises(ocisquash.UsageError, match="not both"):
         Cut.parse("base", "2")
