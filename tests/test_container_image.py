@@ -355,3 +355,27 @@ def test_rootless_podman_as_readme_shows(image: Built, trap_docker: object, tmp_
             os.kill(int(pause.read_text()), signal.SIGKILL)
         shutil.rmtree(top, ignore_errors=True)
     assert [Path(f).read_bytes() for f in ("/etc/subuid", "/etc/subgid")] == host_ids  # the host's, unchanged
+
+
+def test_readme_pipe_through_the_image(image: Built, dockerd: Clients, tmp_path: Path) -> None:
+    """README's ``docker save app:1.0 | docker run --rm -i IMAGE - - | docker load``, read from README and run
+    in a shell against our dockerd: the image loaded back under its own name is one layer, app's tree. The
+    app is testdata's sample (docker refuses to load the trap image itself: a hardlink to a lower layer)."""
+    app = ROOT / "testdata" / "sample.docker.tar"
+    found = re.search(r"`(docker save\s+app:1\.0 \| docker run --rm -i localhost/ocisquash - - \| docker load)`",
+                      README.read_text())
+    assert found is not None
+    script = " ".join(found.group(1).split()).replace("localhost/ocisquash", TAG)
+    dockerd.docker("tag", dockerd.load("docker", "pipe-app", app).ref, "app:1.0")
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "docker").symlink_to(DOCKER)
+    env = {**os.environ, **dockerd.docker_env, "PATH": f"{bin_dir}:{os.environ['PATH']}"}
+    p = subprocess.run(["bash", "-e", "-o", "pipefail", "-c", script], env=env, capture_output=True, text=True,
+                       timeout=600, check=False)
+    assert p.returncode == 0, f"{script}\n{p.stdout}\n{p.stderr}"
+    assert "Loaded image: app:1.0" in p.stdout, p.stdout  # the names kept, as README says
+    out = tmp_path / "back.tar"
+    dockerd.docker("save", "-o", str(out), "app:1.0")
+    assert len(layer_names(out)) == 1
+    assert_same_rootfs(app, out, tmp_path)
