@@ -12,6 +12,7 @@ is trusted for a check).
 from __future__ import annotations
 
 from functools import partial
+from typing import TYPE_CHECKING
 
 from ocisquash.archive import Tree
 from ocisquash.formats import ocilayout, walk
@@ -22,8 +23,10 @@ from ocisquash.image import BlobOpener, Image
 from ocisquash.model import Descriptor
 from ocisquash.registry import open_input, open_sink, output_tags
 from ocisquash.registry.ref import is_registry_ref
-from ocisquash.registry.sink import Origin
-from ocisquash.registry.source import RegistryInput
+
+if TYPE_CHECKING:  # the HTTP client (httpx: 70 ms of imports) is loaded by the first reference opened
+    from ocisquash.registry.sink import Origin
+    from ocisquash.registry.source import RegistryInput
 
 
 class Registry(Format):
@@ -52,10 +55,14 @@ class Registry(Format):
         return output_tags(dest, tags)
 
     def walk(self, tree: Tree, checker: Checker) -> None:
+        from ocisquash.registry.source import RegistryInput
+
         assert isinstance(tree, RegistryInput)
         walk.documents(tree, checker, [tree.top()], str)
 
     def attestations(self, tree: Tree, names: list[str]) -> int:
+        from ocisquash.registry.source import RegistryInput
+
         assert isinstance(tree, RegistryInput)
         return attestations_under([tree.top()], names, lambda d: tree.document(d, "index"), tree.label)
 
