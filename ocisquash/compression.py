@@ -21,7 +21,7 @@ import isal.igzip as igzip
 import isal.igzip_lib as igzip_lib
 import isal.igzip_threaded as igzip_threaded
 
-from ocisquash import limits, model
+from ocisquash import cores, limits, model
 from ocisquash.codecs import CODECS
 from ocisquash.codecs import Codec as Codec  # the table's entries, as every reader of a layer names them
 from ocisquash.codecs import check_level as check_level
@@ -316,9 +316,11 @@ class _NoClose:
 
 @contextmanager
 def compressing_writer(raw: IO[bytes] | BinaryIO | Any, codec: Codec, level: int | None = None,
-                       threads: int = 2) -> Iterator[BinaryIO]:
+                       threads: int | None = None) -> Iterator[BinaryIO]:
     """A writer that compresses into ``raw`` (left open); deterministic for the same input and level."""
     lvl = check_level(codec, level)
+    if threads is None:
+        threads = cores.writer_threads()
     if codec.writer is not None:  # a registered codec brings its own writer
         with codec.writer(cast(BinaryIO, raw), lvl, threads) as w:
             yield w

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, BinaryIO, Protocol
 
-from ocisquash import limits
+from ocisquash import cores, limits
 from ocisquash.compression import Codec, decompressing_reader
 from ocisquash.digest import Digest, HashingReader, VerifyingReader
 from ocisquash.errors import DigestMismatch, FormatError
@@ -85,7 +85,8 @@ class Layer:
             hash_diff_id = self.digest != self.diff_id and (check is Check.ALL or self.digest is None)
             reader = DiffIdCheckingReader(self.blob(), self.diff_id, self.what, self.codec,
                                           hash_diff_id=hash_diff_id)
-        return Prefetcher(reader)
+        # read ahead on a thread of its own, unless the work here is to stay on one core
+        return Prefetcher(reader) if cores.helpers() else reader
 
     def plain_file(self) -> BinaryIO:
         """The stored tar as a seekable file, for a headers-only pass that seeks over contents; only

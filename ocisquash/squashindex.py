@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
-from ocisquash import formatlist, model, outnames, sink
+from ocisquash import cores, formatlist, model, outnames, sink
 from ocisquash.errors import FormatError, UsageError
 from ocisquash.formats.commit import Sink, WrittenImage
 from ocisquash.formats.staging import Cancellable, Staged
@@ -160,7 +160,9 @@ def run_jobs(jobs: list[Job[R]], out: Sink | None, workers: int,
                                 else Cancellable(out, c) for c in cancels]
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ocisquash-platform") as pool:
-            futures = [pool.submit(job.run, s, i == 0) for i, (job, s) in enumerate(zip(jobs, sinks, strict=True))]
+            # each platform as one core's worth (``cores``): the platforms fill the cores themselves
+            futures = [pool.submit(_one_core, job.run, s, i == 0)
+                       for i, (job, s) in enumerate(zip(jobs, sinks, strict=True))]
             try:
                 for f in as_completed(futures):
                     if f.exception() is not None:
@@ -183,3 +185,9 @@ def run_jobs(jobs: list[Job[R]], out: Sink | None, workers: int,
         for s in sinks:
             if isinstance(s, Staged):
                 s.abort()
+
+
+def _one_core(run: Callable[[Sink | None, bool], tuple[R, WrittenImage | None]], sink: Sink | None,
+              first: bool) -> tuple[R, WrittenImage | None]:
+    with cores.one_core():
+        return run(sink, first)

@@ -12,6 +12,7 @@ import threading
 from collections.abc import Iterator, Sequence
 from typing import Any, BinaryIO
 
+from ocisquash import cores
 from ocisquash.errors import OcisquashError
 from ocisquash.merge.records import LayerInput, MergeLimits
 from ocisquash.merge.tarread import Hdr, read_layer
@@ -40,7 +41,9 @@ def worker_count(layers: Sequence[LayerInput]) -> int:
     if raw is not None and raw.strip().isdigit():
         return max(1, min(int(raw), len(layers)))
     total = sum(ly.work for ly in layers)
-    if len(layers) < 2 or total < PARALLEL_MIN_BYTES or not hasattr(os, "fork"):
+    # one core's worth of work (a platform squashed beside others) forks no workers: the platforms
+    # fill the cores, and a fork from a platform's thread copies the other platforms' threads' state
+    if len(layers) < 2 or total < PARALLEL_MIN_BYTES or not hasattr(os, "fork") or not cores.helpers():
         return 1
     if max(ly.work for ly in layers) > PARALLEL_MAX_SHARE * total:
         return 1
