@@ -150,6 +150,24 @@ def test_import_is_cheap() -> None:
     assert p.returncode == 0, p.stderr
 
 
+def test_a_local_run_never_loads_the_http_client(tmp_path: Path) -> None:
+    # httpx and httpcore took 70 ms of every run's start: only a docker:// reference loads them
+    sample = Path(__file__).resolve().parent.parent / "testdata" / "sample.docker.tar"
+    code = ("import sys; from ocisquash.cli import main\n"
+            "try:\n    main(sys.argv[1:])\nexcept SystemExit as e:\n    assert not e.code, e.code\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('httpx', 'httpcore', 'urllib3', 'h11'))"
+            " or 'none')")
+    for args in (["squash", str(sample), str(tmp_path / "out.tar"), "-q"], ["images", str(tmp_path / "out.tar")],
+                 ["validate", str(sample)]):
+        p = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stderr
+        assert p.stdout.strip().splitlines()[-1] == "none", (args, p.stdout[-300:])
+    p = subprocess.run([sys.executable, "-c", "import sys, ocisquash.registry.format as f; "
+                        "f.REGISTRY.claims_reference('docker://127.0.0.1:1/a'); print('httpx' in sys.modules)"],
+                       capture_output=True, text=True, timeout=60)
+    assert p.stdout.strip() == "False", p.stderr
+
+
 # ------------------------------------------------------------------------------------------ squashing, by the oracle
 
 

@@ -21,6 +21,7 @@ from platforms import platform_manifests
 from test_platform_all_auto import AMD, layout
 from test_squash import Run, cli_here
 
+import ocisquash.cores
 from ocisquash import squash, squashindex
 
 FORMATS = {"oci-dir": "out", "oci-archive": "out.tar"}
@@ -28,13 +29,13 @@ FORMATS = {"oci-dir": "out", "oci-archive": "out.tar"}
 
 def run(monkeypatch: pytest.MonkeyPatch, cores: int, lay: Path, out: Path, fmt: str) -> tuple[Run, set[str]]:
     """Squash every platform of ``lay:app`` into ``out`` as if the machine had ``cores`` cores; the run and
-    the names of the threads that squashed a platform."""
+    the names of the threads that squashed a platform, each with whether it could start helper threads."""
     out.parent.mkdir(exist_ok=True)
     threads: set[str] = set()
     one: Callable[..., Any] = squash._squash_one
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        threads.add(threading.current_thread().name)
+        threads.add(f"{threading.current_thread().name} helpers={ocisquash.cores.helpers()}")
         return one(*args, **kwargs)
 
     with monkeypatch.context() as m:
@@ -58,8 +59,10 @@ def test_two_cores_write_the_bytes_one_writes(fmt: str, tmp_path: Path, monkeypa
     seq, seq_threads = run(monkeypatch, 1, lay, tmp_path / "one" / FORMATS[fmt], fmt)
     par, par_threads = run(monkeypatch, 2, lay, tmp_path / "two" / FORMATS[fmt], fmt)
     assert seq.rc == 0 and par.rc == 0, seq.stderr + par.stderr
-    assert seq_threads == {"MainThread"}
-    assert len(par_threads) == 2 and all(t.startswith("ocisquash-platform") for t in par_threads)
+    # one after another, a platform has the machine to itself; at once, each is one core's worth
+    assert seq_threads == {"MainThread helpers=True"}
+    assert len(par_threads) == 2 and all(t.startswith("ocisquash-platform") and t.endswith("helpers=False")
+                                         for t in par_threads)
     a, b = seq.json(), par.json()
     assert a["manifest"] == b["manifest"] and a["manifest"] is not None
     assert [p["manifest"] for p in a["platforms"]] == [p["manifest"] for p in b["platforms"]]
