@@ -17,7 +17,7 @@ from typing import Any
 
 import typer
 
-from ocisquash import __version__
+from ocisquash import __version__, heap
 from ocisquash.cli import common
 
 app = typer.Typer(
@@ -192,6 +192,7 @@ def main(argv: list[str] | None = None) -> int:
     debug = debug_flag or os.environ.get("OCISQUASH_DEBUG") == "1"
     common.STATE.debug = debug
     previous = signal.signal(signal.SIGTERM, _on_sigterm)
+    heap.tune()
     if "_OCISQUASH_COMPLETE" in os.environ:  # a shell asking for completions (see `ocisquash completion`)
         from typer._completion_classes import completion_init  # registers bash, zsh, fish
 
