@@ -160,8 +160,8 @@ def run_jobs(jobs: list[Job[R]], out: Sink | None, workers: int,
                                 else Cancellable(out, c) for c in cancels]
     try:
         with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="ocisquash-platform") as pool:
-            # each platform as one core's worth (``cores``): the platforms fill the cores themselves
-            futures = [pool.submit(_one_core, job.run, s, i == 0)
+            # each platform one core's worth while another runs (``cores``): the platforms fill the cores
+            futures = [pool.submit(_sharing, job.run, s, i == 0)
                        for i, (job, s) in enumerate(zip(jobs, sinks, strict=True))]
             try:
                 for f in as_completed(futures):
@@ -187,7 +187,7 @@ def run_jobs(jobs: list[Job[R]], out: Sink | None, workers: int,
                 s.abort()
 
 
-def _one_core(run: Callable[[Sink | None, bool], tuple[R, WrittenImage | None]], sink: Sink | None,
-              first: bool) -> tuple[R, WrittenImage | None]:
-    with cores.one_core():
+def _sharing(run: Callable[[Sink | None, bool], tuple[R, WrittenImage | None]], sink: Sink | None,
+             first: bool) -> tuple[R, WrittenImage | None]:
+    with cores.sharing():
         return run(sink, first)

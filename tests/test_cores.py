@@ -1,8 +1,9 @@
-"""``cores.one_core()``: work that is one core's worth starts no helper threads and writes the same bytes.
+"""``cores``: work that is one core's worth starts no helper threads and writes the same bytes.
 
-``--platform all`` runs each platform inside it (``test_platform_all_concurrent`` checks that, and the
-bytes); here each helper is checked on its own: the read-ahead thread, the hashing threads, the gzip
-writer's threads, the merge's forked workers.
+``--platform all`` runs each platform inside ``sharing()`` (``test_platform_all_concurrent`` checks that,
+and the bytes): one core's worth while another platform runs, the machine's once alone. Here that rule
+is checked with threads held at each step, and each helper on its own under ``one_core()``: the
+read-ahead thread, the hashing threads, the gzip writer's threads, the merge's forked workers.
 """
 
 from __future__ import annotations
@@ -50,6 +51,35 @@ def test_one_core_stays_in_its_thread() -> None:
         t.join()
         seen.append(copy_context().run(cores.helpers))
     assert seen == [True, False]  # a new thread starts from the default; a copied context keeps it
+
+
+def test_sharing_is_one_core_while_another_job_runs_and_the_machine_once_alone() -> None:
+    seen: dict[str, list[tuple[bool, bool]]] = {"a": [], "b": []}
+    both_in, b_checked, a_left = threading.Barrier(2), threading.Event(), threading.Event()
+
+    def job_a() -> None:
+        with cores.sharing():
+            both_in.wait(timeout=30)
+            seen["a"].append((cores.helpers(), cores.may_fork()))  # two jobs running
+            assert b_checked.wait(timeout=30)
+        a_left.set()
+
+    def job_b() -> None:
+        with cores.sharing():
+            both_in.wait(timeout=30)
+            seen["b"].append((cores.helpers(), cores.may_fork()))
+            b_checked.set()
+            assert a_left.wait(timeout=30)
+            seen["b"].append((cores.helpers(), cores.may_fork()))  # alone now: helpers, still no forks
+            seen["b"].append((cores.writer_threads() == 2, False))
+
+    threads = [threading.Thread(target=job_a), threading.Thread(target=job_b)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert seen == {"a": [(False, False)], "b": [(False, False), (True, False), (True, False)]}
+    assert cores.helpers() and cores.may_fork()  # outside any job: the machine's
 
 
 def _gzip(data: bytes) -> tuple[bytes, int]:
@@ -137,4 +167,7 @@ def test_the_merge_forks_no_workers_on_one_core(monkeypatch: pytest.MonkeyPatch)
     layers = [LayerInput(str(i), io.BytesIO, io.BytesIO, work=half) for i in range(3)]
     assert worker_count(layers) == 2
     with cores.one_core():
+        assert worker_count(layers) == 1
+    with cores.sharing():
+        assert cores.helpers()  # alone: it may start threads, but not fork
         assert worker_count(layers) == 1

@@ -29,13 +29,13 @@ FORMATS = {"oci-dir": "out", "oci-archive": "out.tar"}
 
 def run(monkeypatch: pytest.MonkeyPatch, cores: int, lay: Path, out: Path, fmt: str) -> tuple[Run, set[str]]:
     """Squash every platform of ``lay:app`` into ``out`` as if the machine had ``cores`` cores; the run and
-    the names of the threads that squashed a platform, each with whether it could start helper threads."""
+    the names of the threads that squashed a platform, each with whether it shared the machine (``cores``)."""
     out.parent.mkdir(exist_ok=True)
     threads: set[str] = set()
     one: Callable[..., Any] = squash._squash_one
 
     def spy(*args: Any, **kwargs: Any) -> Any:
-        threads.add(f"{threading.current_thread().name} helpers={ocisquash.cores.helpers()}")
+        threads.add(f"{threading.current_thread().name} shares={not ocisquash.cores.may_fork()}")
         return one(*args, **kwargs)
 
     with monkeypatch.context() as m:
@@ -59,9 +59,9 @@ def test_two_cores_write_the_bytes_one_writes(fmt: str, tmp_path: Path, monkeypa
     seq, seq_threads = run(monkeypatch, 1, lay, tmp_path / "one" / FORMATS[fmt], fmt)
     par, par_threads = run(monkeypatch, 2, lay, tmp_path / "two" / FORMATS[fmt], fmt)
     assert seq.rc == 0 and par.rc == 0, seq.stderr + par.stderr
-    # one after another, a platform has the machine to itself; at once, each is one core's worth
-    assert seq_threads == {"MainThread helpers=True"}
-    assert len(par_threads) == 2 and all(t.startswith("ocisquash-platform") and t.endswith("helpers=False")
+    # one after another, a platform has the machine to itself; at once, each shares it
+    assert seq_threads == {"MainThread shares=False"}
+    assert len(par_threads) == 2 and all(t.startswith("ocisquash-platform") and t.endswith("shares=True")
                                          for t in par_threads)
     a, b = seq.json(), par.json()
     assert a["manifest"] == b["manifest"] and a["manifest"] is not None

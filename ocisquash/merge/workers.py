@@ -41,9 +41,9 @@ def worker_count(layers: Sequence[LayerInput]) -> int:
     if raw is not None and raw.strip().isdigit():
         return max(1, min(int(raw), len(layers)))
     total = sum(ly.work for ly in layers)
-    # one core's worth of work (a platform squashed beside others) forks no workers: the platforms
-    # fill the cores, and a fork from a platform's thread copies the other platforms' threads' state
-    if len(layers) < 2 or total < PARALLEL_MIN_BYTES or not hasattr(os, "fork") or not cores.helpers():
+    # a platform squashed beside others forks no workers: the platforms fill the cores, and a fork from
+    # a platform's thread copies the other platforms' threads' state mid-way
+    if len(layers) < 2 or total < PARALLEL_MIN_BYTES or not hasattr(os, "fork") or not cores.may_fork():
         return 1
     if max(ly.work for ly in layers) > PARALLEL_MAX_SHARE * total:
         return 1
