@@ -72,7 +72,8 @@ def _worker(layers: Sequence[LayerInput], lim: MergeLimits, tasks: int, fd: int)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_DFL)
     gc.disable()  # a short-lived process that keeps every header it parses (see records.gc_paused)
-    with os.fdopen(fd, "wb") as out:
+    # the workers fill the cores: a worker's own read-ahead and hashing threads would only add hand-offs
+    with cores.one_core(), os.fdopen(fd, "wb") as out:
         while len(raw := os.read(tasks, _INDEX.size)) == _INDEX.size:
             i = _INDEX.unpack(raw)[0]
             data = pickle.dumps(_read_job(layers[i], lim), pickle.HIGHEST_PROTOCOL)
