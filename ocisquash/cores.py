@@ -11,6 +11,7 @@ else runs. Work asks ``helpers()`` when it starts a stream; the bytes written ar
 
 from __future__ import annotations
 
+import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -20,6 +21,14 @@ _one_core: ContextVar[bool] = ContextVar("ocisquash_one_core", default=False)
 _sharing: ContextVar[bool] = ContextVar("ocisquash_sharing", default=False)
 _lock = threading.Lock()
 _running = 0  # jobs inside sharing() now
+
+
+def available() -> int:
+    """The cores this process may run on (its CPU affinity, else the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
 
 
 def helpers() -> bool:

@@ -91,8 +91,7 @@ class VerifyingReader(Reader):
         self.what = what
         # A layer's blob is hashed beside its reader, which is the thread that decompresses it: the
         # critical path of a squash's read of a gzip layer (0.09 s of sha256 for 194 MB of gzip).
-        self._hash: Any = (ThreadedHash(digest.hasher()) if (size is None or size >= THREAD_MIN) and cores.helpers()
-                           else digest.hasher())
+        self._hash: Any = beside(digest.hasher(), size is None or size >= THREAD_MIN)
         self.count = 0
         self.done = False
 
@@ -136,6 +135,12 @@ class VerifyingReader(Reader):
 
 
 THREAD_MIN = 4 << 20  # blobs smaller than this are hashed inline: a thread costs more than it saves
+
+
+def beside(h: Any, threaded: bool) -> Any:
+    """The hash ``h`` computed on a thread of its own (``ThreadedHash``) when ``threaded`` and the work
+    running here may start helper threads (``cores.helpers()``), else ``h`` itself, inline."""
+    return ThreadedHash(h) if threaded and cores.helpers() else h
 
 
 class ThreadedHash:
@@ -206,7 +211,7 @@ class HashingReader(Reader):
 
     def __init__(self, raw: IO[bytes] | BinaryIO, *, enabled: bool = True, threaded: bool = False) -> None:
         self._raw = raw
-        self._hash: Any = ThreadedHash() if threaded and enabled and cores.helpers() else hashlib.sha256()
+        self._hash: Any = beside(hashlib.sha256(), threaded and enabled)
         self._enabled = enabled
         self.count = 0
 
@@ -239,7 +244,7 @@ class HashingWriter(Writer):
 
     def __init__(self, raw: IO[bytes] | BinaryIO | None, *, threaded: bool = False) -> None:
         self._raw = raw
-        self._hash: Any = ThreadedHash() if threaded and cores.helpers() else hashlib.sha256()
+        self._hash: Any = beside(hashlib.sha256(), threaded)
         self.count = 0
 
     def write(self, data: bytes | bytearray | memoryview) -> int:

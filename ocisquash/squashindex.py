@@ -15,7 +15,6 @@ fails fails the run, and the sink aborts.
 
 from __future__ import annotations
 
-import os
 import threading
 from collections.abc import Callable, Hashable
 from concurrent.futures import ThreadPoolExecutor, as_completed
@@ -23,6 +22,7 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ocisquash import cores, formatlist, model, outnames, sink
+from ocisquash.cores import available as available_cores
 from ocisquash.errors import FormatError, UsageError
 from ocisquash.formats.commit import Sink, WrittenImage
 from ocisquash.formats.staging import Cancellable, Staged
@@ -138,13 +138,6 @@ def squash_all(src: Source, dest: str | None, fmt: str | None, image: str | None
         raise
     done.attestations_dropped = src.format.attestations(src.tree, names)
     return done
-
-
-def available_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def run_jobs(jobs: list[Job[R]], out: Sink | None, workers: int,

@@ -12,6 +12,8 @@ import contextlib
 import io
 import os
 import random
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
 from contextvars import copy_context
@@ -171,3 +173,11 @@ def test_the_merge_forks_no_workers_on_one_core(monkeypatch: pytest.MonkeyPatch)
     with cores.sharing():
         assert cores.helpers()  # alone: it may start threads, but not fork
         assert worker_count(layers) == 1
+
+
+def test_available_is_the_cores_the_process_may_run_on() -> None:
+    # taskset, not our own reading of the affinity, says how many: one core given, one counted
+    code = "from ocisquash import cores; print(cores.available())"
+    p = subprocess.run(["taskset", "-c", "0", sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.strip() == "1"
