@@ -29,6 +29,7 @@ its CPU over the cores.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import queue
 import sys
@@ -158,7 +159,7 @@ class _HashThread:
         return self.h.hexdigest()
 
 
-def inflate_pipelined(path: str) -> None:
+def inflate_pipelined(path: str) -> tuple[str, str]:
     from isal import igzip
 
     blob, diff = _HashThread(), _HashThread()
@@ -180,14 +181,15 @@ def inflate_pipelined(path: str) -> None:
     with open(path, "rb") as f, igzip.GzipFile(fileobj=Hashed(f), mode="rb") as gz:  # type: ignore[no-untyped-call]
         while data := gz.read(CHUNK):
             diff.update(data)
-    blob.hexdigest()
-    diff.hexdigest()
+    return blob.hexdigest(), diff.hexdigest()
 
 
-def inflate_floor(blobs: list[str]) -> None:
+def inflate_floor(blobs: list[str]) -> dict[str, tuple[str, str]]:
+    """Each blob's (digest, diff ID), hex."""
     todo = sorted(blobs, key=os.path.getsize, reverse=True)
     lock = threading.Lock()
     errors: list[BaseException] = []
+    done: dict[str, tuple[str, str]] = {}
 
     def worker() -> None:
         while True:
@@ -196,7 +198,7 @@ def inflate_floor(blobs: list[str]) -> None:
                     return
                 path = todo.pop(0)
             try:
-                inflate_pipelined(path)
+                done[path] = inflate_pipelined(path)
             except BaseException as e:  # raised again on the main thread: a broken input is a failed run
                 errors.append(e)
                 return
@@ -208,11 +210,12 @@ def inflate_floor(blobs: list[str]) -> None:
         t.join()
     if errors:
         raise errors[0]
+    return done
 
 
 def main() -> None:
     if sys.argv[1] == "--inflate":
-        inflate_floor(sys.argv[2:])
+        print(json.dumps(inflate_floor(sys.argv[2:])))  # after the work: the digests show it was done
         return
     if sys.argv[1] == "--gzip":
         gzip_floor(int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5:])

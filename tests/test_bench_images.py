@@ -87,6 +87,28 @@ def test_gzip_floor_writes_the_squashed_layer_deflated(tmp_path: Path) -> None:
     assert bad.returncode != 0
 
 
+def test_inflate_floor_computes_both_digests_of_every_blob(tmp_path: Path) -> None:
+    # bench/verify_floor.py --inflate: the limit line of the --dry-run and analyze rows stands on this
+    # work being what a verifying read does (each blob hashed, inflated, its contents hashed, to the end)
+    import subprocess
+
+    blobs, want = [], {}
+    for i in range(3):
+        raw = os.urandom(1000) * (i + 3000)  # one blob much larger than the rest, like the entry image's
+        p = tmp_path / f"b{i}.gz"
+        p.write_bytes(gzip.compress(raw * (40 if i == 0 else 1)))
+        blobs.append(str(p))
+        want[str(p)] = [hashlib.sha256(p.read_bytes()).hexdigest(),
+                        hashlib.sha256(raw * (40 if i == 0 else 1)).hexdigest()]
+    run = subprocess.run([sys.executable, str(BENCH / "verify_floor.py"), "--inflate", *blobs],
+                         check=True, timeout=120, capture_output=True, text=True)
+    assert json.loads(run.stdout) == want
+    (tmp_path / "bad.gz").write_bytes(gzip.compress(b"x" * 5000)[:-20])  # truncated: read to the end, it fails
+    bad = subprocess.run([sys.executable, str(BENCH / "verify_floor.py"), "--inflate", str(tmp_path / "bad.gz")],
+                         capture_output=True, timeout=120)
+    assert bad.returncode != 0
+
+
 def test_platforms_image_is_an_index_of_unshared_platforms(tmp_path: Path) -> None:
     # the sq-platforms rows compare --platform all with one squash per platform: each platform must be
     # a whole image of its own (its config naming its platform, no layer shared with the other), or the
