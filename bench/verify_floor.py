@@ -34,6 +34,7 @@ import os
 import queue
 import sys
 import threading
+from collections.abc import Callable
 from typing import Any
 
 CHUNK = 1 << 20
@@ -56,10 +57,9 @@ def copy_hashed(src: str, dst: str) -> None:
         os.fsync(out.fileno())
 
 
-def inflate_verified(path: str) -> None:
+def inflate_hashed(path: str, blob: Any, diff: Any) -> None:
+    """Read the gzip blob at ``path`` to its end, its bytes into ``blob`` and its inflated bytes into ``diff``."""
     from isal import igzip
-
-    blob, diff = hashlib.sha256(), hashlib.sha256()
 
     class Hashed:
         def __init__(self, f: Any) -> None:
@@ -78,6 +78,10 @@ def inflate_verified(path: str) -> None:
     with open(path, "rb") as f, igzip.GzipFile(fileobj=Hashed(f), mode="rb") as gz:  # type: ignore[no-untyped-call]
         while data := gz.read(CHUNK):
             diff.update(data)
+
+
+def inflate_verified(path: str) -> None:
+    inflate_hashed(path, hashlib.sha256(), hashlib.sha256())
 
 
 def deflate_hashed(src: str, dst: str, level: int) -> None:
@@ -109,11 +113,13 @@ def deflate_hashed(src: str, dst: str, level: int) -> None:
         os.fsync(out.fileno())
 
 
-def gzip_floor(level: int, squashed: str, out: str, blobs: list[str]) -> None:
+def two_at_a_time(blobs: list[str], job: Callable[[str], Any]) -> dict[str, Any]:
+    """``job`` on every blob, largest first, on two threads; each blob's result. The first error is
+    raised again here: a broken input is a failed run."""
     todo = sorted(blobs, key=os.path.getsize, reverse=True)
     lock = threading.Lock()
-
     errors: list[BaseException] = []
+    done: dict[str, Any] = {}
 
     def worker() -> None:
         while True:
@@ -122,8 +128,8 @@ def gzip_floor(level: int, squashed: str, out: str, blobs: list[str]) -> None:
                     return
                 path = todo.pop(0)
             try:
-                inflate_verified(path)
-            except BaseException as e:  # raised again on the main thread: a broken input is a failed run
+                done[path] = job(path)
+            except BaseException as e:
                 errors.append(e)
                 return
 
@@ -134,6 +140,11 @@ def gzip_floor(level: int, squashed: str, out: str, blobs: list[str]) -> None:
         t.join()
     if errors:
         raise errors[0]
+    return done
+
+
+def gzip_floor(level: int, squashed: str, out: str, blobs: list[str]) -> None:
+    two_at_a_time(blobs, inflate_verified)
     deflate_hashed(squashed, out, level)
 
 
@@ -160,57 +171,14 @@ class _HashThread:
 
 
 def inflate_pipelined(path: str) -> tuple[str, str]:
-    from isal import igzip
-
     blob, diff = _HashThread(), _HashThread()
-
-    class Hashed:
-        def __init__(self, f: Any) -> None:
-            self.f = f
-
-        def read(self, n: int = -1) -> bytes:
-            data: bytes = self.f.read(n)
-            blob.update(data)
-            return data
-
-        def readinto(self, b: Any) -> int:
-            data = self.read(len(b))
-            b[: len(data)] = data
-            return len(data)
-
-    with open(path, "rb") as f, igzip.GzipFile(fileobj=Hashed(f), mode="rb") as gz:  # type: ignore[no-untyped-call]
-        while data := gz.read(CHUNK):
-            diff.update(data)
+    inflate_hashed(path, blob, diff)
     return blob.hexdigest(), diff.hexdigest()
 
 
 def inflate_floor(blobs: list[str]) -> dict[str, tuple[str, str]]:
     """Each blob's (digest, diff ID), hex."""
-    todo = sorted(blobs, key=os.path.getsize, reverse=True)
-    lock = threading.Lock()
-    errors: list[BaseException] = []
-    done: dict[str, tuple[str, str]] = {}
-
-    def worker() -> None:
-        while True:
-            with lock:
-                if not todo or errors:
-                    return
-                path = todo.pop(0)
-            try:
-                done[path] = inflate_pipelined(path)
-            except BaseException as e:  # raised again on the main thread: a broken input is a failed run
-                errors.append(e)
-                return
-
-    threads = [threading.Thread(target=worker) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    if errors:
-        raise errors[0]
-    return done
+    return two_at_a_time(blobs, inflate_pipelined)
 
 
 def main() -> None:
