@@ -22,7 +22,6 @@ from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 from ocisquash import cores, formatlist, model, outnames, sink
-from ocisquash.cores import available as available_cores
 from ocisquash.errors import FormatError, UsageError
 from ocisquash.formats.commit import Sink, WrittenImage
 from ocisquash.formats.staging import Cancellable, Staged
@@ -108,7 +107,7 @@ def squash_all(src: Source, dest: str | None, fmt: str | None, image: str | None
     try:
         first = {j.key: j for j in reversed(jobs)}  # index entries naming one manifest: squashed once
         unique = [j for j in jobs if first[j.key] is j]
-        workers = min(len(unique), available_cores()) if concurrent else 1
+        workers = min(len(unique), cores.available()) if concurrent else 1
         results = dict(zip((j.key for j in unique), run_jobs(unique, out, workers, staging), strict=True))
         for job in jobs:
             report, written = results[job.key]

@@ -22,7 +22,7 @@ from test_platform_all_auto import AMD, layout
 from test_squash import Run, cli_here
 
 import ocisquash.cores
-from ocisquash import squash, squashindex
+from ocisquash import squash
 
 FORMATS = {"oci-dir": "out", "oci-archive": "out.tar"}
 
@@ -39,7 +39,7 @@ def run(monkeypatch: pytest.MonkeyPatch, cores: int, lay: Path, out: Path, fmt: 
         return one(*args, **kwargs)
 
     with monkeypatch.context() as m:
-        m.setattr(squashindex, "available_cores", lambda: cores)
+        m.setattr(ocisquash.cores, "available", lambda: cores)
         m.setattr(squash, "_squash_one", spy)
         r = cli_here("squash", lay, out, "--image", "app", "--platform", "all", "--parent", "auto", "--format", fmt,
                      "--timestamp", "0", "--json", "-q")
