@@ -8,7 +8,7 @@ does it, or shared by two forked workers.
 hides it (what ``merge.stream`` does before it plans). ``workers``: two forked processes take the
 layers largest first; each spools the bodies its own layers above do not hide (it cannot know the
 other worker's) and pickles the headers, as a parent would need them. Prints the wall and CPU time
-(children included) and the bytes spooled. bench/README.md ("Round three, continued") has the
+(children included) and the bytes spooled (by each worker). bench/README.md ("Round three, continued") has the
 figures: 0.09 s saved on the byte-heavy image before any parent work, so the design was not built.
 """
 
@@ -46,7 +46,7 @@ def main() -> None:
                 entries, _ = read_layer(inputs[i], lim, None, _Spooler(i, hits, spool))
                 hits.add(h for h, _ in entries)
             spool.seal()
-            print(f"spooled {spool.size >> 20} MiB")
+            print(f"spooled {spool.size} bytes")
         else:
             order = sorted(range(len(inputs)), key=lambda i: -inputs[i].work)
             tasks, feed = os.pipe()
@@ -65,7 +65,7 @@ def main() -> None:
                                           for h, off in entries], pickle.HIGHEST_PROTOCOL)
                             hits.add(h for h, _ in entries)
                         spool.seal()
-                        print(f"worker spooled {spool.size >> 20} MiB", flush=True)
+                        print(f"worker spooled {spool.size} bytes", flush=True)
                     os._exit(0)
                 pids.append(pid)
             for pid in pids:

@@ -109,6 +109,31 @@ def test_inflate_floor_computes_both_digests_of_every_blob(tmp_path: Path) -> No
     assert bad.returncode != 0
 
 
+def test_forked_read_workers_spool_what_the_layers_above_them_hide(tmp_path: Path) -> None:
+    # bench/forked_read.py, whose figure bench/README.md cites: serially the bottom layer's file that
+    # the top layer replaces is not spooled; a worker reading the bottom layer first (largest first)
+    # cannot know that, and spools exactly that file more
+    import subprocess
+
+    from conftest import check_tools
+    from fixtures import LayerBuilder, build_oci
+
+    check_tools()
+    hidden = os.urandom(70_001)
+    bottom = LayerBuilder().file("app/big", os.urandom(300_000)).file("app/conf", hidden)
+    top = LayerBuilder().file("app/conf", b"new")
+    image = build_oci(tmp_path / "img", "latest", [bottom, top]).path
+
+    def spooled(mode: str) -> int:
+        run = subprocess.run([sys.executable, str(BENCH / "forked_read.py"), str(image), mode],
+                             check=True, timeout=120, capture_output=True, text=True)
+        return sum(int(line.split()[-2]) for line in run.stdout.splitlines() if "spooled" in line)
+
+    serial = spooled("serial")
+    assert serial == 300_032 + 512  # app/big and the top layer's app/conf, each padded to 512 bytes
+    assert spooled("workers") == serial + 70_144  # and the hidden app/conf, padded
+
+
 def test_platforms_image_is_an_index_of_unshared_platforms(tmp_path: Path) -> None:
     # the sq-platforms rows compare --platform all with one squash per platform: each platform must be
     # a whole image of its own (its config naming its platform, no layer shared with the other), or the
